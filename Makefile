@@ -1,0 +1,39 @@
+# TwitterSnake: every target builds what it needs from a clean clone.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+# Debian packages the sandbox, the tests and the benchmark use on this machine.
+DEBIAN_PACKAGES := debootstrap openssh-client openssh-server git curl iproute2 util-linux procps ca-certificates
+
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: venv debian-packages test lint bench demo demo-down clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+# Installs only what is missing, after an `apt-get update`.
+debian-packages:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: missing Debian packages ($$missing); run as root or: sudo apt-get install $$missing" >&2; exit 1; fi; \
+	  echo "Installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: venv debian-packages
+	$(PY) -m pytest tests
+
+lint: venv
+	$(VENV)/bin/ruff check collector tests
+	$(VENV)/bin/ruff format --check collector tests
+	$(VENV)/bin/yamllint --strict .
+	$(VENV)/bin/ansible-lint --offline --profile production
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
