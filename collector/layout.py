@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 EXTENSIONS = {"gzip": ".jsonl.gz", "zstd": ".jsonl.zst", "none": ".jsonl"}
@@ -60,7 +60,7 @@ class SpoolDirs:
 
 
 def data_file_name(collector_id: str, first_record_at: datetime, seq: int) -> str:
-    stamp = first_record_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = first_record_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{collector_id}-{stamp}-{seq:06d}.jsonl"
 
 
@@ -69,7 +69,7 @@ def parse_name(name: str) -> tuple[str, datetime, int]:
     match = _NAME.match(name)
     if not match:
         raise ValueError(f"not a spool data file name: {name!r}")
-    stamp = datetime.strptime(match["ts"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    stamp = datetime.strptime(match["ts"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     return match["cid"], stamp, int(match["seq"])
 
 
