@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 DEBIAN_PACKAGES := debootstrap openssh-client openssh-server git curl iproute2 util-linux procps ca-certificates
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Tools the targets run (ansible-playbook, moto_server...) come from the virtualenv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: venv debian-packages test lint bench demo demo-down clean
 
