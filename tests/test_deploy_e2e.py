@@ -1,0 +1,305 @@
+"""End to end: the sandbox, site.yml, and the collector running under supervisor on the instance.
+
+One sandbox and one initial deploy are shared by the whole module (they take minutes); the tests
+run in file order, each leaving the collector running for the next, and each re-run passes the
+accumulated extra vars so that only the change under test differs from the previous run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import zstandard
+
+from tests.conftest import require
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+REPO = Path(__file__).resolve().parent.parent
+TOKEN_FILE = "/etc/twittersnake/secrets/x_bearer_token"
+SPOOL = "/var/lib/twittersnake/spool"
+LOG = "/var/log/twittersnake/collector.log"
+
+
+class Sandbox:
+    """The running sandbox seen from the tests: ssh into the instance, run site.yml, read the bucket."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.vars_file = state_dir / "vars.json"
+        self.vars = json.loads(self.vars_file.read_text())
+        self.extra: dict = {}
+        self.outputs: list[str] = []
+
+    def ssh(self, command: str, check: bool = True, timeout: float = 120) -> str:
+        argv = [
+            "ssh",
+            "-i",
+            str(self.state_dir / "ssh" / "id_ed25519"),
+            "-p",
+            str(self.vars["sandbox_ssh_port"]),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            f"UserKnownHostsFile={self.state_dir / 'ssh' / 'known_hosts'}",
+            "-o",
+            "BatchMode=yes",
+            "root@127.0.0.1",
+            command,
+        ]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{command!r} failed ({result.returncode}): {result.stdout}{result.stderr}"
+            )
+        return result.stdout
+
+    def site(self, *args: str, **extra) -> subprocess.CompletedProcess:
+        self.extra.update(extra)
+        argv = [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "site.yml",
+            "-i",
+            "inventory/sandbox",
+            "-e",
+            f"@{self.vars_file}",
+            "-e",
+            json.dumps(self.extra),
+            *args,
+        ]
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0")
+        result = subprocess.run(
+            argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False
+        )
+        self.outputs.append(result.stdout + result.stderr)
+        return result
+
+    def pid(self) -> int:
+        out = self.ssh("supervisorctl pid twittersnake", check=False).strip()
+        return int(out) if out.isdigit() else 0
+
+    def state(self) -> str:
+        out = self.ssh("supervisorctl status twittersnake", check=False).split()
+        return out[1] if len(out) > 1 else ""
+
+    def wait_running(self, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state() == "RUNNING" and self.pid():
+                return self.pid()
+            time.sleep(1)
+        raise AssertionError(
+            f"collector not RUNNING: {self.ssh('supervisorctl status', check=False)}"
+        )
+
+    def spool_files(self) -> list[str]:
+        return self.ssh(
+            f"find {SPOOL} -type f -path '*/open/*' -o -type f -path '*/sealed/*' -o -type f -path '*/ready/*'"
+        ).split()
+
+    def s3(self):
+        return boto3.client(
+            "s3",
+            endpoint_url=self.vars.get("aws_endpoint_url")
+            or f"http://127.0.0.1:{self.vars['sandbox_moto_port']}",
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def bucket_post_ids(self) -> list[str]:
+        s3 = self.s3()
+        bucket = self.vars.get("twittersnake_bucket", "twittersnake-sandbox")
+        ids = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                if obj["Key"].endswith(".gz"):
+                    body = gzip.decompress(body)
+                elif obj["Key"].endswith(".zst"):
+                    body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+                ids += [
+                    json.loads(line)["data"]["id"] for line in body.splitlines() if line.strip()
+                ]
+        return ids
+
+    def wait_for_posts(self, more_than: int, timeout: float = 90) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ids = self.bucket_post_ids()
+            if len(ids) > more_than:
+                return ids
+            time.sleep(2)
+        raise AssertionError(f"no more than {more_than} posts reached the bucket in {timeout}s")
+
+
+def recap_changed(output: str) -> int:
+    """changed= of the instance's PLAY RECAP line (localhost is the provisioning side)."""
+    counts = [
+        int(m.group(2))
+        for m in re.finditer(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", output, re.M)
+        if m.group(1) != "localhost"
+    ]
+    assert counts, output[-3000:]
+    return sum(counts)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    require(os.geteuid() == 0, "the sandbox needs root (unshare, chroot)")
+    require(shutil.which("debootstrap") is not None, "the sandbox needs debootstrap")
+    state_dir = tmp_path_factory.mktemp("sandbox")
+    up = subprocess.run(
+        [sys.executable, "-m", "tests.sandbox", "up", "--state-dir", str(state_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    box = Sandbox(state_dir)
+    try:
+        started = time.monotonic()
+        first = box.site()
+        box.first_deploy_seconds = time.monotonic() - started
+        assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-3000:]
+        yield box
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "tests.sandbox", "down", "--state-dir", str(state_dir)],
+            cwd=REPO,
+            timeout=300,
+            check=False,
+        )
+
+
+def test_site_yml_delivers_posts_to_the_bucket(sandbox):
+    sandbox.wait_running()
+    ids = sandbox.wait_for_posts(more_than=0)
+    assert all(i.isdigit() for i in ids)
+
+
+def test_rerun_without_changes_changes_nothing_and_keeps_pid(sandbox):
+    pid = sandbox.wait_running()
+    result = sandbox.site()
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert recap_changed(result.stdout) == 0, result.stdout[-5000:]
+    assert sandbox.pid() == pid
+
+
+def test_check_diff_shows_changes_and_restarts_nothing(sandbox):
+    pid = sandbox.wait_running()
+    rules = [{"value": "python lang:en", "tag": "python"}, {"value": "ansible", "tag": "ops"}]
+    result = sandbox.site(
+        "--check", "--diff", collector_x_rules=rules, collector_rotate_max_records=15000
+    )
+    sandbox.extra.clear()  # check mode applied nothing
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert recap_changed(result.stdout) > 0
+    assert "ansible" in result.stdout and "15000" in result.stdout  # the diff of collector.toml
+    assert sandbox.pid() == pid
+    assert "15000" not in sandbox.ssh("cat /etc/twittersnake/collector.toml")
+
+
+def test_rules_only_change_syncs_live_rules_without_restart(sandbox):
+    pid = sandbox.wait_running()
+    rules = [{"value": "python lang:en", "tag": "python"}, {"value": "ansible", "tag": "ops"}]
+    result = sandbox.site(collector_x_rules=rules)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Sync the live rules without restarting" in result.stdout
+    assert sandbox.pid() == pid
+    live = sandbox.ssh(
+        "cd /opt/twittersnake/src && /opt/conda/envs/twittersnake/bin/python -m collector rules list --config /etc/twittersnake/collector.toml"
+    )
+    assert "ansible" in live
+
+
+def _stops_logged(sandbox) -> int:
+    return sandbox.ssh("cat /var/log/supervisor/supervisord.log*", check=False).count(
+        "stopped: twittersnake"
+    )
+
+
+def test_other_config_change_restarts_exactly_once(sandbox):
+    pid = sandbox.wait_running()
+    stops = _stops_logged(sandbox)
+    result = sandbox.site(collector_rotate_max_records=15000)
+    assert result.returncode == 0, result.stdout[-3000:]
+    new_pid = sandbox.wait_running()
+    assert new_pid != pid
+    assert _stops_logged(sandbox) == stops + 1  # one graceful stop (SIGTERM), then one start
+
+
+def test_kill_9_is_followed_by_automatic_restart_and_no_loss(sandbox):
+    pid = sandbox.wait_running()
+    before = set(sandbox.wait_for_posts(more_than=0))
+    time.sleep(3)
+    sandbox.ssh(f"kill -9 {pid}")
+    new_pid = sandbox.wait_running(timeout=30)
+    assert new_pid != pid
+    after = set(sandbox.wait_for_posts(more_than=len(before)))
+    assert before <= after
+
+
+def test_stop_leaves_an_empty_spool_with_everything_in_s3(sandbox):
+    sandbox.wait_running()
+    time.sleep(3)
+    sandbox.ssh("supervisorctl stop twittersnake", timeout=120)
+    assert sandbox.state() in ("STOPPED", "EXITED")
+    assert sandbox.spool_files() == []
+    ids = sandbox.bucket_post_ids()
+    assert ids
+    sandbox.ssh("supervisorctl start twittersnake")
+    sandbox.wait_running()
+
+
+def test_files_under_etc_twittersnake_have_private_modes(sandbox):
+    listing = sandbox.ssh(
+        "stat -c '%n %a %U' /etc/twittersnake /etc/twittersnake/collector.toml /etc/twittersnake/secrets "
+        "/etc/twittersnake/secrets/x_bearer_token /etc/twittersnake/secrets/aws_credentials"
+    )
+    modes = {
+        name: (mode, owner) for name, mode, owner in (line.split() for line in listing.splitlines())
+    }
+    assert modes["/etc/twittersnake/secrets"] == ("700", "twittersnake")
+    assert modes["/etc/twittersnake/secrets/x_bearer_token"] == ("600", "twittersnake")
+    assert modes["/etc/twittersnake/secrets/aws_credentials"] == ("600", "twittersnake")
+    assert modes["/etc/twittersnake/collector.toml"][0] == "640"
+
+
+def test_bad_token_ends_in_fatal_or_exited_not_a_restart_loop(sandbox):
+    result = sandbox.site(vault_x_bearer_token="not-the-token")
+    # The play may fail on the restart (the collector refuses to start): that is the honest outcome.
+    deadline = time.monotonic() + 60
+    while sandbox.state() not in ("FATAL", "EXITED") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert sandbox.state() in ("FATAL", "EXITED"), result.stdout[-3000:]
+    time.sleep(5)
+    assert sandbox.state() in ("FATAL", "EXITED")  # stays down: no loop
+    log = sandbox.ssh(f"tail -n 50 {LOG}")
+    assert re.search(r"401|rejected|unauthori", log, re.I), log
+    assert "not-the-token" not in log
+    # Put the good token back; the collector comes back.
+    sandbox.extra.pop("vault_x_bearer_token")
+    good = sandbox.site()
+    assert good.returncode == 0, good.stdout[-3000:]
+    sandbox.wait_running()
+
+
+def test_the_token_appears_in_no_log(sandbox):
+    token = sandbox.ssh(f"cat {TOKEN_FILE}").strip()
+    assert token
+    logs = sandbox.ssh("cat /var/log/twittersnake/* /var/log/supervisor/* 2>/dev/null", check=False)
+    assert token not in logs
+    assert all(token not in output for output in sandbox.outputs)
