@@ -1,0 +1,612 @@
+"""A stand-in for the X API v2 streaming endpoints, speaking the real wire protocol on loopback.
+
+    srv = FakeXServer(token="t0ken", port=0); srv.start(); srv.url   # "http://127.0.0.1:PORT"
+    srv.sent_ids       # ids of posts whose whole line, "\\r\\n" included, was written to a socket
+    srv.stop()
+
+Endpoints (same paths, status codes and JSON shapes as api.x.com):
+    GET  /2/tweets/search/stream, /2/tweets/sample/stream   chunked, one JSON message per "\\r\\n"
+         line, a blank "\\r\\n" keep-alive every `keepalive_interval` seconds when idle
+    GET  /2/tweets/search/stream/rules                      {"data": [...], "meta": {...}}
+    POST /2/tweets/search/stream/rules[?dry_run=true]       {"add": [...]} or
+                                                            {"delete": {"ids": [...]}}
+    Wrong or missing bearer token: 401 with the API's problem JSON.
+
+Knobs, set from tests at runtime (thread-safe; each one-shot knob fires once):
+    rate (posts/s, 0 = as fast as possible), count (stop after N posts in total and keep the
+    connection open with keep-alives), keepalive_interval (s)
+    drop_after(k)            the next stream connection writes k posts, half a line, then closes
+    fail_next(status, n)     the next n stream connection attempts get `status` (503, 429, ...)
+    stall(seconds)           every open stream sends nothing, not even keep-alives, for that long
+    operational_disconnect() the open stream sends the operational-disconnect message and closes
+    inject(kind)             the open stream sends one special line: "malformed", "non_utf8",
+                             "huge" (a 10 MB data post, its id lands in sent_ids) or
+                             "partial_errors" (a data post that also carries "errors")
+
+The same knobs over HTTP for processes started through the CLI (no bearer token needed):
+    GET /_fake/stats -> {"sent": N, "first_byte_at": epoch, "last_post_at": epoch, ...}
+    POST /_fake/control {"rate": 0, "count": 10, "drop_after": 3, "fail_next": [503, 2],
+                         "stall": 5, "operational_disconnect": true, "inject": "malformed"}
+
+CLI (used by the sandbox and `make bench`):
+    python -m tests.fakes.x_server --host 127.0.0.1 --port P --token-file F [--rate R] [--count N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import itertools
+import json
+import logging
+import random
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+log = logging.getLogger(__name__)
+
+SAMPLES = Path(__file__).resolve().parent / "data" / "x_v2_filtered_stream.jsonl"
+STREAM_PATHS = {"/2/tweets/search/stream", "/2/tweets/sample/stream"}
+RULES_PATH = "/2/tweets/search/stream/rules"
+FIRST_POST_ID = 1_800_000_000_000_000_000
+ID_MARK = b"__POST_ID__"
+BATCH_BYTES = 256 * 1024  # posts per write when sending as fast as possible
+HUGE_LINE_BYTES = 10 * 1024 * 1024
+
+OPERATIONAL_DISCONNECT = {
+    "errors": [
+        {
+            "title": "operational-disconnect",
+            "disconnect_type": "OperationalDisconnect",
+            "detail": "This stream has been disconnected for operational reasons.",
+            "type": "https://api.twitter.com/2/problems/operational-disconnect",
+        }
+    ]
+}
+PARTIAL_ERROR = {
+    "value": "1234567890",
+    "detail": "Could not find user with id: [1234567890].",
+    "title": "Not Found Error",
+    "resource_type": "user",
+    "parameter": "entities.mentions.username",
+    "resource_id": "1234567890",
+    "type": "https://api.twitter.com/2/problems/resource-not-found",
+}
+PROBLEMS = {
+    401: {"title": "Unauthorized", "type": "about:blank", "status": 401, "detail": "Unauthorized"},
+    429: {
+        "title": "ConnectionException",
+        "detail": "This stream is currently at the maximum allowed connection limit.",
+        "connection_issue": "TooManyConnections",
+        "type": "https://api.twitter.com/2/problems/streaming-connection",
+    },
+    503: {
+        "title": "Service Unavailable",
+        "detail": "Service Unavailable",
+        "type": "about:blank",
+        "status": 503,
+    },
+}
+WORDS = tuple(
+    [
+        "python",
+        "data",
+        "stream",
+        "collector",
+        "snake",
+        "spool",
+        "rotate",
+        "gzip",
+        "bucket",
+        "cloud",
+        "lambda",
+        "query",
+        "athena",
+        "spark",
+        "trino",
+        "duckdb",
+        "parquet",
+        "tweet",
+        "post",
+        "reply",
+        "quote",
+        "hello",
+        "world",
+        "today",
+        "news",
+    ]
+)
+
+
+def _now_iso() -> str:
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _dumps(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def render_templates(samples: Path, pool: int, seed: int) -> list[tuple[bytes, ...]]:
+    """Post templates of 1-8 KB, split where the post id goes (data.id, conversation_id).
+
+    The id is joined in per post and `"matching_rules": [...]}` is appended, so rendering a
+    post costs one join.
+    """
+    rng = random.Random(seed)
+    messages = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
+    templates = []
+    for _ in range(pool):
+        msg = copy.deepcopy(rng.choice(messages))
+        msg.pop("matching_rules", None)
+        data = msg["data"]
+        data["text"] = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 40)))
+        data["created_at"] = _now_iso()
+        data["author_id"] = str(rng.randint(10**9, 10**10))
+        _fit_size(msg, rng.randint(1024, 8 * 1024 - 200), rng)
+        data["id"] = data["conversation_id"] = ID_MARK.decode()
+        data["edit_history_tweet_ids"] = [ID_MARK.decode()]
+        for tweet in msg["includes"].get("tweets", []):
+            tweet.setdefault("edit_history_tweet_ids", [tweet["id"]])
+        body = _dumps(msg)[:-1]  # without the closing brace: matching_rules goes there
+        templates.append(tuple(body.split(ID_MARK)))
+    return templates
+
+
+def _fit_size(msg: dict, target: int, rng: random.Random) -> None:
+    """Grow or shrink a message towards `target` bytes by editing its optional parts."""
+    data = msg["data"]
+    includes = msg.setdefault("includes", {})
+    for key in ("tweets", "media", "places"):
+        if len(_dumps(msg)) <= target:
+            break
+        includes.pop(key, None)
+    annotations = data.get("context_annotations", [])
+    while len(_dumps(msg)) > target and annotations:
+        annotations.pop()
+    if len(_dumps(msg)) > target:
+        data.pop("entities", None)
+    filler = {"domain": {"id": "66", "name": "Interests and Hobbies Category"}}
+    while len(_dumps(msg)) < target - 120:
+        entity = {"id": str(rng.randint(10**17, 10**18)), "name": rng.choice(WORDS).title()}
+        data.setdefault("context_annotations", []).append({**filler, "entity": entity})
+
+
+class FakeXServer:
+    """The X API v2 stand-in: filtered/sample stream, rules API, bearer check, fault knobs."""
+
+    def __init__(
+        self,
+        token: str = "t0ken",
+        port: int = 0,
+        host: str = "127.0.0.1",
+        rate: float = 0.0,
+        count: int | None = None,
+        keepalive_interval: float = 2.0,
+        seed: int = 1,
+        pool: int = 128,
+        samples: Path = SAMPLES,
+    ) -> None:
+        self.token = token
+        self.rate = rate
+        self.count = count
+        self.keepalive_interval = keepalive_interval
+        self.sent_ids: list[str] = []
+        self.connections = 0  # stream connection attempts, failed ones included
+        self.first_byte_at: float | None = None
+        self.last_post_at: float | None = None
+        self.bytes_sent = 0
+        self.rules: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+        self._templates = render_templates(samples, pool, seed)
+        self._ids = itertools.count(FIRST_POST_ID)
+        self._rule_ids = itertools.count(1_900_000_000_000_000_000)
+        self._posts_taken = 0
+        self._matching_rules = b""
+        self._update_matching_rules()
+        self._drop_after: int | None = None
+        self._fail_next: list[int] = []
+        self._stall_until = 0.0
+        self._disconnect = threading.Event()
+        self._injections: list[bytes] = []
+        self._stopping = threading.Event()
+        self._httpd = ThreadingHTTPServer((host, port), _Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.fake = self  # type: ignore[attr-defined]
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def start(self) -> FakeXServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> FakeXServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # Fault knobs -------------------------------------------------------------------------
+
+    def drop_after(self, posts: int) -> None:
+        with self._lock:
+            self._drop_after = posts
+
+    def fail_next(self, status: int, times: int = 1) -> None:
+        with self._lock:
+            self._fail_next.extend([status] * times)
+
+    def stall(self, seconds: float) -> None:
+        self._stall_until = time.monotonic() + seconds
+
+    def operational_disconnect(self) -> None:
+        self._disconnect.set()
+
+    def inject(self, kind: str) -> None:
+        line = self._special_line(kind)
+        with self._lock:
+            self._injections.append(line)
+
+    def stats(self) -> dict:
+        return {
+            "sent": len(self.sent_ids),
+            "bytes_sent": self.bytes_sent,
+            "connections": self.connections,
+            "first_byte_at": self.first_byte_at,
+            "last_post_at": self.last_post_at,
+            "last_id": self.sent_ids[-1] if self.sent_ids else None,
+            "rules": list(self.rules.values()),
+        }
+
+    def control(self, settings: dict) -> None:
+        """Apply knobs given as JSON (the /_fake/control endpoint)."""
+        for key in ("rate", "count", "keepalive_interval"):
+            if key in settings:
+                setattr(self, key, settings[key])
+        if "drop_after" in settings:
+            self.drop_after(int(settings["drop_after"]))
+        if "fail_next" in settings:
+            self.fail_next(*settings["fail_next"])
+        if "stall" in settings:
+            self.stall(float(settings["stall"]))
+        if settings.get("operational_disconnect"):
+            self.operational_disconnect()
+        if "inject" in settings:
+            self.inject(settings["inject"])
+
+    # Posts -------------------------------------------------------------------------------
+
+    def _update_matching_rules(self) -> None:
+        rules = [{"id": rid, "tag": r.get("tag", "")} for rid, r in self.rules.items()]
+        rules = rules or [{"id": "1", "tag": ""}]
+        self._matching_rules = b',"matching_rules":' + _dumps(rules) + b"}\r\n"
+
+    def _take_posts(self, wanted: int) -> list[tuple[str, bytes]]:
+        """Render up to `wanted` posts, honouring `count`; returns (id, line) pairs."""
+        with self._lock:
+            if self.count is not None:
+                wanted = min(wanted, self.count - self._posts_taken)
+            if wanted <= 0:
+                return []
+            self._posts_taken += wanted
+            ids = [str(next(self._ids)) for _ in range(wanted)]
+        templates, pool, tail = self._templates, len(self._templates), self._matching_rules
+        posts = []
+        for post_id in ids:
+            parts = templates[int(post_id) % pool]
+            posts.append((post_id, post_id.encode().join(parts) + tail))
+        return posts
+
+    def _special_line(self, kind: str) -> bytes:
+        if kind == "malformed":
+            return b'{"data":{"id":"123","text":"cut in the middle\r\n'
+        if kind == "non_utf8":
+            return b'{"data":{"id":"124","text":"\xff\xfe\xc3\x28"}}\r\n'
+        if kind == "huge":
+            post_id = str(next(self._ids))
+            text = "x" * HUGE_LINE_BYTES
+            line = _dumps({"data": {"id": post_id, "text": text}})[:-1] + self._matching_rules
+            return line
+        if kind == "partial_errors":
+            post_id = str(next(self._ids))
+            line = post_id.encode().join(self._templates[0])
+            return line + b',"errors":' + _dumps([PARTIAL_ERROR]) + self._matching_rules
+        if kind == "operational_disconnect":
+            return _dumps(OPERATIONAL_DISCONNECT) + b"\r\n"
+        raise ValueError(f"unknown injection kind {kind!r}")
+
+    @staticmethod
+    def _line_id(line: bytes) -> str | None:
+        if line.startswith(b'{"data":{') and line.endswith(b"}\r\n"):
+            try:
+                return json.loads(line)["data"]["id"]
+            except ValueError:
+                return None
+        return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "tsunami"
+
+    @property
+    def fake(self) -> FakeXServer:
+        return self.server.fake  # type: ignore[attr-defined]
+
+    def log_message(self, fmt: str, *args: object) -> None:
+        log.debug("%s " + fmt, self.address_string(), *args)
+
+    # Plumbing ---------------------------------------------------------------------------
+
+    def _send_json(self, status: int, body: object, headers: dict | None = None) -> None:
+        payload = _dumps(body)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _authorized(self) -> bool:
+        if self.headers.get("Authorization") == f"Bearer {self.fake.token}":
+            return True
+        self._send_json(401, PROBLEMS[401])
+        return False
+
+    def _read_json(self) -> object:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"null")
+
+    # Routes ------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        path = urlsplit(self.path).path
+        if path == "/_fake/stats":
+            self._send_json(200, self.fake.stats())
+        elif path == "/_fake/sent_ids":
+            self._send_json(200, self.fake.sent_ids)
+        elif path in STREAM_PATHS:
+            if self._authorized():
+                self._stream()
+        elif path == RULES_PATH:
+            if self._authorized():
+                self._get_rules()
+        else:
+            self._send_json(404, {"title": "Not Found Error", "type": "about:blank", "status": 404})
+
+    def do_POST(self) -> None:  # noqa: N802
+        url = urlsplit(self.path)
+        if url.path == "/_fake/control":
+            self.fake.control(self._read_json() or {})
+            self._send_json(200, self.fake.stats())
+        elif url.path == RULES_PATH:
+            if self._authorized():
+                dry_run = parse_qs(url.query).get("dry_run", ["false"])[0].lower() in ("true", "1")
+                self._post_rules(self._read_json(), dry_run)
+        else:
+            self._send_json(404, {"title": "Not Found Error", "type": "about:blank", "status": 404})
+
+    # Rules ------------------------------------------------------------------------------
+
+    def _get_rules(self) -> None:
+        rules = list(self.fake.rules.values())
+        meta: dict = {"sent": _now_iso(), "result_count": len(rules)}
+        self._send_json(200, {"data": rules, "meta": meta} if rules else {"meta": meta})
+
+    def _post_rules(self, body: object, dry_run: bool) -> None:
+        if isinstance(body, dict) and isinstance(body.get("add"), list):
+            self._add_rules(body["add"], dry_run)
+        elif isinstance(body, dict) and isinstance(body.get("delete"), dict):
+            self._delete_rules(body["delete"].get("ids", []), dry_run)
+        else:
+            self._send_json(400, _invalid_request("Request body must contain 'add' or 'delete'."))
+
+    def _add_rules(self, additions: list, dry_run: bool) -> None:
+        fake = self.fake
+        created, errors = [], []
+        with fake._lock:
+            values = {r["value"] for r in fake.rules.values()}
+            for rule in additions:
+                value = rule.get("value") if isinstance(rule, dict) else None
+                if not isinstance(value, str) or not value.strip():
+                    self._send_json(400, _invalid_request("rule value must be a non-empty string"))
+                    return
+                if value in values:
+                    existing = next(i for i, r in fake.rules.items() if r["value"] == value)
+                    errors.append(
+                        {
+                            "value": value,
+                            "id": existing,
+                            "title": "DuplicateRule",
+                            "type": "https://api.twitter.com/2/problems/duplicate-rules",
+                        }
+                    )
+                    continue
+                new = {"id": str(next(fake._rule_ids)), "value": value}
+                if rule.get("tag") is not None:
+                    new["tag"] = rule["tag"]
+                values.add(value)
+                created.append(new)
+            if not dry_run:
+                fake.rules.update({r["id"]: r for r in created})
+                fake._update_matching_rules()
+        summary = {
+            "created": len(created),
+            "not_created": len(errors),
+            "valid": len(created),
+            "invalid": len(errors),
+        }
+        body: dict = {"meta": {"sent": _now_iso(), "summary": summary}}
+        if created:
+            body["data"] = [{"value": r["value"], **r} for r in created]
+        if errors:
+            body["errors"] = errors
+        self._send_json(200, body)
+
+    def _delete_rules(self, ids: list, dry_run: bool) -> None:
+        fake = self.fake
+        with fake._lock:
+            known = [str(i) for i in ids if str(i) in fake.rules]
+            missing = [str(i) for i in ids if str(i) not in fake.rules]
+            if not dry_run:
+                for rule_id in known:
+                    del fake.rules[rule_id]
+                fake._update_matching_rules()
+        body: dict = {
+            "meta": {
+                "sent": _now_iso(),
+                "summary": {"deleted": len(known), "not_deleted": len(missing)},
+            }
+        }
+        if missing:
+            body["errors"] = [
+                {
+                    "errors": [{"parameters": {}, "message": "Rule does not exist"}],
+                    "title": "Invalid Request",
+                    "detail": "One or more parameters to your request was invalid.",
+                    "type": "https://api.twitter.com/2/problems/invalid-request",
+                    "value": rule_id,
+                }
+                for rule_id in missing
+            ]
+        self._send_json(200, body)
+
+    # Stream -----------------------------------------------------------------------------
+
+    def _stream(self) -> None:
+        fake = self.fake
+        with fake._lock:
+            fake.connections += 1
+            failure = fake._fail_next.pop(0) if fake._fail_next else None
+            drop_after, fake._drop_after = fake._drop_after, None
+        if failure is not None:
+            problem = PROBLEMS.get(failure, {"title": "Error", "status": failure})
+            self._send_json(failure, problem, {"Connection": "close"})
+            self.close_connection = True
+            return
+        fake._disconnect.clear()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            self._stream_posts(drop_after)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            log.debug("stream client went away")
+
+    def _write_chunk(self, data: bytes) -> None:
+        fake = self.fake
+        if fake.first_byte_at is None:
+            fake.first_byte_at = time.time()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        fake.bytes_sent += len(data)
+
+    def _write_posts(self, posts: list[tuple[str | None, bytes]]) -> None:
+        self._write_chunk(b"".join(line for _, line in posts))
+        fake = self.fake
+        fake.sent_ids.extend(post_id for post_id, _ in posts if post_id is not None)
+        fake.last_post_at = time.time()
+
+    def _stream_posts(self, drop_after: int | None) -> None:
+        fake = self.fake
+        last_write = time.monotonic()
+        sent_here = 0
+        next_due = time.monotonic()
+        while not fake._stopping.is_set():
+            now = time.monotonic()
+            if now < fake._stall_until:
+                time.sleep(min(0.05, fake._stall_until - now))
+                continue
+            if fake._disconnect.is_set():
+                fake._disconnect.clear()
+                self._write_chunk(_dumps(OPERATIONAL_DISCONNECT) + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+                return
+            with fake._lock:
+                injections, fake._injections = fake._injections, []
+            for line in injections:
+                self._write_posts([(fake._line_id(line), line)])
+                last_write = time.monotonic()
+            if drop_after is not None and sent_here >= drop_after:
+                post_id, line = (fake._take_posts(1) or [(None, b'{"data":{"id":"0"}}\r\n')])[0]
+                self._write_chunk(line[: len(line) // 2])
+                return  # closing without the terminating chunk: the client sees a cut line
+            wanted = 1 if fake.rate > 0 else max(1, BATCH_BYTES // 4500)
+            if drop_after is not None:
+                wanted = min(wanted, drop_after - sent_here)
+            posts = fake._take_posts(wanted) if now >= next_due else []
+            if posts:
+                self._write_posts(posts)
+                sent_here += len(posts)
+                last_write = time.monotonic()
+                if fake.rate > 0:
+                    next_due = max(next_due + 1.0 / fake.rate, time.monotonic() - 1.0)
+                continue
+            if time.monotonic() - last_write >= fake.keepalive_interval:
+                self._write_chunk(b"\r\n")
+                last_write = time.monotonic()
+            time.sleep(min(0.05, max(0.0, next_due - time.monotonic()) or 0.05))
+
+
+def _invalid_request(message: str) -> dict:
+    return {
+        "errors": [{"parameters": {}, "message": message}],
+        "title": "Invalid Request",
+        "detail": "One or more parameters to your request was invalid.",
+        "type": "https://api.twitter.com/2/problems/invalid-request",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token-file", type=Path, required=True)
+    parser.add_argument("--rate", type=float, default=0.0, help="posts/s, 0 = as fast as possible")
+    parser.add_argument("--count", type=int, default=None, help="stop after N posts")
+    parser.add_argument("--keepalive-interval", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    server = FakeXServer(
+        token=args.token_file.read_text().strip(),
+        port=args.port,
+        host=args.host,
+        rate=args.rate,
+        count=args.count,
+        keepalive_interval=args.keepalive_interval,
+        seed=args.seed,
+    )
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    server.start()
+    log.info("X API stand-in listening on %s", server.url)
+    with contextlib.suppress(KeyboardInterrupt):
+        stopped.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

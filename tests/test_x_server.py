@@ -1,0 +1,256 @@
+"""The X API stand-in speaks the wire protocol that urllib, http.client and tweepy expect."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+import requests.adapters
+import tweepy
+
+from tests.fakes.x_server import FakeXServer
+
+TOKEN = "t0ken"
+STREAM = "/2/tweets/search/stream"
+RULES = "/2/tweets/search/stream/rules"
+
+
+@pytest.fixture
+def x_server() -> Iterator[FakeXServer]:
+    server = FakeXServer(token=TOKEN, keepalive_interval=0.2).start()
+    yield server
+    server.stop()
+
+
+def open_stream(server: FakeXServer, path: str = STREAM) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
+    return conn.getresponse()
+
+
+def read_lines(response: http.client.HTTPResponse, posts: int) -> list[bytes]:
+    """Raw lines (keep-alives included) until `posts` non-blank lines arrived."""
+    lines: list[bytes] = []
+    while sum(1 for line in lines if line.strip()) < posts:
+        line = response.readline()
+        if not line:
+            break
+        lines.append(line)
+    return lines
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:
+    """sent_ids is updated right after the write returns, which can be after the client read."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+class LocalRedirect(requests.adapters.HTTPAdapter):
+    """tweepy hard-codes https://api.twitter.com; send its requests to the stand-in instead."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__()
+        self.base_url = base_url
+
+    def send(self, request, **kwargs):
+        request.url = request.url.replace("https://api.twitter.com", self.base_url, 1)
+        return super().send(request, **kwargs)
+
+
+def tweepy_client(server: FakeXServer, **kwargs) -> tweepy.StreamingClient:
+    client = tweepy.StreamingClient(TOKEN, **kwargs)
+    client.session.mount("https://api.twitter.com", LocalRedirect(server.url))
+    return client
+
+
+def test_stream_sends_chunked_crlf_json_lines_and_records_sent_ids(x_server: FakeXServer) -> None:
+    x_server.count = 20
+    response = open_stream(x_server)
+    assert response.status == 200
+    assert response.getheader("Transfer-Encoding") == "chunked"
+    lines = [line for line in read_lines(response, 20) if line.strip()]
+    assert all(line.endswith(b"\r\n") for line in lines)
+    messages = [json.loads(line) for line in lines]
+    ids = [m["data"]["id"] for m in messages]
+    assert len(set(ids)) == 20
+    assert all(1024 <= len(line) <= 8 * 1024 for line in lines)
+    assert all(m["includes"]["users"] and m["matching_rules"] for m in messages)
+    wait_until(lambda: len(x_server.sent_ids) == 20)
+    assert x_server.sent_ids == ids
+
+
+def test_stream_sends_keepalives_after_count_is_reached(x_server: FakeXServer) -> None:
+    x_server.count = 2
+    response = open_stream(x_server, "/2/tweets/sample/stream")
+    read_lines(response, 2)
+    assert response.readline() == b"\r\n"
+    assert response.readline() == b"\r\n"
+    wait_until(lambda: len(x_server.sent_ids) == 2)
+    assert len(x_server.sent_ids) == 2
+
+
+def test_wrong_or_missing_token_gets_401_problem_json(x_server: FakeXServer) -> None:
+    for headers in ({"Authorization": "Bearer wrong"}, {}):
+        request = urllib.request.Request(x_server.url + STREAM, headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(request, timeout=5)
+        assert error.value.code == 401
+        assert json.loads(error.value.read())["title"] == "Unauthorized"
+
+
+def test_rules_add_list_delete_and_dry_run_parse_in_tweepy(x_server: FakeXServer) -> None:
+    client = tweepy_client(x_server)
+    assert client.get_rules().data is None
+    dry = client.add_rules([tweepy.StreamRule("cats", tag="c")], dry_run=True)
+    assert dry.meta["summary"]["created"] == 1
+    assert client.get_rules().data is None
+    added = client.add_rules(
+        [tweepy.StreamRule("python lang:en", tag="python"), tweepy.StreamRule("plain")]
+    )
+    assert [r.value for r in added.data] == ["python lang:en", "plain"]
+    duplicate = client.add_rules(tweepy.StreamRule("plain"))
+    assert duplicate.errors[0]["title"] == "DuplicateRule"
+    listed = client.get_rules()
+    assert {(r.value, r.tag) for r in listed.data} == {
+        ("python lang:en", "python"),
+        ("plain", None),
+    }
+    assert listed.meta["result_count"] == 2
+    python_rule = next(r for r in listed.data if r.tag == "python")
+    deleted = client.delete_rules([python_rule.id])
+    assert deleted.meta["summary"] == {"deleted": 1, "not_deleted": 0}
+    assert [r.value for r in client.get_rules().data] == ["plain"]
+
+
+def test_stream_carries_the_tags_of_the_current_rules(x_server: FakeXServer) -> None:
+    client = tweepy_client(x_server)
+    client.add_rules(tweepy.StreamRule("python", tag="py"))
+    x_server.count = 1
+    message = json.loads(read_lines(open_stream(x_server), 1)[0])
+    assert [r["tag"] for r in message["matching_rules"]] == ["py"]
+
+
+def test_tweepy_streaming_client_receives_posts(x_server: FakeXServer) -> None:
+    received: list[tweepy.StreamResponse] = []
+    x_server.count = 30
+
+    class Collect(tweepy.StreamingClient):
+        def on_response(self, response):
+            received.append(response)
+            if len(received) == 30:
+                self.disconnect()
+
+    client = Collect(TOKEN, chunk_size=65536)
+    client.session.mount("https://api.twitter.com", LocalRedirect(x_server.url))
+    thread = client.filter(threaded=True, expansions=["author_id"])
+    thread.join(timeout=20)
+    wait_until(lambda: len(x_server.sent_ids) == 30)
+    assert [r.data.id for r in received] == [int(i) for i in x_server.sent_ids]
+    assert received[0].includes["users"]
+
+
+def test_drop_after_cuts_the_line_and_keeps_sent_ids_exact(x_server: FakeXServer) -> None:
+    x_server.drop_after(3)
+    response = open_stream(x_server)
+    data = b""
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        data = response.read()
+    data = cut.value.partial
+    lines = data.split(b"\r\n")
+    assert [json.loads(line)["data"]["id"] for line in lines[:3]] == x_server.sent_ids
+    assert lines[3] and not data.endswith(b"\r\n")
+
+
+def test_fail_next_answers_503_then_429_then_streams(x_server: FakeXServer) -> None:
+    x_server.fail_next(503)
+    x_server.fail_next(429)
+    x_server.count = 1
+    for status in (503, 429):
+        assert open_stream(x_server).status == status
+    assert open_stream(x_server).status == 200
+    assert x_server.connections == 3
+
+
+def test_stall_sends_nothing_not_even_keepalives(x_server: FakeXServer) -> None:
+    x_server.count = 1
+    response = open_stream(x_server)
+    read_lines(response, 1)
+    x_server.stall(1.0)
+    started = time.monotonic()
+    response.readline()
+    assert time.monotonic() - started >= 0.8
+
+
+def test_operational_disconnect_message_then_close(x_server: FakeXServer) -> None:
+    x_server.count = 0
+    response = open_stream(x_server)
+    x_server.operational_disconnect()
+    body = response.read()
+    message = json.loads([line for line in body.split(b"\r\n") if line.strip()][0])
+    assert message["errors"][0]["title"] == "operational-disconnect"
+
+
+@pytest.mark.parametrize("kind", ["malformed", "non_utf8", "huge", "partial_errors"])
+def test_injected_lines(x_server: FakeXServer, kind: str) -> None:
+    x_server.count = 0
+    response = open_stream(x_server)
+    x_server.inject(kind)
+    line = b""
+    while not line.strip():
+        line = response.readline()
+    if kind == "malformed":
+        with pytest.raises(ValueError):
+            json.loads(line)
+    elif kind == "non_utf8":
+        with pytest.raises(UnicodeDecodeError):
+            line.decode()
+    else:
+        message = json.loads(line)
+        wait_until(lambda: x_server.sent_ids)
+        assert x_server.sent_ids == [message["data"]["id"]]
+        if kind == "huge":
+            assert len(line) > 10 * 1024 * 1024
+        else:
+            assert message["errors"] and message["includes"]
+
+
+def test_http_control_api_sets_knobs_and_reports_stats(x_server: FakeXServer) -> None:
+    request = urllib.request.Request(
+        x_server.url + "/_fake/control", data=json.dumps({"count": 5}).encode(), method="POST"
+    )
+    urllib.request.urlopen(request, timeout=5).close()
+    read_lines(open_stream(x_server), 5)
+    with urllib.request.urlopen(x_server.url + "/_fake/stats", timeout=5) as stats:
+        assert json.load(stats)["sent"] == 5
+
+
+def test_rate_limits_posts_per_second(x_server: FakeXServer) -> None:
+    x_server.rate = 20
+    response = open_stream(x_server)
+    started = time.monotonic()
+    read_lines(response, 10)
+    assert 0.3 <= time.monotonic() - started <= 2.0
+
+
+def test_stop_ends_open_streams() -> None:
+    server = FakeXServer(token=TOKEN, count=0, keepalive_interval=0.1).start()
+    response = open_stream(server)
+    done = threading.Event()
+
+    def read_until_closed() -> None:
+        # the stop cuts the stream without the last chunk, like a network cut
+        with contextlib.suppress(http.client.IncompleteRead):
+            response.read()
+        done.set()
+
+    threading.Thread(target=read_until_closed, daemon=True).start()
+    server.stop()
+    assert done.wait(5)
