@@ -32,7 +32,7 @@ LOG = "/var/log/twittersnake/collector.log"
 
 
 class Sandbox:
-    """The running sandbox seen from the tests: ssh into the instance, run site.yml, read the bucket."""
+    """The running sandbox: ssh into the instance, run site.yml, read the bucket."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -104,7 +104,8 @@ class Sandbox:
 
     def spool_files(self) -> list[str]:
         return self.ssh(
-            f"find {SPOOL} -type f -path '*/open/*' -o -type f -path '*/sealed/*' -o -type f -path '*/ready/*'"
+            f"find {SPOOL} -type f -path '*/open/*'"
+            " -o -type f -path '*/sealed/*' -o -type f -path '*/ready/*'"
         ).split()
 
     def s3(self):
@@ -220,7 +221,8 @@ def test_rules_only_change_syncs_live_rules_without_restart(sandbox):
     assert "Sync the live rules without restarting" in result.stdout
     assert sandbox.pid() == pid
     live = sandbox.ssh(
-        "cd /opt/twittersnake/src && /opt/conda/envs/twittersnake/bin/python -m collector rules list --config /etc/twittersnake/collector.toml"
+        "cd /opt/twittersnake/src && /opt/conda/envs/twittersnake/bin/python"
+        " -m collector rules list --config /etc/twittersnake/collector.toml"
     )
     assert "ansible" in live
 
@@ -266,7 +268,9 @@ def test_stop_leaves_an_empty_spool_with_everything_in_s3(sandbox):
 
 def test_files_under_etc_twittersnake_have_private_modes(sandbox):
     listing = sandbox.ssh(
-        "stat -c '%n %a %U' /etc/twittersnake /etc/twittersnake/collector.toml /etc/twittersnake/secrets "
+        "stat -c '%n %a %U' /etc/twittersnake /etc/twittersnake/collector.toml"
+        " /etc/twittersnake/secrets"
+        " "
         "/etc/twittersnake/secrets/x_bearer_token /etc/twittersnake/secrets/aws_credentials"
     )
     modes = {
