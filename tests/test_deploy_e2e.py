@@ -208,7 +208,7 @@ def test_check_diff_shows_changes_and_restarts_nothing(sandbox):
     sandbox.extra.clear()  # check mode applied nothing
     assert result.returncode == 0, result.stdout[-3000:]
     assert recap_changed(result.stdout) > 0
-    assert "ansible" in result.stdout and "15000" in result.stdout  # the diff of collector.toml
+    assert 'value = "ansible"' in result.stdout and "15000" in result.stdout  # collector.toml diff
     assert sandbox.pid() == pid
     assert "15000" not in sandbox.ssh("cat /etc/twittersnake/collector.toml")
 
