@@ -37,5 +37,9 @@ lint: venv
 	$(VENV)/bin/yamllint --strict .
 	$(VENV)/bin/ansible-lint --offline --profile production
 
+# BENCH_ARGS="--posts 1000000" or "--slow-s3 10"; prints posts/s, MB/s, ratio to curl|gzip, peak RSS.
+bench: venv debian-packages
+	$(PY) -m tests.bench.bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -197,6 +197,7 @@ class FakeXServer:
         self.rate = rate
         self.count = count
         self.keepalive_interval = keepalive_interval
+        self.close_after_count = False  # end the stream cleanly once `count` posts went out
         self.sent_ids: list[str] = []
         self.connections = 0  # stream connection attempts, failed ones included
         self.first_byte_at: float | None = None
@@ -280,7 +281,7 @@ class FakeXServer:
 
     def control(self, settings: dict) -> None:
         """Apply knobs given as JSON (the /_fake/control endpoint)."""
-        for key in ("rate", "count", "keepalive_interval"):
+        for key in ("rate", "count", "keepalive_interval", "close_after_count"):
             if key in settings:
                 setattr(self, key, settings[key])
         if "drop_after" in settings:
@@ -564,6 +565,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if fake.rate > 0:
                     next_due = max(next_due + 1.0 / fake.rate, time.monotonic() - 1.0)
                 continue
+            count_done = fake.count is not None and fake._posts_taken >= fake.count
+            if fake.close_after_count and count_done:
+                self.wfile.write(b"0\r\n\r\n")
+                return
             if time.monotonic() - last_write >= fake.keepalive_interval:
                 self._write_chunk(b"\r\n")
                 last_write = time.monotonic()
@@ -588,6 +593,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=None, help="stop after N posts")
     parser.add_argument("--keepalive-interval", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--close-after-count", action="store_true", help="end the stream then")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = FakeXServer(
@@ -599,6 +605,7 @@ def main(argv: list[str] | None = None) -> None:
         keepalive_interval=args.keepalive_interval,
         seed=args.seed,
     )
+    server.close_after_count = args.close_after_count
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     server.start()

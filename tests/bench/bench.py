@@ -1,0 +1,220 @@
+"""`make bench`: the whole collector against `curl -sN URL | gzip -1 > file` on the same stream.
+
+Both runs replay the same posts (same seed) from the X API stand-in as fast as it can send.
+The collector run is timed from the first byte the stand-in sends until the last post is in an
+object in moto S3; the curl run until gzip has written its last byte.
+
+    python -m tests.bench.bench [--posts 100000] [--slow-s3 10] [--skip-collector]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+
+from tests.conftest import REPO, MotoServer, free_port, wait_for_http
+
+TOKEN = "bench-token"
+BUCKET = "bench-bucket"
+MB = 1_000_000
+
+
+class FakeX:
+    """The stand-in as a separate process, so it does not share a GIL with anything measured."""
+
+    def __init__(self, workdir: Path, posts: int, close_after_count: bool) -> None:
+        token_file = workdir / "x_token"
+        token_file.write_text(TOKEN)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "tests.fakes.x_server", "--port", str(self.port)]
+        command += ["--token-file", str(token_file), "--count", str(posts)]
+        command += ["--close-after-count"] if close_after_count else []
+        self.process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.DEVNULL)
+        wait_for_http(f"{self.url}/_fake/stats")
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/_fake/stats", timeout=10) as response:
+            return json.load(response)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+class SlowProxy:
+    """A TCP proxy in front of moto that caps throughput (bytes/s) in both directions."""
+
+    def __init__(self, target_port: int, bytes_per_second: float) -> None:
+        self.target_port = target_port
+        self.bytes_per_second = bytes_per_second
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                time.sleep(len(data) / self.bytes_per_second)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                sock.close()
+
+
+def run_curl_gzip(workdir: Path, posts: int) -> dict:
+    x = FakeX(workdir, posts, close_after_count=True)
+    out = workdir / "curl.jsonl.gz"
+    pipeline = (
+        f"curl -sN -H 'Authorization: Bearer {TOKEN}' {x.url}/2/tweets/search/stream"
+        f" | gzip -1 > {out}"
+    )
+    subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], check=True)
+    done = time.time()
+    stats = x.stats()
+    x.stop()
+    seconds = done - stats["first_byte_at"]
+    return {"seconds": seconds, "bytes": stats["bytes_sent"], "posts": stats["sent"]}
+
+
+def write_config(workdir: Path, x_url: str, s3_url: str) -> Path:
+    config = workdir / "collector.toml"
+    config.write_text(
+        f"""collector_id = "bench"
+[x]
+api_base_url = "{x_url}"
+bearer_token_file = "{workdir / "x_token"}"
+stream = "filter"
+[[x.rules]]
+value = "python"
+tag = "python"
+[spool]
+dir = "{workdir / "spool"}"
+[rotate]
+max_records = 20000
+max_bytes = 67108864
+max_seconds = 2
+[s3]
+bucket = "{BUCKET}"
+prefix = "tweets"
+region = "us-east-1"
+endpoint_url = "{s3_url}"
+compression = "gzip"
+compression_level = 1
+"""
+    )
+    return config
+
+
+def count_posts_in_s3(s3, seen: dict[str, int]) -> int:
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=BUCKET):
+        for obj in page.get("Contents", []):
+            if obj["Key"] not in seen:
+                body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+                seen[obj["Key"]] = gzip.decompress(body).count(b"\n")
+    return sum(seen.values())
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_collector(workdir: Path, posts: int, slow_s3: float, moto: MotoServer) -> dict:
+    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    s3_url = moto.url
+    if slow_s3 > 1:
+        # 10x slower than the unthrottled stand-in rate is far below what moto takes in.
+        proxy = SlowProxy(moto.port, bytes_per_second=150 * MB / slow_s3)
+        s3_url = f"http://127.0.0.1:{proxy.port}"
+    x = FakeX(workdir, posts, close_after_count=False)
+    env = {**os.environ, "X_BEARER_TOKEN": TOKEN, "AWS_ENDPOINT_URL": s3_url}
+    command = [sys.executable, "-m", "collector", "run", "--config"]
+    command.append(str(write_config(workdir, x.url, s3_url)))
+    log = (workdir / "collector.log").open("w")
+    collector = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+    seen: dict[str, int] = {}
+    peak = 0.0
+    try:
+        while count_posts_in_s3(s3, seen) < posts:
+            if collector.poll() is not None:
+                raise SystemExit(f"collector exited {collector.returncode}; see {log.name}")
+            peak = max(peak, peak_rss_mb(collector.pid))
+            time.sleep(0.2)
+        done = time.time()
+        peak = max(peak, peak_rss_mb(collector.pid))
+    finally:
+        collector.terminate()
+        collector.wait(timeout=60)
+    stats = x.stats()
+    x.stop()
+    return {
+        "seconds": done - stats["first_byte_at"],
+        "ingest_seconds": stats["last_post_at"] - stats["first_byte_at"],
+        "bytes": stats["bytes_sent"],
+        "posts": stats["sent"],
+        "objects": len(seen),
+        "peak_rss_mb": peak,
+    }
+
+
+def report(name: str, result: dict) -> None:
+    rate = result["posts"] / result["seconds"]
+    mbps = result["bytes"] / MB / result["seconds"]
+    print(f"{name:<22} {result['posts']:>9} posts {result['seconds']:8.2f} s {rate:10.0f} posts/s")
+    print(f"{'':<22} {mbps:>9.1f} MB/s (uncompressed)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--posts", type=int, default=100_000)
+    parser.add_argument("--slow-s3", type=float, default=1.0, help="slow S3 down by this factor")
+    parser.add_argument("--skip-collector", action="store_true", help="only the curl baseline")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="twittersnake-bench-") as tmp:
+        workdir = Path(tmp)
+        baseline = run_curl_gzip(workdir, args.posts)
+        report("curl -sN | gzip -1", baseline)
+        if args.skip_collector:
+            return
+        moto = MotoServer()
+        moto.start()
+        try:
+            result = run_collector(workdir, args.posts, args.slow_s3, moto)
+        finally:
+            moto.stop()
+    report("collector -> S3", result)
+    ingest = result["posts"] / result["ingest_seconds"]
+    print(f"{'collector ingest':<22} {ingest:>9.0f} posts/s (first byte to last post sent)")
+    print(f"{'ratio to curl|gzip':<22} {baseline['seconds'] / result['seconds']:>9.2f}x")
+    print(f"{'collector peak RSS':<22} {result['peak_rss_mb']:>9.1f} MB (VmHWM)")
+    print(f"{'objects in S3':<22} {result['objects']:>9}  (S3 slowed {args.slow_s3:g}x)")
+
+
+if __name__ == "__main__":
+    main()
