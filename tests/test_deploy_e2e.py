@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -34,30 +35,18 @@ LOG = "/var/log/twittersnake/collector.log"
 class Sandbox:
     """The running sandbox: ssh into the instance, run site.yml, read the bucket."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.vars_file = state_dir / "vars.json"
+    def __init__(self, world) -> None:
+        self.world = world
+        self.vars_file = world.vars_file
         self.vars = json.loads(self.vars_file.read_text())
         self.extra: dict = {}
         self.outputs: list[str] = []
 
     def ssh(self, command: str, check: bool = True, timeout: float = 120) -> str:
-        argv = [
-            "ssh",
-            "-i",
-            str(self.state_dir / "ssh" / "id_ed25519"),
-            "-p",
-            str(self.vars["sandbox_ssh_port"]),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            f"UserKnownHostsFile={self.state_dir / 'ssh' / 'known_hosts'}",
-            "-o",
-            "BatchMode=yes",
-            "root@127.0.0.1",
-            command,
-        ]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        """Run a shell command as root on the instance (ssh as ubuntu, then sudo)."""
+        result = self.world.ssh(
+            f"sudo -n sh -c {shlex.quote(command)}", check=False, timeout=timeout
+        )
         if check and result.returncode != 0:
             raise AssertionError(
                 f"{command!r} failed ({result.returncode}): {result.stdout}{result.stderr}"
@@ -159,30 +148,19 @@ def recap_changed(output: str) -> int:
 def sandbox(tmp_path_factory):
     require(os.geteuid() == 0, "the sandbox needs root (unshare, chroot)")
     require(shutil.which("debootstrap") is not None, "the sandbox needs debootstrap")
-    state_dir = tmp_path_factory.mktemp("sandbox")
-    up = subprocess.run(
-        [sys.executable, "-m", "tests.sandbox", "up", "--state-dir", str(state_dir)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert up.returncode == 0, up.stdout + up.stderr
-    box = Sandbox(state_dir)
+    from tests.sandbox.world import Ports
+    from tests.sandbox.world import Sandbox as World
+
+    # Free ports and a private state dir: a running `make demo` is left alone.
+    world = World(tmp_path_factory.mktemp("sandbox"), Ports.free())
     try:
-        started = time.monotonic()
+        world.up()
+        box = Sandbox(world)
         first = box.site()
-        box.first_deploy_seconds = time.monotonic() - started
         assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-3000:]
         yield box
     finally:
-        subprocess.run(
-            [sys.executable, "-m", "tests.sandbox", "down", "--state-dir", str(state_dir)],
-            cwd=REPO,
-            timeout=300,
-            check=False,
-        )
+        world.down()
 
 
 def test_site_yml_delivers_posts_to_the_bucket(sandbox):
