@@ -1,0 +1,149 @@
+"""The instance's Debian 12 root: built with debootstrap once, cached as a tarball, extracted.
+
+The cached root looks like a fresh cloud image: user `ubuntu` with passwordless sudo, sshd,
+python3 (+ venv, apt bindings), git, and apt sources on the Debian mirror. What differs per
+sandbox (ssh port, authorized key, host keys, hostname) is written at `up` time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.sandbox import paths
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+PACKAGES = [
+    "openssh-server",
+    "sudo",
+    "python3",
+    "python3-venv",
+    "python3-apt",
+    "git",
+    "ca-certificates",
+    "procps",
+    "iproute2",
+    "acl",
+    "locales",
+]
+BUILD_REVISION = "1"  # bump when the build steps below change
+
+APT_SOURCES = f"""Types: deb
+URIs: {MIRROR}
+Suites: {SUITE} {SUITE}-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: {SECURITY_MIRROR}
+Suites: {SUITE}-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+
+def tarball() -> Path:
+    key = hashlib.sha256(f"{SUITE} {MIRROR} {PACKAGES} {BUILD_REVISION}".encode()).hexdigest()
+    return paths.cache_dir() / f"debian-{SUITE}-root-{key[:10]}.tar.zst"
+
+
+def chroot(root: Path, *command: str) -> None:
+    subprocess.run(["chroot", str(root), *command], check=True, stdout=subprocess.DEVNULL)
+
+
+def configure_image(root: Path) -> None:
+    """What a cloud image has before first boot (no per-sandbox values here)."""
+    (root / "etc/apt/sources.list").unlink(missing_ok=True)
+    (root / "etc/apt/sources.list.d/debian.sources").write_text(APT_SOURCES)
+    chroot(root, "useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", "ubuntu")
+    chroot(root, "usermod", "--password", "*", "ubuntu")  # no password, not "locked" for sshd
+    sudoers = root / "etc/sudoers.d/90-cloud-init-users"
+    sudoers.write_text("ubuntu ALL=(ALL) NOPASSWD:ALL\n")
+    sudoers.chmod(0o440)
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "etc/locale.gen").write_text("C.UTF-8 UTF-8\nen_US.UTF-8 UTF-8\n")
+    chroot(root, "locale-gen")
+    shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+    (root / "var/cache/apt/archives/partial").mkdir(parents=True)
+
+
+def build(log) -> Path:
+    """The cached tarball, built with debootstrap if missing (about 1-2 minutes)."""
+    target = tarball()
+    with paths.cache_lock():
+        if target.exists():
+            return target
+        log(f"building the Debian {SUITE} root with debootstrap (cached as {target})")
+        with tempfile.TemporaryDirectory(dir=paths.cache_dir(), prefix="build-") as tmp:
+            root = Path(tmp) / "root"
+            subprocess.run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(PACKAGES)}",
+                    SUITE,
+                    str(root),
+                    MIRROR,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            configure_image(root)
+            partial = Path(tmp) / "root.tar.zst"
+            subprocess.run(
+                ["tar", "-C", str(root), "--numeric-owner", "--xattrs", "-I", "zstd -T0 -3"]
+                + ["-cpf", str(partial), "."],
+                check=True,
+            )
+            partial.rename(target)
+    return target
+
+
+def extract(root: Path, log) -> None:
+    """A fresh copy of the cached root at `root` (does nothing if it is already there)."""
+    if (root / "etc/debian_version").exists():
+        return
+    source = build(log)
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    subprocess.run(
+        ["tar", "-C", str(partial), "--numeric-owner", "--xattrs", "-I", "zstd"]
+        + ["-xpf", str(source)],
+        check=True,
+    )
+    partial.rename(root)
+
+
+def personalise(root: Path, *, ssh_port: int, public_key: str, hostname: str) -> None:
+    """Per-sandbox values: sshd on 127.0.0.1:ssh_port, ubuntu's key, hostname, DNS, our init."""
+    sshd = root / "etc/ssh/sshd_config.d/10-sandbox.conf"
+    sshd.write_text(
+        f"Port {ssh_port}\nListenAddress 127.0.0.1\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin no\n"
+    )
+    home = root / "home/ubuntu"
+    uid, gid = home.stat().st_uid, home.stat().st_gid
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    authorized = ssh_dir / "authorized_keys"
+    authorized.write_text(public_key.strip() + "\n")
+    authorized.chmod(0o600)
+    for path in (ssh_dir, authorized):
+        shutil.chown(path, uid, gid)
+    (root / "etc/hostname").write_text(hostname + "\n")
+    (root / "etc/hosts").write_text(
+        f"127.0.0.1 localhost\n127.0.1.1 {hostname}\n::1 localhost ip6-localhost ip6-loopback\n"
+    )
+    resolv = root / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)
+    resolv.write_text(Path("/etc/resolv.conf").read_text())
+    init = root / "usr/local/sbin/sandbox-init"
+    init.write_text((Path(__file__).parent / "init.py").read_text())
+    init.chmod(0o755)

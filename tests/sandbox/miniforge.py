@@ -1,0 +1,116 @@
+"""The Miniforge stand-in the sandbox serves on loopback, and the wheelhouse behind it.
+
+Miniforge3.sh honours the real installer's contract (`bash Miniforge3.sh -b -p PREFIX`, -u to
+update, an error if PREFIX exists) and produces PREFIX/bin/conda (conda_standin.py) and
+PREFIX/bin/python, so the conda role's download, checksum and install steps run for real.
+The installer only depends on the files port, so its sha256 is stable for a given sandbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.sandbox import paths
+from tests.sandbox.conda_standin import conda_to_pip
+
+INSTALLER_NAME = "Miniforge3.sh"
+
+INSTALLER = """#!/bin/sh
+# TwitterSnake sandbox stand-in for the Miniforge installer (no internet in the sandbox).
+# Same contract as the real one: bash Miniforge3.sh -b [-u] [-f] -p PREFIX
+set -eu
+PREFIX="${{HOME:-/root}}/miniforge3"
+UPDATE=0
+FORCE=0
+while getopts "bfhp:stu" opt; do
+  case "$opt" in
+    b|s|t) ;;
+    f) FORCE=1 ;;
+    u) UPDATE=1 ;;
+    p) PREFIX="$OPTARG" ;;
+    h) echo "usage: $0 [-b] [-f] [-h] [-p PREFIX] [-u]"; exit 0 ;;
+    *) echo "usage: $0 [-b] [-f] [-h] [-p PREFIX] [-u]" >&2; exit 2 ;;
+  esac
+done
+if [ -e "$PREFIX" ] && [ "$UPDATE" = 0 ] && [ "$FORCE" = 0 ]; then
+  echo "ERROR: File or directory already exists: '$PREFIX'" >&2
+  echo "If you want to update an existing installation, use the -u option." >&2
+  exit 1
+fi
+echo "PREFIX=$PREFIX"
+echo "Unpacking payload (sandbox stand-in: a python venv and a conda script) ..."
+mkdir -p "$PREFIX"
+[ -x "$PREFIX/bin/python" ] || python3 -m venv "$PREFIX"
+mkdir -p "$PREFIX/envs" "$PREFIX/pkgs" "$PREFIX/conda-meta" "$PREFIX/etc"
+echo "{wheelhouse_url}" > "$PREFIX/etc/sandbox-wheelhouse-url"
+echo "#!$PREFIX/bin/python" > "$PREFIX/bin/conda"
+cat >> "$PREFIX/bin/conda" <<'TWITTERSNAKE_CONDA_STANDIN'
+{conda_script}
+TWITTERSNAKE_CONDA_STANDIN
+chmod 0755 "$PREFIX/bin/conda"
+echo "sandbox stand-in {version}" > "$PREFIX/conda-meta/history"
+echo "installation finished."
+"""
+
+
+def collector_requirements() -> list[str]:
+    """pip requirements equivalent to collector/environment.yml (empty until it exists)."""
+    env_file = paths.REPO / "collector" / "environment.yml"
+    if not env_file.exists():
+        return []
+    spec = yaml.safe_load(env_file.read_text()) or {}
+    requirements: list[str] = []
+    for dep in spec.get("dependencies", []):
+        if isinstance(dep, dict):
+            requirements += [str(d) for d in dep.get("pip", [])]
+        elif (req := conda_to_pip(str(dep))) is not None:
+            requirements.append(req)
+    return requirements
+
+
+def ensure_wheelhouse(log) -> Path:
+    """Wheels for the collector environment, cached per requirement set (pip download)."""
+    requirements = collector_requirements()
+    digest = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:12]
+    wheelhouse = paths.cache_dir() / f"wheelhouse-{digest}"
+    if wheelhouse.is_dir():
+        return wheelhouse
+    partial = wheelhouse.with_name(wheelhouse.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    if requirements:
+        log(f"building the wheelhouse for the instance ({len(requirements)} requirements)")
+        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+        common = ["--dest", str(partial), "pip", "setuptools", "wheel", *requirements]
+        result = subprocess.run([*pip, "download", "--only-binary=:all:", *common])
+        if result.returncode != 0:  # an sdist-only package: let pip build it
+            subprocess.run([*pip, "wheel", "--wheel-dir", str(partial), *requirements], check=True)
+    partial.rename(wheelhouse)
+    return wheelhouse
+
+
+def write_files(files_dir: Path, files_port: int, log) -> str:
+    """Publish the installer and the wheelhouse under files_dir; returns the installer's sha256."""
+    files_dir.mkdir(parents=True, exist_ok=True)
+    wheelhouse_link = files_dir / "wheelhouse"
+    wheelhouse = ensure_wheelhouse(log)
+    if not wheelhouse_link.is_symlink() or wheelhouse_link.resolve() != wheelhouse:
+        wheelhouse_link.unlink(missing_ok=True)
+        wheelhouse_link.symlink_to(wheelhouse)
+    conda_script = (Path(__file__).parent / "conda_standin.py").read_text().rstrip("\n")
+    installer = INSTALLER.format(
+        wheelhouse_url=f"http://127.0.0.1:{files_port}/wheelhouse/",
+        conda_script=conda_script,
+        version=paths.MINIFORGE_VERSION,
+    ).encode()
+    sha256 = hashlib.sha256(installer).hexdigest()
+    target = files_dir / INSTALLER_NAME
+    if not target.exists() or target.read_bytes() != installer:
+        target.write_bytes(installer)
+        target.chmod(0o755)
+    (files_dir / f"{INSTALLER_NAME}.sha256").write_text(sha256 + "\n")
+    return sha256

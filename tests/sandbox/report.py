@@ -1,0 +1,2 @@
+def report(world, wait):
+    return 0

@@ -1,0 +1,515 @@
+"""The sandbox: moto, the X stand-in, git daemon, a files server and a Debian instance on loopback.
+
+    world = Sandbox(state_dir, Ports(...)); world.up(); world.ssh("sudo true"); world.down()
+
+`up` is idempotent: it reuses whatever is still running and starts what is not. Every host
+process it starts is recorded (pid + start time, so a recycled pid is never killed) in
+STATE/state.json; `down` stops exactly those, ends the instance's PID namespace (which kills
+everything inside it) and removes the state directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from tests.sandbox import image, miniforge, paths
+
+HOST = "127.0.0.1"
+DEFAULT_X_TOKEN = "sandbox-token"  # the stand-in's token: not a secret (inventory/sandbox uses it)
+NEEDED_TOOLS = ("debootstrap", "unshare", "chroot", "mount", "ssh", "ssh-keygen", "git", "zstd")
+
+
+class SandboxError(Exception):
+    """A problem the user can act on (one line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    moto: int
+    x: int
+    ssh: int
+    git: int
+    files: int
+
+    @classmethod
+    def defaults(cls) -> Ports:
+        values = yaml.safe_load(paths.SANDBOX_VARS.read_text())
+        return cls(
+            **{f.name: int(values[f"sandbox_{f.name}_port"]) for f in dataclasses.fields(cls)}
+        )
+
+    @classmethod
+    def free(cls) -> Ports:
+        sockets = [socket.socket() for _ in dataclasses.fields(cls)]
+        try:
+            for sock in sockets:
+                sock.bind((HOST, 0))
+            return cls(*(sock.getsockname()[1] for sock in sockets))
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def preflight() -> None:
+    """One clear message when this machine cannot host the sandbox."""
+    problems = []
+    if platform.system() != "Linux":
+        problems.append(f"it runs on Linux only (this is {platform.system()})")
+    elif os.geteuid() != 0:
+        problems.append(
+            "it must run as root (debootstrap, chroot and namespaces need it): sudo make demo"
+        )
+    missing = [tool for tool in NEEDED_TOOLS if shutil.which(tool) is None]
+    if missing:
+        problems.append(f"missing tools: {' '.join(missing)} (make debian-packages installs them)")
+    if problems:
+        raise SandboxError(
+            "the sandbox (a Debian 12 host built with debootstrap, run with unshare + chroot, "
+            "plus moto and an X stand-in on 127.0.0.1) cannot start: " + "; ".join(problems)
+        )
+
+
+def start_time(pid: int) -> int | None:
+    """Kernel start time of pid (field 22 of /proc/PID/stat), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+def wait_until(check, what: str, timeout: float, process: dict | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if process is not None and start_time(process["pid"]) != process["start"]:
+            raise SandboxError(f"{what}: the process exited (see its log)")
+        if time.monotonic() > deadline:
+            raise SandboxError(f"{what}: not ready after {timeout:.0f}s (see its log)")
+        time.sleep(0.2)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+class Sandbox:
+    def __init__(
+        self,
+        state_dir: Path = paths.DEFAULT_STATE_DIR,
+        ports: Ports | None = None,
+        x_rate: float = 5.0,
+        x_token: str = DEFAULT_X_TOKEN,
+        log=None,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.ports = ports or Ports.defaults()
+        self.x_rate = x_rate
+        self.x_token = x_token
+        self.log = log or (lambda message: print(f"sandbox: {message}", file=sys.stderr))
+        self.root = self.state_dir / "root"
+        self.logs = self.state_dir / "logs"
+        self.ssh_key = self.state_dir / "ssh" / "id_ed25519"
+        self.known_hosts = self.state_dir / "ssh" / "known_hosts"
+        self.state_file = self.state_dir / "state.json"
+        self.vars_file = self.state_dir / "vars.json"
+
+    # ---- state ---------------------------------------------------------------------------
+
+    def _load(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {"processes": {}}
+
+    def _save(self, state: dict) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.rename(self.state_file)
+
+    @staticmethod
+    def _alive(process: dict | None) -> bool:
+        return process is not None and start_time(process["pid"]) == process["start"]
+
+    def _spawn(self, state: dict, name: str, command: list[str], **kwargs) -> dict:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / f"{name}.log", "ab") as log_file:
+            popen = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **kwargs,
+            )
+        process = {"pid": popen.pid, "start": start_time(popen.pid), "command": command}
+        state["processes"][name] = process
+        self._save(state)
+        return process
+
+    # ---- up ------------------------------------------------------------------------------
+
+    def up(self) -> dict:
+        """Start whatever is not running yet; returns the variables the playbooks need."""
+        preflight()
+        started = time.monotonic()
+        state = self._load()
+        other_ports = state.get("ports") and state["ports"] != dataclasses.asdict(self.ports)
+        if other_ports and any(self._alive(p) for p in state["processes"].values()):
+            raise SandboxError(
+                f"a sandbox already runs in {self.state_dir} with ports {state['ports']}; "
+                "stop it first (python -m tests.sandbox down) or use another --state-dir"
+            )
+        state["ports"] = dataclasses.asdict(self.ports)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o700)
+        self._ensure_ssh_key()
+        self._ensure_moto(state)
+        self._ensure_x(state)
+        self._ensure_git(state)
+        sha256 = self._ensure_files(state)
+        self._ensure_instance(state)
+        variables = self.variables(sha256)
+        self.vars_file.write_text(json.dumps(variables, indent=2) + "\n")
+        self.log(f"up in {time.monotonic() - started:.1f}s; variables in {self.vars_file}")
+        return variables
+
+    def _check_port_free(self, name: str, port: int) -> None:
+        if port_open(port):
+            raise SandboxError(
+                f"port {port} on {HOST} (sandbox_{name}_port) is taken by another program; "
+                "pick another one (python -m tests.sandbox up --help)"
+            )
+
+    def _reuse(self, state: dict, name: str) -> bool:
+        process = state["processes"].get(name)
+        if self._alive(process):
+            return True
+        state["processes"].pop(name, None)
+        self._check_port_free(name, getattr(self.ports, name if name != "instance" else "ssh"))
+        return False
+
+    def _ensure_ssh_key(self) -> None:
+        if self.ssh_key.exists():
+            return
+        self.ssh_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "twittersnake-sandbox"]
+            + ["-f", str(self.ssh_key)],
+            check=True,
+        )
+
+    def _ensure_moto(self, state: dict) -> None:
+        url = f"http://{HOST}:{self.ports.moto}/moto-api/"
+        if not self._reuse(state, "moto"):
+            self.log(f"starting moto on {HOST}:{self.ports.moto}")
+            command = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.ports.moto)]
+            process = self._spawn(state, "moto", command)
+            wait_until(lambda: http_ok(url), "moto", 60, process)
+
+    def _ensure_x(self, state: dict) -> None:
+        token_file = self.state_dir / "x_token"
+        if not token_file.exists():
+            token_file.touch(mode=0o600)
+            token_file.write_text(self.x_token + "\n")
+        if not self._reuse(state, "x"):
+            self.log(f"starting the X stand-in on {HOST}:{self.ports.x} ({self.x_rate:g} posts/s)")
+            command = [sys.executable, "-m", "tests.fakes.x_server", "--host", HOST]
+            command += ["--port", str(self.ports.x), "--token-file", str(token_file)]
+            command += ["--rate", f"{self.x_rate:g}"]
+            process = self._spawn(state, "x", command, cwd=paths.REPO)
+            url = f"http://{HOST}:{self.ports.x}/_fake/stats"
+            wait_until(lambda: http_ok(url), "X stand-in", 30, process)
+
+    def _ensure_git(self, state: dict) -> None:
+        """git daemon exporting this checkout's repository as /twittersnake.git (always current)."""
+        export = self.state_dir / "git"
+        export.mkdir(exist_ok=True)
+        link = export / "twittersnake.git"
+        git_dir = Path(
+            subprocess.run(
+                ["git", "-C", str(paths.REPO), "rev-parse", "--absolute-git-dir"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+        if not link.is_symlink() or link.resolve() != git_dir:
+            link.unlink(missing_ok=True)
+            link.symlink_to(git_dir)
+        if not self._reuse(state, "git"):
+            self.log(f"starting git daemon on {HOST}:{self.ports.git}")
+            command = [
+                "git",
+                "daemon",
+                "--reuseaddr",
+                f"--listen={HOST}",
+                f"--port={self.ports.git}",
+            ]
+            command += [
+                f"--base-path={export}",
+                "--export-all",
+                "--informative-errors",
+                str(export),
+            ]
+            process = self._spawn(state, "git", command)
+            wait_until(lambda: port_open(self.ports.git), "git daemon", 20, process)
+
+    def _ensure_files(self, state: dict) -> str:
+        files = self.state_dir / "files"
+        sha256 = miniforge.write_files(files, self.ports.files, self.log)
+        if not self._reuse(state, "files"):
+            self.log(f"starting the files server on {HOST}:{self.ports.files}")
+            command = [
+                sys.executable,
+                "-m",
+                "http.server",
+                "--bind",
+                HOST,
+                "--directory",
+                str(files),
+            ]
+            process = self._spawn(state, "files", [*command, str(self.ports.files)])
+            url = f"http://{HOST}:{self.ports.files}/{miniforge.INSTALLER_NAME}.sha256"
+            wait_until(lambda: http_ok(url), "files server", 20, process)
+        return sha256
+
+    def _ensure_instance(self, state: dict) -> None:
+        if self._reuse(state, "instance"):
+            return
+        image.extract(self.root, self.log)
+        image.personalise(
+            self.root,
+            ssh_port=self.ports.ssh,
+            public_key=self.ssh_key.with_suffix(".pub").read_text(),
+            hostname="twittersnake-sandbox",
+        )
+        self.known_hosts.unlink(missing_ok=True)
+        self.log(f"starting the instance (sshd on {HOST}:{self.ports.ssh})")
+        process = self._spawn(state, "instance", self._instance_command())
+        wait_until(lambda: port_open(self.ports.ssh), "instance sshd", 60, process)
+        wait_until(lambda: self.ssh("true", check=False).returncode == 0, "ssh login", 30)
+
+    def _instance_command(self) -> list[str]:
+        """unshare: own PID, mount and UTS namespaces; the host's network (loopback is shared)."""
+        setup = r"""set -eu
+root=$1
+hostname twittersnake-sandbox
+mount -t tmpfs -o mode=0755,nosuid,size=16m sandbox-dev "$root/dev"
+cd "$root/dev"
+mknod -m 666 null c 1 3; mknod -m 666 zero c 1 5; mknod -m 666 full c 1 7
+mknod -m 666 random c 1 8; mknod -m 666 urandom c 1 9; mknod -m 666 tty c 5 0
+mkdir -m 0755 pts; mkdir -m 1777 shm
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts pts
+mount -t tmpfs -o mode=1777,nosuid,nodev shm shm
+ln -s pts/ptmx ptmx; ln -s /proc/self/fd fd
+ln -s /proc/self/fd/0 stdin; ln -s /proc/self/fd/1 stdout; ln -s /proc/self/fd/2 stderr
+mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
+mount -t tmpfs -o mode=0755,nosuid,nodev,size=64m sandbox-run "$root/run"
+cd /
+exec chroot "$root" /usr/local/sbin/sandbox-init
+"""
+        return [
+            "unshare",
+            "--pid",
+            "--mount",
+            "--uts",
+            "--fork",
+            "--kill-child",
+            "--propagation=private",
+            f"--mount-proc={self.root}/proc",
+            "--",
+            "/bin/sh",
+            "-c",
+            setup,
+            "sandbox-setup",
+            str(self.root),
+        ]
+
+    # ---- use -----------------------------------------------------------------------------
+
+    def variables(self, miniforge_sha256: str | None = None) -> dict:
+        """Extra vars for ansible-playbook -i inventory/sandbox (written to STATE/vars.json)."""
+        if miniforge_sha256 is None:
+            sha_file = self.state_dir / "files" / f"{miniforge.INSTALLER_NAME}.sha256"
+            miniforge_sha256 = sha_file.read_text().strip()
+        variables = {f"sandbox_{k}_port": v for k, v in dataclasses.asdict(self.ports).items()}
+        variables.update(
+            sandbox_state_dir=str(self.state_dir),
+            sandbox_x_rate=self.x_rate,
+            sandbox_miniforge_sha256=miniforge_sha256,
+            # Provisioning's sandbox paths, pointed at this sandbox's state directory.
+            keypair_public_key_file=str(self.ssh_key.with_suffix(".pub")),
+            twittersnake_credentials_file=str(self.state_dir / "collector-credentials.yml"),
+            vault_x_bearer_token=self.x_token,
+        )
+        return variables
+
+    def ssh_command(self, command: str, user: str = "ubuntu") -> list[str]:
+        return [
+            "ssh",
+            "-i",
+            str(self.ssh_key),
+            "-p",
+            str(self.ports.ssh),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=5",
+            f"{user}@{HOST}",
+            command,
+        ]
+
+    def ssh(
+        self, command: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
+        """Run a shell command on the instance as ubuntu (prefix with sudo for root)."""
+        return subprocess.run(
+            self.ssh_command(command),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def status(self) -> dict:
+        state = self._load()
+        return {
+            "state_dir": str(self.state_dir),
+            "ports": state.get("ports"),
+            "processes": {
+                name: {"pid": p["pid"], "running": self._alive(p)}
+                for name, p in state["processes"].items()
+            },
+        }
+
+    def running(self) -> bool:
+        processes = self._load()["processes"]
+        names = ("moto", "x", "git", "files", "instance")
+        return all(self._alive(processes.get(name)) for name in names)
+
+    # ---- down ----------------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop everything `up` started, check nothing is left, remove the state directory."""
+        state = self._load()
+        instance = state["processes"].get("instance")
+        if self._alive(instance):
+            self._stop_instance(instance)
+        for name, process in state["processes"].items():
+            if name != "instance" and self._alive(process):
+                self._stop_group(name, process)
+        self._kill_strays()
+        self._unmount_leftovers()
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        self.log(f"down: {self.state_dir} removed")
+
+    def _stop_instance(self, unshare: dict) -> None:
+        """SIGTERM to the namespace's init (it stops the services), SIGKILL if it lingers."""
+        init_pid = self._namespace_init(unshare["pid"])
+        self.log("stopping the instance")
+        if init_pid is not None:
+            os.kill(init_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 120
+        while self._alive(unshare) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self._alive(unshare):
+            self.log("the instance did not stop in time: killing its namespace")
+            if init_pid is not None and start_time(init_pid) is not None:
+                os.kill(init_pid, signal.SIGKILL)
+            os.kill(unshare["pid"], signal.SIGKILL)
+        self._reap(unshare["pid"])
+
+    @staticmethod
+    def _namespace_init(unshare_pid: int) -> int | None:
+        try:
+            children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
+        except OSError:
+            return None
+        return int(children[0]) if children else None
+
+    def _stop_group(self, name: str, process: dict) -> None:
+        """Our servers run in their own sessions: TERM the group (git daemon forks), then KILL."""
+        pid = process["pid"]
+        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + grace
+            while self._alive(process) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not self._alive(process):
+                break
+        self._reap(pid)
+
+    @staticmethod
+    def _reap(pid: int) -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+    def _kill_strays(self) -> None:
+        """Any process still rooted in our instance's tree (should be none: the namespace died)."""
+        if not self.root.exists():
+            return
+        root = str(self.root)
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                proc_root = os.readlink(proc / "root")
+            except OSError:
+                continue
+            if proc_root == root or proc_root.startswith(root + "/"):
+                self.log(f"killing leftover process {proc.name} in the instance root")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+
+    def mounts(self) -> list[str]:
+        """Mount points under the state directory seen by the host (the instance's are private)."""
+        prefix = str(self.state_dir) + "/"
+        points = []
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(prefix) or point == str(self.state_dir):
+                points.append(point)
+        return points
+
+    def _unmount_leftovers(self) -> None:
+        for point in sorted(self.mounts(), key=len, reverse=True):
+            subprocess.run(["umount", "--lazy", point], check=False)
+        left = self.mounts()
+        if left:
+            raise SandboxError(f"cannot unmount {left}; not removing {self.state_dir}")
