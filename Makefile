@@ -4,13 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 # Debian packages the sandbox, the tests and the benchmark use on this machine.
-DEBIAN_PACKAGES := debootstrap openssh-client openssh-server git curl iproute2 util-linux procps ca-certificates
+DEBIAN_PACKAGES := debootstrap openssh-client openssh-server git curl iproute2 util-linux procps ca-certificates zstd
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Tools the targets run (ansible-playbook, moto_server...) come from the virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv debian-packages test lint bench demo demo-down clean
+.PHONY: venv debian-packages test lint bench demo demo-down sandbox-preflight clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,22 @@ lint: venv
 # BENCH_ARGS="--posts 1000000" or "--slow-s3 10"; prints posts/s, MB/s, ratio to curl|gzip, peak RSS.
 bench: venv debian-packages
 	$(PY) -m tests.bench.bench $(BENCH_ARGS)
+
+# The whole thing on this machine: the sandbox (moto, X stand-in, a Debian host), site.yml, what landed in S3.
+demo: sandbox-preflight venv debian-packages
+	$(PY) -m tests.sandbox up
+	ansible-playbook site.yml -i inventory/sandbox -e @.sandbox/vars.json
+	$(PY) -m tests.sandbox report
+
+# Stops everything `make demo` started and removes .sandbox/ (the Debian root cache in /var/cache/twittersnake stays).
+demo-down:
+	@if [ -x $(PY) ] && [ -d .sandbox ]; then $(PY) -m tests.sandbox down; else rm -rf .sandbox; fi
+
+sandbox-preflight:
+	@if [ "$$(uname -s)" != Linux ] || [ "$$(id -u)" != 0 ]; then \
+	  echo "error: make demo needs root on Linux: it builds a throwaway Debian 12 host with debootstrap, runs it with" >&2; \
+	  echo "unshare + chroot and serves moto and an X stand-in on 127.0.0.1. Run it as root (sudo make demo) on a Linux machine." >&2; \
+	  exit 1; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
