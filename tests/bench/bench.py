@@ -115,7 +115,7 @@ dir = "{workdir / "spool"}"
 [rotate]
 max_records = 20000
 max_bytes = 67108864
-max_seconds = 2
+max_seconds = 1
 [s3]
 bucket = "{BUCKET}"
 prefix = "tweets"
@@ -197,6 +197,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slow-s3", type=float, default=1.0, help="slow S3 down by this factor")
     parser.add_argument("--skip-collector", action="store_true", help="only the curl baseline")
     args = parser.parse_args(argv)
+    # moto takes any credentials; never let the bench pick up a real profile.
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    os.environ.update(AWS_DEFAULT_REGION="us-east-1")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
     with tempfile.TemporaryDirectory(prefix="twittersnake-bench-") as tmp:
         workdir = Path(tmp)
         baseline = run_curl_gzip(workdir, args.posts)
