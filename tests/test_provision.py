@@ -1,0 +1,229 @@
+"""Provisioning (issue 3): playbooks/provision.yml and teardown.yml against a moto server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests.conftest import REPO
+
+BUCKET = "twittersnake-sandbox"
+USER = "twittersnake-collector"
+TOKEN = "sandbox-token"
+
+
+def recap(output: str) -> dict[str, int]:
+    match = re.search(r"localhost\s*:\s*(.*)", output.split("PLAY RECAP")[-1])
+    assert match, output[-2000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+class Runner:
+    """Runs playbooks against one moto server with a throwaway key and credentials file."""
+
+    def __init__(self, url: str, tmp: Path) -> None:
+        self.url = url
+        self.tmp = tmp
+        self.creds = tmp / "creds" / "collector.yml"
+        key = tmp / "id_ed25519"
+        if not key.exists():
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
+            )
+        self.pubkey = f"{key}.pub"
+        self.env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        self.env.pop("AWS_PROFILE", None)
+
+    def run(self, playbook: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = [
+            str(REPO / ".venv/bin/ansible-playbook"),
+            f"playbooks/{playbook}.yml",
+            "-i",
+            "inventory/sandbox",
+            "-e",
+            f"aws_endpoint_url={self.url}",
+            "-e",
+            f"keypair_public_key_file={self.pubkey}",
+            "-e",
+            f"twittersnake_credentials_file={self.creds}",
+            *extra,
+        ]
+        proc = subprocess.run(
+            cmd, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=600
+        )
+        if check:
+            assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        return proc
+
+    def client(self, service: str):
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+
+def footprint(runner: Runner) -> dict[str, list]:
+    ec2, iam, s3 = runner.client("ec2"), runner.client("iam"), runner.client("s3")
+    instances = [
+        i
+        for r in ec2.describe_instances()["Reservations"]
+        for i in r["Instances"]
+        if i["State"]["Name"] != "terminated"
+    ]
+    groups = [
+        g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"
+    ]
+    return {
+        "instances": instances,
+        "groups": groups,
+        "keys": ec2.describe_key_pairs()["KeyPairs"],
+        "users": iam.list_users()["Users"],
+        "buckets": s3.list_buckets()["Buckets"],
+    }
+
+
+@pytest.fixture(scope="module")
+def provisioned(moto_server, tmp_path_factory):
+    """One footprint for the read-only tests: fresh run (-v), two re-runs, --check --diff."""
+    moto_server.reset()
+    runner = Runner(moto_server.url, tmp_path_factory.mktemp("provision"))
+    runs, times = [], []
+    for args in (["-v"], [], [], ["--check", "--diff"]):
+        start = time.monotonic()
+        runs.append(runner.run("provision", *args))
+        times.append(time.monotonic() - start)
+    print(
+        f"\nprovision timings: fresh {times[0]:.1f}s, no-op {times[1]:.1f}s / {times[2]:.1f}s,"
+        f" check {times[3]:.1f}s"
+    )
+    return runner, runs, times
+
+
+def test_fresh_provision_creates_the_footprint(provisioned):
+    runner, runs, _ = provisioned
+    assert recap(runs[0].stdout)["changed"] > 0
+    s3, iam, ec2 = runner.client("s3"), runner.client("iam"), runner.client("ec2")
+
+    pab = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
+    assert all(pab.values()) and len(pab) == 4
+    rule = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    ownership = s3.get_bucket_ownership_controls(Bucket=BUCKET)["OwnershipControls"]["Rules"]
+    assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    policy = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])
+    (deny,) = policy["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {
+        "Bool": {"aws:SecureTransport": "false"}
+    }
+
+    assert iam.list_attached_user_policies(UserName=USER)["AttachedPolicies"] == []
+    (name,) = iam.list_user_policies(UserName=USER)["PolicyNames"]
+    doc = iam.get_user_policy(UserName=USER, PolicyName=name)["PolicyDocument"]
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    actions = {a for s in doc["Statement"] for a in s["Action"]}
+    resources = {s["Resource"] for s in doc["Statement"]}
+    assert actions == {
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListMultipartUploadParts",
+        "s3:ListBucket",
+    }
+    assert resources == {f"arn:aws:s3:::{BUCKET}/raw/*", f"arn:aws:s3:::{BUCKET}"}
+    (key,) = iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]
+    assert runner.creds.stat().st_mode & 0o777 == 0o600
+    assert f"collector_aws_access_key_id: {key['AccessKeyId']}" in runner.creds.read_text()
+
+    fp = footprint(runner)
+    (group,) = fp["groups"]
+    (perm,) = group["IpPermissions"]
+    assert (perm["IpProtocol"], perm["FromPort"], perm["ToPort"]) == ("tcp", 22, 22)
+    assert [r["CidrIp"] for r in perm["IpRanges"]] == ["127.0.0.1/32"] and not perm.get(
+        "Ipv6Ranges"
+    )
+    assert [k["KeyName"] for k in fp["keys"]] == ["twittersnake-admin"]
+
+    (inst,) = fp["instances"]
+    assert inst["InstanceType"] == "t3.micro"
+    assert inst["MetadataOptions"]["HttpTokens"] == "required"
+    assert [g["GroupName"] for g in inst["SecurityGroups"]] == [group["GroupName"]]
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+    assert tags == {"Name": "twittersnake-collector", "Project": "twittersnake"}
+    vol_id = inst["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    (vol,) = ec2.describe_volumes(VolumeIds=[vol_id])["Volumes"]
+    assert vol["Encrypted"] and vol["VolumeType"] == "gp3"
+
+
+def test_reruns_and_check_mode_change_nothing(provisioned):
+    runner, runs, _ = provisioned
+    for run in runs[1:]:
+        assert recap(run.stdout)["changed"] == 0 and recap(run.stdout)["failed"] == 0
+    assert len(footprint(runner)["instances"]) == 1
+    assert len(runner.client("iam").list_access_keys(UserName=USER)["AccessKeyMetadata"]) == 1
+
+
+def test_verbose_output_never_shows_secrets(provisioned):
+    runner, runs, _ = provisioned
+    secret = re.search(r"collector_aws_secret_access_key: (\S+)", runner.creds.read_text()).group(1)
+    for run in runs:
+        assert secret not in run.stdout + run.stderr
+        assert TOKEN not in run.stdout + run.stderr
+
+
+def test_lost_secret_stops_and_rotation_leaves_one_key(moto_server, tmp_path):
+    moto_server.reset()
+    runner = Runner(moto_server.url, tmp_path)
+    runner.run("provision")
+    iam = runner.client("iam")
+    (old,) = iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]
+    runner.creds.unlink()
+    failed = runner.run("provision", check=False)
+    assert failed.returncode != 0 and "rotate_access_key=true" in failed.stdout
+    runner.run("provision", "-e", "rotate_access_key=true")
+    (new,) = iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]
+    assert new["AccessKeyId"] != old["AccessKeyId"]
+    assert new["AccessKeyId"] in runner.creds.read_text()
+
+    runner.run("teardown")
+    fp = footprint(runner)
+    assert [b["Name"] for b in fp.pop("buckets")] == [BUCKET]
+    assert all(not v for v in fp.values()), fp
+    assert recap(runner.run("teardown").stdout)["changed"] == 0
+    runner.run("teardown", "-e", "destroy_bucket=true")
+    assert footprint(runner)["buckets"] == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"network_admin_cidrs": []}, "network_admin_cidrs is empty"),
+        ({"network_admin_cidrs": ["0.0.0.0/0"]}, "opens SSH to the world"),
+        ({"twittersnake_bucket": "Bad_Bucket"}, "is not a valid S3 bucket name"),
+        ({"aws_region": "mars-north-1"}, "is not a known AWS region"),
+        ({"vault_x_bearer_token": ""}, "vault_x_bearer_token is missing"),
+    ],
+)
+def test_bad_input_fails_in_preflight_and_touches_nothing(moto_server, tmp_path, extra, message):
+    moto_server.reset()
+    runner = Runner(moto_server.url, tmp_path)
+    proc = runner.run("provision", "-e", json.dumps(extra), check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout
+    assert "TASK [preflight : Stop on invalid inputs]" in proc.stdout
+    assert all(not v for v in footprint(runner).values())
