@@ -15,6 +15,8 @@ import boto3
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# sandbox_world (session: a sandbox on free ports) and run_playbook: see tests/sandbox/fixture.py.
+pytest_plugins = ["tests.sandbox.fixture"]
 IN_CI = os.environ.get("CI") == "true"
 
 

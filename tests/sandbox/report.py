@@ -1,2 +1,70 @@
-def report(world, wait):
-    return 0
+"""What `make demo` ends with: supervisorctl status on the instance, the bucket, a few posts."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+import boto3
+import zstandard
+
+from tests.sandbox.world import Sandbox
+
+SAMPLE_POSTS = 3
+
+
+def decompress(key: str, body: bytes) -> bytes:
+    if key.endswith(".gz"):
+        return gzip.decompress(body)
+    if key.endswith(".zst"):
+        return zstandard.ZstdDecompressor().decompressobj().decompress(body)
+    return body
+
+
+def bucket_objects(s3, bucket: str) -> list[dict]:
+    objects = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        objects += page.get("Contents", [])
+    return sorted(objects, key=lambda o: o["Key"])
+
+
+def report(world: Sandbox, wait: float = 90) -> int:
+    status = world.ssh("sudo -n supervisorctl status", check=False)
+    print("== supervisorctl status on the sandbox instance")
+    print((status.stdout + status.stderr).rstrip() or "(no output)")
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{world.ports.moto}",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    buckets = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
+    if not buckets:
+        print("== no bucket in the sandbox (has site.yml run?)")
+        return 1
+    deadline = time.monotonic() + wait
+    while not any(bucket_objects(s3, b) for b in buckets) and time.monotonic() < deadline:
+        time.sleep(2)
+    found = False
+    for bucket in buckets:
+        objects = bucket_objects(s3, bucket)
+        size = sum(o["Size"] for o in objects)
+        print(f"== s3://{bucket}: {len(objects)} objects, {size} bytes")
+        for obj in objects[-5:]:
+            print(f"   {obj['Key']}  {obj['Size']} bytes")
+        if objects:
+            found = True
+            key = objects[-1]["Key"]
+            body = decompress(key, s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            print(f"== a sample of the posts in {key}")
+            for line in body.splitlines()[:SAMPLE_POSTS]:
+                post = json.loads(line).get("data", {})
+                text = " ".join(str(post.get("text", "")).split())[:100]
+                print(f"   {post.get('id')}  {post.get('created_at', '')}  {text}")
+    if not found:
+        print(f"== no object in the bucket after {wait:.0f}s: see `python -m tests.sandbox ssh")
+        print("   sudo supervisorctl tail twittersnake stderr`")
+    return 0 if found else 1

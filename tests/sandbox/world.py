@@ -366,6 +366,7 @@ exec chroot "$root" /usr/local/sbin/sandbox-init
             keypair_public_key_file=str(self.ssh_key.with_suffix(".pub")),
             twittersnake_credentials_file=str(self.state_dir / "collector-credentials.yml"),
             vault_x_bearer_token=self.x_token,
+            instance_connect_user="ubuntu",
         )
         return variables
 
