@@ -39,7 +39,8 @@ class Sandbox:
         self.world = world
         self.vars_file = world.vars_file
         self.vars = json.loads(self.vars_file.read_text())
-        self.extra: dict = {}
+        # The sandbox image, like a cloud image, lets in `ubuntu` (passwordless sudo), not root.
+        self.extra: dict = {"instance_connect_user": "ubuntu"}
         self.outputs: list[str] = []
 
     def ssh(self, command: str, check: bool = True, timeout: float = 120) -> str:
@@ -183,7 +184,8 @@ def test_check_diff_shows_changes_and_restarts_nothing(sandbox):
     result = sandbox.site(
         "--check", "--diff", collector_x_rules=rules, collector_rotate_max_records=15000
     )
-    sandbox.extra.clear()  # check mode applied nothing
+    for key in ("collector_x_rules", "collector_rotate_max_records"):  # check mode applied nothing
+        sandbox.extra.pop(key)
     assert result.returncode == 0, result.stdout[-3000:]
     assert recap_changed(result.stdout) > 0
     assert 'value = "ansible"' in result.stdout and "15000" in result.stdout  # collector.toml diff
