@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -21,8 +20,6 @@ from pathlib import Path
 import boto3
 import pytest
 import zstandard
-
-from tests.conftest import require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -146,22 +143,12 @@ def recap_changed(output: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    require(os.geteuid() == 0, "the sandbox needs root (unshare, chroot)")
-    require(shutil.which("debootstrap") is not None, "the sandbox needs debootstrap")
-    from tests.sandbox.world import Ports
-    from tests.sandbox.world import Sandbox as World
-
-    # Free ports and a private state dir: a running `make demo` is left alone.
-    world = World(tmp_path_factory.mktemp("sandbox"), Ports.free())
-    try:
-        world.up()
-        box = Sandbox(world)
-        first = box.site()
-        assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-3000:]
-        yield box
-    finally:
-        world.down()
+def sandbox(sandbox_world):
+    """The session's sandbox (tests/sandbox/fixture.py) after one initial site.yml."""
+    box = Sandbox(sandbox_world)
+    first = box.site()
+    assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-3000:]
+    return box
 
 
 def test_site_yml_delivers_posts_to_the_bucket(sandbox):
