@@ -84,12 +84,13 @@ def preflight() -> None:
 
 
 def start_time(pid: int) -> int | None:
-    """Kernel start time of pid (field 22 of /proc/PID/stat), None if it is gone."""
+    """Kernel start time of pid (field 22 of /proc/PID/stat), None if it is gone (or a zombie)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def port_open(port: int) -> bool:
