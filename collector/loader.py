@@ -1,0 +1,267 @@
+"""Collected posts from S3 into DuckDB: a local cache of objects, then one `posts` table.
+
+Shared by `collector report` and the starter notebook. Objects are listed only in the
+`dt=`/`hour=` partitions that can hold the period, downloaded once into
+`{cache_dir}/{bucket}/{key}` (the key keeps the Hive layout, so DuckDB reads `dt` and `hour`
+from the path), then read with DuckDB's `read_json`. Posts never pass through Python:
+DuckDB parses, projects and aggregates them, within a memory limit.
+
+    period = Period.last(timedelta(hours=24))
+    files = sync_cache(s3_client, "my-bucket", "tweets", period, default_cache_dir())
+    con = connect()
+    result = load_posts(con, files.paths, period)   # table `posts`, see POSTS_COLUMNS
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+DATA_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".jsonl")
+# A file's partition is the receive time of its FIRST record; the file can hold posts for up
+# to rotate.max_seconds (default 300 s) more, so the hour before the period is listed too.
+PARTITION_MARGIN = timedelta(hours=1)
+
+# Only what the report and the example queries use; read_json skips every other field.
+_JSON_COLUMNS = {
+    "data": "STRUCT(id VARCHAR, created_at TIMESTAMPTZ, lang VARCHAR, author_id VARCHAR, "
+    "entities STRUCT(hashtags STRUCT(tag VARCHAR)[], mentions STRUCT(username VARCHAR)[]))",
+    "matching_rules": "STRUCT(id VARCHAR, tag VARCHAR)[]",
+}
+
+POSTS_COLUMNS = """
+    id VARCHAR, created_at TIMESTAMPTZ, lang VARCHAR, author_id VARCHAR,
+    hashtags VARCHAR[], mentions VARCHAR[], rule_tags VARCHAR[],
+    dt DATE, hour INTEGER, file VARCHAR
+"""
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+@dataclass(frozen=True)
+class Period:
+    """A half-open UTC interval [start, end)."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def last(cls, length: timedelta, now: datetime | None = None) -> Period:
+        end = now or datetime.now(UTC)
+        return cls(end - length, end)
+
+    def hours(self) -> list[datetime]:
+        """Every hour partition that may hold posts of this period, oldest first."""
+        hour = (self.start - PARTITION_MARGIN).replace(minute=0, second=0, microsecond=0)
+        hours = []
+        while hour < self.end:
+            hours.append(hour)
+            hour += timedelta(hours=1)
+        return hours
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90m', '24h', '7d' -> timedelta; ValueError with the expected form otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (expected a number and s, m, h or d, e.g. 24h)")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 date or date-time; naive values are UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-28T08:00Z)") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "twittersnake"
+
+
+def partition_prefix(prefix: str, hour: datetime) -> str:
+    partition = f"dt={hour:%Y-%m-%d}/hour={hour:%H}/"
+    prefix = prefix.strip("/")
+    return f"{prefix}/{partition}" if prefix else partition
+
+
+@dataclass
+class CacheSync:
+    paths: list[Path] = field(default_factory=list)
+    downloaded: int = 0
+    cached: int = 0
+    bytes_downloaded: int = 0
+
+
+def list_objects(s3_client, bucket: str, prefix: str, period: Period) -> list[tuple[str, int]]:
+    """(key, size) of every data object in the period's partitions."""
+    objects = []
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for hour in period.hours():
+        for page in paginator.paginate(Bucket=bucket, Prefix=partition_prefix(prefix, hour)):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith(DATA_SUFFIXES):
+                    objects.append((item["Key"], item["Size"]))
+    return objects
+
+
+def sync_cache(
+    s3_client,
+    bucket: str,
+    prefix: str,
+    period: Period,
+    cache_dir: Path,
+    progress: bool = True,
+    workers: int = 4,
+) -> CacheSync:
+    """Download the period's objects not yet cached (same key and size) and list them all."""
+    from tqdm import tqdm
+
+    root = cache_dir / bucket
+    sync = CacheSync()
+    missing = []
+    for key, size in list_objects(s3_client, bucket, prefix, period):
+        path = root / key
+        sync.paths.append(path)
+        if path.is_file() and path.stat().st_size == size:
+            sync.cached += 1
+        else:
+            missing.append((key, size, path))
+    total = sum(size for _, size, _ in missing)
+    with tqdm(
+        total=total, unit="B", unit_scale=True, desc="download", disable=not progress or not total
+    ) as bar:
+
+        def fetch(item: tuple[str, int, Path]) -> None:
+            key, _, path = item
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # A partial download never looks cached: it lands under a temporary name first.
+            tmp = path.with_name(f".{path.name}.part")
+            s3_client.download_file(bucket, key, str(tmp), Callback=bar.update)
+            os.replace(tmp, path)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(fetch, missing))
+    sync.downloaded = len(missing)
+    sync.bytes_downloaded = total
+    return sync
+
+
+def cached_files(cache_dir: Path, bucket: str, prefix: str, period: Period) -> list[Path]:
+    """The period's objects already in the cache (offline mode: no S3 call)."""
+    paths = []
+    for hour in period.hours():
+        folder = cache_dir / bucket / partition_prefix(prefix, hour)
+        if folder.is_dir():
+            paths += sorted(p for p in folder.iterdir() if p.name.endswith(DATA_SUFFIXES))
+    return paths
+
+
+def connect(memory_limit: str = "512MB", threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that spills to disk rather than exceeding `memory_limit`."""
+    con = duckdb.connect(config={"memory_limit": memory_limit})
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
+    # Insertion order is irrelevant to every aggregate; dropping it saves memory.
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+@dataclass
+class Skipped:
+    file: str
+    reason: str
+    lines: int | None = None  # None: the whole file was skipped
+
+
+@dataclass
+class LoadResult:
+    files: int = 0
+    posts: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def skipped_lines(self) -> int:
+        return sum(s.lines or 0 for s in self.skipped)
+
+    @property
+    def skipped_files(self) -> int:
+        return sum(1 for s in self.skipped if s.lines is None)
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
+
+
+def _read_json(files: list[Path]) -> str:
+    # ignore_errors turns a non-JSON line into a row of NULLs: counted below, never a post.
+    return (
+        f"read_json({_sql_list(str(f) for f in files)}, format='newline_delimited', "
+        f"columns={_JSON_COLUMNS!r}, hive_partitioning=true, hive_types={{'dt': DATE, "
+        f"'hour': INTEGER}}, filename=true, ignore_errors=true, maximum_object_size=67108864)"
+    )
+
+
+def _insert(con: duckdb.DuckDBPyConnection, files: list[Path], period: Period) -> None:
+    con.execute(
+        f"""
+        INSERT INTO raw_lines
+        SELECT data.id, data.created_at, data.lang, data.author_id,
+               list_transform(data.entities.hashtags, lambda h: lower(h.tag)),
+               list_transform(data.entities.mentions, lambda m: m.username),
+               list_transform(matching_rules, lambda r: coalesce(r.tag, r.id)),
+               dt, hour, filename
+        FROM {_read_json(files)}
+        WHERE data.id IS NULL OR (data.created_at >= ? AND data.created_at < ?)
+        """,
+        [period.start, period.end],
+    )
+
+
+# What a bad file raises (truncated or corrupt compression, unreadable JSON); anything else
+# (a binder error, out of memory) is a bug or a limit and propagates.
+_FILE_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
+
+
+def load_posts(con: duckdb.DuckDBPyConnection, files: list[Path], period: Period) -> LoadResult:
+    """Create table `posts` (POSTS_COLUMNS) from `files`; report, never raise on, bad files."""
+    con.execute(f"CREATE OR REPLACE TABLE raw_lines ({POSTS_COLUMNS})")
+    result = LoadResult(files=len(files))
+    if files:
+        try:
+            _insert(con, files, period)
+        except _FILE_ERRORS:
+            # A corrupt file (truncated gzip...) fails the whole scan: find it file by file.
+            con.execute("DELETE FROM raw_lines")
+            for path in files:
+                try:
+                    _insert(con, [path], period)
+                except _FILE_ERRORS as error:
+                    reason = str(error).splitlines()[0]
+                    log.warning("skipping %s: %s", path, reason)
+                    result.skipped.append(Skipped(str(path), reason))
+    bad_lines = con.execute(
+        "SELECT file, count(*) FROM raw_lines WHERE id IS NULL GROUP BY file ORDER BY file"
+    ).fetchall()
+    for file, lines in bad_lines:
+        log.warning("skipping %d malformed line(s) in %s", lines, file)
+        result.skipped.append(Skipped(file, "malformed line(s): not one JSON data message", lines))
+    con.execute("DELETE FROM raw_lines WHERE id IS NULL")
+    con.execute("DROP TABLE IF EXISTS posts")
+    con.execute("ALTER TABLE raw_lines RENAME TO posts")
+    result.posts = con.execute("SELECT count(*) FROM posts").fetchall()[0][0]
+    return result
