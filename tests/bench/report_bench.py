@@ -1,0 +1,129 @@
+"""Report benchmark: N realistic posts in the local cache, then `collector report --offline`.
+
+    .venv/bin/python -m tests.bench.report_bench --posts 1000000
+
+Writes the objects once (gzip level 1, 20,000 posts per object, the collector's layout and
+names) under --cache-dir, then times the report in a child process and prints wall time and
+the child's peak RSS. Posts are the recorded samples with varied ids, times, hashtags,
+mentions, languages and rule tags (about 2.5 KB each, like the stand-in's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "tests" / "fakes" / "data" / "x_v2_filtered_stream.jsonl"
+BUCKET = "bench-bucket"
+PREFIX = "raw"
+LANGS = ["en", "en", "en", "es", "ja", "pt", "fr", "de", "und"]
+RULES = ["python", "rust", "duckdb"]
+
+
+def templates() -> list[dict]:
+    return [json.loads(line) for line in SAMPLES.read_text().splitlines() if line.strip()]
+
+
+def post_line(
+    template: dict,
+    post_id: int,
+    created_at: datetime,
+    rule_tags: list[str],
+    hashtags: list[str] = (),
+    mentions: list[str] = (),
+    lang: str = "en",
+) -> bytes:
+    """One stream message shaped like the template, with the given fields, `\\n`-terminated."""
+    data = dict(template["data"])
+    data["id"] = str(post_id)
+    data["created_at"] = created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    data["lang"] = lang
+    entities = dict(data.get("entities") or {})
+    entities["hashtags"] = [{"start": 0, "end": len(t) + 1, "tag": t} for t in hashtags]
+    entities["mentions"] = [{"start": 0, "end": len(m) + 1, "username": m} for m in mentions]
+    data["entities"] = entities
+    message = dict(template)
+    message["data"] = data
+    message["matching_rules"] = [{"id": str(1000 + i), "tag": t} for i, t in enumerate(rule_tags)]
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def object_path(root: Path, first: datetime, seq: int) -> Path:
+    name = f"bench-{first:%Y%m%dT%H%M%SZ}-{seq:06d}.jsonl.gz"
+    return root / BUCKET / PREFIX / f"dt={first:%Y-%m-%d}" / f"hour={first:%H}" / name
+
+
+def generate(cache_dir: Path, posts: int, start: datetime, span: timedelta, per_object: int) -> int:
+    """Write `posts` posts spread evenly over `span` from `start`; returns uncompressed bytes."""
+    samples = templates()
+    step = span / posts
+    total = 0
+    for seq, first_index in enumerate(range(0, posts, per_object)):
+        first = start + step * first_index
+        path = object_path(cache_dir, first, seq)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for i in range(first_index, min(first_index + per_object, posts)):
+            lines.append(
+                post_line(
+                    samples[i % len(samples)],
+                    10**18 + i,
+                    start + step * i,
+                    [RULES[i % len(RULES)]] + (["all"] if i % 2 else []),
+                    [f"tag{i % 97}", f"topic{i % 13}"],
+                    [f"user{i % 211}"],
+                    LANGS[i % len(LANGS)],
+                )
+            )
+        block = b"".join(lines)
+        total += len(block)
+        path.write_bytes(gzip.compress(block, compresslevel=1))
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--posts", type=int, default=1_000_000)
+    parser.add_argument("--per-object", type=int, default=20_000)
+    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "ts-bench")
+    args = parser.parse_args()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    span = timedelta(hours=24)
+    marker = args.cache_dir / f".generated-{args.posts}-{args.per_object}"
+    if not marker.exists():
+        t0 = time.monotonic()
+        size = generate(args.cache_dir, args.posts, start, span, args.per_object)
+        marker.write_text(str(size))
+        print(f"generated {args.posts} posts, {size / 1e9:.2f} GB uncompressed, "
+              f"in {time.monotonic() - t0:.0f} s")  # fmt: skip
+    size = int(marker.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "collector.toml"
+        config.write_text(f'[s3]\nbucket = "{BUCKET}"\nprefix = "{PREFIX}"\n')
+        command = [
+            sys.executable, "-m", "collector.report", "--config", str(config), "--offline",
+            "--cache-dir", str(args.cache_dir), "--from", start.isoformat(),
+            "--to", (start + span).isoformat(), "--out", str(Path(tmp) / "report.html"),
+        ]  # fmt: skip
+        t0 = time.monotonic()
+        subprocess.run(command, check=True, cwd=REPO)
+        elapsed = time.monotonic() - t0
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(
+        f"report over {args.posts} posts ({size / 1e9:.2f} GB uncompressed): "
+        f"{elapsed:.1f} s, peak RSS {peak_mib:.0f} MiB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
