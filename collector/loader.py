@@ -212,7 +212,7 @@ def _read_json(files: list[Path]) -> str:
     return (
         f"read_json({_sql_list(str(f) for f in files)}, format='newline_delimited', "
         f"columns={_JSON_COLUMNS!r}, hive_partitioning=true, hive_types={{'dt': DATE, "
-        f"'hour': INTEGER}}, filename=true, ignore_errors=true, maximum_object_size=67108864)"
+        f"'hour': INTEGER}}, filename=true, ignore_errors=true, maximum_object_size=16777216)"
     )
 
 

@@ -312,6 +312,10 @@ def render_html(
             f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
         )
     if figures is not None:
+        parts.append("<h2 id='rule_counts'>Posts per rule tag and per hour</h2>")
+        parts.append(_table(["rule tag", "posts"], [list(r) for r in figures.rules]))
+        hours = [[_when(t), n] for t, n in figures.posts_per_hour]
+        parts.append(_table(["hour (UTC)", "posts"], hours))
         parts.append(f"<h2 id='gaps'>Gaps: no posts for more than {gap_minutes:g} minutes</h2>")
         rows = [[_when(a), _when(b), str(d)] for a, b, d in figures.gaps]
         parts.append(_table(["from", "to", "length"], rows) if rows else "<p>None.</p>")
