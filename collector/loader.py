@@ -265,3 +265,36 @@ def load_posts(con: duckdb.DuckDBPyConnection, files: list[Path], period: Period
     con.execute("ALTER TABLE raw_lines RENAME TO posts")
     result.posts = con.execute("SELECT count(*) FROM posts").fetchall()[0][0]
     return result
+
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+EXAMPLE_QUERIES = ("posts_per_hour", "top_hashtags", "posts_per_rule")
+
+
+def athena_view(con: duckdb.DuckDBPyConnection, files: list[Path], name: str = "posts") -> None:
+    """A DuckDB view shaped like the Athena table (sql/athena_table.sql), for its queries.
+
+    Trino's UNNEST expands an array of one-field rows into a plain column; DuckDB keeps the
+    struct. Lists of the field itself give DuckDB the same result for the same query text.
+    """
+    if not files:
+        raise ValueError("no objects to query")
+    con.execute(
+        f"""
+        CREATE OR REPLACE VIEW {name} AS
+        SELECT {{'id': data.id, 'created_at': strftime(data.created_at, '%Y-%m-%dT%H:%M:%S.%gZ'),
+                 'lang': data.lang, 'author_id': data.author_id,
+                 'entities': {{
+                   'hashtags': list_transform(data.entities.hashtags, lambda h: h.tag),
+                   'mentions': list_transform(data.entities.mentions, lambda m: m.username)}}
+               }} AS data,
+               list_transform(matching_rules, lambda r: r.tag) AS matching_rules,
+               strftime(dt, '%Y-%m-%d') AS dt, lpad(hour::VARCHAR, 2, '0') AS hour
+        FROM {_read_json(files)}
+        WHERE data.id IS NOT NULL
+        """
+    )
+
+
+def example_query(name: str) -> str:
+    return (SQL_DIR / f"{name}.sql").read_text()
