@@ -375,10 +375,18 @@ def run(args: argparse.Namespace) -> int:
     if args.offline:
         files = loader.cached_files(cache_dir, source.bucket, source.prefix, period)
     else:
-        sync = loader.sync_cache(
-            _s3_client(source), source.bucket, source.prefix, period, cache_dir,
-            progress=not args.no_progress,
-        )  # fmt: skip
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            sync = loader.sync_cache(
+                _s3_client(source), source.bucket, source.prefix, period, cache_dir,
+                progress=not args.no_progress,
+            )  # fmt: skip
+        except (BotoCoreError, ClientError) as error:
+            print(
+                f"error: s3://{source.bucket}: {error} (--offline uses the cache)", file=sys.stderr
+            )
+            return 1
         files = sync.paths
     con = loader.connect(memory_limit=args.memory_limit)
     result = loader.load_posts(con, files, period)

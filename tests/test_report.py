@@ -186,3 +186,10 @@ def test_malformed_objects_are_reported_and_skipped(bucket, collected, tmp_path,
     assert re.search(r"skipped 1 line\(s\) of .*-000091\.jsonl\.gz", captured.err)
     page = out.read_text()
     assert "Skipped (malformed) objects and lines" in page and "-000090.jsonl.gz" in page
+
+
+def test_missing_bucket_is_one_clear_line(s3, tmp_path, capsys):
+    code, _ = run_report(tmp_path, "--since", "1h")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: s3://report-bucket:") and "Traceback" not in err
