@@ -1,0 +1,146 @@
+"""`collector run`: wires the stream reader, spool writer, shipper and status; signals; exit codes.
+
+Threads: tweepy's stream reader (socket reads) -> SpoolWriter.accept; a ticker (flush every
+0.2 s, time-based rotation); the sealer (fsync + rename); the shipper's compressor and
+uploader; the status writer. The main thread only waits for a signal or a fatal condition.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from collector.config import Config
+from collector.layout import SpoolDirs
+from collector.metrics import Metrics
+from collector.rules import RulesAuthError, RulesClient, RulesError
+from collector.spool import Quarantine, SpoolWriter, recover_open_files
+from collector.status import StatusReporter
+from collector.stream import open_stream, start_stream
+
+log = logging.getLogger(__name__)
+
+EX_OK, EX_SOFTWARE, EX_CONFIG = 0, 70, 78
+SHUTDOWN_SECONDS = 25.0  # SIGTERM -> exit within 30 s even when S3 does not answer
+
+
+class Fatal(Exception):
+    """A condition a restart cannot fix (exit 78): bad token, missing bucket."""
+
+
+def _check_bucket(shipper) -> None:
+    from collector.uploader import BucketMissing, S3Unavailable
+
+    try:
+        shipper.check_bucket()
+    except BucketMissing as exc:
+        raise Fatal(str(exc)) from None
+    except S3Unavailable as exc:
+        # S3 trouble at start is retried like any later outage; only a missing bucket is fatal.
+        log.warning("S3 not reachable at start, uploads will retry: %s", exc)
+
+
+def _sync_rules(cfg: Config, token: str) -> None:
+    if cfg.x.stream != "filter":
+        return
+    try:
+        RulesClient(cfg, token).sync()
+    except RulesAuthError as exc:
+        raise Fatal(str(exc)) from None
+    except RulesError as exc:
+        log.warning("rules sync failed, streaming with the live rules: %s", exc)
+
+
+class Collector:
+    def __init__(self, cfg: Config, token: str) -> None:
+        self.cfg = cfg
+        self.token = token
+        self.dirs = SpoolDirs(cfg.spool.dir)
+        self.metrics = Metrics()
+        self.stop_requested = threading.Event()
+        self.background_stop = threading.Event()
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if not self.stop_requested.is_set():
+            log.info("received %s: stopping", signal.Signals(signum).name)
+        self.stop_requested.set()
+
+    def run(self) -> int:
+        from collector.uploader import Shipper
+
+        try:
+            self.dirs.create()
+        except OSError as exc:
+            raise Fatal(f"spool.dir {self.cfg.spool.dir}: cannot create folders ({exc})") from None
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        shipper = Shipper(self.cfg, self.dirs, self.metrics)
+        _check_bucket(shipper)
+        _sync_rules(self.cfg, self.token)
+
+        quarantine = Quarantine(self.dirs, self.metrics)
+        recovered = recover_open_files(self.dirs, quarantine)
+        if recovered:
+            log.info("recovered %d unsealed file(s) from a previous run", len(recovered))
+        writer = SpoolWriter(self.cfg, self.dirs, self.metrics, shipper.submit, quarantine)
+        shipper.start()  # uploads what earlier runs left before anything new
+
+        stream = open_stream(self.cfg, self.token, writer.accept, self.metrics)
+        reader = start_stream(self.cfg, stream)
+        writer.run_ticker(self.background_stop)
+        status = StatusReporter(self.cfg.collector_id, self.dirs, self.metrics)
+        status.write()
+        status.run(self.background_stop)
+        log.info(
+            "collector %s running: %s stream from %s, spool %s, bucket %s",
+            self.cfg.collector_id,
+            self.cfg.x.stream,
+            self.cfg.x.api_base_url,
+            self.cfg.spool.dir,
+            self.cfg.s3.bucket,
+        )
+
+        while not self.stop_requested.wait(0.25):
+            if stream.fatal or not reader.is_alive():
+                break
+        return self._shutdown(stream, writer, shipper, status)
+
+    def _shutdown(self, stream, writer: SpoolWriter, shipper, status: StatusReporter) -> int:
+        deadline = time.monotonic() + SHUTDOWN_SECONDS
+        status.state = "stopping"
+        stream.disconnect()  # tweepy's thread is a daemon: it ends with the process
+        writer.close()
+        self.background_stop.set()
+        remaining = shipper.drain(deadline)
+        shipper.stop()
+        status.state = "stopped"
+        status.write()
+        status.progress()
+        if remaining:
+            log.warning(
+                "stopped with %d file(s) left in the spool %s; they are uploaded on the next start",
+                remaining,
+                self.cfg.spool.dir,
+            )
+        else:
+            log.info("stopped; everything received was uploaded")
+        if stream.fatal and not self.stop_requested.is_set():
+            if "HTTP 401" in stream.fatal or "HTTP 403" in stream.fatal:
+                log.error("exiting: %s", stream.fatal)
+                return EX_CONFIG
+            log.error("exiting after a stream failure: %s", stream.fatal)
+            return EX_SOFTWARE
+        if not self.stop_requested.is_set():
+            log.error("exiting: the stream reader ended unexpectedly")
+            return EX_SOFTWARE
+        return EX_OK
+
+
+def run(cfg: Config, token: str) -> int:
+    try:
+        return Collector(cfg, token).run()
+    except Fatal as exc:
+        log.error("%s", exc)
+        return EX_CONFIG

@@ -1,0 +1,236 @@
+"""`python -m collector run|check|status|rules|report --config PATH`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from collector.config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_bearer_token
+from collector.layout import SpoolDirs
+
+log = logging.getLogger("collector")
+
+EX_CONFIG = 78
+
+
+class RedactingFormatter(logging.Formatter):
+    """Replaces every known secret in a formatted record, tracebacks included."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self.secrets: set[str] = set()
+
+    def add_secret(self, secret: str | None) -> None:
+        if secret and len(secret) >= 4:
+            self.secrets.add(secret)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            text = text.replace(secret, "[REDACTED]")
+        return text
+
+
+_formatter = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "requests_oauthlib", "oauthlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "X_BEARER_TOKEN"):
+        _formatter.add_secret(os.environ.get(name))
+
+
+def _fail(message: str, code: int = EX_CONFIG) -> int:
+    # One line a supervisor log shows as is; secrets are scrubbed like every log line.
+    for secret in _formatter.secrets:
+        message = message.replace(secret, "[REDACTED]")
+    print(f"collector: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _config_and_token(args: argparse.Namespace) -> tuple[Config, str]:
+    cfg = load_config(args.config)
+    token = read_bearer_token(cfg)
+    _formatter.add_secret(token)
+    return cfg, token
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from collector import app
+
+    try:
+        cfg, token = _config_and_token(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    return app.run(cfg, token)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from collector.rules import RulesClient, RulesError, tag_prefix
+
+    failures = 0
+
+    def report(ok: bool, what: str, detail: str) -> None:
+        nonlocal failures
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'}  {what}: {detail}", flush=True)
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        report(False, "config", str(exc))
+        return EX_CONFIG
+    report(
+        True, "config", f"{args.config} (collector_id {cfg.collector_id}, {cfg.x.stream} stream)"
+    )
+    try:
+        token = read_bearer_token(cfg)
+        _formatter.add_secret(token)
+        source = "X_BEARER_TOKEN" if os.environ.get("X_BEARER_TOKEN") else cfg.x.bearer_token_file
+        report(True, "bearer token", f"read from {source}")
+    except ConfigError as exc:
+        report(False, "bearer token", str(exc))
+        token = None
+    if token:
+        try:
+            live = RulesClient(cfg, token).list()
+            ours = [r for r in live if (r.tag or "").startswith(tag_prefix(cfg))]
+            report(
+                True,
+                "X API auth",
+                f"{cfg.x.api_base_url}: {len(live)} live rules, {len(ours)} ours",
+            )
+        except RulesError as exc:
+            report(False, "X API auth", str(exc))
+    report(*_check_s3(cfg))
+    return 0 if failures == 0 else 1
+
+
+def _check_s3(cfg: Config) -> tuple[bool, str, str]:
+    from collector.layout import SpoolDirs as _Dirs
+    from collector.metrics import Metrics
+    from collector.uploader import BucketMissing, S3Unavailable, Shipper
+
+    try:
+        Shipper(cfg, _Dirs(cfg.spool.dir), Metrics()).check_bucket()
+    except (BucketMissing, S3Unavailable) as exc:
+        return False, "S3 bucket", str(exc)
+    return True, "S3 bucket", f"s3://{cfg.s3.bucket}/{cfg.s3.prefix} reachable"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from collector import status
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    current = status.read_status(SpoolDirs(cfg.spool.dir))
+    code, verdict = status.assess(current)
+    if args.json:
+        print(json.dumps({**(current or {}), "verdict": verdict, "healthy": code == 0}, indent=1))
+    elif current is None:
+        print(f"collector: {verdict}")
+    else:
+        print(status.render(current, verdict))
+    return code
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from collector.rules import RulesAuthError, RulesClient, RulesError, tag_prefix
+
+    try:
+        cfg, token = _config_and_token(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    client = RulesClient(cfg, token)
+    try:
+        if args.rules_command == "list":
+            live = client.list()
+            if args.json:
+                print(json.dumps([r.to_dict() for r in live], indent=1))
+            for rule in [] if args.json else live:
+                owner = "ours " if (rule.tag or "").startswith(tag_prefix(cfg)) else "other"
+                print(f"{rule.id}  {owner}  tag={rule.tag or '-'}  {rule.value}")
+            if not live and not args.json:
+                print("no live rules")
+            return 0
+        result = client.sync()
+    except RulesAuthError as exc:
+        return _fail(str(exc))
+    except RulesError as exc:
+        return _fail(str(exc), 1)
+    for value, tag in result.added:
+        print(f"added    tag={tag}  {value}")
+    for rule in result.deleted:
+        print(f"deleted  tag={rule.tag}  {rule.value}")
+    print(
+        f"{len(result.added)} added, {len(result.deleted)} deleted, {len(result.kept)} unchanged, "
+        f"{len(result.others)} of other clients left alone"
+    )
+    for failure in result.failed:
+        print(f"refused  {failure}")
+    return 1 if result.failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collector", description="X API v2 stream -> local spool -> S3 (TwitterSnake)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--config", default=str(DEFAULT_CONFIG), help=f"TOML file (default {DEFAULT_CONFIG})"
+        )
+        return p
+
+    with_config(sub.add_parser("run", help="stream until SIGTERM/SIGINT")).set_defaults(
+        func=cmd_run
+    )
+    with_config(
+        sub.add_parser("check", help="check config, token, X auth and S3; one line each")
+    ).set_defaults(func=cmd_check)
+    status_parser = with_config(sub.add_parser("status", help="the running collector's status"))
+    status_parser.add_argument("--json", action="store_true", help="print status.json as JSON")
+    status_parser.set_defaults(func=cmd_status)
+    rules = sub.add_parser("rules", help="show or sync the filtered-stream rules")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    rules_list = with_config(rules_sub.add_parser("list", help="show the live rules"))
+    rules_list.add_argument("--json", action="store_true")
+    rules_list.set_defaults(func=cmd_rules)
+    with_config(
+        rules_sub.add_parser("sync", help="make the live rules equal to the config")
+    ).set_defaults(func=cmd_rules)
+    # The report imports duckdb and matplotlib: loaded only when asked for (see main), so
+    # `run` stays small. Listed here for --help.
+    sub.add_parser(
+        "report", help="HTML report of a period (collector report --help)", add_help=False
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        from collector import report
+
+        return report.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        log.critical("unexpected error (a bug): exiting", exc_info=True)
+        return 70

@@ -1,0 +1,246 @@
+"""The collector's TOML configuration: typed dataclasses, strict validation, one-line errors.
+
+Field names equal the TOML keys (a contract with the deploy role and the report). Unknown keys
+and wrong types are errors naming the key, so a typo fails at start instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from collector.layout import EXTENSIONS
+
+DEFAULT_CONFIG = Path("/etc/twittersnake/collector.toml")
+STREAMS = ("filter", "sample")
+_COLLECTOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, explained in one line a user can act on."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    value: str
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class XConfig:
+    api_base_url: str = "https://api.x.com"
+    bearer_token_file: Path = Path("/etc/twittersnake/x_bearer_token")
+    stream: str = "filter"
+    tweet_fields: list[str] = field(
+        default_factory=lambda: ["created_at", "author_id", "lang", "public_metrics", "entities"]
+    )
+    expansions: list[str] = field(default_factory=lambda: ["author_id"])
+    user_fields: list[str] = field(default_factory=lambda: ["username", "public_metrics"])
+    rules: list[Rule] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    dir: Path = Path("/var/lib/twittersnake/spool")
+
+
+@dataclass(frozen=True)
+class RotateConfig:
+    max_records: int = 20000
+    max_bytes: int = 64 * 1024 * 1024
+    max_seconds: float = 300
+
+
+@dataclass(frozen=True)
+class S3Config:
+    bucket: str = ""
+    prefix: str = "tweets"
+    region: str = "us-east-1"
+    endpoint_url: str = ""
+    compression: str = "gzip"
+    compression_level: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    collector_id: str
+    x: XConfig
+    spool: SpoolConfig
+    rotate: RotateConfig
+    s3: S3Config
+    path: Path | None = None
+
+
+# key -> (expected type, description used in messages)
+_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
+    "": {"collector_id": (str, "a string")},
+    "x": {
+        "api_base_url": (str, "a string"),
+        "bearer_token_file": (str, "a string (path)"),
+        "stream": (str, "a string"),
+        "tweet_fields": (list, "a list of strings"),
+        "expansions": (list, "a list of strings"),
+        "user_fields": (list, "a list of strings"),
+        "rules": (list, "an array of tables ([[x.rules]])"),
+    },
+    "spool": {"dir": (str, "a string (path)")},
+    "rotate": {
+        "max_records": (int, "a positive integer"),
+        "max_bytes": (int, "a positive integer"),
+        "max_seconds": ((int, float), "a positive number"),
+    },
+    "s3": {
+        "bucket": (str, "a string"),
+        "prefix": (str, "a string"),
+        "region": (str, "a string"),
+        "endpoint_url": (str, "a string"),
+        "compression": (str, "a string"),
+        "compression_level": (int, "an integer"),
+    },
+}
+_SECTIONS = ("x", "spool", "rotate", "s3")
+
+
+def _type_name(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _check_section(where: str, section: str, table: dict[str, Any]) -> dict[str, Any]:
+    schema = _SCHEMA[section]
+    for key, value in table.items():
+        name = f"{section}.{key}" if section else key
+        if section == "" and key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [{key}] must be a table, got {_type_name(value)}")
+            continue
+        if key not in schema:
+            known = ", ".join(sorted(schema)) or "none"
+            if section == "":
+                known += ", [x], [spool], [rotate], [s3]"
+            raise ConfigError(f"{where}: unknown key '{name}' (known keys: {known})")
+        expected, description = schema[key]
+        # bool is an int subclass in Python; a boolean is never a valid number here.
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise ConfigError(f"{where}: '{name}' must be {description}, got {_type_name(value)}")
+        if expected is list and key != "rules":
+            for item in value:
+                if not isinstance(item, str):
+                    raise ConfigError(
+                        f"{where}: '{name}' must be a list of strings, got an item {item!r}"
+                    )
+    return table
+
+
+def _rules(where: str, items: list[Any]) -> list[Rule]:
+    rules = []
+    for index, item in enumerate(items):
+        name = f"x.rules[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: '{name}' must be a table with value and tag")
+        for key in item:
+            if key not in ("value", "tag"):
+                raise ConfigError(f"{where}: unknown key '{name}.{key}' (known keys: tag, value)")
+        value, tag = item.get("value"), item.get("tag")
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}: '{name}.value' must be a non-empty string")
+        if tag is not None and not isinstance(tag, str):
+            raise ConfigError(f"{where}: '{name}.tag' must be a string, got {_type_name(tag)}")
+        rules.append(Rule(value=value, tag=tag))
+    return rules
+
+
+def _positive(where: str, name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{where}: '{name}' must be positive, got {value}")
+
+
+def parse_config(data: dict[str, Any], where: str = "config") -> Config:
+    top = _check_section(where, "", data)
+    sections = {name: _check_section(where, name, top.get(name, {})) for name in _SECTIONS}
+    x_table = dict(sections["x"])
+    rules = _rules(where, x_table.pop("rules", []))
+    if "bearer_token_file" in x_table:
+        x_table["bearer_token_file"] = Path(x_table["bearer_token_file"])
+    x = XConfig(**x_table, rules=rules)
+    if x.stream not in STREAMS:
+        raise ConfigError(
+            f"{where}: 'x.stream' must be one of {', '.join(STREAMS)}, got {x.stream!r}"
+        )
+    if not re.match(r"^https?://[^/\s]+", x.api_base_url):
+        raise ConfigError(
+            f"{where}: 'x.api_base_url' must be an http:// or https:// URL, got {x.api_base_url!r}"
+        )
+    spool_table = dict(sections["spool"])
+    if "dir" in spool_table:
+        spool_table["dir"] = Path(spool_table["dir"])
+    rotate = RotateConfig(**sections["rotate"])
+    for name in ("max_records", "max_bytes", "max_seconds"):
+        _positive(where, f"rotate.{name}", getattr(rotate, name))
+    s3 = S3Config(**sections["s3"])
+    if not s3.bucket:
+        raise ConfigError(f"{where}: 's3.bucket' is required (the bucket objects are written to)")
+    if s3.compression not in EXTENSIONS:
+        choices = ", ".join(EXTENSIONS)
+        raise ConfigError(
+            f"{where}: 's3.compression' must be one of {choices}, got {s3.compression!r}"
+        )
+    collector_id = top.get("collector_id") or socket.gethostname()
+    if not _COLLECTOR_ID.match(collector_id):
+        raise ConfigError(
+            f"{where}: 'collector_id' may hold only letters, digits, '.', '_' and '-', "
+            f"got {collector_id!r}"
+        )
+    return Config(
+        collector_id=collector_id,
+        x=x,
+        spool=SpoolConfig(**spool_table),
+        rotate=rotate,
+        s3=s3,
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied reading the config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    config = parse_config(data, str(path))
+    return Config(**{**config.__dict__, "path": path})
+
+
+def read_bearer_token(cfg: Config) -> str:
+    """X_BEARER_TOKEN wins; else the token file. Errors name the file, never the token."""
+    token = os.environ.get("X_BEARER_TOKEN", "").strip()
+    if token:
+        return token
+    path = cfg.x.bearer_token_file
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"bearer token file {path} not found (x.bearer_token_file)") from None
+    except PermissionError:
+        raise ConfigError(f"bearer token file {path}: permission denied") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"bearer token file {path}: cannot read ({type(exc).__name__})") from None
+    if not token:
+        raise ConfigError(f"bearer token file {path} is empty")
+    return token

@@ -1,0 +1,191 @@
+"""status.json (rewritten atomically every few seconds), the 10 s progress line, `collector status`.
+
+status.json fields (a contract for `collector status`, the report and operators):
+    pid, collector_id, state (running|stopping|stopped), started_at, updated_at (ISO UTC),
+    connection (connecting|connected|disconnected), connection_since (ISO), stream_url,
+    posts_received, posts_per_second, bytes_received, error_messages, quarantined_lines,
+    reconnects, files_sealed, files_compressed, files_uploaded, bytes_uploaded, upload_errors,
+    pending_files, last_post_at, last_upload_at, last_upload_key, last_error, last_stream_error
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from collector.layout import SpoolDirs, atomic_write
+from collector.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL = 2.0
+PROGRESS_INTERVAL = 10.0
+DISCONNECTED_LIMIT = 300.0  # `collector status` fails after 5 minutes without a connection
+STALE_LIMIT = 60.0  # a status file older than this means the process is stuck
+EXIT_UNHEALTHY = 1
+EXIT_NOT_RUNNING = 3  # LSB: program is not running
+
+COUNTERS = (
+    "posts_received",
+    "bytes_received",
+    "error_messages",
+    "quarantined_lines",
+    "reconnects",
+    "files_sealed",
+    "files_compressed",
+    "files_uploaded",
+    "bytes_uploaded",
+    "upload_errors",
+    "pending_files",
+)
+_EPOCH_FIELDS = ("connection_since", "last_post_at")
+
+
+def iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+class StatusReporter:
+    """Writes status.json every STATUS_INTERVAL and logs a progress line every PROGRESS_INTERVAL."""
+
+    def __init__(self, collector_id: str, dirs: SpoolDirs, metrics: Metrics) -> None:
+        self.collector_id = collector_id
+        self.dirs = dirs
+        self.metrics = metrics
+        self.started_at = time.time()
+        self.state = "running"
+        self._last_posts = 0
+        self._last_rate_at = time.monotonic()
+        self._rate = 0.0
+        self._progress_posts = 0
+        self._progress_at = time.monotonic()
+
+    def snapshot(self) -> dict:
+        values = self.metrics.snapshot()
+        now = time.monotonic()
+        posts = int(values.get("posts_received", 0) or 0)
+        if now - self._last_rate_at >= 1.0:
+            self._rate = (posts - self._last_posts) / (now - self._last_rate_at)
+            self._last_posts, self._last_rate_at = posts, now
+        status: dict = {
+            "pid": os.getpid(),
+            "collector_id": self.collector_id,
+            "state": self.state,
+            "started_at": iso(self.started_at),
+            "updated_at": iso(time.time()),
+            "connection": values.get("connection", "connecting"),
+            "stream_url": values.get("stream_url"),
+            "posts_per_second": round(self._rate, 1),
+        }
+        for name in COUNTERS:
+            status[name] = values.get(name, 0)
+        for name in _EPOCH_FIELDS:
+            status[name] = iso(values.get(name))  # type: ignore[arg-type]
+        for name in ("last_upload_at", "last_upload_key", "last_error", "last_stream_error"):
+            status[name] = values.get(name)
+        return status
+
+    def write(self) -> dict:
+        status = self.snapshot()
+        try:
+            atomic_write(self.dirs.status_file, json.dumps(status, indent=1).encode() + b"\n")
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.dirs.status_file, exc)
+        return status
+
+    def progress(self) -> None:
+        values = self.metrics.snapshot()
+        now = time.monotonic()
+        posts = int(values.get("posts_received", 0) or 0)
+        rate = (posts - self._progress_posts) / max(now - self._progress_at, 1e-6)
+        self._progress_posts, self._progress_at = posts, now
+        log.info(
+            "progress: %s posts (%.0f/s), %.1f MB received, %s sealed, %s uploaded, "
+            "%s pending, %s quarantined, %s reconnects, connection %s",
+            posts,
+            rate,
+            int(values.get("bytes_received", 0) or 0) / 1e6,
+            values.get("files_sealed", 0),
+            values.get("files_uploaded", 0),
+            values.get("pending_files", 0),
+            values.get("quarantined_lines", 0),
+            values.get("reconnects", 0),
+            values.get("connection", "connecting"),
+        )
+
+    def run(self, stop: threading.Event) -> threading.Thread:
+        def loop() -> None:
+            next_progress = time.monotonic() + PROGRESS_INTERVAL
+            while not stop.wait(STATUS_INTERVAL):
+                self.write()
+                if time.monotonic() >= next_progress:
+                    self.progress()
+                    next_progress += PROGRESS_INTERVAL
+
+        thread = threading.Thread(target=loop, name="status", daemon=True)
+        thread.start()
+        return thread
+
+
+# `collector status` -----------------------------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"collector" in cmdline  # a recycled pid belongs to some other program
+
+
+def _age(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    return time.time() - datetime.fromisoformat(stamp).timestamp()
+
+
+def assess(status: dict | None) -> tuple[int, str]:
+    """(exit code, one-line verdict) for a status.json content."""
+    if status is None:
+        return EXIT_NOT_RUNNING, "not running (no status file)"
+    pid = status.get("pid")
+    if status.get("state") == "stopped" or not isinstance(pid, int) or not pid_alive(pid):
+        return EXIT_NOT_RUNNING, f"not running (last update {status.get('updated_at')})"
+    updated = _age(status.get("updated_at"))
+    if updated is not None and updated > STALE_LIMIT:
+        return EXIT_UNHEALTHY, f"running (pid {pid}) but status not updated for {updated:.0f} s"
+    if status.get("connection") != "connected":
+        since = _age(status.get("connection_since"))
+        if since is not None and since > DISCONNECTED_LIMIT:
+            return EXIT_UNHEALTHY, f"running (pid {pid}) but disconnected for {since:.0f} s"
+    return 0, f"running (pid {pid}), {status.get('connection')}"
+
+
+def read_status(dirs: SpoolDirs) -> dict | None:
+    try:
+        return json.loads(dirs.status_file.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return None
+
+
+def render(status: dict, verdict: str) -> str:
+    lines = [f"collector {status.get('collector_id')}: {verdict}"]
+    width = max(len(k) for k in status)
+    for key, value in status.items():
+        lines.append(f"  {key.ljust(width)}  {'-' if value is None else value}")
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""The X API v2 stream reader: tweepy's StreamingClient, pointed at x.api_base_url, raw lines out.
+
+tweepy keeps the connection and implements X's reconnect rules (immediate reconnect after a
+drop, linear backoff for network errors, exponential for HTTP errors, 60 s doubling for 429,
+reconnect after 21 s without a keep-alive). We only take the raw bytes of each line
+(`on_data`) and hand them to the spool writer without parsing them here, and we stop on
+401/403, which tweepy would otherwise retry forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import requests
+import tweepy
+
+from collector.config import Config
+from collector.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+TWEEPY_HOST = "https://api.twitter.com"
+# tweepy's default of 512 bytes per read caps ingest far below what one connection delivers.
+CHUNK_SIZE = 64 * 1024
+FATAL_STATUSES = {401: "rejected the bearer token", 403: "refused access (forbidden)"}
+
+
+class _Redirect(requests.adapters.HTTPAdapter):
+    """Send what tweepy addresses to api.twitter.com to the configured base URL instead."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(pool_maxsize=4)
+        self.base_url = base_url.rstrip("/")
+
+    def send(self, request, **kwargs):
+        if request.url.startswith(TWEEPY_HOST):
+            request.url = self.base_url + request.url[len(TWEEPY_HOST) :]
+        return super().send(request, **kwargs)
+
+
+def make_client(cfg: Config, token: str, client_class=tweepy.StreamingClient, **kwargs):
+    """A StreamingClient (or subclass) whose every request goes to cfg.x.api_base_url."""
+    client = client_class(token, chunk_size=CHUNK_SIZE, daemon=True, **kwargs)
+    client.session.mount(TWEEPY_HOST, _Redirect(cfg.x.api_base_url))
+    return client
+
+
+class XStream(tweepy.StreamingClient):
+    """Reads the stream in tweepy's thread and passes every non-empty line to `on_line`."""
+
+    def __init__(
+        self, token: str, *, on_line: Callable[[bytes], None], metrics: Metrics, **kwargs
+    ) -> None:
+        super().__init__(token, **kwargs)
+        self._on_line = on_line
+        self.metrics = metrics
+        self.fatal: str | None = None  # set when the server refuses us for good
+        self.connected = threading.Event()
+        self.metrics.set("connection", "connecting")
+        self.metrics.set("connection_since", time.time())
+
+    # tweepy calls on_data with the raw bytes of one line, CRLF stripped.
+    def on_data(self, raw_data: bytes) -> None:
+        self._on_line(raw_data)
+
+    def on_keep_alive(self) -> None:
+        self.metrics.incr("keep_alives")
+
+    def on_connect(self) -> None:
+        log.info("stream connected to %s", self.metrics.snapshot().get("stream_url", "X"))
+        self.connected.set()
+        self.metrics.incr("connects")
+        self._set_state("connected")
+
+    def _set_state(self, state: str) -> None:
+        if self.metrics.snapshot().get("connection") != state:
+            self.metrics.set("connection", state)
+            self.metrics.set("connection_since", time.time())
+
+    def on_closed(self, response) -> None:
+        log.warning("stream closed by the server; reconnecting")
+        self.metrics.incr("reconnects")
+        self._set_state("disconnected")
+
+    def on_connection_error(self) -> None:
+        # tweepy logs the error text itself (no secrets: requests' messages carry host and port).
+        self.metrics.incr("reconnects")
+        self.metrics.set("last_error", "stream connection error or timeout")
+        self._set_state("disconnected")
+
+    def on_request_error(self, status_code: int) -> None:
+        self.metrics.incr("http_errors")
+        self._set_state("disconnected")
+        if status_code in FATAL_STATUSES:
+            self.fatal = f"X API {FATAL_STATUSES[status_code]} (HTTP {status_code})"
+            log.error("%s; stopping instead of retrying", self.fatal)
+            self.metrics.set("last_error", self.fatal)
+            self.disconnect()
+            return
+        self.metrics.set("last_error", f"stream HTTP {status_code}")
+        log.warning("stream HTTP error %d; tweepy backs off and retries", status_code)
+
+    def on_exception(self, exception: Exception) -> None:
+        # One line, no traceback: it could carry data; the app decides what to do next.
+        self.fatal = self.fatal or f"stream reader failed: {type(exception).__name__}: {exception}"
+        log.error("%s", self.fatal)
+        self.metrics.set("last_error", self.fatal)
+
+    def on_disconnect(self) -> None:
+        self._set_state("disconnected")
+        log.info("stream reader stopped")
+
+
+def open_stream(cfg: Config, token: str, on_line: Callable[[bytes], None], metrics: Metrics):
+    """Create the stream client; `start_stream` connects it in a background thread."""
+    stream = make_client(cfg, token, XStream, on_line=on_line, metrics=metrics)
+    path = "search" if cfg.x.stream == "filter" else "sample"
+    metrics.set("stream_url", f"{cfg.x.api_base_url.rstrip('/')}/2/tweets/{path}/stream")
+    return stream
+
+
+def start_stream(cfg: Config, stream: XStream) -> threading.Thread:
+    params = {
+        "tweet_fields": cfg.x.tweet_fields or None,
+        "expansions": cfg.x.expansions or None,
+        "user_fields": cfg.x.user_fields or None,
+        "threaded": True,
+    }
+    if cfg.x.stream == "filter":
+        return stream.filter(**params)
+    return stream.sample(**params)
