@@ -1,0 +1,199 @@
+"""Ingest: tweepy stream from the stand-in -> spool files byte for byte, rotated, sealed, recovered.
+
+Real tweepy against the real stand-in on loopback; the shipper is replaced by a list that records
+what the spool writer hands over (its API boundary), since S3 is not what these tests are about.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from collector.config import Config, load_config
+from collector.layout import SpoolDirs, parse_name
+from collector.metrics import Metrics
+from collector.spool import Quarantine, SeqState, SpoolWriter, recover_open_files
+from collector.stream import open_stream, start_stream
+from tests.collector_support import TOKEN, wait_until, write_config
+from tests.fakes.x_server import FakeXServer
+
+
+@pytest.fixture
+def x_server() -> Iterator[FakeXServer]:
+    server = FakeXServer(token=TOKEN, keepalive_interval=0.5, count=0).start()
+    yield server
+    server.stop()
+
+
+class Ingest:
+    """The reader + writer half of `collector run`, sealed files collected in a list."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.dirs = SpoolDirs(cfg.spool.dir)
+        self.dirs.create()
+        self.metrics = Metrics()
+        self.sealed: list[Path] = []
+        self.writer = SpoolWriter(cfg, self.dirs, self.metrics, self.sealed.append)
+        self.stop_event = threading.Event()
+        self.writer.run_ticker(self.stop_event)
+        self.stream = open_stream(cfg, TOKEN, self.writer.accept, self.metrics)
+        self.thread = start_stream(cfg, self.stream)
+
+    def close(self) -> None:
+        self.stream.disconnect()
+        self.writer.close()
+        self.stop_event.set()
+
+    def lines(self) -> list[bytes]:
+        return [line for path in self.sealed for line in path.read_bytes().split(b"\n")[:-1]]
+
+    def ids(self) -> list[str]:
+        return [json.loads(line)["data"]["id"] for line in self.lines()]
+
+
+def make_ingest(tmp_path: Path, server: FakeXServer, **rotate) -> Ingest:
+    cfg = load_config(write_config(tmp_path, server.url, **rotate))
+    ingest = Ingest(cfg)
+    wait_until(lambda: ingest.stream.connected.is_set(), 10)
+    return ingest
+
+
+def expected_line(server: FakeXServer, post_id: str) -> bytes:
+    """The exact bytes the stand-in rendered for a post (its own template), CRLF stripped."""
+    parts = server._templates[int(post_id) % len(server._templates)]
+    return (post_id.encode().join(parts) + server._matching_rules).removesuffix(b"\r\n")
+
+
+def test_lines_are_spooled_byte_for_byte_and_rotated_by_record_count(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    ingest = make_ingest(tmp_path, x_server, max_records=500, max_seconds=60)
+    x_server.count = 1200
+    wait_until(lambda: ingest.writer.posts == 1200)
+    ingest.close()
+    assert [len(p.read_bytes().split(b"\n")) - 1 for p in ingest.sealed] == [500, 500, 200]
+    assert ingest.lines() == [expected_line(x_server, i) for i in x_server.sent_ids]
+    assert all(p.read_bytes().endswith(b"}\n") for p in ingest.sealed)
+    seqs = [parse_name(p.name)[2] for p in ingest.sealed]
+    assert seqs == sorted(set(seqs))
+    assert not list(ingest.dirs.open.iterdir())
+
+
+def test_a_received_line_is_in_the_open_file_within_a_second(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    ingest = make_ingest(tmp_path, x_server, max_records=10_000, max_seconds=60)
+    x_server.count = 1
+    wait_until(lambda: x_server.sent_ids, 5, 0.01)
+    sent_at = time.monotonic()
+
+    def in_open_file() -> bool:
+        return any(
+            x_server.sent_ids[0].encode() in p.read_bytes() for p in ingest.dirs.open.iterdir()
+        )
+
+    wait_until(in_open_file, 5, 0.02)
+    assert time.monotonic() - sent_at < 1.0
+    assert ingest.sealed == []  # still open: written to the OS, not sealed
+    ingest.close()
+
+
+def test_max_seconds_seals_on_a_timer_while_no_post_arrives(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    ingest = make_ingest(tmp_path, x_server, max_records=10_000, max_seconds=0.5)
+    x_server.count = 3
+    wait_until(lambda: len(x_server.sent_ids) == 3)
+    last_post = time.monotonic()
+    wait_until(lambda: ingest.sealed, 5, 0.05)
+    assert time.monotonic() - last_post < 1.5
+    assert ingest.ids() == x_server.sent_ids
+    ingest.close()
+
+
+def test_max_bytes_rotates_before_a_file_grows_past_one_line_over(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    ingest = make_ingest(tmp_path, x_server, max_records=10_000, max_bytes=40_000, max_seconds=60)
+    x_server.count = 100
+    wait_until(lambda: ingest.writer.posts == 100)
+    ingest.close()
+    for path in ingest.sealed[:-1]:
+        data = path.read_bytes()
+        last_line = data[:-1].rsplit(b"\n", 1)[-1]
+        assert len(data) >= 40_000 > len(data) - len(last_line) - 1
+    assert ingest.ids() == x_server.sent_ids
+
+
+def test_bad_lines_are_quarantined_and_data_with_partial_errors_is_kept(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    ingest = make_ingest(tmp_path, x_server, max_records=10_000, max_seconds=60)
+    for kind in ("malformed", "non_utf8", "partial_errors"):
+        x_server.inject(kind)
+    x_server.count = 5
+    wait_until(lambda: ingest.writer.posts == 6)  # 5 posts + the one with partial errors
+    x_server.operational_disconnect()  # an errors-only message, then a reconnect
+    wait_until(lambda: ingest.writer.error_messages == 1)
+    wait_until(lambda: x_server.connections >= 2)
+    ingest.close()
+    assert sorted(ingest.ids()) == sorted(x_server.sent_ids)
+    assert len(ingest.ids()) == 6
+    quarantined = b"".join(p.read_bytes() for p in ingest.dirs.quarantine.iterdir())
+    assert b"cut in the middle\n" in quarantined
+    assert b"\xff\xfe\xc3\x28" in quarantined
+    assert b"operational-disconnect" not in b"".join(ingest.lines())
+    assert ingest.writer.quarantine.count == 2
+    partial = [line for line in ingest.lines() if b'"errors"' in line]
+    assert len(partial) == 1 and json.loads(partial[0])["data"]
+
+
+def test_a_10_mb_line_is_spooled_whole(tmp_path: Path, x_server: FakeXServer) -> None:
+    ingest = make_ingest(tmp_path, x_server, max_records=10_000, max_seconds=60)
+    x_server.inject("huge")
+    x_server.count = 2
+    wait_until(lambda: ingest.writer.posts == 3, 30)
+    ingest.close()
+    assert sorted(ingest.ids()) == sorted(x_server.sent_ids)
+    assert max(len(line) for line in ingest.lines()) > 10 * 1024 * 1024
+
+
+def test_recovery_seals_leftovers_and_quarantines_a_torn_last_line(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9"))
+    dirs = SpoolDirs(cfg.spool.dir)
+    dirs.create()
+    good = [b'{"data":{"id":"1"}}', b'{"data":{"id":"2"}}']
+    (dirs.open / "test-1-20260101T000000Z-000007.jsonl").write_bytes(
+        b"\n".join(good) + b'\n{"data":{"id":"3","te'
+    )
+    (dirs.open / "test-1-20260101T000001Z-000008.jsonl").write_bytes(b"")
+    quarantine = Quarantine(dirs, Metrics())
+    sealed = recover_open_files(dirs, quarantine)
+    assert [p.name for p in sealed] == ["test-1-20260101T000000Z-000007.jsonl"]
+    assert sealed[0].parent == dirs.sealed
+    assert sealed[0].read_bytes() == b"\n".join(good) + b"\n"
+    assert not list(dirs.open.iterdir())
+    torn = list(dirs.quarantine.glob("*-torn.lines"))
+    assert torn and torn[0].read_bytes() == b'{"data":{"id":"3","te\n'
+    # The next file never reuses a number that holds data, even without state.json
+    # (the empty 000008 held nothing and is gone).
+    assert SeqState(dirs).next_seq == 8
+
+
+def test_seq_is_persisted_before_use_and_survives_a_lost_state_file(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9"))
+    dirs = SpoolDirs(cfg.spool.dir)
+    dirs.create()
+    state = SeqState(dirs)
+    assert [state.reserve(), state.reserve()] == [1, 2]
+    assert json.loads(dirs.state_file.read_text()) == {"next_seq": 3}
+    assert SeqState(dirs).next_seq == 3  # a restart continues after the last reserved number
+    (dirs.sealed / "test-1-20260101T000000Z-000041.jsonl").write_bytes(b"")
+    dirs.state_file.unlink()
+    assert SeqState(dirs).next_seq == 42
