@@ -96,7 +96,7 @@ class XStream(tweepy.StreamingClient):
         self._set_state("disconnected")
         if status_code in FATAL_STATUSES:
             self.fatal = f"X API {FATAL_STATUSES[status_code]} (HTTP {status_code})"
-            log.error("%s; stopping instead of retrying", self.fatal)
+            log.info("stream HTTP %d: stopping instead of retrying", status_code)
             self.metrics.set("last_error", self.fatal)
             self.disconnect()
             return

@@ -1,0 +1,109 @@
+"""The CLI as supervisor and operators see it: exit 78 with one clear line, `check`, no secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.collector_support import (
+    BUCKET,
+    TOKEN,
+    CollectorProcess,
+    run_cli,
+    wait_until,
+    write_config,
+)
+from tests.fakes.x_server import FakeXServer
+
+
+@pytest.fixture
+def x_server() -> Iterator[FakeXServer]:
+    server = FakeXServer(token=TOKEN, keepalive_interval=1.0, count=0).start()
+    yield server
+    server.stop()
+
+
+def run_and_expect_78(config: Path, *needles: str, env: dict | None = None) -> str:
+    result = run_cli("run", "--config", str(config), env=env, timeout=60)
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line or "error:" in line]
+    assert result.returncode == 78, result.stderr
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0]
+    assert "Traceback" not in result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+    return errors[0]
+
+
+def test_unknown_key_and_wrong_type_exit_78_naming_the_key(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9", extra="colour = 'blue'")
+    run_and_expect_78(config, "unknown key 'colour'", str(config))
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    config.write_text(config.read_text().replace("max_records = 500", 'max_records = "many"'))
+    run_and_expect_78(config, "'rotate.max_records' must be a positive integer, got a string")
+
+
+def test_missing_token_file_exits_78(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    (tmp_path / "x_bearer_token").unlink()
+    run_and_expect_78(config, "bearer token file", "not found", env={"X_BEARER_TOKEN": ""})
+
+
+def test_rejected_token_exits_78_instead_of_retrying_forever(
+    tmp_path: Path, x_server: FakeXServer, s3, aws_env
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    env = {"X_BEARER_TOKEN": "revoked-token-123"}
+    run_and_expect_78(write_config(tmp_path, x_server.url), "HTTP 401", env=env)
+    # The sample stream has no rules call at start: the stream itself must notice the 401.
+    line = run_and_expect_78(write_config(tmp_path, x_server.url, stream="sample"), env=env)
+    assert "HTTP 401" in line and "revoked-token-123" not in line
+
+
+def test_missing_bucket_exits_78(tmp_path: Path, x_server: FakeXServer, aws_env) -> None:
+    run_and_expect_78(
+        write_config(tmp_path, x_server.url, bucket="no-such-bucket"), "no-such-bucket"
+    )
+
+
+def test_check_prints_one_line_per_check(tmp_path: Path, x_server: FakeXServer, s3) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url)
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "ok    config",
+        "ok    bearer token",
+        "ok    X API auth",
+        "ok    S3 bucket",
+    ]
+    bad = run_cli("check", "--config", str(config), env={"X_BEARER_TOKEN": "nope-nope"})
+    assert bad.returncode == 1
+    assert any(line.startswith("FAIL  X API auth") for line in bad.stdout.splitlines())
+    assert "nope-nope" not in bad.stdout + bad.stderr
+
+
+def test_secrets_never_reach_the_logs(tmp_path: Path, x_server: FakeXServer, s3, aws_env) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url, max_seconds=0.5)
+    secret_key = "aws-SECRET-key-value-42"
+    collector = CollectorProcess(config, env={"AWS_SECRET_ACCESS_KEY": secret_key})
+    try:
+        wait_until(lambda: x_server.connections == 1, 20)
+        x_server.count = 20
+        x_server.fail_next(503, 1)
+        x_server.operational_disconnect()
+        wait_until(lambda: x_server.connections >= 3, 20)
+        # uploads fail (wrong secret), so errors get logged and written to status.json
+        wait_until(
+            lambda: "upload" in collector.log.lower() or "error" in collector.log.lower(), 20
+        )
+    finally:
+        collector.stop()
+    status = (tmp_path / "spool" / "status.json").read_text()
+    for text in (collector.log, status):
+        assert TOKEN not in text
+        assert secret_key not in text
