@@ -1,0 +1,100 @@
+"""Observability: status.json kept fresh; `collector status` (and --json) and its exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.collector_support import (
+    BUCKET,
+    TOKEN,
+    CollectorProcess,
+    run_cli,
+    wait_until,
+    write_config,
+)
+from tests.fakes.x_server import FakeXServer
+
+
+@pytest.fixture
+def x_server() -> Iterator[FakeXServer]:
+    server = FakeXServer(token=TOKEN, keepalive_interval=1.0, count=0).start()
+    yield server
+    server.stop()
+
+
+def status_json(config: Path) -> tuple[int, dict]:
+    result = run_cli("status", "--json", "--config", str(config))
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_status_of_a_running_collector_then_a_stopped_one(
+    tmp_path: Path, x_server: FakeXServer, s3
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url, max_seconds=0.5)
+    assert run_cli("status", "--config", str(config)).returncode == 3  # never started
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: x_server.connections == 1, 20)
+        x_server.count = 120
+        x_server.inject("malformed")
+
+        def caught_up() -> dict | None:
+            code, status = status_json(config)
+            done = status.get("posts_received") == 120 and status.get("files_uploaded", 0) >= 1
+            return status if code == 0 and done and status.get("pending_files") == 0 else None
+
+        status = wait_until(caught_up, 30, 0.5)
+        assert status["connection"] == "connected" and status["state"] == "running"
+        assert status["quarantined_lines"] == 1 and status["healthy"] is True
+        assert status["last_upload_key"].startswith("tweets/dt=")
+        assert status["last_post_at"] and status["last_upload_at"]
+        human = run_cli("status", "--config", str(config))
+        assert human.returncode == 0
+        assert human.stdout.startswith("collector test-1: running (pid ")
+        assert "posts_received" in human.stdout
+        written = datetime.fromisoformat(status["updated_at"])
+        assert datetime.now(UTC) - written < timedelta(seconds=10)
+    finally:
+        assert collector.stop() == 0
+    code, status = status_json(config)
+    assert code == 3 and status["state"] == "stopped"
+    assert "progress: 120 posts" in collector.log  # the final progress line
+
+
+def test_status_fails_when_disconnected_for_over_five_minutes(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    # A live process whose command line names the collector, as the real one does.
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "collector"])
+    try:
+        now = datetime.now(UTC)
+        status = {
+            "pid": stand_in.pid,
+            "collector_id": "test-1",
+            "state": "running",
+            "updated_at": now.isoformat(),
+            "connection": "disconnected",
+            "connection_since": (now - timedelta(minutes=6)).isoformat(),
+        }
+        (spool / "status.json").write_text(json.dumps(status))
+        result = run_cli("status", "--config", str(config))
+        assert result.returncode == 1
+        assert "disconnected for" in result.stdout
+        status["connection_since"] = (now - timedelta(minutes=1)).isoformat()
+        (spool / "status.json").write_text(json.dumps(status))
+        assert run_cli("status", "--config", str(config)).returncode == 0
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    time.sleep(0.1)
+    assert run_cli("status", "--config", str(config)).returncode == 3  # pid gone
