@@ -105,13 +105,20 @@ class Collector:
         while not self.stop_requested.wait(0.25):
             if stream.fatal or not reader.is_alive():
                 break
-        return self._shutdown(stream, writer, shipper, status)
+        return self._shutdown(stream, reader, writer, shipper, status)
 
-    def _shutdown(self, stream, writer: SpoolWriter, shipper, status: StatusReporter) -> int:
+    def _shutdown(self, stream, reader, writer: SpoolWriter, shipper, status) -> int:
         deadline = time.monotonic() + SHUTDOWN_SECONDS
         status.state = "stopping"
-        stream.disconnect()  # tweepy's thread is a daemon: it ends with the process
+        # tweepy checks the flag after each line or keep-alive; a line read meanwhile is still
+        # kept. An idle socket is not waited for: the reader is a daemon thread.
+        stream.disconnect()
+        reader.join(1.0)
         writer.close()
+        if writer.dropped_after_close:
+            log.info(
+                "%d line(s) arrived after the stop and were not kept", writer.dropped_after_close
+            )
         self.background_stop.set()
         remaining = shipper.drain(deadline)
         shipper.stop()

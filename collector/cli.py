@@ -134,7 +134,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
     except ConfigError as exc:
         return _fail(str(exc))
-    current = status.read_status(SpoolDirs(cfg.spool.dir))
+    try:
+        current = status.read_status(SpoolDirs(cfg.spool.dir))
+    except OSError as exc:
+        return _fail(f"cannot read {exc.filename}: {exc.strerror}", 4)
     code, verdict = status.assess(current)
     if args.json:
         print(json.dumps({**(current or {}), "verdict": verdict, "healthy": code == 0}, indent=1))

@@ -280,7 +280,10 @@ class SpoolWriter:
                 continue
             self.metrics.incr("files_sealed")
             self.metrics.incr("records_sealed", item.records)
-            self.on_sealed(sealed)
+            try:
+                self.on_sealed(sealed)
+            except Exception as exc:  # the shipper finds the file in sealed/ on its next start
+                log.error("could not queue %s for upload: %s", sealed.name, exc)
 
 
 def seal_file(path: Path, dirs: SpoolDirs, fd: int | None = None) -> Path:

@@ -175,11 +175,10 @@ def assess(status: dict | None) -> tuple[int, str]:
 
 
 def read_status(dirs: SpoolDirs) -> dict | None:
+    """status.json's content; None when there is none. Other OSErrors (permissions) propagate."""
     try:
         return json.loads(dirs.status_file.read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError:
+    except (FileNotFoundError, ValueError):
         return None
 
 
