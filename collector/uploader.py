@@ -284,8 +284,11 @@ class Shipper:
         self._stop.set()
         self._compress_queue.wake()
         self._upload_queue.wake()
+        # one short budget for all threads: an upload stuck in a socket read must not hold the
+        # exit (the file stays in ready/ and is confirmed by HEAD after the restart's 412)
+        give_up = time.monotonic() + 2.0
         for thread in self._threads:
-            thread.join(timeout=2)
+            thread.join(timeout=max(0.0, give_up - time.monotonic()))
 
     # -- helpers -------------------------------------------------------------------------
 
