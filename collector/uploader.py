@@ -273,7 +273,10 @@ class Shipper:
         self._compress_queue.hurry(DRAIN_RETRY_CAP)
         self._upload_queue.hurry(DRAIN_RETRY_CAP)
         while time.monotonic() < deadline_monotonic:
-            if self.pending() == 0:
+            with self._conflicts_lock:
+                conflicted = set(self._conflicts)
+            # a conflicting file waits for an operator, not for the deadline
+            if not set(self._pending_names()) - conflicted:
                 break
             time.sleep(0.05)
         remaining = self.pending()
@@ -292,8 +295,11 @@ class Shipper:
 
     # -- helpers -------------------------------------------------------------------------
 
+    def _pending_names(self) -> list[str]:
+        return _data_files(self.dirs.sealed) + _data_files(self.dirs.ready)
+
     def pending(self) -> int:
-        return len(_data_files(self.dirs.sealed)) + len(_data_files(self.dirs.ready))
+        return len(self._pending_names())
 
     def _refresh_pending(self) -> None:
         self.metrics.set("pending_files", self.pending())
