@@ -197,3 +197,23 @@ def test_seq_is_persisted_before_use_and_survives_a_lost_state_file(tmp_path: Pa
     (dirs.sealed / "test-1-20260101T000000Z-000041.jsonl").write_bytes(b"")
     dirs.state_file.unlink()
     assert SeqState(dirs).next_seq == 42
+
+
+def test_a_stalled_stream_is_dropped_and_reconnected_without_losing_posts(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    # X: reconnect when nothing, not even a keep-alive, arrived for 20+ s (tweepy: 21 s timeout).
+    ingest = make_ingest(tmp_path, x_server, max_records=10_000, max_seconds=0.5)
+    x_server.count = 50
+    wait_until(lambda: ingest.writer.posts == 50)
+    x_server.stall(22)
+    stall_ends = time.monotonic() + 22
+    wait_until(lambda: x_server.connections >= 2, 40, 0.5)
+    # The stand-in notices the dropped connection only on its first write after the stall:
+    # let that be a keep-alive, so no post goes to a socket nobody reads any more.
+    time.sleep(max(0.0, stall_ends - time.monotonic()) + 1.5)
+    x_server.count = 100
+    wait_until(lambda: ingest.writer.posts == 100, 20)
+    ingest.close()
+    assert ingest.ids() == x_server.sent_ids
+    assert ingest.metrics.snapshot()["reconnects"] >= 1
