@@ -60,6 +60,9 @@ class Runner:
             f"keypair_public_key_file={self.pubkey}",
             "-e",
             f"twittersnake_credentials_file={self.creds}",
+            # The sandbox inventory turns the TLS-only policy off for its plain-HTTP moto; AWS keeps it.
+            "-e",
+            "bucket_require_tls=true",
             *extra,
         ]
         proc = subprocess.run(
@@ -132,6 +135,9 @@ def test_fresh_provision_creates_the_footprint(provisioned):
     assert deny["Effect"] == "Deny" and deny["Condition"] == {
         "Bool": {"aws:SecureTransport": "false"}
     }
+    # moto evaluates the policy: a plain-HTTP write to the bucket is refused.
+    with pytest.raises(s3.exceptions.ClientError, match="Forbidden|AccessDenied"):
+        s3.put_object(Bucket=BUCKET, Key="raw/plain-http.jsonl", Body=b"{}\n")
 
     assert iam.list_attached_user_policies(UserName=USER)["AttachedPolicies"] == []
     (name,) = iam.list_user_policies(UserName=USER)["PolicyNames"]
@@ -139,12 +145,8 @@ def test_fresh_provision_creates_the_footprint(provisioned):
     doc = json.loads(doc) if isinstance(doc, str) else doc
     actions = {a for s in doc["Statement"] for a in s["Action"]}
     resources = {s["Resource"] for s in doc["Statement"]}
-    assert actions == {
-        "s3:PutObject",
-        "s3:AbortMultipartUpload",
-        "s3:ListMultipartUploadParts",
-        "s3:ListBucket",
-    }
+    # Exactly what collector/uploader.py calls: PutObject, HeadObject (s3:GetObject), HeadBucket (s3:ListBucket).
+    assert actions == {"s3:PutObject", "s3:GetObject", "s3:ListBucket"}
     assert resources == {f"arn:aws:s3:::{BUCKET}/raw/*", f"arn:aws:s3:::{BUCKET}"}
     (key,) = iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]
     assert runner.creds.stat().st_mode & 0o777 == 0o600

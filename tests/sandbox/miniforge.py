@@ -58,19 +58,24 @@ echo "installation finished."
 """
 
 
+# Environment files the instance installs: the collector's, and what the optional notebook role adds.
+ENVIRONMENT_FILES = ("collector/environment.yml", "roles/notebook/files/environment.yml")
+
+
 def collector_requirements() -> list[str]:
-    """pip requirements equivalent to collector/environment.yml (empty until it exists)."""
-    env_file = paths.REPO / "collector" / "environment.yml"
-    if not env_file.exists():
-        return []
-    spec = yaml.safe_load(env_file.read_text()) or {}
+    """pip requirements equivalent to the environment files (the instance has no other package index)."""
     requirements: list[str] = []
-    for dep in spec.get("dependencies", []):
-        if isinstance(dep, dict):
-            requirements += [str(d) for d in dep.get("pip", [])]
-        elif (req := conda_to_pip(str(dep))) is not None:
-            requirements.append(req)
-    return requirements
+    for name in ENVIRONMENT_FILES:
+        env_file = paths.REPO / name
+        if not env_file.exists():
+            continue
+        spec = yaml.safe_load(env_file.read_text()) or {}
+        for dep in spec.get("dependencies", []):
+            if isinstance(dep, dict):
+                requirements += [str(d) for d in dep.get("pip", [])]
+            elif (req := conda_to_pip(str(dep))) is not None:
+                requirements.append(req)
+    return list(dict.fromkeys(requirements))
 
 
 def ensure_wheelhouse(log) -> Path:
