@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
+from pathlib import Path
 
 import boto3
 import zstandard
@@ -67,4 +68,43 @@ def report(world: Sandbox, wait: float = 90) -> int:
     if not found:
         print(f"== no object in the bucket after {wait:.0f}s: see `python -m tests.sandbox ssh")
         print("   sudo supervisorctl tail twittersnake stderr`")
-    return 0 if found else 1
+        return 1
+    config = write_report_config(world, buckets[0])
+    print("== see what was collected (HTML report with charts, issue 5):")
+    print(f"   {report_command(config)}")
+    return 0
+
+
+def write_report_config(world: Sandbox, bucket: str) -> Path:
+    """A collector config for `python -m collector report` here, aimed at the sandbox's moto."""
+    config = world.state_dir / "report.toml"
+    config.write_text(
+        "# Written by `python -m tests.sandbox report`: reads the sandbox bucket from here.\n"
+        'collector_id = "sandbox-collector"\n'
+        "[x]\n"
+        f'bearer_token_file = "{world.state_dir / "x_token"}"\n'
+        "[spool]\n"
+        f'dir = "{world.state_dir / "report-spool"}"\n'
+        "[s3]\n"
+        f'bucket = "{bucket}"\n'
+        'prefix = "raw"\n'
+        f'endpoint_url = "http://127.0.0.1:{world.ports.moto}"\n'
+    )
+    return config
+
+
+def report_command(config: Path) -> str:
+    """moto takes any key; these are its documented test credentials, not secrets."""
+    out = config.with_name("report.html")
+    return (
+        "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
+        f".venv/bin/python -m collector report --config {relative(config)}"
+        f" --since 24h --out {relative(out)}"
+    )
+
+
+def relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
