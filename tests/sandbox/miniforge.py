@@ -58,12 +58,12 @@ echo "installation finished."
 """
 
 
-# Environment files the instance installs: the collector's, and what the optional notebook role adds.
+# Environment files the instance installs: the collector's and the optional notebook role's.
 ENVIRONMENT_FILES = ("collector/environment.yml", "roles/notebook/files/environment.yml")
 
 
 def collector_requirements() -> list[str]:
-    """pip requirements equivalent to the environment files (the instance has no other package index)."""
+    """pip requirements equivalent to the environment files (the instance has no package index)."""
     requirements: list[str] = []
     for name in ENVIRONMENT_FILES:
         env_file = paths.REPO / name
@@ -78,10 +78,16 @@ def collector_requirements() -> list[str]:
     return list(dict.fromkeys(requirements))
 
 
+# The instance's interpreter (Debian 12's python3): wheels are chosen for it, not for this machine's
+# Python (a newer 3.11.x here lets pip pick releases that need >= 3.11.5, e.g. soupsieve).
+INSTANCE_PYTHON = "3.11.2"
+
+
 def ensure_wheelhouse(log) -> Path:
     """Wheels for the collector environment, cached per requirement set (pip download)."""
     requirements = collector_requirements()
-    digest = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:12]
+    key = "\n".join([f"python {INSTANCE_PYTHON}", *sorted(requirements)])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     wheelhouse = paths.cache_dir() / f"wheelhouse-{digest}"
     if wheelhouse.is_dir():
         return wheelhouse
@@ -91,7 +97,8 @@ def ensure_wheelhouse(log) -> Path:
         log(f"building the wheelhouse for the instance ({len(requirements)} requirements)")
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
         common = ["--dest", str(partial), "pip", "setuptools", "wheel", *requirements]
-        result = subprocess.run([*pip, "download", "--only-binary=:all:", *common])
+        binary = ["--only-binary=:all:", "--python-version", INSTANCE_PYTHON]
+        result = subprocess.run([*pip, "download", *binary, *common])
         if result.returncode != 0:  # an sdist-only package: let pip build it
             subprocess.run([*pip, "wheel", "--wheel-dir", str(partial), *requirements], check=True)
     partial.rename(wheelhouse)
