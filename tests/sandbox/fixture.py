@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -42,11 +43,18 @@ def sandbox_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]
     """A running sandbox on free ports in a private state directory (a demo is left alone)."""
     require_sandbox_prerequisites()
     world = Sandbox(tmp_path_factory.mktemp("sandbox"), Ports.free())
+    # A SIGTERM to pytest (a CI timeout, `kill`) unwinds like Ctrl-C, so `down` still runs.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         world.up()
         yield world
     finally:
         world.down()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @dataclasses.dataclass

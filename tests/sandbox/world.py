@@ -368,6 +368,14 @@ exec chroot "$root" /usr/local/sbin/sandbox-init
             twittersnake_credentials_file=str(self.state_dir / "collector-credentials.yml"),
             vault_x_bearer_token=self.x_token,
             instance_connect_user="ubuntu",
+            # The commit checked out here, not a branch name: a detached CI checkout has no `main`,
+            # and a commit made while tests run must not change what they deploy.
+            twittersnake_version=subprocess.run(
+                ["git", "-C", str(paths.REPO), "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip(),
         )
         return variables
 
