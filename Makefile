@@ -53,8 +53,7 @@ demo-down:
 
 sandbox-preflight:
 	@if [ "$$(uname -s)" != Linux ] || [ "$$(id -u)" != 0 ]; then \
-	  echo "error: make demo needs root on Linux: it builds a throwaway Debian 12 host with debootstrap, runs it with" >&2; \
-	  echo "unshare + chroot and serves moto and an X stand-in on 127.0.0.1. Run it as root (sudo make demo) on a Linux machine." >&2; \
+	  echo "error: make demo needs root on Linux (it builds a throwaway Debian host with debootstrap and runs it with unshare + chroot); run: sudo make demo" >&2; \
 	  exit 1; fi
 
 clean:
