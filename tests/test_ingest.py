@@ -217,3 +217,24 @@ def test_a_stalled_stream_is_dropped_and_reconnected_without_losing_posts(
     ingest.close()
     assert ingest.ids() == x_server.sent_ids
     assert ingest.metrics.snapshot()["reconnects"] >= 1
+
+
+def test_429_waits_a_minute_before_reconnecting_then_loses_nothing(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    # X: back off at least 60 s after a 429 (doubling after that); tweepy implements it and our
+    # on_request_error must leave it to tweepy rather than give up or retry sooner.
+    x_server.fail_next(429, 1)
+    start = time.monotonic()
+    ingest = Ingest(load_config(write_config(tmp_path, x_server.url, max_seconds=0.5)))
+    wait_until(lambda: x_server.connections == 1, 10)
+    time.sleep(55)
+    assert x_server.connections == 1 and not ingest.stream.connected.is_set()
+    wait_until(lambda: ingest.stream.connected.is_set(), 15, 0.2)
+    assert time.monotonic() - start >= 60
+    assert x_server.connections == 2
+    x_server.count = 30
+    wait_until(lambda: ingest.writer.posts == 30)
+    ingest.close()
+    assert ingest.ids() == x_server.sent_ids
+    assert ingest.metrics.snapshot()["http_errors"] == 1
