@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 256 * 1024  # hand the buffer to the OS at this size, or on the next tick
 TICK_SECONDS = 0.2
+# Disk full (or any write error): lines wait in memory up to this size, then the reader waits
+# (TCP backpressure to X) until the disk takes them; nothing already received is dropped.
+MAX_UNWRITTEN_BYTES = 32 * 1024 * 1024
+DISK_RETRY_SECONDS = 1.0
+DISK_LOG_EVERY_SECONDS = 30.0
 DATA, ERRORS, BAD = "data", "errors", "bad"
 
 
@@ -166,6 +171,8 @@ class SpoolWriter:
         self.error_messages = 0
         self.last_post_at: float | None = None
         self.dropped_after_close = 0
+        self._disk_error: str | None = None  # the last write error, until a write succeeds
+        self._disk_logged_at = -DISK_LOG_EVERY_SECONDS
 
     # Called by the stream thread for every non-empty line.
     def accept(self, line: bytes) -> None:
@@ -176,23 +183,33 @@ class SpoolWriter:
         if kind == ERRORS:
             self._stream_error(line)
             return
-        with self._lock:
-            if self._closed:
-                self.dropped_after_close += 1
-                return
-            current = self._file or self._open_new()
-            self._buffer += line
-            self._buffer += b"\n"
-            current.records += 1
-            current.size += len(line) + 1
-            self.posts += 1
-            self.bytes += len(line) + 1
-            self.last_post_at = time.time()
-            rotate = self.cfg.rotate
-            if current.records >= rotate.max_records or current.size >= rotate.max_bytes:
-                self._rotate()
-            elif len(self._buffer) >= FLUSH_BYTES:
-                self._flush()
+        while True:
+            with self._lock:
+                if self._closed:
+                    self.dropped_after_close += 1
+                    return
+                if len(self._buffer) >= MAX_UNWRITTEN_BYTES:
+                    self._flush()
+                if len(self._buffer) < MAX_UNWRITTEN_BYTES and self._ensure_file():
+                    self._append(line)
+                    return
+            # The disk refuses: hold the stream (X sees a slow reader) rather than drop lines.
+            time.sleep(DISK_RETRY_SECONDS)
+
+    def _append(self, line: bytes) -> None:
+        current = self._file
+        self._buffer += line
+        self._buffer += b"\n"
+        current.records += 1
+        current.size += len(line) + 1
+        self.posts += 1
+        self.bytes += len(line) + 1
+        self.last_post_at = time.time()
+        rotate = self.cfg.rotate
+        if current.records >= rotate.max_records or current.size >= rotate.max_bytes:
+            self._rotate()
+        elif len(self._buffer) >= FLUSH_BYTES:
+            self._flush()
 
     def _stream_error(self, line: bytes) -> None:
         self.error_messages += 1
@@ -223,7 +240,10 @@ class SpoolWriter:
     def run_ticker(self, stop: threading.Event) -> threading.Thread:
         def loop() -> None:
             while not stop.wait(TICK_SECONDS):
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # the timer must keep firing whatever one tick ran into
+                    log.exception("spool tick failed")
 
         thread = threading.Thread(target=loop, name="ticker", daemon=True)
         thread.start()
@@ -231,15 +251,39 @@ class SpoolWriter:
 
     def close(self, timeout: float = 20.0) -> None:
         """Stop accepting lines, seal the open file and wait until the sealer is done."""
+        deadline = time.monotonic() + timeout / 2
         with self._lock:
             self._closed = True
-            if self._file is not None:
+            while self._file is not None:
                 self._rotate()
+                if self._file is None or time.monotonic() > deadline:
+                    break
+                time.sleep(DISK_RETRY_SECONDS)  # disk full: a last chance before giving up
+            if self._file is not None:
+                log.error(
+                    "stopping with the spool disk full: %d received bytes could not be written"
+                    " (the lines already in %s are kept and sealed on the next start)",
+                    len(self._buffer),
+                    self._file.path,
+                )
+                os.close(self._file.fd)
+                self._file = None
         self._to_seal.put(None)
         self._sealer.join(timeout)
         self.publish()
 
     # Under self._lock ----------------------------------------------------------------------
+
+    def _ensure_file(self) -> bool:
+        """The open file, created on first use; False while the disk refuses a new one."""
+        if self._file is not None:
+            return True
+        try:
+            self._open_new()
+        except OSError as exc:
+            self._disk_failed(f"cannot create a spool file in {self.dirs.open}: {exc}")
+            return False
+        return True
 
     def _open_new(self) -> _OpenFile:
         seq = self.seq.reserve()  # persisted before the number is used
@@ -249,18 +293,38 @@ class SpoolWriter:
         self._file = _OpenFile(path=path, fd=fd, opened_at=time.monotonic())
         return self._file
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Hand the buffer to the OS; True when it is empty. A write error keeps the rest."""
         if not self._buffer or self._file is None:
-            return
-        view = memoryview(self._buffer)
+            return not self._buffer
         written = 0
-        while written < len(view):
-            written += os.write(self._file.fd, view[written:])
-        view.release()
-        self._buffer.clear()
+        try:
+            with memoryview(self._buffer) as view:
+                while written < len(view):
+                    written += os.write(self._file.fd, view[written:])
+        except OSError as exc:
+            self._disk_failed(f"cannot write {self._file.path}: {exc}")
+        finally:
+            del self._buffer[:written]
+        if not self._buffer and self._disk_error is not None:
+            log.warning("spool disk writable again: %s", self.dirs.root)
+            self._disk_error = None
+        return not self._buffer
+
+    def _disk_failed(self, message: str) -> None:
+        line = f"spool disk full or failing: {message}; {len(self._buffer)} bytes held in memory"
+        self._disk_error = message
+        self.metrics.set("last_error", line)
+        self.metrics.incr("spool_write_errors")
+        now = time.monotonic()
+        if now - self._disk_logged_at >= DISK_LOG_EVERY_SECONDS:
+            self._disk_logged_at = now
+            log.error("%s", line)
 
     def _rotate(self) -> None:
-        self._flush()
+        # A file is sealed only once all its lines are on disk; otherwise retry on the next tick.
+        if not self._flush():
+            return
         self._to_seal.put(self._file)
         self._file = None
 
@@ -271,12 +335,8 @@ class SpoolWriter:
             item = self._to_seal.get()
             if item is None:
                 return
-            try:
-                sealed = seal_file(item.path, self.dirs, fd=item.fd)
-            except OSError as exc:
-                # The file stays in open/ and is recovered on the next start.
-                log.error("cannot seal %s: %s", item.path.name, exc)
-                self.metrics.set("last_error", f"cannot seal {item.path.name}: {exc}")
+            sealed = self._seal_with_retries(item)
+            if sealed is None:  # stopping: the file stays in open/, recovered on the next start
                 continue
             self.metrics.incr("files_sealed")
             self.metrics.incr("records_sealed", item.records)
@@ -284,6 +344,22 @@ class SpoolWriter:
                 self.on_sealed(sealed)
             except Exception as exc:  # the shipper finds the file in sealed/ on its next start
                 log.error("could not queue %s for upload: %s", sealed.name, exc)
+
+    def _seal_with_retries(self, item: _OpenFile) -> Path | None:
+        """Seal one file, retrying while the disk refuses (fsync, rename); None if stopping."""
+        fd, target = item.fd, self.dirs.sealed / item.path.name
+        while True:
+            try:
+                return seal_file(item.path, self.dirs, fd=fd)
+            except OSError as exc:
+                fd = None  # seal_file closed it
+                if not item.path.exists() and target.exists():  # renamed; only a dir fsync failed
+                    return target
+                log.error("cannot seal %s: %s", item.path.name, exc)
+                self.metrics.set("last_error", f"cannot seal {item.path.name}: {exc}")
+                if self._closed:
+                    return None
+                time.sleep(DISK_RETRY_SECONDS)
 
 
 def seal_file(path: Path, dirs: SpoolDirs, fd: int | None = None) -> Path:

@@ -110,3 +110,17 @@ def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoSer
 @pytest.fixture
 def s3(aws_env: MotoServer):
     return boto3.client("s3", endpoint_url=aws_env.url, region_name="us-east-1")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 4 MiB tmpfs (root only): a real ENOSPC."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    require(os.geteuid() == 0, "mounting a tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    require(done.returncode == 0, f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -6,6 +6,7 @@ what the spool writer hands over (its API boundary), since S3 is not what these 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from collector import spool
 from collector.config import Config, load_config
 from collector.layout import SpoolDirs, parse_name
 from collector.metrics import Metrics
@@ -238,3 +240,42 @@ def test_429_waits_a_minute_before_reconnecting_then_loses_nothing(
     ingest.close()
     assert ingest.ids() == x_server.sent_ids
     assert ingest.metrics.snapshot()["http_errors"] == 1
+
+
+def fill(disk: Path) -> Path:
+    """Fills the tmpfs until the kernel says ENOSPC; returns the ballast file."""
+    ballast = disk / "ballast"
+    with open(ballast, "wb") as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+    return ballast
+
+
+def test_a_full_spool_disk_holds_the_stream_then_loses_nothing(
+    tiny_disk: Path, x_server: FakeXServer, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:
+    # Small in-memory allowance, so the reader also has to wait (TCP backpressure to X).
+    monkeypatch.setattr(spool, "MAX_UNWRITTEN_BYTES", 64 * 1024)
+    cfg = load_config(write_config(tiny_disk, x_server.url, max_seconds=0.5))
+    ingest = Ingest(cfg)
+    wait_until(lambda: ingest.stream.connected.is_set(), 10)
+    x_server.count = 20
+    wait_until(lambda: len(ingest.sealed) >= 1 and ingest.writer.posts == 20)
+    ballast = fill(tiny_disk)
+    x_server.count = 600  # ~2.7 MB more than the disk can take now
+    wait_until(lambda: ingest.metrics.snapshot().get("spool_write_errors", 0) >= 1, 20)
+    time.sleep(1)  # the last bytes that still fit are written
+    held = ingest.writer.posts
+    time.sleep(2)
+    assert ingest.writer.posts == held < 600, (
+        "the reader kept taking posts with nowhere to put them"
+    )
+    ballast.unlink()  # space again
+    wait_until(lambda: ingest.writer.posts == 600, 60)
+    ingest.close()
+    assert ingest.ids() == x_server.sent_ids  # every post, once, in order
+    assert not list(ingest.dirs.quarantine.glob("*"))
+    errors = [r.getMessage() for r in caplog.records if "spool disk full" in r.getMessage()]
+    assert errors and all("\n" not in e for e in errors)
+    assert "No space left on device" in errors[0] and str(tiny_disk) in errors[0]

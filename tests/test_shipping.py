@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import os
 import socket
-import subprocess
 import time
 import tracemalloc
 from pathlib import Path
@@ -28,7 +27,7 @@ from collector.layout import SpoolDirs, object_key
 from collector.metrics import Metrics
 from collector.uploader import BucketMissing, S3Unavailable, Shipper
 from tests.collector_support import wait_until
-from tests.conftest import free_port, require
+from tests.conftest import free_port
 from tests.fakes.tcp_proxy import OutageProxy
 
 BUCKET = "shipping-test-bucket"
@@ -371,20 +370,6 @@ def test_existing_bucket_passes_the_check(harness):
 
 
 # -- disk full -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    """A 4 MiB tmpfs (root only): a real ENOSPC."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    require(os.geteuid() == 0, "mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
-    )
-    require(done.returncode == 0, f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_disk_full_during_compression_keeps_the_sealed_file_and_retries(tiny_disk, s3, aws_env):
