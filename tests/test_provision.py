@@ -219,6 +219,10 @@ def test_lost_secret_stops_and_rotation_leaves_one_key(moto_server, tmp_path):
         ({"twittersnake_bucket": "Bad_Bucket"}, "is not a valid S3 bucket name"),
         ({"aws_region": "mars-north-1"}, "is not a known AWS region"),
         ({"vault_x_bearer_token": ""}, "vault_x_bearer_token is missing"),
+        (
+            {"iam_credentials_vault": True, "vault_credentials_password": ""},
+            "vault_credentials_password is empty",
+        ),
     ],
 )
 def test_bad_input_fails_in_preflight_and_touches_nothing(moto_server, tmp_path, extra, message):
