@@ -60,7 +60,7 @@ class Runner:
             f"keypair_public_key_file={self.pubkey}",
             "-e",
             f"twittersnake_credentials_file={self.creds}",
-            # The sandbox inventory turns the TLS-only policy off for its plain-HTTP moto; AWS keeps it.
+            # The sandbox inventory turns the TLS-only policy off (plain-HTTP moto); AWS keeps it.
             "-e",
             "bucket_require_tls=true",
             *extra,
@@ -145,7 +145,7 @@ def test_fresh_provision_creates_the_footprint(provisioned):
     doc = json.loads(doc) if isinstance(doc, str) else doc
     actions = {a for s in doc["Statement"] for a in s["Action"]}
     resources = {s["Resource"] for s in doc["Statement"]}
-    # Exactly what collector/uploader.py calls: PutObject, HeadObject (s3:GetObject), HeadBucket (s3:ListBucket).
+    # What collector/uploader.py calls: PutObject, HeadObject (GetObject), HeadBucket (ListBucket).
     assert actions == {"s3:PutObject", "s3:GetObject", "s3:ListBucket"}
     assert resources == {f"arn:aws:s3:::{BUCKET}/raw/*", f"arn:aws:s3:::{BUCKET}"}
     (key,) = iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]
