@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 
 import pytest
 
@@ -47,7 +48,14 @@ def test_jupyterlab_answers_on_loopback_only(sandbox_world):
     result = run_playbook(sandbox_world, "site.yml", extra_vars=extra)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
-    status = root(sandbox_world, "supervisorctl status twittersnake-notebook")
+    # JupyterLab answers before supervisor's startsecs have passed (STARTING): wait for RUNNING.
+    deadline = time.monotonic() + 60
+    while (
+        "RUNNING"
+        not in (status := root(sandbox_world, "supervisorctl status twittersnake-notebook"))
+        and time.monotonic() < deadline
+    ):
+        time.sleep(1)
     assert "RUNNING" in status, status
     assert probe(sandbox_world, "127.0.0.1", port, f"/api/status?token={TOKEN}") == "200"
     assert probe(sandbox_world, "127.0.0.1", port, "/api/status") in {"403", "401"}
