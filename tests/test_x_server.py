@@ -87,6 +87,27 @@ def test_stream_sends_chunked_crlf_json_lines_and_records_sent_ids(x_server: Fak
     assert x_server.sent_ids == ids
 
 
+def test_each_post_carries_its_author_in_includes_users(x_server: FakeXServer) -> None:
+    x_server.count = 200
+    response = open_stream(x_server)
+    messages = [json.loads(line) for line in read_lines(response, 200) if line.strip()]
+    authors = []
+    for message in messages:
+        author_id = message["data"]["author_id"]
+        users = {u["id"]: u for u in message["includes"]["users"]}
+        assert author_id in users, message["data"]["id"]
+        authors.append(users[author_id]["username"])
+    # Accounts post more than once, so top-author counts mean something.
+    assert 5 < len(set(authors)) < len(authors)
+    types = {r["type"] for m in messages for r in m["data"].get("referenced_tweets", [])}
+    assert types == {"replied_to", "quoted", "retweeted"}
+    reposts = [m for m in messages if m["data"]["text"].startswith("RT @")]
+    assert reposts and all(
+        m["data"]["referenced_tweets"][0]["type"] == "retweeted" for m in reposts
+    )
+    assert any(not m["data"].get("referenced_tweets") for m in messages)
+
+
 def test_stream_sends_keepalives_after_count_is_reached(x_server: FakeXServer) -> None:
     x_server.count = 2
     response = open_stream(x_server, "/2/tweets/sample/stream")

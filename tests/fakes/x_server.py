@@ -12,6 +12,9 @@ Endpoints (same paths, status codes and JSON shapes as api.x.com):
                                                             {"delete": {"ids": [...]}}
     Wrong or missing bearer token: 401 with the API's problem JSON.
 
+Each post's author is in `includes.users` (first, as the author_id expansion puts it); about
+15% of posts are reposts ("RT @user: ", referenced_tweets type "retweeted").
+
 Knobs, set from tests at runtime (thread-safe; each one-shot knob fires once):
     rate (posts/s, 0 = as fast as possible), count (stop after N posts in total and keep the
     connection open with keep-alives), keepalive_interval (s)
@@ -58,6 +61,8 @@ FIRST_POST_ID = 1_800_000_000_000_000_000
 ID_MARK = b"__POST_ID__"
 BATCH_BYTES = 256 * 1024  # posts per write when sending as fast as possible
 HUGE_LINE_BYTES = 10 * 1024 * 1024
+AUTHORS = 40  # distinct accounts the posts come from
+REPOST_SHARE = 0.15  # the samples hold originals, replies and quotes; some posts are reposts
 
 OPERATIONAL_DISCONNECT = {
     "errors": [
@@ -141,6 +146,9 @@ def render_templates(samples: Path, pool: int, seed: int) -> list[tuple[bytes, .
     """
     rng = random.Random(seed)
     messages = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
+    authors = _author_pool(messages, rng)
+    # A few accounts post most of a topic's posts: weights 1, 1/2, 1/3...
+    weights = [1 / (rank + 1) for rank in range(len(authors))]
     templates = []
     for _ in range(pool):
         msg = copy.deepcopy(rng.choice(messages))
@@ -148,7 +156,10 @@ def render_templates(samples: Path, pool: int, seed: int) -> list[tuple[bytes, .
         data = msg["data"]
         data["text"] = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 40)))
         data["created_at"] = _now_iso()
-        data["author_id"] = str(rng.randint(10**9, 10**10))
+        author = rng.choices(authors, weights)[0]
+        _set_author(msg, author)
+        if rng.random() < REPOST_SHARE:
+            _make_repost(msg, rng.choice(authors), rng)
         _fit_size(msg, rng.randint(1024, 8 * 1024 - 200), rng)
         data["id"] = data["conversation_id"] = ID_MARK.decode()
         data["edit_history_tweet_ids"] = [ID_MARK.decode()]
@@ -157,6 +168,48 @@ def render_templates(samples: Path, pool: int, seed: int) -> list[tuple[bytes, .
         body = _dumps(msg)[:-1]  # without the closing brace: matching_rules goes there
         templates.append(tuple(body.split(ID_MARK)))
     return templates
+
+
+def _author_pool(messages: list[dict], rng: random.Random) -> list[dict]:
+    """AUTHORS user objects shaped like the samples' `includes.users`, with fresh ids/names."""
+    profiles = [u for m in messages for u in m.get("includes", {}).get("users", [])]
+    authors = []
+    for number in range(AUTHORS):
+        user = copy.deepcopy(rng.choice(profiles))
+        user["id"] = str(rng.randint(10**9, 10**10))
+        user["username"] = f"{rng.choice(WORDS)}_{number:02d}"
+        user["name"] = user["username"].replace("_", " ").title()
+        authors.append(user)
+    return authors
+
+
+def _set_author(msg: dict, author: dict) -> None:
+    """data.author_id and its user object first in includes.users, as X's author_id expansion.
+
+    The sample's other users (mentioned or quoted accounts) stay after it.
+    https://developer.x.com/en/docs/x-api/expansions
+    """
+    data, includes = msg["data"], msg.setdefault("includes", {})
+    old_author = data.get("author_id")
+    others = [u for u in includes.get("users", []) if u.get("id") != old_author]
+    data["author_id"] = author["id"]
+    includes["users"] = [author, *others]
+
+
+def _make_repost(msg: dict, original_author: dict, rng: random.Random) -> None:
+    """A repost as X sends it: `RT @user: ` text, referenced_tweets type "retweeted"."""
+    data = msg["data"]
+    original_id = str(rng.randint(10**18, 2 * 10**18))
+    data["text"] = f"RT @{original_author['username']}: {data['text']}"
+    data["referenced_tweets"] = [{"type": "retweeted", "id": original_id}]
+    mention = {"start": 3, "end": 4 + len(original_author["username"]),
+               "username": original_author["username"], "id": original_author["id"]}  # fmt: skip
+    data.setdefault("entities", {})["mentions"] = [mention]
+    includes = msg["includes"]
+    if all(u["id"] != original_author["id"] for u in includes["users"]):
+        includes["users"].append(original_author)
+    original = {"id": original_id, "author_id": original_author["id"], "text": data["text"][3:]}
+    includes["tweets"] = [original]
 
 
 def _fit_size(msg: dict, target: int, rng: random.Random) -> None:
