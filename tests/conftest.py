@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -58,16 +60,18 @@ def pytest_runtest_makereport(item, call):
 class MotoServer:
     """A moto server process on a free loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
+        self.env = env
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=None if self.env is None else {**os.environ, **self.env},
         )
         wait_for_http(f"{self.url}/moto-api/")
 
@@ -105,6 +109,134 @@ def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoSer
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     return moto_server
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    """An IAM user's access key as moto's CreateAccessKey returned it."""
+
+    user_name: str
+    access_key_id: str
+    secret_access_key: str
+
+
+ADMINISTRATOR_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
+
+
+class IamMoto:
+    """A moto server that checks each signature and the signer's IAM policies, as AWS does.
+
+    moto authorizes nothing for the first INITIAL_NO_AUTH_ACTION_COUNT requests after a
+    POST /moto-api/reset-auth (moto/core/authorization.py, moto 5.2.5), then evaluates the caller's
+    identity policies on every request: Action and Resource are matched, but Condition blocks of
+    identity policies are not evaluated (moto/iam/access_control.py passes no request context to
+    them), so a conditional Allow behaves like an unconditional one. HeadBucket is authorized as
+    the non-AWS action s3:HeadBucket, HeadObject as s3:GetObject. Refusals answer 403 AccessDenied
+    (S3) or AccessDenied / UnauthorizedOperation (query APIs).
+
+    `reset()` empties moto and creates `admin` (an IAM user with Action "*") in the unauthenticated
+    requests; everything after that must be signed by a key moto knows.
+    """
+
+    # CreateUser, PutUserPolicy, CreateAccessKey: the requests moto lets through unsigned.
+    UNAUTHENTICATED_REQUESTS = 3
+
+    def __init__(self, server: MotoServer, region: str = "us-east-1") -> None:
+        self.server = server
+        self.url = server.url
+        self.region = region
+        self.admin: AccessKey | None = None
+
+    def _post(self, path: str, body: bytes = b"") -> None:
+        # A form content type (urllib's default) would leave moto's request.data empty.
+        request = urllib.request.Request(
+            f"{self.url}{path}", data=body, method="POST", headers={"Content-Type": "text/plain"}
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+
+    def reset(self) -> AccessKey:
+        """Empty moto, create the administrator user unauthenticated, then enforce IAM."""
+        self._post("/moto-api/reset")
+        self._post("/moto-api/reset-auth", str(self.UNAUTHENTICATED_REQUESTS).encode())
+        anonymous = boto3.client(
+            "iam",
+            endpoint_url=self.url,
+            region_name=self.region,
+            aws_access_key_id="unauthenticated",
+            aws_secret_access_key="unauthenticated",
+        )
+        self.admin = self._create_user(anonymous, "administrator", ADMINISTRATOR_POLICY)
+        return self.admin
+
+    @staticmethod
+    def _create_user(iam, name: str, policy: dict | str) -> AccessKey:
+        iam.create_user(UserName=name)
+        iam.put_user_policy(
+            UserName=name,
+            PolicyName=f"{name}-inline",
+            PolicyDocument=policy if isinstance(policy, str) else json.dumps(policy),
+        )
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return AccessKey(name, key["AccessKeyId"], key["SecretAccessKey"])
+
+    def create_user(self, name: str, policy: dict | str) -> AccessKey:
+        """Create an IAM user with `policy` (a dict or JSON text) as its only, inline policy."""
+        return self._create_user(self.client("iam"), name, policy)
+
+    def client(self, service: str, key: AccessKey | None = None):
+        """A boto3 client for `service` signing with `key` (default: the administrator)."""
+        key = key or self.admin
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=self.region,
+            aws_access_key_id=key.access_key_id,
+            aws_secret_access_key=key.secret_access_key,
+        )
+
+    def env(self, key: AccessKey | None = None) -> dict[str, str]:
+        """Environment that points boto3 (Ansible, the collector) at this moto, signing as `key`."""
+        key = key or self.admin
+        return {
+            "AWS_ACCESS_KEY_ID": key.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": key.secret_access_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL": self.url,
+        }
+
+
+@pytest.fixture(scope="session")
+def moto_iam_server() -> Iterator[MotoServer]:
+    """A second moto server, separate from `moto_server`, that enforces IAM (see IamMoto)."""
+    server = MotoServer(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def moto_iam(moto_iam_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> IamMoto:
+    """An emptied, IAM-enforcing moto with an administrator user (`moto_iam.admin`).
+
+    The process environment is left without AWS credentials, so nothing signs by accident;
+    use `moto_iam.client(service, key)` or `moto_iam.env(key)`.
+    """
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_ENDPOINT_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    world = IamMoto(moto_iam_server)
+    world.reset()
+    return world
 
 
 @pytest.fixture
