@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
-# Debian packages the sandbox, the tests and the benchmark use on this machine.
-DEBIAN_PACKAGES := debootstrap openssh-client openssh-server git curl iproute2 util-linux procps ca-certificates zstd
+# Debian packages the sandbox, the tests and the benchmark use on this machine (chromium: the
+# report test renders the HTML in a real browser).
+DEBIAN_PACKAGES := debootstrap openssh-client openssh-server git curl iproute2 util-linux procps ca-certificates zstd chromium
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Tools the targets run (ansible-playbook, moto_server...) come from the virtualenv.

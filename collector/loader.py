@@ -35,15 +35,37 @@ PARTITION_MARGIN = timedelta(hours=1)
 # Only what the report and the example queries use; read_json skips every other field.
 _JSON_COLUMNS = {
     "data": "STRUCT(id VARCHAR, created_at TIMESTAMPTZ, lang VARCHAR, author_id VARCHAR, "
-    "entities STRUCT(hashtags STRUCT(tag VARCHAR)[], mentions STRUCT(username VARCHAR)[]))",
+    "referenced_tweets STRUCT(type VARCHAR, id VARCHAR)[], "
+    "entities STRUCT(hashtags STRUCT(tag VARCHAR)[], mentions STRUCT(username VARCHAR)[], "
+    "urls STRUCT(url VARCHAR, expanded_url VARCHAR)[]))",
+    "includes": "STRUCT(users STRUCT(id VARCHAR, username VARCHAR)[])",
     "matching_rules": "STRUCT(id VARCHAR, tag VARCHAR)[]",
 }
 
 POSTS_COLUMNS = """
-    id VARCHAR, created_at TIMESTAMPTZ, lang VARCHAR, author_id VARCHAR,
-    hashtags VARCHAR[], mentions VARCHAR[], rule_tags VARCHAR[],
-    dt DATE, hour INTEGER, file VARCHAR
+    id VARCHAR, created_at TIMESTAMPTZ, lang VARCHAR, author_id VARCHAR, author_username VARCHAR,
+    post_type VARCHAR, hashtags VARCHAR[], mentions VARCHAR[], domains VARCHAR[],
+    rule_tags VARCHAR[], dt DATE, hour INTEGER, file VARCHAR
 """
+
+# SQL over one stream message (`data`, `includes`) shared by the report and `export`.
+# The author is the `includes.users` entry whose id is data.author_id (X's author_id
+# expansion: https://docs.x.com/x-api/fundamentals/expansions).
+AUTHOR_USERNAME_SQL = "list_filter(includes.users, lambda u: u.id = data.author_id)[1].username"
+# One type per post from data.referenced_tweets[].type: a repost ("retweeted") first, then a
+# reply ("replied_to"; a reply that quotes is a reply), then a quote ("quoted"), else original.
+POST_TYPES = ("original", "reply", "quote", "repost")
+_REFERENCE_TYPES = "list_transform(data.referenced_tweets, lambda r: r.type)"
+POST_TYPE_SQL = f"""CASE
+    WHEN list_contains({_REFERENCE_TYPES}, 'retweeted') THEN 'repost'
+    WHEN list_contains({_REFERENCE_TYPES}, 'replied_to') THEN 'reply'
+    WHEN list_contains({_REFERENCE_TYPES}, 'quoted') THEN 'quote'
+    ELSE 'original' END"""
+# Host of each entities.urls[].expanded_url (the t.co url when X sent no expansion), lower
+# case, without a leading "www.".
+DOMAINS_SQL = r"""list_filter(list_transform(data.entities.urls, lambda u: regexp_replace(lower(
+    regexp_extract(coalesce(u.expanded_url, u.url), '^[A-Za-z][A-Za-z0-9+.-]*://([^/:?#]+)', 1)),
+    '^www\.', '')), lambda d: d IS NOT NULL AND d <> '')"""
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -207,11 +229,11 @@ def _sql_list(values: Iterable[str]) -> str:
     return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
 
 
-def _read_json(files: list[Path]) -> str:
+def _read_json(files: list[Path], columns: dict[str, str] | None = None) -> str:
     # ignore_errors turns a non-JSON line into a row of NULLs: counted below, never a post.
     return (
         f"read_json({_sql_list(str(f) for f in files)}, format='newline_delimited', "
-        f"columns={_JSON_COLUMNS!r}, hive_partitioning=true, hive_types={{'dt': DATE, "
+        f"columns={columns or _JSON_COLUMNS!r}, hive_partitioning=true, hive_types={{'dt': DATE, "
         f"'hour': INTEGER}}, filename=true, ignore_errors=true, maximum_object_size=16777216)"
     )
 
@@ -220,9 +242,11 @@ def _insert(con: duckdb.DuckDBPyConnection, files: list[Path], period: Period) -
     con.execute(
         f"""
         INSERT INTO raw_lines
-        SELECT data.id, data.created_at, data.lang, data.author_id,
+        SELECT data.id, data.created_at, data.lang, data.author_id, {AUTHOR_USERNAME_SQL},
+               {POST_TYPE_SQL},
                list_transform(data.entities.hashtags, lambda h: lower(h.tag)),
                list_transform(data.entities.mentions, lambda m: m.username),
+               {DOMAINS_SQL},
                list_transform(matching_rules, lambda r: coalesce(r.tag, r.id)),
                dt, hour, filename
         FROM {_read_json(files)}

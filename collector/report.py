@@ -82,15 +82,44 @@ def period_from_args(args: argparse.Namespace, now: datetime | None = None) -> P
 
 # ---------------------------------------------------------------- aggregates (DuckDB)
 
+# The time charts' bucket follows the period so a chart has 1 to about 180 bars.
+BUCKETS = (
+    ("minute", timedelta(minutes=1)),
+    ("hour", timedelta(hours=1)),
+    ("day", timedelta(days=1)),
+)
+MINUTE_BUCKETS_UP_TO = timedelta(hours=3)  # 180 bars at most
+HOUR_BUCKETS_UP_TO = timedelta(days=7)  # 168 bars at most; longer periods: one bar a day
+
+
+def bucket_for(period: Period) -> tuple[str, timedelta]:
+    """("minute"|"hour"|"day", its length) for a period's time charts."""
+    span = period.end - period.start
+    if span <= MINUTE_BUCKETS_UP_TO:
+        return BUCKETS[0]
+    if span <= HOUR_BUCKETS_UP_TO:
+        return BUCKETS[1]
+    return BUCKETS[2]
+
+
+def floor_time(value: datetime, step: timedelta) -> datetime:
+    """`value` rounded down to a multiple of `step` since the Unix epoch (UTC)."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + (value.astimezone(UTC) - epoch) // step * step
+
 
 @dataclass
 class Figures:
-    posts_per_minute: list[tuple[datetime, int]]
+    bucket: str  # "minute", "hour" or "day"
+    posts_per_bucket: list[tuple[datetime, int]]
     posts_per_hour: list[tuple[datetime, int]]
     rules: list[tuple[str, int]]
     hashtags: list[tuple[str, int]]
     mentions: list[tuple[str, int]]
     languages: list[tuple[str, int]]
+    authors: list[tuple[str, str, int]]  # (username or "", author id, posts)
+    post_types: list[tuple[str, int]]  # every loader.POST_TYPES entry, in that order
+    domains: list[tuple[str, int]]
     gaps: list[tuple[datetime, datetime, timedelta]]
     distinct_ids: int
     first_post: datetime | None
@@ -106,10 +135,8 @@ def _unnested_counts(con, column: str, top: int) -> list[tuple[str, int]]:
 
 
 def compute_figures(con, period: Period, gap_minutes: float, top: int) -> Figures:
-    per = (
-        "SELECT time_bucket(INTERVAL '1 {unit}', created_at) AS t, count(*) FROM posts "
-        "GROUP BY t ORDER BY t"
-    )
+    per = "SELECT date_trunc('{unit}', created_at) AS t, count(*) FROM posts GROUP BY t ORDER BY t"
+    bucket, _ = bucket_for(period)
     # Gaps: consecutive distinct post seconds, with the period's edges as sentinels.
     gaps = con.execute(
         """
@@ -130,13 +157,25 @@ def compute_figures(con, period: Period, gap_minutes: float, top: int) -> Figure
         "GROUP BY l ORDER BY n DESC, l LIMIT ?",
         [top],
     ).fetchall()
+    # A username can change: the one of the author's latest post in the period.
+    authors = con.execute(
+        "SELECT coalesce(arg_max(author_username, created_at), ''), author_id, count(*) AS n "
+        "FROM posts WHERE author_id IS NOT NULL GROUP BY author_id "
+        "ORDER BY n DESC, author_id LIMIT ?",
+        [top],
+    ).fetchall()
+    types = dict(con.execute("SELECT post_type, count(*) FROM posts GROUP BY ALL").fetchall())
     return Figures(
-        posts_per_minute=con.execute(per.format(unit="minute")).fetchall(),
+        bucket=bucket,
+        posts_per_bucket=con.execute(per.format(unit=bucket)).fetchall(),
         posts_per_hour=con.execute(per.format(unit="hour")).fetchall(),
         rules=_unnested_counts(con, "rule_tags", 1000),
         hashtags=_unnested_counts(con, "hashtags", top),
         mentions=_unnested_counts(con, "mentions", top),
         languages=languages,
+        authors=authors,
+        post_types=[(name, types.get(name, 0)) for name in loader.POST_TYPES],
+        domains=_unnested_counts(con, "domains", top),
         gaps=gaps,
         distinct_ids=distinct_ids,
         first_post=first,
@@ -145,6 +184,8 @@ def compute_figures(con, period: Period, gap_minutes: float, top: int) -> Figure
 
 
 # ---------------------------------------------------------------- charts (matplotlib)
+
+DATA_COLOUR = "#1d9bf0"  # every bar; tests count its pixels
 
 
 def _png(fig) -> bytes:
@@ -157,20 +198,28 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _time_chart(points: list[tuple[datetime, int]], title: str, bar_width: timedelta | None):
+def _time_chart(points: list[tuple[datetime, int]], title: str, period: Period) -> bytes:
+    """Bars of posts per bucket; the x axis covers the whole period (whole buckets), in UTC."""
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
+    unit, step = bucket_for(period)
     fig, ax = plt.subplots(figsize=(10, 3.2))
-    times = [t for t, _ in points]
-    counts = [n for _, n in points]
-    if bar_width:
-        ax.bar(times, counts, width=bar_width, align="edge", color="#1d9bf0")
-    else:
-        ax.plot(times, counts, color="#1d9bf0", linewidth=1)
+    ax.bar(
+        [t for t, _ in points], [n for _, n in points], width=step, align="edge",
+        color=DATA_COLOUR, linewidth=0,
+    )  # fmt: skip
+    left = floor_time(period.start, step)
+    right = floor_time(period.end - timedelta(microseconds=1), step) + step
+    ax.set_xlim(left, right)
+    locator = mdates.AutoDateLocator(tz=UTC, minticks=3, maxticks=10)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title)
-    ax.set_ylabel("posts")
+    ax.set_ylabel(f"posts per {unit}")
+    ax.set_xlabel("time (UTC)")
     ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
     return _png(fig)
 
 
@@ -179,34 +228,38 @@ def _ranking_chart(rows: list[tuple[str, int]], title: str) -> bytes:
 
     rows = list(reversed(rows))
     fig, ax = plt.subplots(figsize=(10, max(2.0, 0.3 * len(rows) + 1)))
-    ax.barh([str(label)[:40] for label, _ in rows], [n for _, n in rows], color="#1d9bf0")
+    ax.barh([str(label)[:48] for label, _ in rows], [n for _, n in rows], color=DATA_COLOUR)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title)
     ax.set_xlabel("posts")
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 
 
-def render_charts(figures: Figures) -> dict[str, tuple[str, bytes]]:
+def author_label(username: str, author_id: str) -> str:
+    return f"@{username} ({author_id})" if username else f"id {author_id}"
+
+
+def render_charts(figures: Figures, period: Period) -> dict[str, tuple[str, bytes]]:
     """name -> (title, PNG bytes); a chart with nothing to show is left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     charts = {}
-    specs = [
-        ("posts_per_minute", "Posts per minute", figures.posts_per_minute, None),
-        ("posts_per_hour", "Posts per hour", figures.posts_per_hour, timedelta(minutes=55)),
-    ]
-    for name, title, points, width in specs:
-        if points:
-            charts[name] = (title, _time_chart(points, title, width))
+    if figures.posts_per_bucket:
+        title = f"Posts per {figures.bucket}"
+        charts["posts_over_time"] = (title, _time_chart(figures.posts_per_bucket, title, period))
     rankings = [
+        ("post_types", "Post types", figures.post_types),
+        ("authors", "Top authors", [(author_label(u, i), n) for u, i, n in figures.authors]),
         ("rules", "Posts per rule tag", figures.rules),
         ("hashtags", "Top hashtags", figures.hashtags),
         ("mentions", "Top mentioned accounts", [(f"@{u}", n) for u, n in figures.mentions]),
+        ("domains", "Top linked domains", figures.domains),
         ("languages", "Languages", figures.languages),
     ]
     for name, title, rows in rankings:
-        if rows:
+        if any(n for _, n in rows):
             charts[name] = (title, _ranking_chart(rows, title))
     return charts
 
@@ -312,13 +365,7 @@ def render_html(
             f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
         )
     if figures is not None:
-        parts.append("<h2 id='rule_counts'>Posts per rule tag and per hour</h2>")
-        parts.append(_table(["rule tag", "posts"], [list(r) for r in figures.rules]))
-        hours = [[_when(t), n] for t, n in figures.posts_per_hour]
-        parts.append(_table(["hour (UTC)", "posts"], hours))
-        parts.append(f"<h2 id='gaps'>Gaps: no posts for more than {gap_minutes:g} minutes</h2>")
-        rows = [[_when(a), _when(b), str(d)] for a, b, d in figures.gaps]
-        parts.append(_table(["from", "to", "length"], rows) if rows else "<p>None.</p>")
+        parts.append(_figure_tables(figures, gap_minutes))
     parts.append("<h2 id='collector'>Collector status</h2>" + _collector_section(status))
     if result.skipped:
         rows = [
@@ -329,6 +376,41 @@ def render_html(
         parts.append(_table(["object", "skipped", "reason"], rows))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def format_duration(length: timedelta) -> str:
+    """'45 s', '20 min 20 s', '2 h 5 min', '3 d 4 h': the two largest units, whole numbers."""
+    seconds = int(length.total_seconds())
+    units = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+    for index, (name, size) in enumerate(units[:-1]):
+        if seconds >= size:
+            small_name, small_size = units[index + 1]
+            big, rest = divmod(seconds, size)
+            small = rest // small_size
+            return f"{big} {name} {small} {small_name}" if small else f"{big} {name}"
+    return f"{seconds} s"
+
+
+def _figure_tables(figures: Figures, gap_minutes: float) -> str:
+    parts = ["<h2 id='rule_counts'>Posts per rule tag</h2>"]
+    parts.append(_table(["rule tag", "posts"], [list(r) for r in figures.rules]))
+    parts.append("<h2 id='post_type_counts'>Post types</h2>")
+    parts.append(_table(["type", "posts"], [list(r) for r in figures.post_types]))
+    parts.append("<h2 id='author_counts'>Top authors</h2>")
+    authors = [[f"@{u}" if u else "(not in includes.users)", i, n] for u, i, n in figures.authors]
+    parts.append(_table(["username", "author id", "posts"], authors))
+    parts.append("<h2 id='domain_counts'>Top linked domains</h2>")
+    parts.append(_table(["domain", "posts"], [list(r) for r in figures.domains]))
+    unit = figures.bucket
+    buckets = [[_when(t), n] for t, n in figures.posts_per_bucket]
+    parts.append(
+        f"<details id='bucket_counts'><summary>Posts per {unit} ({len(buckets)} {unit}s with "
+        f"posts)</summary>{_table([f'{unit} (UTC)', 'posts'], buckets)}</details>"
+    )
+    parts.append(f"<h2 id='gaps'>Gaps: no posts for more than {gap_minutes:g} minutes</h2>")
+    rows = [[_when(a), _when(b), format_duration(d)] for a, b, d in figures.gaps]
+    parts.append(_table(["from", "to", "length"], rows) if rows else "<p>None.</p>")
+    return "".join(parts)
 
 
 def empty_message(source: Source, period: Period, result: LoadResult) -> str:
@@ -391,7 +473,7 @@ def run(args: argparse.Namespace) -> int:
     con = loader.connect(memory_limit=args.memory_limit)
     result = loader.load_posts(con, files, period)
     figures = compute_figures(con, period, args.gap_minutes, args.top) if result.posts else None
-    charts = render_charts(figures) if figures else {}
+    charts = render_charts(figures, period) if figures else {}
     status = read_collector_status(source.spool_dir)
     page = render_html(source, period, sync, result, figures, charts, args.gap_minutes, status)
     args.out.write_text(page, encoding="utf-8")

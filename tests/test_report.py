@@ -134,7 +134,7 @@ def test_html_embeds_every_chart_as_a_decodable_png(collected, tmp_path):
     assert code == 0
     page = out.read_text()
     images = embedded_pngs(page)
-    assert page.count("<img ") == len(images) == 6
+    assert page.count("<img ") == len(images) == 8
     for image in images:
         assert image.format == "PNG"
         assert 400 <= image.width <= 2000 and 150 <= image.height <= 2000
@@ -142,11 +142,13 @@ def test_html_embeds_every_chart_as_a_decodable_png(collected, tmp_path):
     assert written == sorted(
         f"{n}.png"
         for n in (
-            "posts_per_minute",
-            "posts_per_hour",
+            "posts_over_time",
+            "post_types",
+            "authors",
             "rules",
             "hashtags",
             "mentions",
+            "domains",
             "languages",
         )
     )
@@ -156,7 +158,7 @@ def test_gaps_table_lists_silences_longer_than_the_threshold(collected, tmp_path
     # Hour 10 posts run 10:03:00-10:42:40, hour 11 posts from 11:03:00: a gap between them.
     _, out = run_report(tmp_path, *PERIOD)
     page = out.read_text()
-    assert "<td>2026-11-27 10:42:40Z</td><td>2026-11-27 11:03:00Z</td><td>0:20:20</td>" in page
+    assert "<td>2026-11-27 10:42:40Z</td><td>2026-11-27 11:03:00Z</td><td>20 min 20 s</td>" in page
     assert "<td>2026-11-27 09:30:00Z</td><td>2026-11-27 10:03:00Z</td>" in page
 
 

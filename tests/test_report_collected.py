@@ -42,6 +42,8 @@ class Expected:
     per_rule: Counter  # full tag as the collector sets it, "test-1:python"
     per_hour: Counter  # datetime of the UTC hour (by created_at) -> posts
     hashtags: Counter  # lower-cased hashtag -> posts
+    authors: Counter  # (author id, username from includes.users) -> posts
+    post_types: Counter  # "original", "reply", "quote", "repost" -> posts
 
 
 @dataclass
@@ -50,6 +52,20 @@ class Collected:
     config: Path
     period: list[str]  # --from/--to arguments covering every created_at
     object_keys: list[str]
+
+
+def template_facts(server: FakeXServer) -> list[tuple[tuple[str, str], str]]:
+    """Each template's (author id, username) and post type, read as X's JSON says them."""
+    kinds = {"retweeted": "repost", "replied_to": "reply", "quoted": "quote"}
+    facts = []
+    for parts in server._templates:
+        message = json.loads(ID_MARK.join(parts) + b"}")
+        data, includes = message["data"], message["includes"]
+        username = next(u["username"] for u in includes["users"] if u["id"] == data["author_id"])
+        types = [kinds[r["type"]] for r in data.get("referenced_tweets", [])]
+        kind = next((k for k in ("repost", "reply", "quote") if k in types), "original")
+        facts.append(((data["author_id"], username), kind))
+    return facts
 
 
 def spread_templates(server: FakeXServer, now: datetime) -> tuple[list[datetime], list[list[str]]]:
@@ -110,6 +126,7 @@ def collected(s3, aws_env, tmp_path: Path) -> Iterator[Collected]:
     now = datetime.now(UTC)
     server = FakeXServer(token=TOKEN, rate=400, count=0, keepalive_interval=1.0)
     created, hashtags = spread_templates(server, now)
+    facts = template_facts(server)
     server.start()
     config = write_config(
         tmp_path,
@@ -146,6 +163,8 @@ def collected(s3, aws_env, tmp_path: Path) -> Iterator[Collected]:
         per_rule=Counter(tag for tags in tags_of.values() for tag in tags),
         per_hour=Counter(hour_of.values()),
         hashtags=Counter(t.lower() for i in sent for t in hashtags[int(i) % pool]),
+        authors=Counter(facts[int(i) % pool][0] for i in sent),
+        post_types=Counter(facts[int(i) % pool][1] for i in sent),
     )
     assert len(tags_of) == expected.posts == 330
     assert dict(expected.per_rule) == {python: 330, duckdb: 150, snake: 70}
@@ -172,13 +191,14 @@ def table_rows(section: str) -> list[list[str]]:
 
 
 def report_counts(page: str) -> tuple[dict[str, int], dict[datetime, int]]:
-    """The report's 'Posts per rule tag and per hour' tables, as a user reads them."""
-    section = page.split("<h2 id='rule_counts'>", 1)[1].split("<h2 id='gaps'>", 1)[0]
-    rule_table, hour_table = section.split("</table>")[:2]
+    """The report's 'Posts per rule tag' and 'Posts per hour' tables, as a user reads them."""
+    rule_table = page.split("<h2 id='rule_counts'>", 1)[1].split("</table>")[0]
+    # The period (4 h 10 min) is charted and tabled per hour.
+    hour_table = page.split("<details id='bucket_counts'><summary>Posts per hour", 1)[1]
     per_rule = {tag: int(n) for tag, n in table_rows(rule_table)}
     per_hour = {
         datetime.strptime(hour, "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC): int(n)
-        for hour, n in table_rows(hour_table)
+        for hour, n in table_rows(hour_table.split("</table>")[0])
     }
     return per_rule, per_hour
 
@@ -213,3 +233,18 @@ def test_example_queries_on_duckdb_over_the_reports_cache(collected, tmp_path, c
     assert query("posts_per_rule") == rules
     top = sorted(expected.hashtags.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
     assert query("top_hashtags") == top
+
+
+def test_report_top_authors_and_post_types_equal_what_the_stand_in_sent(
+    collected, tmp_path, capsys
+):
+    expected = collected.expected
+    page = run_report(collected, tmp_path, capsys)
+    authors = page.split("<h2 id='author_counts'>", 1)[1].split("</table>")[0]
+    top = sorted(expected.authors.items(), key=lambda kv: (-kv[1], kv[0][0]))[:20]
+    assert table_rows(authors) == [[f"@{name}", author_id, str(n)] for (author_id, name), n in top]
+    types = page.split("<h2 id='post_type_counts'>", 1)[1].split("</table>")[0]
+    assert {t: int(n) for t, n in table_rows(types)} == {
+        t: expected.post_types.get(t, 0) for t in ("original", "reply", "quote", "repost")
+    }
+    assert all(expected.post_types[t] for t in ("original", "reply", "quote", "repost"))

@@ -33,6 +33,9 @@ def templates() -> list[dict]:
     return [json.loads(line) for line in SAMPLES.read_text().splitlines() if line.strip()]
 
 
+REFERENCE_TYPES = {"reply": "replied_to", "quote": "quoted", "repost": "retweeted"}
+
+
 def post_line(
     template: dict,
     post_id: int,
@@ -41,8 +44,16 @@ def post_line(
     hashtags: list[str] = (),
     mentions: list[str] = (),
     lang: str = "en",
+    author: tuple[str, str] | None = None,
+    post_type: str | None = None,
+    urls: list[str] | None = None,
 ) -> bytes:
-    """One stream message shaped like the template, with the given fields, `\\n`-terminated."""
+    """One stream message shaped like the template, with the given fields, `\\n`-terminated.
+
+    author: (id, username), first in includes.users as X's author_id expansion puts it;
+    post_type: "original", "reply", "quote" or "repost" (data.referenced_tweets);
+    urls: expanded URLs in data.entities.urls. None keeps the template's.
+    """
     data = dict(template["data"])
     data["id"] = str(post_id)
     data["created_at"] = created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
@@ -50,8 +61,21 @@ def post_line(
     entities = dict(data.get("entities") or {})
     entities["hashtags"] = [{"start": 0, "end": len(t) + 1, "tag": t} for t in hashtags]
     entities["mentions"] = [{"start": 0, "end": len(m) + 1, "username": m} for m in mentions]
+    if urls is not None:
+        entities["urls"] = [
+            {"start": 0, "end": 23, "url": f"https://t.co/{i:010d}", "expanded_url": url}
+            for i, url in enumerate(urls)
+        ]
     data["entities"] = entities
     message = dict(template)
+    if author is not None:
+        user = {**template["includes"]["users"][0], "id": author[0], "username": author[1]}
+        others = [u for u in template["includes"]["users"] if u["id"] != data["author_id"]]
+        data["author_id"] = author[0]
+        message["includes"] = {**template["includes"], "users": [user, *others]}
+    if post_type is not None:
+        kind = REFERENCE_TYPES.get(post_type)
+        data["referenced_tweets"] = [{"type": kind, "id": str(post_id - 1)}] if kind else []
     message["data"] = data
     message["matching_rules"] = [{"id": str(1000 + i), "tag": t} for i, t in enumerate(rule_tags)]
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
