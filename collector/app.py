@@ -2,7 +2,8 @@
 
 Threads: tweepy's stream reader (socket reads) -> SpoolWriter.accept; a ticker (flush every
 0.2 s, time-based rotation); the sealer (fsync + rename); the shipper's compressor and
-uploader; the status writer. The main thread only waits for a signal or a fatal condition.
+uploader; the status writer; the CloudWatch publisher when [cloudwatch] enabled. The main
+thread only waits for a signal or a fatal condition.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class Collector:
         self.metrics = Metrics()
         self.stop_requested = threading.Event()
         self.background_stop = threading.Event()
+        # set after the final upload, so the last CloudWatch sample counts it
+        self.cloudwatch_stop = threading.Event()
 
     def _on_signal(self, signum: int, frame) -> None:
         if not self.stop_requested.is_set():
@@ -93,6 +96,7 @@ class Collector:
         status = StatusReporter(self.cfg.collector_id, self.dirs, self.metrics)
         status.write()
         status.run(self.background_stop)
+        cloudwatch = self._start_cloudwatch(status)
         log.info(
             "collector %s running: %s stream from %s, spool %s, bucket %s",
             self.cfg.collector_id,
@@ -105,9 +109,29 @@ class Collector:
         while not self.stop_requested.wait(0.25):
             if stream.fatal or not reader.is_alive():
                 break
-        return self._shutdown(stream, reader, writer, shipper, status)
+        return self._shutdown(stream, reader, writer, shipper, status, cloudwatch)
 
-    def _shutdown(self, stream, reader, writer: SpoolWriter, shipper, status) -> int:
+    def _start_cloudwatch(self, status: StatusReporter):
+        if not self.cfg.cloudwatch.enabled:
+            return None
+        from collector.cloudwatch import CloudWatchPublisher, make_client
+
+        publisher = CloudWatchPublisher(
+            self.cfg.collector_id,
+            status.snapshot,
+            self.metrics,
+            make_client(self.cfg),
+            interval=self.cfg.cloudwatch.interval_seconds,
+        )
+        publisher.start(self.cloudwatch_stop)
+        log.info(
+            "publishing metrics to CloudWatch every %g s (namespace TwitterSnake, CollectorId %s)",
+            self.cfg.cloudwatch.interval_seconds,
+            self.cfg.collector_id,
+        )
+        return publisher
+
+    def _shutdown(self, stream, reader, writer: SpoolWriter, shipper, status, cloudwatch) -> int:
         deadline = time.monotonic() + SHUTDOWN_SECONDS
         status.state = "stopping"
         # tweepy checks the flag after each line or keep-alive; a line read meanwhile is still
@@ -122,6 +146,9 @@ class Collector:
         self.background_stop.set()
         remaining = shipper.drain(deadline)
         shipper.stop()
+        self.cloudwatch_stop.set()
+        if cloudwatch is not None:
+            cloudwatch.join()
         status.state = "stopped"
         status.write()
         status.progress()

@@ -67,6 +67,16 @@ class S3Config:
 
 
 @dataclass(frozen=True)
+class CloudWatchConfig:
+    """Metrics to Amazon CloudWatch (collector/cloudwatch.py); off unless enabled."""
+
+    enabled: bool = False
+    region: str = "us-east-1"
+    endpoint_url: str = ""
+    interval_seconds: float = 60
+
+
+@dataclass(frozen=True)
 class Config:
     collector_id: str
     x: XConfig
@@ -74,6 +84,7 @@ class Config:
     rotate: RotateConfig
     s3: S3Config
     path: Path | None = None
+    cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
 
 
 # key -> (expected type, description used in messages)
@@ -102,8 +113,14 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "compression": (str, "a string"),
         "compression_level": (int, "an integer"),
     },
+    "cloudwatch": {
+        "enabled": (bool, "a boolean (true or false)"),
+        "region": (str, "a string"),
+        "endpoint_url": (str, "a string"),
+        "interval_seconds": ((int, float), "a positive number"),
+    },
 }
-_SECTIONS = ("x", "spool", "rotate", "s3")
+_SECTIONS = ("x", "spool", "rotate", "s3", "cloudwatch")
 
 
 def _type_name(value: Any) -> str:
@@ -128,11 +145,11 @@ def _check_section(where: str, section: str, table: dict[str, Any]) -> dict[str,
         if key not in schema:
             known = ", ".join(sorted(schema)) or "none"
             if section == "":
-                known += ", [x], [spool], [rotate], [s3]"
+                known += ", " + ", ".join(f"[{name}]" for name in _SECTIONS)
             raise ConfigError(f"{where}: unknown key '{name}' (known keys: {known})")
         expected, description = schema[key]
         # bool is an int subclass in Python; a boolean is never a valid number here.
-        if isinstance(value, bool) or not isinstance(value, expected):
+        if (expected is not bool and isinstance(value, bool)) or not isinstance(value, expected):
             raise ConfigError(f"{where}: '{name}' must be {description}, got {_type_name(value)}")
         if expected is list and key != "rules":
             for item in value:
@@ -196,6 +213,8 @@ def parse_config(data: dict[str, Any], where: str = "config") -> Config:
         raise ConfigError(
             f"{where}: 's3.compression' must be one of {choices}, got {s3.compression!r}"
         )
+    cloudwatch = CloudWatchConfig(**sections["cloudwatch"])
+    _positive(where, "cloudwatch.interval_seconds", cloudwatch.interval_seconds)
     collector_id = top.get("collector_id") or socket.gethostname()
     if not _COLLECTOR_ID.match(collector_id):
         raise ConfigError(
@@ -208,6 +227,7 @@ def parse_config(data: dict[str, Any], where: str = "config") -> Config:
         spool=SpoolConfig(**spool_table),
         rotate=rotate,
         s3=s3,
+        cloudwatch=cloudwatch,
     )
 
 

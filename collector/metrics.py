@@ -1,9 +1,85 @@
-"""Counters shared by the collector's threads, guarded by one lock."""
+"""The collector's metrics: declared once (name, unit, kind), counted by every thread.
+
+DECLARED is the one list that status.json, the progress line and CloudWatch read, so the
+three cannot drift apart. Adding a counter to status.json is one line in DECLARED; give it
+`cloudwatch=` to publish it and `progress=` to show it in the 10 s progress line.
+
+Units are CloudWatch's StandardUnit names
+(https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_MetricDatum.html).
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+COUNTER = "counter"  # a running total since the process started; CloudWatch gets the increase
+GAUGE = "gauge"  # a current value (a level, a 0/1 state), shown and published as it is
+
+
+def _connected(status: dict) -> int:
+    return int(status.get("connection") == "connected")
+
+
+def _healthy(status: dict) -> int:
+    # The health state comes from the status snapshot ("healthy"|"degraded"|"failing", issue 8).
+    # Only "healthy" counts as 1: a degraded collector that stays degraded should alarm.
+    # HEALTH-FALLBACK: a snapshot without `health` (before issue 8's state existed) is healthy.
+    return int(status.get("health", "healthy") == "healthy")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One declared metric.
+
+    name: key in status.json and in Metrics (snake_case).
+    unit: CloudWatch StandardUnit ("Count", "Bytes", "Seconds", "Percent", "None").
+    kind: COUNTER or GAUGE.
+    cloudwatch: MetricName in namespace TwitterSnake ("" = not published).
+    progress: label in the progress line ("" = not shown); Bytes are shown as MB.
+    read: how to read the value from a status snapshot (None = status[name]); a metric with
+        a reader is derived from other fields and is not written to status.json again.
+    """
+
+    name: str
+    unit: str
+    kind: str
+    cloudwatch: str = ""
+    progress: str = ""
+    read: Callable[[dict], float] | None = None
+
+    @property
+    def in_status(self) -> bool:
+        return self.read is None
+
+    def value(self, status: dict) -> float:
+        if self.read is not None:
+            return self.read(status)
+        value = status.get(self.name)
+        return value if isinstance(value, int | float) else 0
+
+
+DECLARED: tuple[Metric, ...] = (
+    Metric("posts_received", "Count", COUNTER, cloudwatch="PostsReceived", progress="posts"),
+    Metric("bytes_received", "Bytes", COUNTER, progress="received"),
+    Metric("error_messages", "Count", COUNTER),
+    Metric("quarantined_lines", "Count", COUNTER, progress="quarantined"),
+    Metric("reconnects", "Count", COUNTER, cloudwatch="Reconnects", progress="reconnects"),
+    Metric("files_sealed", "Count", COUNTER, progress="sealed"),
+    Metric("files_compressed", "Count", COUNTER),
+    Metric("files_uploaded", "Count", COUNTER, progress="uploaded"),
+    Metric("bytes_uploaded", "Bytes", COUNTER, cloudwatch="BytesUploaded"),
+    Metric("upload_errors", "Count", COUNTER, cloudwatch="UploadErrors"),
+    Metric("pending_files", "Count", GAUGE, cloudwatch="FilesPending", progress="pending"),
+    Metric("oldest_pending_seconds", "Seconds", GAUGE, cloudwatch="OldestPendingFileAge"),
+    Metric("spool_disk_free_percent", "Percent", GAUGE, cloudwatch="SpoolDiskFree"),
+    Metric("cloudwatch_dropped", "Count", COUNTER),
+    Metric("connected", "None", GAUGE, cloudwatch="Connected", read=_connected),
+    Metric("healthy", "None", GAUGE, cloudwatch="Healthy", read=_healthy),
+)
+PUBLISHED = tuple(m for m in DECLARED if m.cloudwatch)
 
 
 class Metrics:

@@ -5,7 +5,10 @@ status.json fields (a contract for `collector status`, the report and operators)
     connection (connecting|connected|disconnected), connection_since (ISO), stream_url,
     posts_received, posts_per_second, bytes_received, error_messages, quarantined_lines,
     reconnects, files_sealed, files_compressed, files_uploaded, bytes_uploaded, upload_errors,
-    pending_files, last_post_at, last_upload_at, last_upload_key, last_error, last_stream_error
+    pending_files, oldest_pending_seconds, spool_disk_free_percent, cloudwatch_dropped,
+    last_post_at, last_upload_at, last_upload_key, last_error, last_stream_error,
+    cloudwatch_last_error
+(the counters and gauges are declared in collector.metrics.DECLARED).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collector.layout import SpoolDirs, atomic_write
-from collector.metrics import Metrics
+from collector.metrics import DECLARED, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +33,34 @@ STALE_LIMIT = 60.0  # a status file older than this means the process is stuck
 EXIT_UNHEALTHY = 1
 EXIT_NOT_RUNNING = 3  # LSB: program is not running
 
-COUNTERS = (
-    "posts_received",
-    "bytes_received",
-    "error_messages",
-    "quarantined_lines",
-    "reconnects",
-    "files_sealed",
-    "files_compressed",
-    "files_uploaded",
-    "bytes_uploaded",
-    "upload_errors",
-    "pending_files",
-)
 _EPOCH_FIELDS = ("connection_since", "last_post_at")
+
+
+def spool_gauges(dirs: SpoolDirs, now: float | None = None) -> dict[str, float]:
+    """oldest_pending_seconds: age (s) of the oldest file in sealed/ or ready/, measured from its
+    last write (sealing or compression), 0 when nothing is pending; spool_disk_free_percent: the
+    share of the spool's file system still available to the collector (statvfs f_bavail)."""
+    now = time.time() if now is None else now
+    oldest = now
+    for folder in (dirs.sealed, dirs.ready):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # temporaries and checksum sidecars
+            try:
+                oldest = min(oldest, entry.stat().st_mtime)
+            except OSError:
+                continue  # uploaded (deleted) meanwhile
+    gauges: dict[str, float] = {"oldest_pending_seconds": round(max(0.0, now - oldest), 1)}
+    try:
+        disk = os.statvfs(dirs.root)
+        gauges["spool_disk_free_percent"] = round(100.0 * disk.f_bavail / disk.f_blocks, 1)
+    except (OSError, ZeroDivisionError):
+        pass
+    return gauges
 
 
 def iso(epoch: float | None) -> str | None:
@@ -66,14 +83,16 @@ class StatusReporter:
         self._rate = 0.0
         self._progress_posts = 0
         self._progress_at = time.monotonic()
+        self._rate_lock = threading.Lock()  # snapshot() runs on the status and CloudWatch threads
 
     def snapshot(self) -> dict:
-        values = self.metrics.snapshot()
+        values = {**self.metrics.snapshot(), **spool_gauges(self.dirs)}
         now = time.monotonic()
         posts = int(values.get("posts_received", 0) or 0)
-        if now - self._last_rate_at >= 1.0:
-            self._rate = (posts - self._last_posts) / (now - self._last_rate_at)
-            self._last_posts, self._last_rate_at = posts, now
+        with self._rate_lock:
+            if now - self._last_rate_at >= 1.0:
+                self._rate = (posts - self._last_posts) / (now - self._last_rate_at)
+                self._last_posts, self._last_rate_at = posts, now
         status: dict = {
             "pid": os.getpid(),
             "collector_id": self.collector_id,
@@ -84,11 +103,18 @@ class StatusReporter:
             "stream_url": values.get("stream_url"),
             "posts_per_second": round(self._rate, 1),
         }
-        for name in COUNTERS:
-            status[name] = values.get(name, 0)
+        for metric in DECLARED:
+            if metric.in_status:
+                status[metric.name] = values.get(metric.name, 0)
         for name in _EPOCH_FIELDS:
             status[name] = iso(values.get(name))  # type: ignore[arg-type]
-        for name in ("last_upload_at", "last_upload_key", "last_error", "last_stream_error"):
+        for name in (
+            "last_upload_at",
+            "last_upload_key",
+            "last_error",
+            "last_stream_error",
+            "cloudwatch_last_error",
+        ):
             status[name] = values.get(name)
         return status
 
@@ -106,19 +132,14 @@ class StatusReporter:
         posts = int(values.get("posts_received", 0) or 0)
         rate = (posts - self._progress_posts) / max(now - self._progress_at, 1e-6)
         self._progress_posts, self._progress_at = posts, now
-        log.info(
-            "progress: %s posts (%.0f/s), %.1f MB received, %s sealed, %s uploaded, "
-            "%s pending, %s quarantined, %s reconnects, connection %s",
-            posts,
-            rate,
-            int(values.get("bytes_received", 0) or 0) / 1e6,
-            values.get("files_sealed", 0),
-            values.get("files_uploaded", 0),
-            values.get("pending_files", 0),
-            values.get("quarantined_lines", 0),
-            values.get("reconnects", 0),
-            values.get("connection", "connecting"),
-        )
+        parts = [f"{posts} posts ({rate:.0f}/s)"]
+        for metric in DECLARED:
+            if metric.progress and metric.name != "posts_received":
+                value = values.get(metric.name, 0) or 0
+                shown = f"{value / 1e6:.1f} MB" if metric.unit == "Bytes" else f"{value}"
+                parts.append(f"{shown} {metric.progress}")
+        parts.append(f"connection {values.get('connection', 'connecting')}")
+        log.info("progress: %s", ", ".join(parts))
 
     def run(self, stop: threading.Event) -> threading.Thread:
         def loop() -> None:

@@ -123,3 +123,20 @@ def test_token_comes_from_the_env_first_then_the_file(
     assert read_bearer_token(cfg) == "from-file"
     monkeypatch.setenv("X_BEARER_TOKEN", "from-env")
     assert read_bearer_token(cfg) == "from-env"
+
+
+def test_cloudwatch_is_off_by_default_and_its_keys_are_checked(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, FULL)).cloudwatch.enabled is False
+    on = FULL + '[cloudwatch]\nenabled = true\nregion = "eu-west-1"\nendpoint_url = ""\n'
+    cfg = load_config(write(tmp_path, on))
+    assert cfg.cloudwatch.enabled and cfg.cloudwatch.region == "eu-west-1"
+    assert cfg.cloudwatch.interval_seconds == 60
+    assert "'cloudwatch.enabled' must be a boolean" in error_of(
+        tmp_path, FULL + '[cloudwatch]\nenabled = "yes"\n'
+    )
+    assert "unknown key 'cloudwatch.namespace'" in error_of(
+        tmp_path, FULL + '[cloudwatch]\nnamespace = "Other"\n'
+    )
+    assert "'cloudwatch.interval_seconds' must be positive" in error_of(
+        tmp_path, FULL + "[cloudwatch]\ninterval_seconds = 0\n"
+    )

@@ -1,0 +1,245 @@
+"""Metrics to CloudWatch (issue 9): the collector between the X stand-in and moto publishes what
+it received and shipped; a CloudWatch outage or refusal costs neither posts nor speed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+
+from collector.cloudwatch import CloudWatchPublisher, make_client
+from collector.config import parse_config
+from collector.metrics import Metrics
+from tests.collector_support import (
+    BUCKET,
+    TOKEN,
+    CollectorProcess,
+    s3_post_ids,
+    wait_until,
+    write_config,
+)
+from tests.conftest import MotoServer
+from tests.fakes.tcp_proxy import OutageProxy
+from tests.fakes.x_server import FakeXServer
+
+# The metrics issue 9 names, in CloudWatch's words.
+EXPECTED_METRICS = {
+    "PostsReceived",
+    "BytesUploaded",
+    "FilesPending",
+    "OldestPendingFileAge",
+    "UploadErrors",
+    "Reconnects",
+    "Connected",
+    "Healthy",
+    "SpoolDiskFree",
+}
+
+
+@pytest.fixture
+def x_server() -> Iterator[FakeXServer]:
+    server = FakeXServer(token=TOKEN, keepalive_interval=1.0, count=0).start()
+    yield server
+    server.stop()
+
+
+def cloudwatch_toml(endpoint: str, interval: float = 1) -> str:
+    return (
+        f'[cloudwatch]\nenabled = true\nregion = "us-east-1"\n'
+        f'endpoint_url = "{endpoint}"\ninterval_seconds = {interval}\n'
+    )
+
+
+def read_status(tmp: Path) -> dict:
+    try:
+        return json.loads((tmp / "spool" / "status.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def metric_values(cloudwatch, name: str, stat: str, collector_id: str = "test-1") -> list[float]:
+    """GetMetricData over the last hour, one value per minute that has data."""
+    now = datetime.now(UTC)
+    answer = cloudwatch.get_metric_data(
+        MetricDataQueries=[
+            {
+                "Id": "m",
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": "TwitterSnake",
+                        "MetricName": name,
+                        "Dimensions": [{"Name": "CollectorId", "Value": collector_id}],
+                    },
+                    "Period": 60,
+                    "Stat": stat,
+                },
+            }
+        ],
+        StartTime=now - timedelta(hours=1),
+        EndTime=now + timedelta(minutes=5),
+    )
+    (result,) = answer["MetricDataResults"]
+    return result["Values"]
+
+
+def test_collector_publishes_what_it_received_and_uploaded(
+    tmp_path: Path, x_server: FakeXServer, s3, aws_env: MotoServer
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=aws_env.url, region_name="us-east-1")
+    config = write_config(
+        tmp_path,
+        x_server.url,
+        s3_endpoint=aws_env.url,
+        max_seconds=0.5,
+        extra=cloudwatch_toml(aws_env.url),
+    )
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: x_server.connections == 1, 20)
+        x_server.count = 150
+        wait_until(lambda: len(s3_post_ids(s3)) >= 150, 40, 0.5)
+        wait_until(lambda: read_status(tmp_path).get("pending_files") == 0, 20)
+        # at least one sample published while connected and caught up
+        wait_until(lambda: 1.0 in metric_values(cloudwatch, "Connected", "Maximum"), 20, 0.5)
+    finally:
+        assert collector.stop() == 0
+    assert "publishing metrics to CloudWatch every 1 s" in collector.log
+
+    listed = cloudwatch.list_metrics(Namespace="TwitterSnake")["Metrics"]
+    assert {m["MetricName"] for m in listed} == EXPECTED_METRICS
+    assert all(m["Dimensions"] == [{"Name": "CollectorId", "Value": "test-1"}] for m in listed)
+
+    ids = s3_post_ids(s3)
+    assert sorted(ids) == sorted(x_server.sent_ids) and len(ids) == 150
+    # counters go up as increases per sample: their sum is the process's total
+    assert sum(metric_values(cloudwatch, "PostsReceived", "Sum")) == 150
+    objects = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    assert sum(metric_values(cloudwatch, "BytesUploaded", "Sum")) == sum(o["Size"] for o in objects)
+    final = read_status(tmp_path)  # written at stop, after the last sample
+    assert final["upload_errors"] == 0 and x_server.connections == 1
+    assert sum(metric_values(cloudwatch, "UploadErrors", "Sum")) == 0
+    # the stop itself closes the stream (counted); nothing else did
+    assert sum(metric_values(cloudwatch, "Reconnects", "Sum")) == final["reconnects"] <= 1
+    assert set(metric_values(cloudwatch, "Healthy", "Minimum")) == {1.0}
+    assert min(metric_values(cloudwatch, "FilesPending", "Minimum")) == 0
+    assert min(metric_values(cloudwatch, "OldestPendingFileAge", "Minimum")) == 0
+    disk = os.statvfs(tmp_path)
+    free = 100.0 * disk.f_bavail / disk.f_blocks
+    published_free = metric_values(cloudwatch, "SpoolDiskFree", "Average")
+    assert published_free and all(abs(p - free) < 5 for p in published_free), (published_free, free)
+
+
+def test_a_cloudwatch_outage_keeps_samples_and_drops_the_oldest_first(
+    aws_env: MotoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "collector.cloudwatch")
+    proxy = OutageProxy(aws_env.port).start()
+    cfg = parse_config(
+        {
+            "collector_id": "outage-1",
+            "s3": {"bucket": BUCKET},
+            "cloudwatch": {"enabled": True, "endpoint_url": proxy.url},
+        }
+    )
+    metrics = Metrics()
+    start = time.time() - 600
+    ticks = iter(range(100))
+    sample_times: list[float] = []
+
+    def clock() -> float:
+        sample_times.append(start + 60 * next(ticks))
+        return sample_times[-1]
+
+    posts = iter(range(10, 1000, 10))  # 10, 20, 30... received by each sample
+    publisher = CloudWatchPublisher(
+        "outage-1",
+        lambda: {"posts_received": next(posts), "connection": "connected"},
+        metrics,
+        make_client(cfg),
+        clock=clock,
+    )
+    publisher.max_samples = 3
+    try:
+        proxy.down = True
+        for _ in range(5):
+            publisher.sample()
+            assert publisher.publish() is False
+        assert proxy.refused >= 5
+        assert metrics.snapshot()["cloudwatch_dropped"] == 2  # 5 samples, 3 kept
+        assert "endpoint URL" in metrics.snapshot()["cloudwatch_last_error"]
+        warnings = [r for r in caplog.records if "PutMetricData failed" in r.getMessage()]
+        assert len(warnings) == 1  # the first failure; then at most one every 5 minutes
+        proxy.down = False
+        assert publisher.publish() is True
+        assert metrics.snapshot()["cloudwatch_last_error"] is None
+        assert any("accepts metrics again" in r.getMessage() for r in caplog.records)
+    finally:
+        proxy.stop()
+
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=aws_env.url, region_name="us-east-1")
+    stats = cloudwatch.get_metric_statistics(
+        Namespace="TwitterSnake",
+        MetricName="PostsReceived",
+        Dimensions=[{"Name": "CollectorId", "Value": "outage-1"}],
+        StartTime=datetime.fromtimestamp(start - 60, UTC),
+        EndTime=datetime.now(UTC),
+        Period=60,
+        Statistics=["Sum"],
+    )["Datapoints"]
+    # the two oldest samples were dropped; the three kept arrive with their own minutes
+    kept = sorted((p["Timestamp"].timestamp(), p["Sum"]) for p in stats)
+    assert [value for _, value in kept] == [10.0, 10.0, 10.0]
+    for (bucket, _), sampled in zip(kept, sample_times[2:5], strict=True):
+        assert bucket <= sampled < bucket + 60
+
+
+@pytest.fixture
+def refusing_cloudwatch(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+    """A moto server that enforces IAM and knows no user: every call is refused (HTTP 403)."""
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+    server = MotoServer()
+    server.start()
+    monkeypatch.delenv("INITIAL_NO_AUTH_ACTION_COUNT")
+    yield server
+    server.stop()
+
+
+def test_cloudwatch_refusing_every_call_costs_no_post_and_no_time(
+    tmp_path: Path, x_server: FakeXServer, s3, refusing_cloudwatch: MotoServer
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(
+        tmp_path,
+        x_server.url,
+        s3_endpoint=os.environ["AWS_ENDPOINT_URL"],
+        max_seconds=0.5,
+        extra=cloudwatch_toml(refusing_cloudwatch.url, interval=0.2),
+    )
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: x_server.connections == 1, 20)
+        wait_until(lambda: read_status(tmp_path).get("cloudwatch_last_error"), 20)
+        x_server.count = 300
+        sent_at = time.monotonic()
+        wait_until(lambda: len(s3_post_ids(s3)) >= 300, 40, 0.2)
+        shipped_in = time.monotonic() - sent_at
+        status = read_status(tmp_path)
+    finally:
+        assert collector.stop() == 0
+    assert sorted(s3_post_ids(s3)) == sorted(x_server.sent_ids)
+    # 300 posts at the stand-in's pace, sealed every 0.5 s: CloudWatch's refusals (one every
+    # 0.2 s) hold nothing up.
+    assert shipped_in < 15, shipped_in
+    assert status["connection"] == "connected" and status["upload_errors"] == 0
+    assert re.search(r"ClientError: .*(403|InvalidClientTokenId)", status["cloudwatch_last_error"])
+    warnings = re.findall(r"CloudWatch PutMetricData failed", collector.log)
+    assert len(warnings) == 1, collector.log[-3000:]
