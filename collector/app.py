@@ -32,7 +32,7 @@ class Fatal(Exception):
 
 
 def _check_bucket(shipper) -> None:
-    from collector.uploader import BucketMissing, S3Unavailable
+    from collector.s3sink import BucketMissing, S3Unavailable
 
     try:
         shipper.check_bucket()

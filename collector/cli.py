@@ -10,6 +10,7 @@ import sys
 
 from collector.config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_bearer_token
 from collector.layout import SpoolDirs
+from collector.redact import SECRETS
 
 log = logging.getLogger("collector")
 
@@ -17,21 +18,17 @@ EX_CONFIG = 78
 
 
 class RedactingFormatter(logging.Formatter):
-    """Replaces every known secret in a formatted record, tracebacks included."""
+    """Replaces every known secret (collector.redact.SECRETS) in a record, tracebacks included."""
 
-    def __init__(self, fmt: str) -> None:
-        super().__init__(fmt)
-        self.secrets: set[str] = set()
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return SECRETS.secrets
 
     def add_secret(self, secret: str | None) -> None:
-        if secret and len(secret) >= 4:
-            self.secrets.add(secret)
+        SECRETS.add(secret)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self.secrets:
-            text = text.replace(secret, "[REDACTED]")
-        return text
+        return SECRETS.scrub(super().format(record))
 
 
 _formatter = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -51,8 +48,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 def _fail(message: str, code: int = EX_CONFIG) -> int:
     # One line a supervisor log shows as is; secrets are scrubbed like every log line.
-    for secret in _formatter.secrets:
-        message = message.replace(secret, "[REDACTED]")
+    message = SECRETS.scrub(message)
     print(f"collector: error: {message}", file=sys.stderr, flush=True)
     return code
 
@@ -116,12 +112,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _check_s3(cfg: Config) -> tuple[bool, str, str]:
-    from collector.layout import SpoolDirs as _Dirs
-    from collector.metrics import Metrics
-    from collector.uploader import BucketMissing, S3Unavailable, Shipper
+    from collector.s3sink import BucketMissing, S3Sink, S3Unavailable
 
     try:
-        Shipper(cfg, _Dirs(cfg.spool.dir), Metrics()).check_bucket()
+        S3Sink(cfg).check_bucket()
     except (BucketMissing, S3Unavailable) as exc:
         return False, "S3 bucket", str(exc)
     return True, "S3 bucket", f"s3://{cfg.s3.bucket}/{cfg.s3.prefix} reachable"
