@@ -1,4 +1,4 @@
-"""`python -m collector run|check|status|rules|report --config PATH`."""
+"""`python -m collector run|check|status|rules|report|export --config PATH`."""
 
 from __future__ import annotations
 
@@ -213,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "report", help="HTML report of a period (collector report --help)", add_help=False
     )
+    sub.add_parser(
+        "export",
+        help="a period's posts as Parquet or CSV, one row each (collector export --help)",
+        add_help=False,
+    )
     return parser
 
 
@@ -223,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         from collector import report
 
         return report.main(argv[1:])
+    if argv[:1] == ["export"]:
+        from collector import export
+
+        return export.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

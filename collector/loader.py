@@ -238,18 +238,43 @@ def _read_json(files: list[Path], columns: dict[str, str] | None = None) -> str:
     )
 
 
-def _insert(con: duckdb.DuckDBPyConnection, files: list[Path], period: Period) -> None:
+@dataclass(frozen=True)
+class Projection:
+    """What to read from each stream message and the table it becomes.
+
+    json_columns: read_json's `columns` (every other field is skipped while parsing);
+    table: the table's column definitions, `id` and `file` among them; select: the SELECT
+    list over read_json's output (`data`, `includes`, `matching_rules`, `dt`, `hour`,
+    `filename`), in the table's column order.
+    """
+
+    json_columns: dict[str, str]
+    table: str
+    select: str
+
+
+# The report's `posts` table (POSTS_COLUMNS).
+REPORT_PROJECTION = Projection(
+    _JSON_COLUMNS,
+    POSTS_COLUMNS,
+    f"""data.id, data.created_at, data.lang, data.author_id, {AUTHOR_USERNAME_SQL},
+        {POST_TYPE_SQL},
+        list_transform(data.entities.hashtags, lambda h: lower(h.tag)),
+        list_transform(data.entities.mentions, lambda m: m.username),
+        {DOMAINS_SQL},
+        list_transform(matching_rules, lambda r: coalesce(r.tag, r.id)),
+        dt, hour, filename""",
+)
+
+
+def _insert(
+    con: duckdb.DuckDBPyConnection, files: list[Path], period: Period, projection: Projection
+) -> None:
     con.execute(
         f"""
         INSERT INTO raw_lines
-        SELECT data.id, data.created_at, data.lang, data.author_id, {AUTHOR_USERNAME_SQL},
-               {POST_TYPE_SQL},
-               list_transform(data.entities.hashtags, lambda h: lower(h.tag)),
-               list_transform(data.entities.mentions, lambda m: m.username),
-               {DOMAINS_SQL},
-               list_transform(matching_rules, lambda r: coalesce(r.tag, r.id)),
-               dt, hour, filename
-        FROM {_read_json(files)}
+        SELECT {projection.select}
+        FROM {_read_json(files, projection.json_columns)}
         WHERE data.id IS NULL OR (data.created_at >= ? AND data.created_at < ?)
         """,
         [period.start, period.end],
@@ -261,19 +286,29 @@ def _insert(con: duckdb.DuckDBPyConnection, files: list[Path], period: Period) -
 _FILE_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
 
 
-def load_posts(con: duckdb.DuckDBPyConnection, files: list[Path], period: Period) -> LoadResult:
-    """Create table `posts` (POSTS_COLUMNS) from `files`; report, never raise on, bad files."""
-    con.execute(f"CREATE OR REPLACE TABLE raw_lines ({POSTS_COLUMNS})")
+def load_posts(
+    con: duckdb.DuckDBPyConnection,
+    files: list[Path],
+    period: Period,
+    projection: Projection = REPORT_PROJECTION,
+) -> LoadResult:
+    """Create table `posts` (POSTS_COLUMNS) from `files`; report, never raise on, bad files.
+
+    Posts whose created_at is outside the period are left out; a line that is not one JSON
+    data message and an object that cannot be read (truncated gzip...) are counted in
+    LoadResult.skipped and logged, the rest still loads.
+    """
+    con.execute(f"CREATE OR REPLACE TABLE raw_lines ({projection.table})")
     result = LoadResult(files=len(files))
     if files:
         try:
-            _insert(con, files, period)
+            _insert(con, files, period, projection)
         except _FILE_ERRORS:
             # A corrupt file (truncated gzip...) fails the whole scan: find it file by file.
             con.execute("DELETE FROM raw_lines")
             for path in files:
                 try:
-                    _insert(con, [path], period)
+                    _insert(con, [path], period, projection)
                 except _FILE_ERRORS as error:
                     reason = str(error).splitlines()[0]
                     log.warning("skipping %s: %s", path, reason)

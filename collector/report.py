@@ -444,6 +444,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
 
 
+def period_objects(
+    source: Source, period: Period, args: argparse.Namespace
+) -> tuple[list[Path] | None, loader.CacheSync | None]:
+    """The period's objects in the local cache (downloaded first unless --offline).
+
+    (None, None) after printing one line when S3 refuses or cannot be reached.
+    """
+    cache_dir = args.cache_dir or loader.default_cache_dir()
+    if args.offline:
+        return loader.cached_files(cache_dir, source.bucket, source.prefix, period), None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        sync = loader.sync_cache(
+            _s3_client(source), source.bucket, source.prefix, period, cache_dir,
+            progress=not args.no_progress,
+        )  # fmt: skip
+    except (BotoCoreError, ClientError) as error:
+        print(f"error: s3://{source.bucket}: {error} (--offline uses the cache)", file=sys.stderr)
+        return None, None
+    return sync.paths, sync
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
@@ -452,24 +475,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 78
-    cache_dir = args.cache_dir or loader.default_cache_dir()
-    sync = None
-    if args.offline:
-        files = loader.cached_files(cache_dir, source.bucket, source.prefix, period)
-    else:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            sync = loader.sync_cache(
-                _s3_client(source), source.bucket, source.prefix, period, cache_dir,
-                progress=not args.no_progress,
-            )  # fmt: skip
-        except (BotoCoreError, ClientError) as error:
-            print(
-                f"error: s3://{source.bucket}: {error} (--offline uses the cache)", file=sys.stderr
-            )
-            return 1
-        files = sync.paths
+    files, sync = period_objects(source, period, args)
+    if files is None:
+        return 1
     con = loader.connect(memory_limit=args.memory_limit)
     result = loader.load_posts(con, files, period)
     figures = compute_figures(con, period, args.gap_minutes, args.top) if result.posts else None

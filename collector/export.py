@@ -1,0 +1,211 @@
+"""`collector export`: the posts of a period as one flat table, in Parquet or CSV, for pandas or R.
+
+    python -m collector export --config collector.toml --since 24h --format parquet --out posts/
+    python -m collector export --config collector.toml --from 2026-11-27 --to 2026-11-28 \\
+        --format csv --out posts.csv
+
+Same path as the report: the period's S3 objects -> local cache -> DuckDB (collector.loader),
+then DuckDB's COPY writes the file. One row per post (a post the stream delivered twice, or
+that two objects hold, is one row), ordered by created_at then id. `--out` ending in `.parquet`
+or `.csv` is one file; anything else is a folder with one `dt=YYYY-MM-DD/` sub-folder per UTC
+day of created_at (Hive partitioning, which pandas, arrow and DuckDB read as a column).
+
+Columns (EXPORT_COLUMNS), from the X API v2 post object
+(https://docs.x.com/x-api/fundamentals/data-dictionary#tweet): id, created_at (UTC),
+author_id, author_username (the `includes.users` entry whose id is author_id), text, lang,
+conversation_id, post_type (original | reply | quote | repost, see loader.POST_TYPE_SQL),
+in_reply_to_id, quoted_id, reposted_id (data.referenced_tweets ids of type replied_to, quoted,
+retweeted), in_reply_to_user_id, the public_metrics counts (retweet_count, reply_count,
+like_count, quote_count, bookmark_count, impression_count: null when X did not send them),
+hashtags, mentions (usernames), urls (expanded), rule_ids and rule_tags (matching_rules).
+Lists are Parquet lists; in CSV they are JSON arrays (`["a","b"]`) and created_at is ISO 8601
+with a `Z`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+from collector import loader, report
+from collector.loader import Projection
+
+log = logging.getLogger(__name__)
+
+_REF = "list_filter(data.referenced_tweets, lambda r: r.type = '{kind}')[1].id"
+_METRICS = (
+    "retweet_count",
+    "reply_count",
+    "like_count",
+    "quote_count",
+    "bookmark_count",
+    "impression_count",
+)
+
+EXPORT_PROJECTION = Projection(
+    json_columns={
+        "data": "STRUCT(id VARCHAR, created_at TIMESTAMPTZ, text VARCHAR, lang VARCHAR, "
+        "author_id VARCHAR, conversation_id VARCHAR, in_reply_to_user_id VARCHAR, "
+        "referenced_tweets STRUCT(type VARCHAR, id VARCHAR)[], "
+        f"public_metrics STRUCT({', '.join(f'{m} BIGINT' for m in _METRICS)}), "
+        "entities STRUCT(hashtags STRUCT(tag VARCHAR)[], mentions STRUCT(username VARCHAR)[], "
+        "urls STRUCT(url VARCHAR, expanded_url VARCHAR)[]))",
+        "includes": "STRUCT(users STRUCT(id VARCHAR, username VARCHAR)[])",
+        "matching_rules": "STRUCT(id VARCHAR, tag VARCHAR)[]",
+    },
+    table=f"""
+        id VARCHAR, created_at TIMESTAMPTZ, author_id VARCHAR, author_username VARCHAR,
+        text VARCHAR, lang VARCHAR, conversation_id VARCHAR, post_type VARCHAR,
+        in_reply_to_id VARCHAR, quoted_id VARCHAR, reposted_id VARCHAR,
+        in_reply_to_user_id VARCHAR, {", ".join(f"{m} BIGINT" for m in _METRICS)},
+        hashtags VARCHAR[], mentions VARCHAR[], urls VARCHAR[],
+        rule_ids VARCHAR[], rule_tags VARCHAR[], dt DATE, hour INTEGER, file VARCHAR
+    """,
+    select=f"""data.id, data.created_at, data.author_id, {loader.AUTHOR_USERNAME_SQL},
+        data.text, data.lang, data.conversation_id, {loader.POST_TYPE_SQL},
+        {_REF.format(kind="replied_to")}, {_REF.format(kind="quoted")},
+        {_REF.format(kind="retweeted")}, data.in_reply_to_user_id,
+        {", ".join(f"data.public_metrics.{m}" for m in _METRICS)},
+        list_transform(data.entities.hashtags, lambda h: h.tag),
+        list_transform(data.entities.mentions, lambda m: m.username),
+        list_transform(data.entities.urls, lambda u: coalesce(u.expanded_url, u.url)),
+        list_transform(matching_rules, lambda r: r.id),
+        list_transform(matching_rules, lambda r: r.tag),
+        dt, hour, filename""",
+)
+
+EXPORT_COLUMNS = (
+    "id created_at author_id author_username text lang conversation_id post_type "
+    "in_reply_to_id quoted_id reposted_id in_reply_to_user_id "
+    + " ".join(_METRICS)
+    + " hashtags mentions urls rule_ids rule_tags"
+).split()
+_LIST_COLUMNS = ("hashtags", "mentions", "urls", "rule_ids", "rule_tags")
+FORMATS = ("parquet", "csv")
+
+
+def _rows_sql(fmt: str, partitioned: bool) -> str:
+    """One row per post (the first copy by object name), ordered by created_at then id."""
+    columns = []
+    for name in EXPORT_COLUMNS:
+        if fmt == "csv" and name in _LIST_COLUMNS:
+            columns.append(f"to_json({name}) AS {name}")
+        elif fmt == "csv" and name == "created_at":
+            columns.append("strftime(created_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS created_at")
+        else:
+            columns.append(name)
+    if partitioned:
+        columns.append("created_at::DATE AS dt")
+    return (
+        f"SELECT {', '.join(columns)} FROM posts "
+        "QUALIFY row_number() OVER (PARTITION BY id ORDER BY file) = 1 "
+        "ORDER BY posts.created_at, id"
+    )
+
+
+def is_single_file(out: Path, fmt: str) -> bool:
+    return out.suffix.lower() == f".{fmt}"
+
+
+def write(con, out: Path, fmt: str) -> int:
+    """COPY the `posts` table (EXPORT_PROJECTION) to `out`; returns the rows written.
+
+    A single file is written under a temporary name and renamed, so a reader never sees a
+    partial one. A folder must not exist yet or be empty (ValueError otherwise).
+    """
+    options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER"
+    if is_single_file(out, fmt):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.part")
+        rows = _copy(con, _rows_sql(fmt, partitioned=False), tmp, options)
+        os.replace(tmp, out)
+        return rows
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(
+            f"--out {out}: exists and is not an empty folder "
+            f"(give a new folder, or a file name ending in .{fmt})"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return _copy(con, _rows_sql(fmt, partitioned=True), out, f"{options}, PARTITION_BY (dt)")
+
+
+def _copy(con, query: str, target: Path, options: str) -> int:
+    quoted = str(target).replace("'", "''")
+    return con.execute(f"COPY ({query}) TO '{quoted}' ({options})").fetchall()[0][0]
+
+
+# ---------------------------------------------------------------- command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="the collector's TOML config")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument(
+        "--since", help=f"period ending now, e.g. 90m, 24h, 7d (default {report.DEFAULT_SINCE})"
+    )
+    when.add_argument("--from", dest="from_time", help="period start, ISO 8601 (UTC if no zone)")
+    parser.add_argument("--to", dest="to_time", help="period end, ISO 8601 (default now)")
+    parser.add_argument("--format", choices=FORMATS, default="parquet", help="default parquet")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="a file ending in .parquet/.csv, or a folder (one dt=YYYY-MM-DD/ per day)",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="object cache (default ~/.cache/twittersnake)"
+    )
+    parser.add_argument("--offline", action="store_true", help="use the cache only, no S3 call")
+    parser.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit (default 1GB)")
+    parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    try:
+        source = report.read_source(args.config)
+        period = report.period_from_args(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 78
+    files, sync = report.period_objects(source, period, args)
+    if files is None:
+        return 1
+    con = loader.connect(memory_limit=args.memory_limit)
+    result = loader.load_posts(con, files, period, EXPORT_PROJECTION)
+    try:
+        rows = write(con, args.out, args.format)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 78
+    except (OSError, duckdb.IOException) as error:
+        print(f"error: --out {args.out}: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 1
+    for skipped in result.skipped:
+        what = "object" if skipped.lines is None else f"{skipped.lines} line(s) of"
+        print(f"skipped {what} {skipped.file}: {skipped.reason}", file=sys.stderr)
+    print(
+        f"{args.out}: {rows} posts ({result.posts - rows} duplicates left out), "
+        f"{len(EXPORT_COLUMNS)} columns, {args.format}, from {result.files} objects"
+        + (f" ({sync.downloaded} downloaded, {sync.cached} cached)" if sync else " (offline)")
+        + f", {result.skipped_files} objects and {result.skipped_lines} lines skipped,"
+        f" {time.monotonic() - started:.1f} s"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="collector export", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
