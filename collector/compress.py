@@ -16,29 +16,26 @@ Memory stays bounded (CHUNK) whatever the file size.
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import os
 from pathlib import Path
 from typing import BinaryIO
 
-import zstandard
-
-from collector.layout import EXTENSIONS, SpoolDirs, atomic_write, fsync_dir
+from collector.codecs import DATA_SUFFIXES, Codec, codec_named
+from collector.layout import SpoolDirs, atomic_write, fsync_dir
 
 CHUNK = 1 << 20  # 1 MiB: codec calls release the GIL on large buffers
-CODECS = tuple(EXTENSIONS)
 
 
 def ready_name(sealed_name: str, codec: str) -> str:
     """`x.jsonl` -> `x.jsonl.gz` / `x.jsonl.zst` / `x.jsonl`."""
     stem = sealed_name.removesuffix(".jsonl")
-    return stem + EXTENSIONS[codec]
+    return stem + codec_named(codec).extension
 
 
 def sealed_stem(name: str) -> str:
     """The `.jsonl`-less stem shared by a sealed file and its ready counterpart."""
-    for ext in sorted(EXTENSIONS.values(), key=len, reverse=True):
+    for ext in DATA_SUFFIXES:  # longest first
         if name.endswith(ext):
             return name[: -len(ext)]
     return name
@@ -89,35 +86,16 @@ class _HashingWriter:
         self.handle.flush()
 
 
-def _encode(source: BinaryIO, sink: _HashingWriter, codec: str, level: int) -> None:
-    if codec == "gzip":
-        # mtime=0 and no file name: the same input always gives the same bytes
-        with gzip.GzipFile(
-            filename="", mode="wb", fileobj=sink, compresslevel=level, mtime=0
-        ) as gz:
-            while block := source.read(CHUNK):
-                gz.write(block)
-    elif codec == "zstd":
-        compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
-        with compressor.stream_writer(sink, closefd=False) as zst:
-            while block := source.read(CHUNK):
-                zst.write(block)
-    else:
-        raise ValueError(f"unknown codec {codec!r}")
-
-
-def _clamp_level(codec: str, level: int) -> int:
-    if codec == "gzip":
-        return min(max(level, 0), 9)
-    if codec == "zstd":
-        return min(max(level, -7), 22)
-    return level
+def _encode(source: BinaryIO, sink: _HashingWriter, codec: Codec, level: int) -> None:
+    with codec.writer(sink, codec.clamp(level)) as encoder:  # type: ignore[arg-type]
+        while block := source.read(CHUNK):
+            encoder.write(block)
 
 
 def already_ready(dirs: SpoolDirs, sealed_name: str) -> Path | None:
     """The ready file of any codec made from this sealed file (a crash between steps 3 and 4)."""
     stem = sealed_stem(sealed_name)
-    for ext in EXTENSIONS.values():
+    for ext in DATA_SUFFIXES:
         candidate = dirs.ready / (stem + ext)
         if candidate.exists():
             return candidate
@@ -133,10 +111,11 @@ def compress_file(sealed: Path, dirs: SpoolDirs, codec: str, level: int = 1) -> 
     if done is not None:
         _unlink_durably(sealed)
         return done
+    chosen = codec_named(codec)
     target = dirs.ready / ready_name(sealed.name, codec)
     partial = tmp_path(target)
     try:
-        if codec == "none":
+        if chosen.identity:
             # same bytes: hash, record, rename across folders (one file system) instead of copying
             atomic_write(sidecar_path(target), file_sha256(sealed).encode())
             os.replace(sealed, target)
@@ -145,7 +124,7 @@ def compress_file(sealed: Path, dirs: SpoolDirs, codec: str, level: int = 1) -> 
             return target
         with open(sealed, "rb") as source, open(partial, "wb") as out:
             sink = _HashingWriter(out)
-            _encode(source, sink, codec, _clamp_level(codec, level))
+            _encode(source, sink, chosen, level)
             out.flush()
             os.fsync(out.fileno())
         atomic_write(sidecar_path(target), b64(sink.digest.digest()).encode())

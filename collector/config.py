@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.layout import EXTENSIONS
+from collector.codecs import CODECS
 
 DEFAULT_CONFIG = Path("/etc/twittersnake/collector.toml")
 STREAMS = ("filter", "sample")
@@ -208,10 +208,16 @@ def parse_config(data: dict[str, Any], where: str = "config") -> Config:
     s3 = S3Config(**sections["s3"])
     if not s3.bucket:
         raise ConfigError(f"{where}: 's3.bucket' is required (the bucket objects are written to)")
-    if s3.compression not in EXTENSIONS:
-        choices = ", ".join(EXTENSIONS)
+    if s3.compression not in CODECS:
+        choices = ", ".join(CODECS)
         raise ConfigError(
             f"{where}: 's3.compression' must be one of {choices}, got {s3.compression!r}"
+        )
+    codec = CODECS[s3.compression]
+    if not codec.accepts(s3.compression_level):
+        raise ConfigError(
+            f"{where}: 's3.compression_level' for {codec.name} must be "
+            f"{codec.describe_levels()}, got {s3.compression_level!r}"
         )
     cloudwatch = CloudWatchConfig(**sections["cloudwatch"])
     _positive(where, "cloudwatch.interval_seconds", cloudwatch.interval_seconds)

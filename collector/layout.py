@@ -9,8 +9,8 @@ instant leaves every record in exactly one well-defined place:
     quarantine/  lines that are not one complete JSON object, kept for inspection
 
 A data file is named `{collector_id}-{YYYYMMDDTHHMMSSZ}-{seq:06d}.jsonl` in open/ and
-sealed/; in ready/ the codec's extension is appended (`.jsonl.gz`, `.jsonl.zst`, or
-`.jsonl` unchanged for "none"). The name alone determines the object key.
+sealed/; in ready/ the codec's extension replaces `.jsonl` (collector.codecs: `.jsonl.gz`,
+`.jsonl.zst`, or `.jsonl` unchanged for "none"). The name alone determines the object key.
 """
 
 from __future__ import annotations
@@ -21,9 +21,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-EXTENSIONS = {"gzip": ".jsonl.gz", "zstd": ".jsonl.zst", "none": ".jsonl"}
+from collector.codecs import DATA_SUFFIXES, EXTENSIONS  # noqa: F401  (EXTENSIONS: by name)
 
-_NAME = re.compile(r"^(?P<cid>.+)-(?P<ts>\d{8}T\d{6}Z)-(?P<seq>\d{6,})\.jsonl(?:\.gz|\.zst)?$")
+_NAME = re.compile(
+    r"^(?P<cid>.+)-(?P<ts>\d{8}T\d{6}Z)-(?P<seq>\d{6,})(?:"
+    + "|".join(re.escape(ext) for ext in DATA_SUFFIXES)
+    + ")$"
+)
 
 
 @dataclass(frozen=True)

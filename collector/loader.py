@@ -25,9 +25,10 @@ from pathlib import Path
 
 import duckdb
 
+from collector.codecs import DATA_SUFFIXES
+
 log = logging.getLogger(__name__)
 
-DATA_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".jsonl")
 # A file's partition is the receive time of its FIRST record; the file can hold posts for up
 # to rotate.max_seconds (default 300 s) more, so the hour before the period is listed too.
 PARTITION_MARGIN = timedelta(hours=1)

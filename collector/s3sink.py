@@ -32,6 +32,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from collector.codecs import codec_of
 from collector.compress import recorded_sha256
 from collector.layout import object_key
 from collector.redact import SECRETS
@@ -39,7 +40,6 @@ from collector.stages import Held
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPES = {".gz": "application/gzip", ".zst": "application/zstd"}
 # What a PUT can raise that means "S3 cannot be asked now": retried by the stage runner.
 S3_ERRORS: tuple[type[BaseException], ...] = (BotoCoreError, ClientError, OSError)
 
@@ -174,7 +174,7 @@ class S3Sink:
                     Bucket=self.bucket,
                     Key=key,
                     Body=body,
-                    ContentType=CONTENT_TYPES.get(path.suffix, "application/x-ndjson"),
+                    ContentType=codec_of(path.name).content_type,
                     ChecksumAlgorithm="SHA256",
                     IfNoneMatch="*",
                 )
