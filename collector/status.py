@@ -4,7 +4,9 @@ status.json fields (a contract for `collector status`, the report and operators)
     pid, collector_id, state (running|stopping|stopped), started_at, updated_at (ISO UTC),
     connection (connecting|connected|disconnected), connection_since (ISO), stream_url,
     posts_received, posts_per_second, bytes_received, error_messages, quarantined_lines,
-    reconnects, files_sealed, files_compressed, files_uploaded, bytes_uploaded, upload_errors,
+    reconnects, connects, keep_alives, http_errors, files_sealed, records_sealed,
+    spool_write_errors, files_compressed, compress_errors, files_uploaded, bytes_uploaded,
+    upload_errors,
     pending_files, oldest_pending_seconds, spool_disk_free_percent, cloudwatch_dropped,
     last_post_at, last_upload_at, last_upload_key, last_error, last_stream_error,
     cloudwatch_last_error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -12,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from collector.layout import SpoolDirs
+from collector.metrics import Metrics
+from collector.status import StatusReporter
 from tests.collector_support import (
     BUCKET,
     TOKEN,
@@ -21,6 +25,8 @@ from tests.collector_support import (
     write_config,
 )
 from tests.fakes.x_server import FakeXServer
+
+COLLECTOR = Path(__file__).resolve().parent.parent / "collector"
 
 
 @pytest.fixture
@@ -55,6 +61,10 @@ def test_status_of_a_running_collector_then_a_stopped_one(
         status = wait_until(caught_up, 30, 0.5)
         assert status["connection"] == "connected" and status["state"] == "running"
         assert status["quarantined_lines"] == 1 and status["healthy"] is True
+        assert status["records_sealed"] == 120 and status["connects"] == 1
+        assert status["keep_alives"] >= 1  # the stand-in sends one every second
+        for never in ("http_errors", "spool_write_errors", "compress_errors", "upload_errors"):
+            assert status[never] == 0, never
         assert status["last_upload_key"].startswith("tweets/dt=")
         assert status["last_post_at"] and status["last_upload_at"]
         human = run_cli("status", "--config", str(config))
@@ -98,3 +108,30 @@ def test_status_fails_when_disconnected_for_over_five_minutes(tmp_path: Path) ->
         stand_in.wait()
     time.sleep(0.1)
     assert run_cli("status", "--config", str(config)).returncode == 3  # pid gone
+
+
+def metric_names_in_code() -> dict[str, set[str]]:
+    """Names the collector's code passes to Metrics.incr / Metrics.set (`x.incr("name", ...)`)."""
+    found: dict[str, set[str]] = {"incr": set(), "set": set()}
+    for source in COLLECTOR.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in found
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                found[node.func.attr].add(node.args[0].value)
+    return found
+
+
+def test_every_counter_the_code_keeps_is_in_status_json(tmp_path: Path) -> None:
+    names = metric_names_in_code()
+    assert {"posts_received", "connects", "records_sealed"} <= names["incr"] | names["set"]
+    status = StatusReporter("test-1", SpoolDirs(tmp_path), Metrics()).write()
+    written = json.loads(SpoolDirs(tmp_path).status_file.read_text())
+    assert written == status
+    assert sorted(names["incr"] - set(written)) == []
+    assert sorted(names["set"] - set(written)) == []
