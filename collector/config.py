@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from collector.codecs import CODECS
+from collector.layout import DEFAULT_PREFIX, bucket_name_problem, normalize_prefix
 
 DEFAULT_CONFIG = Path("/etc/twittersnake/collector.toml")
 STREAMS = ("filter", "sample")
+# A file spanning more than two hour partitions hides posts from `dt=`/`hour=` queries.
+MAX_ROTATE_SECONDS = 3600
 _COLLECTOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -42,6 +45,9 @@ class XConfig:
     expansions: list[str] = field(default_factory=lambda: ["author_id"])
     user_fields: list[str] = field(default_factory=lambda: ["username", "public_metrics"])
     rules: list[Rule] = field(default_factory=list)
+    # X's rule length limit depends on the access level (512 characters up to 2048 on
+    # Enterprise); unset, X's own answer decides and is shown.
+    rule_max_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class RotateConfig:
 @dataclass(frozen=True)
 class S3Config:
     bucket: str = ""
-    prefix: str = "tweets"
+    prefix: str = DEFAULT_PREFIX  # normalized (collector.layout.normalize_prefix)
     region: str = "us-east-1"
     endpoint_url: str = ""
     compression: str = "gzip"
@@ -98,6 +104,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "expansions": (list, "a list of strings"),
         "user_fields": (list, "a list of strings"),
         "rules": (list, "an array of tables ([[x.rules]])"),
+        "rule_max_length": (int, "a positive integer (X's rule length limit for your access)"),
     },
     "spool": {"dir": (str, "a string (path)")},
     "rotate": {
@@ -160,7 +167,8 @@ def _check_section(where: str, section: str, table: dict[str, Any]) -> dict[str,
     return table
 
 
-def _rules(where: str, items: list[Any]) -> list[Rule]:
+def parse_rules(where: str, items: list[Any]) -> list[Rule]:
+    """[[x.rules]] tables as Rules; ConfigError names the entry and key that is wrong."""
     rules = []
     for index, item in enumerate(items):
         name = f"x.rules[{index}]"
@@ -178,19 +186,55 @@ def _rules(where: str, items: list[Any]) -> list[Rule]:
     return rules
 
 
+def rules_problems(
+    rules: list[Rule], stream: str = "filter", max_length: int | None = None
+) -> list[str]:
+    """What is wrong with a filtered stream's rules, one line each (empty when nothing is).
+
+    X refuses a value that is already live (DuplicateRule) and a value over the access
+    level's length limit; a filter stream with no rule gets 409 on every connection
+    (https://docs.x.com/x-api/posts/filtered-stream/introduction). The preflight role runs the
+    same checks on the inventory's rules (the `twittersnake_rules_problems` filter).
+    """
+    problems: list[str] = []
+    if stream == "filter" and not rules:
+        problems.append(
+            "'x.rules' is empty: a filter stream needs at least one rule "
+            "(X answers every connection with 409 while no rule is live)"
+        )
+    first_with: dict[str, int] = {}
+    for index, rule in enumerate(rules):
+        if rule.value in first_with:
+            problems.append(
+                f"'x.rules[{first_with[rule.value]}]' and 'x.rules[{index}]' have the same value "
+                f"{rule.value!r}: X refuses a duplicate rule value; merge them or change one"
+            )
+        else:
+            first_with[rule.value] = index
+        if max_length is not None and len(rule.value) > max_length:
+            problems.append(
+                f"'x.rules[{index}].value' is {len(rule.value)} characters, over "
+                f"x.rule_max_length = {max_length} (X's limit for your access level)"
+            )
+    return problems
+
+
 def _positive(where: str, name: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{where}: '{name}' must be positive, got {value}")
 
 
-def parse_config(data: dict[str, Any], where: str = "config") -> Config:
+def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = True) -> Config:
+    """The typed config; ConfigError names the key. streaming=False (the report) skips the rules."""
     top = _check_section(where, "", data)
     sections = {name: _check_section(where, name, top.get(name, {})) for name in _SECTIONS}
     x_table = dict(sections["x"])
-    rules = _rules(where, x_table.pop("rules", []))
+    rules = parse_rules(where, x_table.pop("rules", []))
     if "bearer_token_file" in x_table:
         x_table["bearer_token_file"] = Path(x_table["bearer_token_file"])
     x = XConfig(**x_table, rules=rules)
+    if x.rule_max_length is not None:
+        _positive(where, "x.rule_max_length", x.rule_max_length)
     if x.stream not in STREAMS:
         raise ConfigError(
             f"{where}: 'x.stream' must be one of {', '.join(STREAMS)}, got {x.stream!r}"
@@ -199,15 +243,33 @@ def parse_config(data: dict[str, Any], where: str = "config") -> Config:
         raise ConfigError(
             f"{where}: 'x.api_base_url' must be an http:// or https:// URL, got {x.api_base_url!r}"
         )
+    for problem in rules_problems(x.rules, x.stream, x.rule_max_length) if streaming else []:
+        raise ConfigError(f"{where}: {problem}")
     spool_table = dict(sections["spool"])
     if "dir" in spool_table:
         spool_table["dir"] = Path(spool_table["dir"])
     rotate = RotateConfig(**sections["rotate"])
     for name in ("max_records", "max_bytes", "max_seconds"):
         _positive(where, f"rotate.{name}", getattr(rotate, name))
-    s3 = S3Config(**sections["s3"])
-    if not s3.bucket:
-        raise ConfigError(f"{where}: 's3.bucket' is required (the bucket objects are written to)")
+    if rotate.max_seconds > MAX_ROTATE_SECONDS:
+        raise ConfigError(
+            f"{where}: 'rotate.max_seconds' must be at most {MAX_ROTATE_SECONDS} (one hour), "
+            f"got {rotate.max_seconds}: a longer file spans more than two hour partitions "
+            "and dt=/hour= queries miss its posts"
+        )
+    s3_table = dict(sections["s3"])
+    bucket_problem = bucket_name_problem(s3_table.get("bucket", ""))
+    if bucket_problem:
+        raise ConfigError(
+            f"{where}: 's3.bucket' {bucket_problem} "
+            "(https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html)"
+        )
+    if "prefix" in s3_table:
+        try:
+            s3_table["prefix"] = normalize_prefix(s3_table["prefix"])
+        except ValueError as exc:
+            raise ConfigError(f"{where}: 's3.prefix' {exc}") from None
+    s3 = S3Config(**s3_table)
     if s3.compression not in CODECS:
         choices = ", ".join(CODECS)
         raise ConfigError(
@@ -237,7 +299,7 @@ def parse_config(data: dict[str, Any], where: str = "config") -> Config:
     )
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
+def load_config(path: str | os.PathLike[str], streaming: bool = True) -> Config:
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -249,7 +311,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(f"{path}: config file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    config = parse_config(data, str(path))
+    config = parse_config(data, str(path), streaming)
     return Config(**{**config.__dict__, "path": path})
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 
 from collector.codecs import DATA_SUFFIXES
+from collector.layout import prefix_path
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,7 @@ def default_cache_dir() -> Path:
 
 
 def partition_prefix(prefix: str, hour: datetime) -> str:
-    partition = f"dt={hour:%Y-%m-%d}/hour={hour:%H}/"
-    prefix = prefix.strip("/")
-    return f"{prefix}/{partition}" if prefix else partition
+    return f"{prefix_path(prefix)}dt={hour:%Y-%m-%d}/hour={hour:%H}/"
 
 
 @dataclass

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from collector import loader
+from collector.layout import normalize_prefix
 from collector.loader import LoadResult, Period
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def read_source(config_path: Path) -> Source:
     except ImportError:  # the report works without the collector's own modules
         load_config = None
     if load_config is not None:
-        cfg = load_config(config_path)
+        cfg = load_config(config_path, streaming=False)  # rules do not matter here
         return Source(
             cfg.s3.bucket, cfg.s3.prefix, cfg.s3.region, cfg.s3.endpoint_url or "", cfg.spool.dir
         )
@@ -332,7 +333,7 @@ def render_html(
     gap_minutes: float,
     status: dict | None,
 ) -> str:
-    where = f"s3://{source.bucket}/{source.prefix.strip('/')}"
+    where = f"s3://{source.bucket}/{normalize_prefix(source.prefix)}"
     summary = [
         ["source", where],
         ["period", f"{_when(period.start)} to {_when(period.end)}"],
@@ -415,7 +416,7 @@ def _figure_tables(figures: Figures, gap_minutes: float) -> str:
 
 def empty_message(source: Source, period: Period, result: LoadResult) -> str:
     return (
-        f"No posts in s3://{source.bucket}/{source.prefix.strip('/')} between "
+        f"No posts in s3://{source.bucket}/{normalize_prefix(source.prefix)} between "
         f"{_when(period.start)} and {_when(period.end)} "
         f"({result.files} objects in the period's partitions, {result.skipped_files} skipped)."
     )

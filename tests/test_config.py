@@ -65,15 +65,19 @@ def test_the_issue_example_parses_into_typed_fields(tmp_path: Path) -> None:
     assert cfg.s3.bucket == "my-bucket" and cfg.s3.compression == "gzip"
 
 
-def test_only_the_bucket_is_required_and_collector_id_defaults_to_the_host_name(
+def test_only_the_bucket_and_a_rule_are_required_and_collector_id_defaults_to_the_host_name(
     tmp_path: Path,
 ) -> None:
     import socket
 
-    cfg = load_config(write(tmp_path, '[s3]\nbucket = "b"\n'))
+    cfg = load_config(write(tmp_path, '[[x.rules]]\nvalue = "python"\n[s3]\nbucket = "bkt"\n'))
     assert cfg.collector_id == socket.gethostname()
     assert cfg.x.stream == "filter" and cfg.rotate.max_records == 20000
-    assert "s3.bucket" in error_of(tmp_path, "[s3]\nprefix = 'p'\n")
+    assert cfg.s3.prefix == "raw" and cfg.x.rule_max_length is None
+    no_bucket = "[[x.rules]]\nvalue = 'python'\n[s3]\nprefix = 'p'\n"
+    assert "'s3.bucket' is required" in error_of(tmp_path, no_bucket)
+    sample = load_config(write(tmp_path, '[x]\nstream = "sample"\n[s3]\nbucket = "bkt"\n'))
+    assert sample.x.rules == []
 
 
 @pytest.mark.parametrize(
@@ -140,3 +144,101 @@ def test_cloudwatch_is_off_by_default_and_its_keys_are_checked(tmp_path: Path) -
     assert "'cloudwatch.interval_seconds' must be positive" in error_of(
         tmp_path, FULL + "[cloudwatch]\ninterval_seconds = 0\n"
     )
+
+
+# One test per input rule: the message names the key and says what is expected. ---------------
+
+BUCKET_RULES = [
+    ("s3://my-bucket", "without a scheme"),
+    ("My-Bucket", "lowercase letters"),
+    ("ab", "3-63 characters"),
+    ("a" * 64, "3-63 characters"),
+    ("-bucket", "begin and end with a letter or digit"),
+    ("bucket-", "begin and end with a letter or digit"),
+    ("my_bucket", "lowercase letters, digits, '.' and '-'"),
+    ("my..bucket", "two adjacent periods"),
+    ("192.168.5.4", "IP address"),
+    ("xn--bucket", "reserved prefix 'xn--'"),
+    ("sthree-bucket", "reserved prefix 'sthree-'"),
+    ("amzn-s3-demo-bucket", "reserved prefix 'amzn-s3-demo-'"),
+    ("bucket-s3alias", "reserved suffix '-s3alias'"),
+    ("bucket--ol-s3", "reserved suffix '--ol-s3'"),
+    ("bucket.mrap", "reserved suffix '.mrap'"),
+    ("bucket--x-s3", "reserved suffix '--x-s3'"),
+    ("bucket--table-s3", "reserved suffix '--table-s3'"),
+]
+
+
+@pytest.mark.parametrize(("bucket", "expected"), BUCKET_RULES)
+def test_a_bucket_name_aws_refuses_is_named_with_the_rule(
+    tmp_path: Path, bucket: str, expected: str
+) -> None:
+    message = error_of(tmp_path, FULL.replace('"my-bucket"', f'"{bucket}"'))
+    assert "'s3.bucket'" in message and expected in message
+    assert "bucketnamingrules.html" in message
+
+
+@pytest.mark.parametrize("bucket", ["abc", "my.bucket.name", "a" * 63, "1-bucket", "my-bucket-1"])
+def test_a_valid_bucket_name_is_accepted(tmp_path: Path, bucket: str) -> None:
+    assert (
+        load_config(write(tmp_path, FULL.replace('"my-bucket"', f'"{bucket}"'))).s3.bucket == bucket
+    )
+
+
+@pytest.mark.parametrize(
+    ("prefix", "normalized"),
+    [("tweets/", "tweets"), ("/tweets/", "tweets"), ("a/b/", "a/b"), ("", ""), ("/", "")],
+)
+def test_a_prefix_is_normalized_once_at_load(tmp_path: Path, prefix: str, normalized: str) -> None:
+    cfg = load_config(write(tmp_path, FULL.replace('prefix = "tweets"', f'prefix = "{prefix}"')))
+    assert cfg.s3.prefix == normalized
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        ("tweets//raw", "empty segment"),
+        ("tweets/*", "AWS's safe key characters"),
+        ("tw eets", "AWS's safe key characters"),
+        ("tweets/../x", "'..' segment"),
+        ("${aws:username}", "AWS's safe key characters"),
+    ],
+)
+def test_a_prefix_s3_keys_cannot_use_is_refused(tmp_path: Path, prefix: str, expected: str) -> None:
+    message = error_of(tmp_path, FULL.replace('prefix = "tweets"', f'prefix = "{prefix}"'))
+    assert "'s3.prefix'" in message and expected in message
+
+
+def test_a_filter_stream_without_rules_is_refused(tmp_path: Path) -> None:
+    text = FULL.replace('[[x.rules]]\nvalue = "python lang:en"\ntag = "python"\n', "")
+    message = error_of(tmp_path, text)
+    assert "'x.rules' is empty" in message and "409" in message
+
+
+def test_two_rules_with_the_same_value_name_both_entries(tmp_path: Path) -> None:
+    text = FULL.replace(
+        'tag = "python"\n',
+        'tag = "python"\n[[x.rules]]\nvalue = "rust"\n'
+        '[[x.rules]]\nvalue = "python lang:en"\ntag = "py2"\n',
+    )
+    message = error_of(tmp_path, text)
+    assert "'x.rules[0]' and 'x.rules[2]'" in message and "'python lang:en'" in message
+    assert "duplicate rule value" in message
+
+
+def test_a_rule_over_rule_max_length_is_refused_when_set(tmp_path: Path) -> None:
+    long_rule = FULL.replace('value = "python lang:en"', f'value = "{"a" * 513}"')
+    assert load_config(write(tmp_path, long_rule)).x.rules[0].value == "a" * 513  # X decides
+    limited = long_rule.replace('stream = "filter"', 'stream = "filter"\nrule_max_length = 512')
+    message = error_of(tmp_path, limited)
+    assert "'x.rules[0].value' is 513 characters" in message
+    assert "x.rule_max_length = 512" in message
+    zero = FULL.replace('stream = "filter"', 'stream = "filter"\nrule_max_length = 0')
+    assert "'x.rule_max_length' must be positive" in error_of(tmp_path, zero)
+
+
+def test_rotate_max_seconds_over_an_hour_is_refused(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, FULL.replace("max_seconds = 300", "max_seconds = 3600")))
+    message = error_of(tmp_path, FULL.replace("max_seconds = 300", "max_seconds = 3601"))
+    assert "'rotate.max_seconds' must be at most 3600" in message
+    assert "hour partitions" in message

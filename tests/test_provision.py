@@ -216,7 +216,14 @@ def test_lost_secret_stops_and_rotation_leaves_one_key(moto_server, tmp_path):
     [
         ({"network_admin_cidrs": []}, "network_admin_cidrs is empty"),
         ({"network_admin_cidrs": ["0.0.0.0/0"]}, "opens SSH to the world"),
-        ({"twittersnake_bucket": "Bad_Bucket"}, "is not a valid S3 bucket name"),
+        ({"twittersnake_bucket": "Bad_Bucket"}, "twittersnake_bucket may hold only lowercase"),
+        ({"twittersnake_bucket": "s3://bucket"}, "twittersnake_bucket must be a bare bucket name"),
+        ({"twittersnake_prefix": "tweets//raw"}, "twittersnake_prefix must not contain an empty"),
+        (
+            {"collector_x_rules": [{"value": "a", "tag": "x"}, {"value": "a", "tag": "y"}]},
+            "'collector_x_rules[0]' and 'collector_x_rules[1]' have the same value 'a'",
+        ),
+        ({"collector_x_rules": []}, "'collector_x_rules' is empty"),
         ({"aws_region": "mars-north-1"}, "is not a known AWS region"),
         ({"vault_x_bearer_token": ""}, "vault_x_bearer_token is missing"),
         (
