@@ -180,6 +180,12 @@ def test_reruns_and_check_mode_change_nothing(provisioned):
     assert len(runner.client("iam").list_access_keys(UserName=USER)["AccessKeyMetadata"]) == 1
 
 
+def test_without_alerts_email_no_topic_and_no_alarm_exist(provisioned):
+    runner, _, _ = provisioned
+    assert runner.client("sns").list_topics()["Topics"] == []
+    assert runner.client("cloudwatch").describe_alarms()["MetricAlarms"] == []
+
+
 def test_verbose_output_never_shows_secrets(provisioned):
     runner, runs, _ = provisioned
     secret = re.search(r"collector_aws_secret_access_key: (\S+)", runner.creds.read_text()).group(1)
