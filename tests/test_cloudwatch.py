@@ -146,6 +146,7 @@ def test_a_cloudwatch_outage_keeps_samples_and_drops_the_oldest_first(
     cfg = parse_config(
         {
             "collector_id": "outage-1",
+            "x": {"rules": [{"value": "python", "tag": "python"}]},
             "s3": {"bucket": BUCKET},
             "cloudwatch": {"enabled": True, "endpoint_url": proxy.url},
         }
