@@ -20,7 +20,6 @@ AWS: https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMet
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from collector.metrics import COUNTER, PUBLISHED, Metric, Metrics
+from collector.redact import SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ DIMENSION = "CollectorId"
 MAX_DATUMS_PER_CALL = 1000
 ERROR_LOG_SECONDS = 300.0
 FINAL_PUBLISH_SECONDS = 3.0  # the last sample at stop; never holds the exit longer
-_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 
 
 def make_client(cfg):
@@ -51,17 +50,14 @@ def make_client(cfg):
         read_timeout=10,
         retries={"max_attempts": 2, "mode": "standard"},
     )
-    return boto3.session.Session().client(
+    client = boto3.session.Session().client(
         "cloudwatch",
         region_name=cfg.cloudwatch.region or None,
         endpoint_url=cfg.cloudwatch.endpoint_url or None,
         config=config,
     )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return _ACCESS_KEY_ID.sub("[REDACTED]", text)[:400]
+    SECRETS.add_aws_credentials(client)
+    return client
 
 
 class CloudWatchPublisher:
@@ -151,7 +147,7 @@ class CloudWatchPublisher:
         return True
 
     def _failed(self, exc: BaseException) -> None:
-        message = _one_line(exc)
+        message = SECRETS.one_line(exc)
         now = time.monotonic()
         self._failures += 1
         self.metrics.set("cloudwatch_last_error", message)
@@ -179,8 +175,14 @@ class CloudWatchPublisher:
         """Publish every `interval` until `stop` is set, then publish a last sample."""
 
         def loop() -> None:
-            while not stop.wait(self.interval):
+            # A fixed schedule, not `interval` after the previous call: a slow call must not
+            # shift later samples, or some minutes would get two samples and others none.
+            next_at = time.monotonic() + self.interval
+            while not stop.wait(max(0.0, next_at - time.monotonic())):
                 self._tick()
+                next_at += self.interval
+                if next_at < time.monotonic():  # calls slower than the interval: skip ahead
+                    next_at = time.monotonic() + self.interval
             self._tick()
 
         self._thread = threading.Thread(target=loop, name="cloudwatch", daemon=True)
