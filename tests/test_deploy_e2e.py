@@ -76,6 +76,10 @@ class Sandbox:
         out = self.ssh("supervisorctl pid twittersnake", check=False).strip()
         return int(out) if out.isdigit() else 0
 
+    def process_identity(self, pid: int) -> tuple[int, str]:
+        """(pid, start time in clock ticks since the kernel booted): unique across reboots."""
+        return pid, self.ssh(f"cut -d' ' -f22 /proc/{pid}/stat").strip()
+
     def state(self) -> str:
         out = self.ssh("supervisorctl status twittersnake", check=False).split()
         return out[1] if len(out) > 1 else ""
@@ -187,6 +191,19 @@ def test_site_yml_delivers_posts_to_the_bucket(sandbox):
     assert all(i.isdigit() for i in ids)
 
 
+def test_systemd_is_pid_1_and_starts_supervisord_enabled_at_boot(sandbox):
+    pid = sandbox.wait_running()
+    assert sandbox.ssh("cat /proc/1/comm").strip() == "systemd"
+    assert sandbox.ssh("systemctl is-enabled supervisor").strip() == "enabled"
+    assert sandbox.ssh("systemctl is-active supervisor").strip() == "active"
+    # The collector's parent is supervisord, and that supervisord is the unit's main process.
+    parent = int(sandbox.ssh(f"ps -o ppid= -p {pid}"))
+    assert "supervisord" in sandbox.ssh(f"ps -o args= -p {parent}")
+    assert sandbox.ssh("systemctl show --property=MainPID --value supervisor").strip() == str(
+        parent
+    )
+
+
 def test_rerun_without_changes_changes_nothing_and_keeps_pid(sandbox):
     pid = sandbox.wait_running()
     result = sandbox.site()
@@ -264,6 +281,25 @@ def test_stop_leaves_an_empty_spool_with_everything_in_s3(sandbox):
     assert sent and not missing, f"{len(missing)} of {len(sent)} posts missing after stop"
     sandbox.ssh("supervisorctl start twittersnake")
     sandbox.wait_running()
+
+
+def test_reboot_while_streaming_loses_nothing_and_needs_no_ansible(sandbox):
+    pid = sandbox.wait_running()
+    process = sandbox.process_identity(pid)
+    sandbox.wait_for_posts(more_than=0)
+    sent = sandbox.sent_while_connected()
+    time.sleep(1.5)  # everything in `sent` left the server more than 1 s before the reboot
+    sandbox.world.reboot()
+    # supervisord and the collector come back by themselves (systemd, autostart), no Ansible.
+    new_pid = sandbox.wait_running(timeout=120)
+    # A fresh boot may hand out the same pid number: the process is new if its start differs.
+    assert sandbox.process_identity(new_pid) != process
+    missing = sandbox.missing_from_bucket(sent)
+    assert not missing, f"{len(missing)} of {len(sent)} posts sent before the reboot not in S3"
+    again = sandbox.site()
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert recap_changed(again.stdout) == 0, again.stdout[-5000:]
+    assert sandbox.pid() == new_pid
 
 
 def test_files_under_etc_twittersnake_have_private_modes(sandbox):

@@ -246,3 +246,50 @@ def test_bad_input_fails_in_preflight_and_touches_nothing(moto_server, tmp_path,
     assert message in proc.stdout
     assert "TASK [preflight : Stop on invalid inputs]" in proc.stdout
     assert all(not v for v in footprint(runner).values())
+
+
+def test_sandbox_inventory_provisions_unattended_on_a_fresh_checkout(moto_server, tmp_path):
+    """The README's command, in a copy of the tracked files: no key, no .sandbox/, no stdin."""
+    moto_server.reset()
+    checkout = tmp_path / "checkout"
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            (checkout / name).write_bytes((REPO / name).read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(ANSIBLE_CONFIG=str(checkout / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    command = [str(REPO / ".venv/bin/ansible-playbook"), "playbooks/provision.yml"]
+    command += ["-i", "inventory/sandbox", "-e", f"aws_endpoint_url={moto_server.url}"]
+
+    def provision() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            command,
+            cwd=checkout,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    first = provision()
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    key = checkout / ".sandbox/ssh/id_ed25519"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    ec2 = boto3.client(
+        "ec2",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    (pair,) = ec2.describe_key_pairs(IncludePublicKey=True)["KeyPairs"]
+    assert pair["PublicKey"].split()[1] == key.with_suffix(".pub").read_text().split()[1]
+    again = provision()
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert recap(again.stdout)["changed"] == 0, again.stdout[-4000:]
+    assert key.with_suffix(".pub").read_text().split()[1] == pair["PublicKey"].split()[1]

@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -54,8 +55,12 @@ def test_root_login_is_refused(world):
     assert subprocess.run(command, capture_output=True, check=False).returncode != 0
 
 
-def test_instance_has_its_own_pid_namespace(world):
-    assert world.ssh("cat /proc/1/comm").stdout.strip() == "init"
+def test_instance_boots_systemd_as_pid_1_in_its_own_pid_namespace(world):
+    assert world.ssh("cat /proc/1/comm").stdout.strip() == "systemd"
+    # --wait: until the boot has finished; "degraded" would name a failed unit.
+    state = world.ssh("systemctl is-system-running --wait", check=False).stdout.strip()
+    assert state == "running", world.ssh("systemctl --failed --no-legend", check=False).stdout
+    assert world.ssh("systemctl is-active ssh").stdout.strip() == "active"
     host_pids = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
     instance_pids = {int(p) for p in world.ssh("ls /proc").stdout.split() if p.isdigit()}
     assert len(instance_pids) < 20 < len(host_pids)
@@ -95,6 +100,28 @@ def test_miniforge_stand_in_installs_conda_that_builds_an_environment(world):
     assert "/opt/conda-test/envs/t" in json.loads(result.stdout)["envs"]
 
 
+def test_reboot_boots_the_instance_again_and_returns_when_ssh_answers(world):
+    booted = world.ssh("ps -o lstart= -p 1").stdout.strip()
+    world.ssh("sudo touch /var/tmp/survives-reboot /run/gone-after-reboot")
+    world.reboot()
+    assert world.boots() == 2
+    assert world.ssh("ps -o lstart= -p 1").stdout.strip() != booted  # a new PID 1
+    assert world.ssh("cat /proc/1/comm").stdout.strip() == "systemd"
+    assert world.ssh("test -e /var/tmp/survives-reboot && ! test -e /run/gone-after-reboot")
+
+
+def test_ssh_command_line_runs_a_command_on_the_instance(world):
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.sandbox", "--state-dir", str(world.state_dir), "ssh"]
+        + ["systemctl is-system-running"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "running"), result.stderr
+
+
 def test_up_again_reuses_the_running_sandbox(world):
     before = world.status()["processes"]
     world.up()
@@ -105,8 +132,11 @@ def test_down_leaves_no_process_and_no_mount(world):
     state = json.loads(world.state_file.read_text())
     pids = [p["pid"] for p in state["processes"].values()]
     root = str(world.root)
+    cgroups = [Path(d) for d in state["cgroups"]]
+    assert cgroups and all((d / "cgroup.procs").read_text().strip() for d in cgroups)
     world.down()
     assert all(start_time(pid) is None for pid in pids)
+    assert not any(d.exists() for d in cgroups)  # every process of the instance is gone
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             with contextlib.suppress(OSError):

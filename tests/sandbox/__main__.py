@@ -1,4 +1,4 @@
-"""python -m tests.sandbox up|down|status|report|ssh (see tests/sandbox/__init__.py)."""
+"""python -m tests.sandbox up|down|status|report|ssh|reboot (see tests/sandbox/__init__.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.sandbox.world import Ports, Sandbox, SandboxError
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.sandbox", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "report", "ssh"])
+    parser.add_argument("command", choices=["up", "down", "status", "report", "ssh", "reboot"])
     parser.add_argument("rest", nargs="*", help="ssh: the command to run on the instance")
     parser.add_argument("--state-dir", type=Path, default=paths.DEFAULT_STATE_DIR)
     defaults = Ports.defaults()
@@ -51,6 +51,8 @@ def main(argv: list[str]) -> int:
         elif args.command == "status":
             print(json.dumps(world.status(), indent=2))
             return 0 if world.running() else 3
+        elif args.command == "reboot":
+            world.reboot()
         elif args.command == "ssh":
             command = world.ssh_command(" ".join(args.rest))
             os.execvp(command[0], command)

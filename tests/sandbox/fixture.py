@@ -33,7 +33,7 @@ def require_sandbox_prerequisites() -> None:
     from tests.conftest import require
 
     require(sys.platform == "linux", "the sandbox runs on Linux only")
-    require(os.geteuid() == 0, "the sandbox needs root (debootstrap, unshare, chroot)")
+    require(os.geteuid() == 0, "the sandbox needs root (debootstrap, systemd-nspawn)")
     missing = [tool for tool in NEEDED_TOOLS if shutil.which(tool) is None]
     require(not missing, f"the sandbox needs {' '.join(missing)} (make debian-packages)")
 

@@ -1,8 +1,9 @@
 """The instance's Debian 12 root: built with debootstrap once, cached as a tarball, extracted.
 
-The cached root looks like a fresh cloud image: user `ubuntu` with passwordless sudo, sshd,
-python3 (+ venv, apt bindings), git, and apt sources on the Debian mirror. What differs per
-sandbox (ssh port, authorized key, host keys, hostname) is written at `up` time.
+The cached root looks like a fresh cloud image: systemd (booted as PID 1 by systemd-nspawn, see
+boot.py), user `ubuntu` with passwordless sudo, sshd enabled, python3 (+ venv, apt bindings),
+git, and apt sources on the Debian mirror, no machine id yet. What differs per sandbox (ssh port,
+authorized key, host keys, machine id, hostname) is written at `up` time.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import shutil
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 from tests.sandbox import paths
@@ -30,8 +32,13 @@ PACKAGES = [
     "iproute2",
     "acl",
     "locales",
+    # systemd as PID 1, as on the EC2 instance (booted by systemd-nspawn); dbus for logind.
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "libpam-systemd",
 ]
-BUILD_REVISION = "1"  # bump when the build steps below change
+BUILD_REVISION = "3"  # bump when the build steps below change
 
 APT_SOURCES = f"""Types: deb
 URIs: {MIRROR}
@@ -67,6 +74,9 @@ def configure_image(root: Path) -> None:
     sudoers.chmod(0o440)
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
+    # Like a cloud image: each host gets its own id (personalise), none is baked in.
+    (root / "etc/machine-id").write_text("")
+    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     (root / "etc/locale.gen").write_text("C.UTF-8 UTF-8\nen_US.UTF-8 UTF-8\n")
     chroot(root, "locale-gen")
     shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
@@ -122,12 +132,20 @@ def extract(root: Path, log) -> None:
 
 
 def personalise(root: Path, *, ssh_port: int, public_key: str, hostname: str) -> None:
-    """Per-sandbox values: sshd on 127.0.0.1:ssh_port, ubuntu's key, hostname, DNS, our init."""
+    """Per-sandbox values: sshd on 127.0.0.1:ssh_port, ubuntu's key, host keys, machine id, name.
+
+    Host keys and the machine id are made once per root and survive reboots, as on a VM.
+    """
     sshd = root / "etc/ssh/sshd_config.d/10-sandbox.conf"
     sshd.write_text(
         f"Port {ssh_port}\nListenAddress 127.0.0.1\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPermitRootLogin no\n"
     )
+    if not list((root / "etc/ssh").glob("ssh_host_*_key")):
+        subprocess.run(["ssh-keygen", "-A", "-f", str(root)], check=True, stdout=subprocess.DEVNULL)
+    machine_id = root / "etc/machine-id"
+    if not machine_id.read_text().strip():
+        machine_id.write_text(uuid.uuid4().hex + "\n")
     home = root / "home/ubuntu"
     uid, gid = home.stat().st_uid, home.stat().st_gid
     ssh_dir = home / ".ssh"
@@ -141,9 +159,3 @@ def personalise(root: Path, *, ssh_port: int, public_key: str, hostname: str) ->
     (root / "etc/hosts").write_text(
         f"127.0.0.1 localhost\n127.0.1.1 {hostname}\n::1 localhost ip6-localhost ip6-loopback\n"
     )
-    resolv = root / "etc/resolv.conf"
-    resolv.unlink(missing_ok=True)
-    resolv.write_text(Path("/etc/resolv.conf").read_text())
-    init = root / "usr/local/sbin/sandbox-init"
-    init.write_text((Path(__file__).parent / "init.py").read_text())
-    init.chmod(0o755)

@@ -1,17 +1,21 @@
 """The sandbox: moto, the X stand-in, git daemon, a files server and a Debian instance on loopback.
 
-    world = Sandbox(state_dir, Ports(...)); world.up(); world.ssh("sudo true"); world.down()
+    world = Sandbox(state_dir, Ports(...)); world.up(); world.ssh("sudo true"); world.reboot()
+    world.down()
 
-`up` is idempotent: it reuses whatever is still running and starts what is not. Every host
-process it starts is recorded (pid + start time, so a recycled pid is never killed) in
-STATE/state.json; `down` stops exactly those, ends the instance's PID namespace (which kills
-everything inside it) and removes the state directory.
+The instance is the Debian root booted by systemd-nspawn with systemd as PID 1 (boot.py), on
+this machine's network: its sshd listens on 127.0.0.1. `up` is idempotent: it reuses whatever
+is still running and starts what is not. Every host process it starts is recorded (pid + start
+time, so a recycled pid is never killed) in STATE/state.json; `down` stops exactly those (the
+instance shuts down in order), kills whatever is left in the instance's cgroup and removes the
+state directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -26,11 +30,24 @@ from pathlib import Path
 
 import yaml
 
-from tests.sandbox import image, miniforge, paths
+from tests.sandbox import boot, image, miniforge, paths
 
 HOST = "127.0.0.1"
 DEFAULT_X_TOKEN = "sandbox-token"  # the stand-in's token: not a secret (inventory/sandbox uses it)
-NEEDED_TOOLS = ("debootstrap", "unshare", "chroot", "mount", "ssh", "ssh-keygen", "git", "zstd")
+NEEDED_TOOLS = (
+    "debootstrap",
+    "systemd-nspawn",
+    "unshare",
+    "chroot",
+    "mount",
+    "ssh",
+    "ssh-keygen",
+    "git",
+    "zstd",
+)
+# Seconds an orderly shutdown of the instance may take: supervisord's stopwaitsecs (90) for the
+# collector's final upload, plus systemd's own stop jobs.
+INSTANCE_STOP_TIMEOUT = 150
 
 
 class SandboxError(Exception):
@@ -71,14 +88,17 @@ def preflight() -> None:
         problems.append(f"it runs on Linux only (this is {platform.system()})")
     elif os.geteuid() != 0:
         problems.append(
-            "it must run as root (debootstrap, chroot and namespaces need it): sudo make demo"
+            "it must run as root (debootstrap and systemd-nspawn need it): sudo make demo"
         )
     missing = [tool for tool in NEEDED_TOOLS if shutil.which(tool) is None]
     if missing:
-        problems.append(f"missing tools: {' '.join(missing)} (make debian-packages installs them)")
+        problems.append(
+            f"missing tools: {' '.join(missing)} (make debian-packages installs them;"
+            " systemd-nspawn is in the Debian package systemd-container)"
+        )
     if problems:
         raise SandboxError(
-            "the sandbox (a Debian 12 host built with debootstrap, run with unshare + chroot, "
+            "the sandbox (a Debian 12 host built with debootstrap, booted with systemd-nspawn, "
             "plus moto and an X stand-in on 127.0.0.1) cannot start: " + "; ".join(problems)
         )
 
@@ -109,6 +129,15 @@ def wait_until(check, what: str, timeout: float, process: dict | None = None) ->
         time.sleep(0.2)
 
 
+def cgroup_pids(directory: Path) -> list[int]:
+    """Pids in a cgroup and all of its descendants."""
+    pids: list[int] = []
+    for procs in directory.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError):
+            pids += [int(pid) for pid in procs.read_text().split()]
+    return pids
+
+
 def http_ok(url: str) -> bool:
     try:
         urllib.request.urlopen(url, timeout=2).close()
@@ -137,6 +166,10 @@ class Sandbox:
         self.known_hosts = self.state_dir / "ssh" / "known_hosts"
         self.state_file = self.state_dir / "state.json"
         self.vars_file = self.state_dir / "vars.json"
+        self.boots_file = self.state_dir / "boots"
+        # The instance's own cgroup (boot.py), unique per state directory.
+        digest = hashlib.sha256(bytes(self.state_dir)).hexdigest()
+        self.cgroup = f"twittersnake-sandbox-{digest[:10]}"
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -310,46 +343,69 @@ class Sandbox:
             hostname="twittersnake-sandbox",
         )
         self.known_hosts.unlink(missing_ok=True)
-        self.log(f"starting the instance (sshd on {HOST}:{self.ports.ssh})")
-        process = self._spawn(state, "instance", self._instance_command())
-        wait_until(lambda: port_open(self.ports.ssh), "instance sshd", 60, process)
-        wait_until(lambda: self.ssh("true", check=False).returncode == 0, "ssh login", 30)
+        self.boots_file.unlink(missing_ok=True)
+        self.log(f"booting the instance (systemd-nspawn; sshd on {HOST}:{self.ports.ssh})")
+        # Where boot.py puts itself: recorded so that `down` finds the cgroup from any process.
+        state["cgroups"] = [str(d) for d in boot.cgroup_dirs(self.cgroup)]
+        process = self._spawn(state, "instance", self._instance_command(), cwd=paths.REPO)
+        self._wait_for_login(process, boots=1)
 
     def _instance_command(self) -> list[str]:
-        """unshare: own PID, mount and UTS namespaces; the host's network (loopback is shared)."""
-        setup = r"""set -eu
-root=$1
-hostname twittersnake-sandbox
-mount -t tmpfs -o mode=0755,nosuid,size=16m sandbox-dev "$root/dev"
-cd "$root/dev"
-mknod -m 666 null c 1 3; mknod -m 666 zero c 1 5; mknod -m 666 full c 1 7
-mknod -m 666 random c 1 8; mknod -m 666 urandom c 1 9; mknod -m 666 tty c 5 0
-mkdir -m 0755 pts; mkdir -m 1777 shm
-mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts pts
-mount -t tmpfs -o mode=1777,nosuid,nodev shm shm
-ln -s pts/ptmx ptmx; ln -s /proc/self/fd fd
-ln -s /proc/self/fd/0 stdin; ln -s /proc/self/fd/1 stdout; ln -s /proc/self/fd/2 stderr
-mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
-mount -t tmpfs -o mode=0755,nosuid,nodev,size=64m sandbox-run "$root/run"
-cd /
-exec chroot "$root" /usr/local/sbin/sandbox-init
-"""
+        """boot.py in a mount namespace of its own (for its tmpfs); the host's network."""
         return [
             "unshare",
-            "--pid",
             "--mount",
-            "--uts",
-            "--fork",
-            "--kill-child",
             "--propagation=private",
-            f"--mount-proc={self.root}/proc",
             "--",
-            "/bin/sh",
-            "-c",
-            setup,
-            "sandbox-setup",
+            sys.executable,
+            "-m",
+            "tests.sandbox.boot",
             str(self.root),
+            "--cgroup",
+            self.cgroup,
+            "--machine",
+            "twittersnake-sandbox",
+            "--boots-file",
+            str(self.boots_file),
         ]
+
+    def boots(self) -> int:
+        """How many times the instance has booted since `up` (1 before any reboot)."""
+        try:
+            return int(self.boots_file.read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def _wait_for_login(self, process: dict, boots: int, timeout: float = 120) -> None:
+        """Until boot number `boots` has started and sshd there lets ubuntu in."""
+        wait_until(lambda: self.boots() >= boots, "instance boot", timeout, process)
+        wait_until(lambda: port_open(self.ports.ssh), "instance sshd", timeout, process)
+        wait_until(
+            lambda: self.ssh("true", check=False, timeout=15).returncode == 0,
+            "ssh login",
+            timeout,
+            process,
+        )
+
+    def reboot(self, timeout: float = 240) -> float:
+        """`systemctl reboot` on the instance; returns the seconds until sshd answered again.
+
+        The instance's systemd stops every service (supervisord stops the collector: SIGTERM,
+        final upload), systemd-nspawn exits with 133 and boot.py boots the root again.
+        """
+        process = self._load()["processes"].get("instance")
+        if not self._alive(process):
+            raise SandboxError("the instance is not running (python -m tests.sandbox up)")
+        before = self.boots()
+        started = time.monotonic()
+        self.log("rebooting the instance (systemctl reboot)")
+        # ssh may end with 255 when the connection drops as sshd stops: that is the reboot.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.ssh("sudo -n systemctl reboot", check=False, timeout=30)
+        self._wait_for_login(process, boots=before + 1, timeout=timeout)
+        elapsed = time.monotonic() - started
+        self.log(f"the instance is back after {elapsed:.1f}s (boot {self.boots()})")
+        return elapsed
 
     # ---- use -----------------------------------------------------------------------------
 
@@ -440,35 +496,23 @@ exec chroot "$root" /usr/local/sbin/sandbox-init
         for name, process in state["processes"].items():
             if name != "instance" and self._alive(process):
                 self._stop_group(name, process)
-        self._kill_strays()
+        self._kill_strays(state)
         self._unmount_leftovers()
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         self.log(f"down: {self.state_dir} removed")
 
-    def _stop_instance(self, unshare: dict) -> None:
-        """SIGTERM to the namespace's init (it stops the services), SIGKILL if it lingers."""
-        init_pid = self._namespace_init(unshare["pid"])
-        self.log("stopping the instance")
-        if init_pid is not None:
-            os.kill(init_pid, signal.SIGTERM)
-        deadline = time.monotonic() + 120
-        while self._alive(unshare) and time.monotonic() < deadline:
+    def _stop_instance(self, instance: dict) -> None:
+        """SIGTERM to boot.py: systemd-nspawn has the instance's systemd shut down in order."""
+        self.log("shutting the instance down")
+        os.kill(instance["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + INSTANCE_STOP_TIMEOUT
+        while self._alive(instance) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if self._alive(unshare):
-            self.log("the instance did not stop in time: killing its namespace")
-            if init_pid is not None and start_time(init_pid) is not None:
-                os.kill(init_pid, signal.SIGKILL)
-            os.kill(unshare["pid"], signal.SIGKILL)
-        self._reap(unshare["pid"])
-
-    @staticmethod
-    def _namespace_init(unshare_pid: int) -> int | None:
-        try:
-            children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
-        except OSError:
-            return None
-        return int(children[0]) if children else None
+        if self._alive(instance):
+            self.log("the instance did not shut down in time: killing it")
+            os.kill(instance["pid"], signal.SIGKILL)  # systemd-nspawn dies with it (PDEATHSIG)
+        self._reap(instance["pid"])
 
     def _stop_group(self, name: str, process: dict) -> None:
         """Our servers run in their own sessions: TERM the group (git daemon forks), then KILL."""
@@ -490,22 +534,27 @@ exec chroot "$root" /usr/local/sbin/sandbox-init
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
 
-    def _kill_strays(self) -> None:
-        """Any process still rooted in our instance's tree (should be none: the namespace died)."""
-        if not self.root.exists():
-            return
-        root = str(self.root)
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
+    def _kill_strays(self, state: dict) -> None:
+        """Every process left in the instance's cgroups (none after an orderly shutdown), then
+        the cgroups themselves."""
+        for directory in map(Path, state.get("cgroups", [])):
+            if not directory.is_dir():
                 continue
-            try:
-                proc_root = os.readlink(proc / "root")
-            except OSError:
-                continue
-            if proc_root == root or proc_root.startswith(root + "/"):
-                self.log(f"killing leftover process {proc.name} in the instance root")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(proc.name), signal.SIGKILL)
+            for _ in range(50):
+                pids = cgroup_pids(directory)
+                if not pids:
+                    break
+                self.log(f"killing {len(pids)} leftover process(es) of the instance")
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.1)
+            for sub in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                if sub.is_dir():
+                    with contextlib.suppress(OSError):
+                        sub.rmdir()
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
     def mounts(self) -> list[str]:
         """Mount points under the state directory seen by the host (the instance's are private)."""
