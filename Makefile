@@ -4,8 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 # Debian packages the sandbox, the tests and the benchmark use on this machine (chromium: the
-# report test renders the HTML in a real browser).
-DEBIAN_PACKAGES := debootstrap openssh-client openssh-server git curl iproute2 util-linux procps ca-certificates zstd chromium
+# report test renders the HTML in a real browser; systemd-container: systemd-nspawn boots the sandbox host).
+DEBIAN_PACKAGES := debootstrap systemd-container openssh-client openssh-server git curl iproute2 util-linux procps ca-certificates zstd chromium
 
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Tools the targets run (ansible-playbook, moto_server...) come from the virtualenv.
@@ -54,7 +54,7 @@ demo-down:
 
 sandbox-preflight:
 	@if [ "$$(uname -s)" != Linux ] || [ "$$(id -u)" != 0 ]; then \
-	  echo "error: make demo needs root on Linux (it builds a throwaway Debian host with debootstrap and runs it with unshare + chroot); run: sudo make demo" >&2; \
+	  echo "error: make demo needs root on Linux (it builds a throwaway Debian host with debootstrap and boots it with systemd-nspawn); run: sudo make demo" >&2; \
 	  exit 1; fi
 
 clean:
