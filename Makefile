@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Tools the targets run (ansible-playbook, moto_server...) come from the virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv debian-packages test lint bench demo demo-down sandbox-preflight clean
+.PHONY: venv debian-packages test test-fast lint bench demo demo-down sandbox-preflight clean
 
 venv: $(STAMP)
 
@@ -29,8 +29,16 @@ debian-packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# Two workers (pytest-xdist); the sandbox tests share one sandbox on one worker (see tests/conftest.py).
+PYTEST_PARALLEL := -n 2 --dist loadgroup
+
+# The whole suite: what CI runs (.ci/run).
 test: venv debian-packages
-	$(PY) -m pytest tests
+	$(PY) -m pytest $(PYTEST_PARALLEL) tests
+
+# The inner loop: everything but the sandbox (e2e) and the tests that wait on real timers (slow).
+test-fast: venv debian-packages
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not e2e and not slow" tests
 
 lint: venv
 	$(VENV)/bin/ruff check collector tests

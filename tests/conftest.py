@@ -256,3 +256,34 @@ def tiny_disk(tmp_path: Path):
     require(done.returncode == 0, f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+# -- running in parallel (pytest-xdist, `make test`: -n 2 --dist loadgroup) ---------------------
+
+SANDBOX_GROUP = "sandbox"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put tests that share something expensive on one xdist worker (`--dist loadgroup`).
+
+    Every sandbox test (marked e2e, or using `sandbox_world`) joins one group, so the session's
+    sandbox is built once; the tests of a module-scoped fixture (a provisioned footprint) join a
+    group per fixture, so it is built once too. The rest spread over the workers, each of which
+    has its own session servers (moto, ...) on free ports.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        group = None
+        if item.get_closest_marker("e2e") or "sandbox_world" in item.fixturenames:
+            group = SANDBOX_GROUP
+        else:
+            fixtures = getattr(item, "_fixtureinfo", None)
+            for name in item.fixturenames:
+                definitions = fixtures.name2fixturedefs.get(name) if fixtures else None
+                if definitions and definitions[-1].scope == "module":
+                    group = f"{item.module.__name__}::{name}"
+                    break
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
