@@ -11,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -217,34 +218,75 @@ def test_lost_secret_stops_and_rotation_leaves_one_key(moto_server, tmp_path):
     assert footprint(runner)["buckets"] == []
 
 
+def preflight_problems(output: str) -> list[str]:
+    """The lines of the preflight's one failure message (a YAML list under `msg:`)."""
+    task = output.split("TASK [preflight : Stop on invalid inputs]", 1)
+    assert len(task) == 2, output[-3000:]
+    failure = re.search(r"FAILED! =>(.*?)(?:\n\S|\Z)", task[1], re.S)
+    assert failure, task[1][:3000]
+    # `msg:` holds one item per problem; a long item is folded onto more indented lines.
+    body = yaml.safe_load(failure.group(1))
+    return body["msg"]
+
+
+# Every rule the preflight checks, broken at once: one run, every message, nothing created.
+# A second run breaks the other side of the rules one value cannot break twice (an empty CIDR
+# list cannot also open SSH to the world; a bucket, a rule list, one way at a time).
+BAD_INPUTS = {
+    "network_admin_cidrs": ["0.0.0.0/0", "203.0.113.7"],
+    "twittersnake_bucket": "Bad_Bucket",
+    "twittersnake_prefix": "tweets//raw",
+    "collector_x_rules": [{"value": "a", "tag": "x"}, {"value": "a", "tag": "y"}],
+    "aws_region": "mars-north-1",
+    "vault_x_bearer_token": "",
+    "iam_credentials_vault": True,
+    "vault_credentials_password": "",
+    "keypair_public_key_file": "/nonexistent/id_ed25519.pub",
+}
+PREFLIGHT_MESSAGES = [
+    "network_admin_cidrs has invalid CIDRs: 203.0.113.7",
+    "network_admin_cidrs opens SSH to the world (0.0.0.0/0 or ::/0)",
+    "twittersnake_bucket may hold only lowercase",
+    "twittersnake_prefix must not contain an empty",
+    "'collector_x_rules[0]' and 'collector_x_rules[1]' have the same value 'a'",
+    'aws_region "mars-north-1" is not a known AWS region',
+    "vault_x_bearer_token is missing",
+    "iam_credentials_vault is true but vault_credentials_password is empty",
+    "keypair_public_key_file /nonexistent/id_ed25519.pub does not exist",
+]
+OTHER_BAD_INPUTS = {
+    "network_admin_cidrs": [],
+    "twittersnake_bucket": "s3://bucket",
+    "collector_x_rules": [],
+}
+OTHER_PREFLIGHT_MESSAGES = [
+    "network_admin_cidrs is empty",
+    "twittersnake_bucket must be a bare bucket name",
+    "'collector_x_rules' is empty",
+]
+
+
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("extra", "messages"),
     [
-        ({"network_admin_cidrs": []}, "network_admin_cidrs is empty"),
-        ({"network_admin_cidrs": ["0.0.0.0/0"]}, "opens SSH to the world"),
-        ({"twittersnake_bucket": "Bad_Bucket"}, "twittersnake_bucket may hold only lowercase"),
-        ({"twittersnake_bucket": "s3://bucket"}, "twittersnake_bucket must be a bare bucket name"),
-        ({"twittersnake_prefix": "tweets//raw"}, "twittersnake_prefix must not contain an empty"),
-        (
-            {"collector_x_rules": [{"value": "a", "tag": "x"}, {"value": "a", "tag": "y"}]},
-            "'collector_x_rules[0]' and 'collector_x_rules[1]' have the same value 'a'",
-        ),
-        ({"collector_x_rules": []}, "'collector_x_rules' is empty"),
-        ({"aws_region": "mars-north-1"}, "is not a known AWS region"),
-        ({"vault_x_bearer_token": ""}, "vault_x_bearer_token is missing"),
-        (
-            {"iam_credentials_vault": True, "vault_credentials_password": ""},
-            "vault_credentials_password is empty",
-        ),
+        (BAD_INPUTS, PREFLIGHT_MESSAGES),
+        (OTHER_BAD_INPUTS, OTHER_PREFLIGHT_MESSAGES),
     ],
+    ids=["every-rule-broken", "the-other-way"],
 )
-def test_bad_input_fails_in_preflight_and_touches_nothing(moto_server, tmp_path, extra, message):
+def test_bad_inputs_fail_in_preflight_with_every_problem_and_touch_nothing(
+    moto_server, tmp_path, extra, messages
+):
     moto_server.reset()
     runner = Runner(moto_server.url, tmp_path)
     proc = runner.run("provision", "-e", json.dumps(extra), check=False)
     assert proc.returncode != 0
-    assert message in proc.stdout
-    assert "TASK [preflight : Stop on invalid inputs]" in proc.stdout
+    problems = preflight_problems(proc.stdout)
+    # One line per problem, each naming its key; no problem left out, none reported twice.
+    assert len(problems) == len(messages), problems
+    for message in messages:
+        assert sum(message in problem for problem in problems) == 1, (message, problems)
+    assert all("\n" not in problem for problem in problems)
     assert all(not v for v in footprint(runner).values())
 
 
