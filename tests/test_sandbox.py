@@ -19,9 +19,15 @@ from tests.sandbox.world import Ports, Sandbox, start_time
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory):
-    """A sandbox of its own (these tests stop it), on free ports."""
+@pytest.fixture
+def world(sandbox_world: Sandbox) -> Sandbox:
+    """The session's sandbox (tests/sandbox/fixture.py), shared with the other e2e tests."""
+    return sandbox_world
+
+
+@pytest.fixture
+def own_world(tmp_path_factory: pytest.TempPathFactory):
+    """A sandbox of its own, for the test that stops it; on free ports."""
     require_sandbox_prerequisites()
     world = Sandbox(tmp_path_factory.mktemp("sandbox-under-test"), Ports.free())
     try:
@@ -96,7 +102,10 @@ def test_miniforge_stand_in_installs_conda_that_builds_an_environment(world):
         sudo /opt/conda-test/bin/conda env create -q -n t -f env.yml
         /opt/conda-test/envs/t/bin/python -c 'import six'
         sudo /opt/conda-test/bin/conda env list --json"""
-    result = world.ssh(script, timeout=300)
+    try:
+        result = world.ssh(script, timeout=300)
+    finally:  # the sandbox is shared: leave it as it was
+        world.ssh("sudo rm -rf /opt/conda-test /tmp/m.sh /tmp/env.yml", check=False)
     assert "/opt/conda-test/envs/t" in json.loads(result.stdout)["envs"]
 
 
@@ -128,7 +137,8 @@ def test_up_again_reuses_the_running_sandbox(world):
     assert world.status()["processes"] == before
 
 
-def test_down_leaves_no_process_and_no_mount(world):
+def test_down_leaves_no_process_and_no_mount(own_world):
+    world = own_world
     state = json.loads(world.state_file.read_text())
     pids = [p["pid"] for p in state["processes"].values()]
     root = str(world.root)
