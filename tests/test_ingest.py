@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -164,6 +165,82 @@ def test_a_10_mb_line_is_spooled_whole(tmp_path: Path, x_server: FakeXServer) ->
     ingest.close()
     assert sorted(ingest.ids()) == sorted(x_server.sent_ids)
     assert max(len(line) for line in ingest.lines()) > 10 * 1024 * 1024
+
+
+class DiskCalls:
+    """This process's os.write, os.fsync and os.rename/os.replace, in the order they happened.
+
+    Each entry is (call, file identity (st_dev, st_ino), destination path or None). A write or an
+    fsync is recorded when it has returned, a rename just before it starts: so "fsync before
+    rename" in this list means the data was on disk before the file changed folders.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, tuple[int, int], Path | None]] = []
+        self._lock = threading.Lock()
+        real = {name: getattr(os, name) for name in ("write", "fsync", "rename", "replace")}
+
+        def identity(stat: os.stat_result) -> tuple[int, int]:
+            return stat.st_dev, stat.st_ino
+
+        def record(call: str, ident: tuple[int, int], dest: Path | None = None) -> None:
+            with self._lock:
+                self.calls.append((call, ident, dest))
+
+        def write(fd: int, data) -> int:
+            written = real["write"](fd, data)
+            record("write", identity(os.fstat(fd)))
+            return written
+
+        def fsync(fd) -> None:
+            real["fsync"](fd)
+            record("fsync", identity(os.fstat(fd if isinstance(fd, int) else fd.fileno())))
+
+        def renamer(name: str):
+            def rename(src, dst, *args, **kwargs):
+                record(name, identity(os.lstat(src)), Path(dst))
+                return real[name](src, dst, *args, **kwargs)
+
+            return rename
+
+        monkeypatch.setattr(os, "write", write)
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "rename", renamer("rename"))
+        monkeypatch.setattr(os, "replace", renamer("replace"))
+
+    def snapshot(self) -> list[tuple[str, tuple[int, int], Path | None]]:
+        with self._lock:
+            return list(self.calls)
+
+
+def test_each_file_is_fsynced_before_its_rename_into_sealed_then_the_folder(
+    tmp_path: Path, x_server: FakeXServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kill -9 keeps the page cache, so only the order of the calls shows a missing fsync:
+    # data fsynced, then renamed into sealed/, then sealed/ itself fsynced (the rename durable).
+    disk = DiskCalls(monkeypatch)
+    ingest = make_ingest(tmp_path, x_server, max_records=100, max_seconds=60)
+    x_server.count = 250
+    wait_until(lambda: ingest.writer.posts == 250)
+    ingest.close()
+    wait_until(lambda: len(ingest.sealed) == 3)
+    calls = disk.snapshot()
+    sealed_dir = ingest.dirs.sealed
+    folder = (sealed_dir.stat().st_dev, sealed_dir.stat().st_ino)
+    into_sealed = [
+        (i, ident)
+        for i, (call, ident, dest) in enumerate(calls)
+        if dest and dest.parent == sealed_dir
+    ]
+    assert len(into_sealed) == 3, calls
+    for at, ident in into_sealed:
+        writes = [i for i, (call, f, _) in enumerate(calls[:at]) if call == "write" and f == ident]
+        assert writes, "the sealed file was never written through os.write"
+        fsynced = [i for i, (call, f, _) in enumerate(calls[:at]) if call == "fsync" and f == ident]
+        assert fsynced and fsynced[-1] > writes[-1], (
+            "a file was renamed into sealed/ without an fsync after its last write"
+        )
+        assert ("fsync", folder, None) in calls[at + 1 :], "sealed/ not fsynced after the rename"
 
 
 def test_recovery_seals_leftovers_and_quarantines_a_torn_last_line(tmp_path: Path) -> None:
