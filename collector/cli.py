@@ -11,6 +11,7 @@ import sys
 from collector.config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_bearer_token
 from collector.layout import SpoolDirs
 from collector.redact import SECRETS
+from collector.status import DISCONNECTED_LIMIT
 
 log = logging.getLogger("collector")
 
@@ -132,7 +133,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         current = status.read_status(SpoolDirs(cfg.spool.dir))
     except OSError as exc:
         return _fail(f"cannot read {exc.filename}: {exc.strerror}", 4)
-    code, verdict = status.assess(current)
+    code, verdict = status.assess(current, disconnected_limit=args.max_disconnected)
     if args.json:
         print(json.dumps({**(current or {}), "verdict": verdict, "healthy": code == 0}, indent=1))
     elif current is None:
@@ -199,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(func=cmd_check)
     status_parser = with_config(sub.add_parser("status", help="the running collector's status"))
     status_parser.add_argument("--json", action="store_true", help="print status.json as JSON")
+    status_parser.add_argument(
+        "--max-disconnected",
+        type=float,
+        default=DISCONNECTED_LIMIT,
+        metavar="SECONDS",
+        help=f"exit 1 once disconnected for longer (default {DISCONNECTED_LIMIT:.0f})",
+    )
     status_parser.set_defaults(func=cmd_status)
     rules = sub.add_parser("rules", help="show or sync the filtered-stream rules")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)

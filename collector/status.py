@@ -180,8 +180,12 @@ def _age(stamp: str | None) -> float | None:
     return time.time() - datetime.fromisoformat(stamp).timestamp()
 
 
-def assess(status: dict | None) -> tuple[int, str]:
-    """(exit code, one-line verdict) for a status.json content."""
+def assess(status: dict | None, disconnected_limit: float = DISCONNECTED_LIMIT) -> tuple[int, str]:
+    """(exit code, one-line verdict) for a status.json content.
+
+    Unhealthy (1) when the status file is older than STALE_LIMIT or the stream has not been
+    connected for more than `disconnected_limit` seconds (`collector status --max-disconnected`).
+    """
     if status is None:
         return EXIT_NOT_RUNNING, "not running (no status file)"
     pid = status.get("pid")
@@ -192,7 +196,7 @@ def assess(status: dict | None) -> tuple[int, str]:
         return EXIT_UNHEALTHY, f"running (pid {pid}) but status not updated for {updated:.0f} s"
     if status.get("connection") != "connected":
         since = _age(status.get("connection_since"))
-        if since is not None and since > DISCONNECTED_LIMIT:
+        if since is not None and since > disconnected_limit:
             return EXIT_UNHEALTHY, f"running (pid {pid}) but disconnected for {since:.0f} s"
     return 0, f"running (pid {pid}), {status.get('connection')}"
 
