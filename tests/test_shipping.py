@@ -20,6 +20,7 @@ from pathlib import Path
 import boto3
 import pytest
 import zstandard
+from botocore.config import Config as BotoConfig
 
 from collector.compress import compress_file, sidecar_path
 from collector.config import Config, RotateConfig, S3Config, SpoolConfig, XConfig
@@ -83,14 +84,18 @@ class Harness:
         self.endpoint = endpoint
         self.shippers: list[Shipper] = []
 
-    def client(self, endpoint: str | None = None):
-        return boto3.client("s3", endpoint_url=endpoint or self.endpoint, region_name="us-east-1")
+    def client(self, endpoint: str | None = None, boto_attempts: int | None = None):
+        retries = BotoConfig(retries={"max_attempts": boto_attempts}) if boto_attempts else None
+        return boto3.client(
+            "s3", endpoint_url=endpoint or self.endpoint, region_name="us-east-1", config=retries
+        )
 
     def shipper(self, compression: str = "gzip", endpoint: str | None = None, **kw) -> Shipper:
         kw.setdefault("retry_base", 0.05)
         kw.setdefault("retry_cap", 0.5)
+        client = self.client(endpoint, kw.pop("boto_attempts", None))
         cfg = config(self.dirs.root, compression, bucket=kw.pop("bucket", BUCKET))
-        shipper = Shipper(cfg, self.dirs, Metrics(), self.client(endpoint), **kw)
+        shipper = Shipper(cfg, self.dirs, Metrics(), client, **kw)
         self.shippers.append(shipper)
         return shipper
 
@@ -318,11 +323,14 @@ def test_an_s3_outage_delays_uploads_and_loses_nothing(harness, s3, monkeypatch)
     proxy = OutageProxy(int(harness.endpoint.rsplit(":", 1)[1])).start()
     try:
         proxy.down = True
-        shipper = harness.shipper(endpoint=proxy.url)
+        # boto3 gives up at once, so every refused PUT is one of the shipper's own retries.
+        shipper = harness.shipper(endpoint=proxy.url, boto_attempts=1)
         shipper.start()
         for seq in range(1, 6):
             shipper.submit(seal(harness.dirs, seq))
-        wait_until(lambda: shipper.metrics.snapshot().get("upload_errors", 0) >= 3, timeout=30)
+        # Long enough for any retry limit to show: the oldest files are retried first, each of
+        # them well over 10 times (Fluent Bit's Retry_Limit defaults to 1, many sinks to 3-10).
+        wait_until(lambda: shipper.metrics.snapshot().get("upload_errors", 0) >= 40, timeout=60)
         assert len(data_files(harness.dirs.ready)) == 5 and keys_in(s3) == []
         stats = shipper.metrics.snapshot()
         assert stats["pending_files"] == 5
