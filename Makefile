@@ -29,8 +29,9 @@ debian-packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# Two workers (pytest-xdist); the sandbox tests share one sandbox on one worker (see tests/conftest.py).
-PYTEST_PARALLEL := -n 2 --dist loadgroup
+# Two workers (pytest-xdist), a test module's tests on one worker; the sandbox modules are one unit,
+# started first, sharing one sandbox (tests/conftest.py).
+PYTEST_PARALLEL := -n 2 --dist loadfile --no-loadscope-reorder
 
 # The whole suite: what CI runs (.ci/run).
 test: venv debian-packages

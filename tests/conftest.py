@@ -258,32 +258,44 @@ def tiny_disk(tmp_path: Path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-# -- running in parallel (pytest-xdist, `make test`: -n 2 --dist loadgroup) ---------------------
+# -- running in parallel (pytest-xdist; `make test`: -n 2 --dist loadfile --no-loadscope-reorder) -
 
-SANDBOX_GROUP = "sandbox"
+# The modules that use the sandbox: their tests form one unit of work, so one worker runs them
+# all, in this order, on the one sandbox its session builds (tests/sandbox/fixture.py).
+SANDBOX_MODULES = ("test_deploy_e2e.py", "test_notebook_e2e.py", "test_sandbox.py")
+SANDBOX_UNIT = "sandbox"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def uses_sandbox(item: pytest.Item) -> bool:
+    return item.get_closest_marker("e2e") is not None or "sandbox_world" in item.fixturenames
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put tests that share something expensive on one xdist worker (`--dist loadgroup`).
+    """Sandbox tests first (the longest unit of work starts first); refuse one outside the list."""
+    strays = sorted({item.path.name for item in items if uses_sandbox(item)} - {*SANDBOX_MODULES})
+    if strays:
+        raise pytest.UsageError(
+            f"sandbox tests outside SANDBOX_MODULES: {', '.join(strays)}; add the module there"
+            " (tests/conftest.py): all sandbox tests share one sandbox on one xdist worker"
+        )
+    items.sort(key=lambda item: item.path.name not in SANDBOX_MODULES)  # stable: order kept
 
-    Every sandbox test (marked e2e, or using `sandbox_world`) joins one group, so the session's
-    sandbox is built once; the tests of a module-scoped fixture (a provisioned footprint) join a
-    group per fixture, so it is built once too. The rest spread over the workers, each of which
-    has its own session servers (moto, ...) on free ports.
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """--dist loadfile, with the sandbox modules as one unit of work.
+
+    A module's tests stay on one worker (its module-scoped fixtures, e.g. a provisioned
+    footprint, are built once); each worker has its own session servers (moto, ...) on free
+    ports. Not `--dist loadgroup`: with pytest 9.2 it no longer groups (pytest-xdist#1386).
     """
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        group = None
-        if item.get_closest_marker("e2e") or "sandbox_world" in item.fixturenames:
-            group = SANDBOX_GROUP
-        else:
-            fixtures = getattr(item, "_fixtureinfo", None)
-            for name in item.fixturenames:
-                definitions = fixtures.name2fixturedefs.get(name) if fixtures else None
-                if definitions and definitions[-1].scope == "module":
-                    group = f"{item.module.__name__}::{name}"
-                    break
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SandboxAsOneUnit(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return SANDBOX_UNIT if path.rsplit("/", 1)[-1] in SANDBOX_MODULES else path
+
+    return SandboxAsOneUnit(config, log)

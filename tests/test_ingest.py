@@ -278,6 +278,7 @@ def test_seq_is_persisted_before_use_and_survives_a_lost_state_file(tmp_path: Pa
     assert SeqState(dirs).next_seq == 42
 
 
+@pytest.mark.slow  # tweepy's real timer
 def test_a_stalled_stream_is_dropped_and_reconnected_without_losing_posts(
     tmp_path: Path, x_server: FakeXServer
 ) -> None:
@@ -298,6 +299,7 @@ def test_a_stalled_stream_is_dropped_and_reconnected_without_losing_posts(
     assert ingest.metrics.snapshot()["reconnects"] >= 1
 
 
+@pytest.mark.slow  # tweepy's real timer
 def test_429_waits_a_minute_before_reconnecting_then_loses_nothing(
     tmp_path: Path, x_server: FakeXServer
 ) -> None:
