@@ -30,6 +30,20 @@ def wait_until(condition: Callable[[], object], timeout: float = 20.0, interval:
         time.sleep(interval)
 
 
+def wait_until_steady(value: Callable[[], object], steady_for: float, timeout: float = 20.0):
+    """The value once it has stayed the same for `steady_for` seconds (polled every 0.1 s)."""
+    deadline = time.monotonic() + timeout
+    last, since = value(), time.monotonic()
+    while time.monotonic() - since < steady_for:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still changing after {timeout} s: {value} (last {last!r})")
+        time.sleep(0.1)
+        current = value()
+        if current != last:
+            last, since = current, time.monotonic()
+    return last
+
+
 def write_config(
     folder: Path,
     x_url: str,

@@ -7,6 +7,7 @@ import re
 import subprocess
 
 import boto3
+import pytest
 
 from collector import loader
 from tests.conftest import REPO
@@ -41,6 +42,7 @@ def play(tmp_path, url: str, *extra: str) -> int:
     return changed(proc.stdout)
 
 
+@pytest.mark.slow  # four ansible-playbook runs
 def test_athena_role_creates_the_glue_table_idempotently(aws_env, tmp_path):
     assert play(tmp_path, aws_env.url, "--check") == 1
     assert play(tmp_path, aws_env.url) == 1

@@ -41,6 +41,13 @@ class World:
     def in_s3(self) -> list[str]:
         return s3_post_ids(self.s3)
 
+    def received(self) -> int:
+        """posts_received in the running collector's status.json (rewritten every 2 s)."""
+        try:
+            return json.loads((self.tmp / "spool" / "status.json").read_text())["posts_received"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return 0
+
     def wait_for_all_sent_in_s3(self, timeout: float = 40) -> list[str]:
         def delivered() -> list[str] | None:
             ids = self.in_s3()
@@ -49,13 +56,15 @@ class World:
         return wait_until(delivered, timeout, 0.5)
 
 
-def settle(server: FakeXServer, quiet: float = 0.5) -> None:
-    """Wait until the stand-in has sent `count` posts and nothing more arrives for a moment."""
+def settle(server: FakeXServer) -> None:
+    """Wait until the stand-in has sent `count` posts and is idle (a keep-alive followed them)."""
     wait_until(lambda: server._posts_taken >= server.count, 30)
-    last = -1
-    while len(server.sent_ids) != last:
-        last = len(server.sent_ids)
-        time.sleep(quiet)
+
+    def idle() -> bool:
+        keepalive, post = server.last_keepalive_at, server.last_post_at
+        return keepalive is not None and (post is None or keepalive > post)
+
+    wait_until(idle, 30, 0.05)
 
 
 @pytest.fixture
@@ -102,7 +111,7 @@ def test_sigterm_seals_uploads_everything_pending_and_exits_0(world: World) -> N
     wait_until(lambda: world.x.connections == 1, 20)
     world.x.count = 2000
     wait_until(lambda: len(world.x.sent_ids) == 2000)
-    time.sleep(1.0)
+    wait_until(lambda: world.received() == 2000)
     started = time.monotonic()
     collector.signal(signal.SIGTERM)
     assert collector.wait(35) == 0, collector.log
@@ -133,6 +142,7 @@ def test_an_s3_outage_delays_uploads_without_losing_posts(world: World, aws_env)
     assert sorted(ids) == sorted(world.x.sent_ids)
 
 
+@pytest.mark.slow  # waits out the 30 s upload deadline
 def test_sigterm_while_s3_is_down_exits_0_within_30_s_and_the_restart_uploads(
     world: World, aws_env
 ) -> None:
@@ -143,7 +153,7 @@ def test_sigterm_while_s3_is_down_exits_0_within_30_s_and_the_restart_uploads(
     proxy.down = True
     world.x.count = 350
     wait_until(lambda: len(world.x.sent_ids) == 350)
-    time.sleep(1.0)
+    wait_until(lambda: world.received() == 350)
     started = time.monotonic()
     collector.signal(signal.SIGTERM)
     assert collector.wait(40) == 0, collector.log
@@ -192,6 +202,9 @@ def test_kill_9_then_restart_loses_nothing_not_even_the_open_file(world: World) 
     restarted = CollectorProcess(config)
     try:
         wait_until(lambda: world.x.connections > connections, 20)
+        # Only once the stand-in has noticed the killed reader's socket is dead (its keep-alives
+        # fail) can no new post be written to it.
+        wait_until(lambda: world.x.streams_open == 1, 20)
         world.x.count += 400
         settle(world.x)
     finally:

@@ -120,6 +120,7 @@ def provisioned(moto_server, tmp_path_factory):
     return runner, runs, times
 
 
+@pytest.mark.slow  # four ansible-playbook runs against moto (the fixture)
 def test_fresh_provision_creates_the_footprint(provisioned):
     runner, runs, _ = provisioned
     assert recap(runs[0].stdout)["changed"] > 0
@@ -173,6 +174,7 @@ def test_fresh_provision_creates_the_footprint(provisioned):
     assert vol["Encrypted"] and vol["VolumeType"] == "gp3"
 
 
+@pytest.mark.slow  # four ansible-playbook runs against moto (the fixture)
 def test_reruns_and_check_mode_change_nothing(provisioned):
     runner, runs, _ = provisioned
     for run in runs[1:]:
@@ -181,12 +183,14 @@ def test_reruns_and_check_mode_change_nothing(provisioned):
     assert len(runner.client("iam").list_access_keys(UserName=USER)["AccessKeyMetadata"]) == 1
 
 
+@pytest.mark.slow  # four ansible-playbook runs against moto (the fixture)
 def test_without_alerts_email_no_topic_and_no_alarm_exist(provisioned):
     runner, _, _ = provisioned
     assert runner.client("sns").list_topics()["Topics"] == []
     assert runner.client("cloudwatch").describe_alarms()["MetricAlarms"] == []
 
 
+@pytest.mark.slow  # four ansible-playbook runs against moto (the fixture)
 def test_verbose_output_never_shows_secrets(provisioned):
     runner, runs, _ = provisioned
     secret = re.search(r"collector_aws_secret_access_key: (\S+)", runner.creds.read_text()).group(1)
@@ -195,6 +199,7 @@ def test_verbose_output_never_shows_secrets(provisioned):
         assert TOKEN not in run.stdout + run.stderr
 
 
+@pytest.mark.slow  # six ansible-playbook runs against moto
 def test_lost_secret_stops_and_rotation_leaves_one_key(moto_server, tmp_path):
     moto_server.reset()
     runner = Runner(moto_server.url, tmp_path)

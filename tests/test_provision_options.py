@@ -14,6 +14,9 @@ import yaml
 from tests.conftest import REPO
 from tests.test_provision import BUCKET, USER, Runner, footprint, recap
 
+# Every test here reads a footprint built by two or three ansible-playbook runs against moto.
+pytestmark = pytest.mark.slow
+
 INSTANCE = "twittersnake-collector"
 VAULT_PASSWORD = "correct horse battery staple"
 

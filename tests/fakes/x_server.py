@@ -2,6 +2,7 @@
 
     srv = FakeXServer(token="t0ken", port=0); srv.start(); srv.url   # "http://127.0.0.1:PORT"
     srv.sent_ids       # ids of posts whose whole line, "\\r\\n" included, was written to a socket
+    srv.connections, srv.connection_times, srv.streams_open, srv.last_keepalive_at   # to wait on
     srv.stop()
 
 Endpoints (same paths, status codes and JSON shapes as api.x.com):
@@ -253,6 +254,9 @@ class FakeXServer:
         self.close_after_count = False  # end the stream cleanly once `count` posts went out
         self.sent_ids: list[str] = []
         self.connections = 0  # stream connection attempts, failed ones included
+        self.connection_times: list[float] = []  # time.monotonic() of each of those attempts
+        self.streams_open = 0  # 200 answers still being written (a dead client's until noticed)
+        self.last_keepalive_at: float | None = None  # time.time() of the last keep-alive written
         self.first_byte_at: float | None = None
         self.last_post_at: float | None = None
         self.bytes_sent = 0
@@ -552,6 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         with fake._lock:
             fake.connections += 1
+            fake.connection_times.append(time.monotonic())
             failure = fake._fail_next.pop(0) if fake._fail_next else None
             drop_after, fake._drop_after = fake._drop_after, None
         if failure is not None:
@@ -565,10 +570,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self.close_connection = True
+        with fake._lock:
+            fake.streams_open += 1
         try:
             self._stream_posts(drop_after)
         except (BrokenPipeError, ConnectionResetError, OSError):
             log.debug("stream client went away")
+        finally:
+            with fake._lock:
+                fake.streams_open -= 1
 
     def _write_chunk(self, data: bytes) -> None:
         fake = self.fake
@@ -624,6 +634,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if time.monotonic() - last_write >= fake.keepalive_interval:
                 self._write_chunk(b"\r\n")
+                fake.last_keepalive_at = time.time()
                 last_write = time.monotonic()
             time.sleep(min(0.05, max(0.0, next_due - time.monotonic()) or 0.05))
 
