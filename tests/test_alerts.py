@@ -7,6 +7,9 @@ import pytest
 
 from tests.test_provision import Runner, recap
 
+# Every test here reads a footprint built by three ansible-playbook runs against moto.
+pytestmark = pytest.mark.slow
+
 EMAIL = "ops@example.org"
 PREFIX = "twittersnake"  # twittersnake_project in the sandbox inventory
 COLLECTOR_ID = "sandbox-collector"  # collector_id in the sandbox inventory
