@@ -26,7 +26,7 @@ from tests.collector_support import (
     wait_until,
     write_config,
 )
-from tests.conftest import MotoServer
+from tests.conftest import AccessKey, IamMoto, MotoServer
 from tests.fakes.tcp_proxy import OutageProxy
 from tests.fakes.x_server import FakeXServer
 
@@ -203,29 +203,47 @@ def test_a_cloudwatch_outage_keeps_samples_and_drops_the_oldest_first(
         assert bucket <= sampled < bucket + 60
 
 
-@pytest.fixture
-def refusing_cloudwatch(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
-    """A moto server that enforces IAM and knows no user: every call is refused (HTTP 403)."""
-    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0")
-    server = MotoServer()
-    server.start()
-    monkeypatch.delenv("INITIAL_NO_AUTH_ACTION_COUNT")
-    yield server
-    server.stop()
+def collector_policy(*, put_object: bool = True, put_metric_data: bool = True) -> dict:
+    """What the collector calls: HeadBucket, HeadObject, PutObject, PutMetricData (IamMoto)."""
+    statements = [
+        {
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:HeadBucket"],
+            "Resource": f"arn:aws:s3:::{BUCKET}",
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", *(["s3:PutObject"] if put_object else [])],
+            "Resource": f"arn:aws:s3:::{BUCKET}/*",
+        },
+    ]
+    if put_metric_data:
+        # moto 5.2.5 names the IAM action after the signing scope, "monitoring" (AWS checks
+        # cloudwatch:PutMetricData), so the test user gets both spellings
+        actions = ["cloudwatch:PutMetricData", "monitoring:PutMetricData"]
+        statements.append({"Effect": "Allow", "Action": actions, "Resource": "*"})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def start_collector(tmp: Path, x: FakeXServer, iam: IamMoto, key: AccessKey, interval: float):
+    config = write_config(
+        tmp,
+        x.url,
+        s3_endpoint=iam.url,
+        max_seconds=0.5,
+        extra=cloudwatch_toml(iam.url, interval=interval),
+    )
+    return CollectorProcess(config, env=iam.env(key))
 
 
 def test_cloudwatch_refusing_every_call_costs_no_post_and_no_time(
-    tmp_path: Path, x_server: FakeXServer, s3, refusing_cloudwatch: MotoServer
+    tmp_path: Path, x_server: FakeXServer, moto_iam: IamMoto
 ) -> None:
+    s3 = moto_iam.client("s3")
     s3.create_bucket(Bucket=BUCKET)
-    config = write_config(
-        tmp_path,
-        x_server.url,
-        s3_endpoint=os.environ["AWS_ENDPOINT_URL"],
-        max_seconds=0.5,
-        extra=cloudwatch_toml(refusing_cloudwatch.url, interval=0.2),
-    )
-    collector = CollectorProcess(config)
+    # the collector's user may write to S3 but not to CloudWatch: every PutMetricData is refused
+    key = moto_iam.create_user("collector", collector_policy(put_metric_data=False))
+    collector = start_collector(tmp_path, x_server, moto_iam, key, interval=0.2)
     try:
         wait_until(lambda: x_server.connections == 1, 20)
         wait_until(lambda: read_status(tmp_path).get("cloudwatch_last_error"), 20)
@@ -237,10 +255,42 @@ def test_cloudwatch_refusing_every_call_costs_no_post_and_no_time(
     finally:
         assert collector.stop() == 0
     assert sorted(s3_post_ids(s3)) == sorted(x_server.sent_ids)
-    # 300 posts at the stand-in's pace, sealed every 0.5 s: CloudWatch's refusals (one every
-    # 0.2 s) hold nothing up.
+    # 300 posts as fast as the stand-in sends, sealed every 0.5 s: CloudWatch's refusals (one
+    # every 0.2 s) hold nothing up.
     assert shipped_in < 15, shipped_in
     assert status["connection"] == "connected" and status["upload_errors"] == 0
-    assert re.search(r"ClientError: .*(403|InvalidClientTokenId)", status["cloudwatch_last_error"])
+    assert "AccessDenied" in status["cloudwatch_last_error"], status["cloudwatch_last_error"]
+    assert key.access_key_id not in collector.log
     warnings = re.findall(r"CloudWatch PutMetricData failed", collector.log)
     assert len(warnings) == 1, collector.log[-3000:]
+
+
+def test_uploads_refused_by_s3_show_in_the_metrics_and_nothing_is_lost(
+    tmp_path: Path, x_server: FakeXServer, moto_iam: IamMoto
+) -> None:
+    s3, cloudwatch, iam = (moto_iam.client(name) for name in ("s3", "cloudwatch", "iam"))
+    s3.create_bucket(Bucket=BUCKET)
+    # the collector's user lacks s3:PutObject: S3 answers every upload 403 AccessDenied
+    key = moto_iam.create_user("collector", collector_policy(put_object=False))
+    collector = start_collector(tmp_path, x_server, moto_iam, key, interval=1)
+    try:
+        wait_until(lambda: x_server.connections == 1, 20)
+        x_server.count = 50
+        # the refused files wait in the spool, and CloudWatch hears about them
+        wait_until(lambda: sum(metric_values(cloudwatch, "UploadErrors", "Sum")) >= 2, 30, 0.5)
+        wait_until(lambda: max(metric_values(cloudwatch, "FilesPending", "Maximum")) >= 1, 20)
+        wait_until(
+            lambda: max(metric_values(cloudwatch, "OldestPendingFileAge", "Maximum")) >= 2, 20
+        )
+        status = read_status(tmp_path)
+        assert "AccessDenied" in (status["last_error"] or ""), status
+        assert s3_post_ids(s3) == []
+        iam.put_user_policy(
+            UserName="collector",
+            PolicyName="collector-inline",
+            PolicyDocument=json.dumps(collector_policy()),
+        )
+        wait_until(lambda: len(s3_post_ids(s3)) >= 50, 60, 0.5)
+    finally:
+        assert collector.stop() == 0
+    assert sorted(s3_post_ids(s3)) == sorted(x_server.sent_ids)
