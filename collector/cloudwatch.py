@@ -104,7 +104,9 @@ class CloudWatchPublisher:
         stamp = datetime.fromtimestamp(self.clock(), UTC)
         datums = []
         for metric in self.published:
-            value = float(metric.value(status))
+            value = metric.value(status)
+            if value is None:
+                continue  # unknown (e.g. statvfs failed): no datum rather than a false 0
             if metric.kind == COUNTER:
                 # A counter restarts at 0 with the process; an increase is never negative.
                 value, self._totals[metric.name] = (
@@ -116,7 +118,7 @@ class CloudWatchPublisher:
                     "MetricName": metric.cloudwatch,
                     "Dimensions": self.dimensions,
                     "Timestamp": stamp,
-                    "Value": value,
+                    "Value": float(value),
                     "Unit": metric.unit,
                 }
             )

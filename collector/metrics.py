@@ -54,11 +54,12 @@ class Metric:
     def in_status(self) -> bool:
         return self.read is None
 
-    def value(self, status: dict) -> float:
+    def value(self, status: dict) -> float | None:
+        """The value in a status snapshot; None when the snapshot has no number for it."""
         if self.read is not None:
             return self.read(status)
         value = status.get(self.name)
-        return value if isinstance(value, int | float) else 0
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 DECLARED: tuple[Metric, ...] = (

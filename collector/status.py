@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collector.layout import SpoolDirs, atomic_write
-from collector.metrics import DECLARED, Metrics
+from collector.metrics import COUNTER, DECLARED, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ class StatusReporter:
         }
         for metric in DECLARED:
             if metric.in_status:
-                status[metric.name] = values.get(metric.name, 0)
+                # a counter not yet incremented is 0; a gauge never measured is unknown (null)
+                status[metric.name] = values.get(metric.name, 0 if metric.kind == COUNTER else None)
         for name in _EPOCH_FIELDS:
             status[name] = iso(values.get(name))  # type: ignore[arg-type]
         for name in (
