@@ -29,6 +29,7 @@ from tests.fakes.x_server import FakeXServer
 @pytest.fixture
 def x_server() -> Iterator[FakeXServer]:
     server = FakeXServer(token=TOKEN, keepalive_interval=0.5, count=0).start()
+    server.add_rule("python lang:en", tag="test-1:python")  # X answers 409 while no rule is live
     yield server
     server.stop()
 

@@ -30,6 +30,8 @@ def x_server() -> Iterator[FakeXServer]:
 
 
 def open_stream(server: FakeXServer, path: str = STREAM) -> http.client.HTTPResponse:
+    if path == STREAM and not server.rules:
+        server.add_rule("python", tag="py")  # X answers 409 while no rule is live
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
     return conn.getresponse()
@@ -162,6 +164,7 @@ def test_stream_carries_the_tags_of_the_current_rules(x_server: FakeXServer) -> 
 def test_tweepy_streaming_client_receives_posts(x_server: FakeXServer) -> None:
     received: list[tweepy.StreamResponse] = []
     x_server.count = 30
+    x_server.add_rule("python", tag="py")  # X answers 409 while no rule is live
 
     class Collect(tweepy.StreamingClient):
         def on_response(self, response):
@@ -275,3 +278,70 @@ def test_stop_ends_open_streams() -> None:
     threading.Thread(target=read_until_closed, daemon=True).start()
     server.stop()
     assert done.wait(5)
+
+
+# Refusals, as X answers them -------------------------------------------------------------------
+
+
+def stream_refusal(server: FakeXServer) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        server.url + STREAM, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=5)
+    return error.value.code, json.loads(error.value.read())
+
+
+def test_filtered_stream_without_a_live_rule_gets_409_rule_configuration_issue(
+    x_server: FakeXServer,
+) -> None:
+    code, problem = stream_refusal(x_server)
+    assert code == 409 and problem["connection_issue"] == "RuleConfigurationIssue"
+    assert problem["detail"].startswith("You must define rules")
+    x_server.add_rule("python")
+    assert open_stream(x_server).status == 200
+
+
+def test_usage_cap_refusal_is_xs_usage_capped_problem(x_server: FakeXServer) -> None:
+    x_server.add_rule("python")
+    x_server.refuse_streams(429, "UsageCapExceeded")
+    code, problem = stream_refusal(x_server)
+    assert code == 429 and problem["title"] == "UsageCapExceeded"
+    assert problem["detail"] == "Usage cap exceeded: Monthly product cap"
+    assert problem["type"] == "https://api.twitter.com/2/problems/usage-capped"
+    x_server.refuse_streams(None)
+    assert open_stream(x_server).status == 200
+
+
+def test_rules_over_the_length_limit_are_refused_inside_a_200(x_server: FakeXServer) -> None:
+    client = tweepy_client(x_server)
+    long_value = "python " * 80  # 560 characters
+    response = client.add_rules(
+        [tweepy.StreamRule(long_value, tag="long"), tweepy.StreamRule("short", tag="s")]
+    )
+    (error,) = response.errors
+    assert error["title"] == "UnprocessableEntity" and error["value"] == long_value
+    assert error["type"] == "https://api.twitter.com/2/problems/invalid-rules"
+    assert "512" in error["details"][0]
+    assert [r.value for r in response.data] == ["short"]
+    assert response.meta["summary"]["invalid"] == 1
+
+
+def test_a_repeated_value_in_one_request_is_a_duplicate_of_the_first(x_server: FakeXServer) -> None:
+    client = tweepy_client(x_server)
+    response = client.add_rules(
+        [tweepy.StreamRule("same", tag="a"), tweepy.StreamRule("same", tag="b")]
+    )
+    (created,) = response.data
+    (error,) = response.errors
+    assert error["title"] == "DuplicateRule" and error["id"] == created.id
+    assert [r.tag for r in client.get_rules().data] == ["a"]
+
+
+def test_every_connection_can_end_with_an_operational_disconnect(x_server: FakeXServer) -> None:
+    x_server.disconnect_every_connection = True
+    for _ in range(3):
+        response = open_stream(x_server)
+        assert response.status == 200
+        body = response.read()  # the server ends the chunked body after the message
+        assert b"OperationalDisconnect" in body

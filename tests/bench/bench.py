@@ -43,6 +43,7 @@ class FakeX:
         command = [sys.executable, "-m", "tests.fakes.x_server", "--port", str(self.port)]
         command += ["--token-file", str(token_file), "--count", str(posts)]
         command += ["--close-after-count"] if close_after_count else []
+        command += ["--rule", "python lang:en"]  # X answers 409 while no rule is live
         self.process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.DEVNULL)
         wait_for_http(f"{self.url}/_fake/stats")
 

@@ -13,6 +13,20 @@ Endpoints (same paths, status codes and JSON shapes as api.x.com):
                                                             {"delete": {"ids": [...]}}
     Wrong or missing bearer token: 401 with the API's problem JSON.
 
+Refusals, as X answers them:
+    POST rules, a value over `rule_max_length` (512, X's limit below Enterprise): 200 with
+        {"errors": [{"value", "details": [...], "title": "UnprocessableEntity",
+        "type": ".../problems/invalid-rules"}]} and meta.summary invalid=1 (the shape of X's
+        answers quoted in tweepy#1874; the wording of `details` is ours)
+    POST rules, a value already live or repeated in the request: 200 with a DuplicateRule
+        error naming the id of the rule that holds the value
+    GET the filtered stream while no rule is live: 409 ConnectionException with
+        connection_issue "RuleConfigurationIssue" (body quoted in tweepy#1934)
+    refuse_streams(429, "UsageCapExceeded"): every stream connection gets X's usage-capped
+        problem (body quoted in xdevplatform/xdk#25) until refuse_streams(None)
+    disconnect_every_connection = True: every stream connection is accepted (200), sends the
+        operational-disconnect message and closes, as X does during incidents
+
 Each post's author is in `includes.users` (first, as the author_id expansion puts it); about
 15% of posts are reposts ("RT @user: ", referenced_tweets type "retweeted").
 
@@ -34,6 +48,7 @@ The same knobs over HTTP for processes started through the CLI (no bearer token 
 
 CLI (used by the sandbox and `make bench`):
     python -m tests.fakes.x_server --host 127.0.0.1 --port P --token-file F [--rate R] [--count N]
+        [--rule VALUE ...]   (rules live from the start, so a plain client may connect at once)
 """
 
 from __future__ import annotations
@@ -92,6 +107,13 @@ PROBLEMS = {
         "connection_issue": "TooManyConnections",
         "type": "https://api.twitter.com/2/problems/streaming-connection",
     },
+    409: {
+        "title": "ConnectionException",
+        "detail": "You must define rules using the POST /2/tweets/search/stream/rules endpoint "
+        "before connecting to filtered stream.",
+        "connection_issue": "RuleConfigurationIssue",
+        "type": "https://api.twitter.com/2/problems/streaming-connection",
+    },
     503: {
         "title": "Service Unavailable",
         "detail": "Service Unavailable",
@@ -99,6 +121,21 @@ PROBLEMS = {
         "status": 503,
     },
 }
+# Problems that share a status code, by title (refuse_streams).
+NAMED_PROBLEMS = {
+    "UsageCapExceeded": {
+        "account_id": "1234567890",
+        "product_name": "standard-basic",
+        "title": "UsageCapExceeded",
+        "period": "Monthly",
+        "scope": "Product",
+        "detail": "Usage cap exceeded: Monthly product cap",
+        "type": "https://api.twitter.com/2/problems/usage-capped",
+    },
+    "TooManyConnections": PROBLEMS[429],
+    "RuleConfigurationIssue": PROBLEMS[409],
+}
+RULE_MAX_LENGTH = 512  # X's rule length below Enterprise (2048 there)
 WORDS = tuple(
     [
         "python",
@@ -252,6 +289,9 @@ class FakeXServer:
         self.count = count
         self.keepalive_interval = keepalive_interval
         self.close_after_count = False  # end the stream cleanly once `count` posts went out
+        self.rule_max_length = RULE_MAX_LENGTH
+        self.disconnect_every_connection = False
+        self.stream_refusal: tuple[int, dict] | None = None
         self.sent_ids: list[str] = []
         self.connections = 0  # stream connection attempts, failed ones included
         self.connection_times: list[float] = []  # time.monotonic() of each of those attempts
@@ -320,6 +360,25 @@ class FakeXServer:
     def operational_disconnect(self) -> None:
         self._disconnect.set()
 
+    def refuse_streams(self, status: int | None, problem: str | None = None) -> None:
+        """Answer every stream connection with `status` and X's problem of that title (or
+        PROBLEMS[status]) until called with None."""
+        if status is None:
+            self.stream_refusal = None
+            return
+        body = NAMED_PROBLEMS[problem] if problem else PROBLEMS.get(status, {"status": status})
+        self.stream_refusal = (status, body)
+
+    def add_rule(self, value: str, tag: str | None = None) -> str:
+        """Make a rule live as if a client had POSTed it; returns its id."""
+        with self._lock:
+            rule = {"id": str(next(self._rule_ids)), "value": value}
+            if tag is not None:
+                rule["tag"] = tag
+            self.rules[rule["id"]] = rule
+            self._update_matching_rules()
+        return rule["id"]
+
     def inject(self, kind: str) -> None:
         line = self._special_line(kind)
         with self._lock:
@@ -338,7 +397,14 @@ class FakeXServer:
 
     def control(self, settings: dict) -> None:
         """Apply knobs given as JSON (the /_fake/control endpoint)."""
-        for key in ("rate", "count", "keepalive_interval", "close_after_count"):
+        for key in (
+            "rate",
+            "count",
+            "keepalive_interval",
+            "close_after_count",
+            "rule_max_length",
+            "disconnect_every_connection",
+        ):
             if key in settings:
                 setattr(self, key, settings[key])
         if "drop_after" in settings:
@@ -351,6 +417,8 @@ class FakeXServer:
             self.operational_disconnect()
         if "inject" in settings:
             self.inject(settings["inject"])
+        if "refuse_streams" in settings:
+            self.refuse_streams(*(settings["refuse_streams"] or [None]))
 
     # Posts -------------------------------------------------------------------------------
 
@@ -484,27 +552,40 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         created, errors = [], []
         with fake._lock:
-            values = {r["value"] for r in fake.rules.values()}
+            # value -> id of the rule holding it: live ones, then those made by this request
+            holders = {r["value"]: rule_id for rule_id, r in fake.rules.items()}
             for rule in additions:
                 value = rule.get("value") if isinstance(rule, dict) else None
                 if not isinstance(value, str) or not value.strip():
                     self._send_json(400, _invalid_request("rule value must be a non-empty string"))
                     return
-                if value in values:
-                    existing = next(i for i, r in fake.rules.items() if r["value"] == value)
+                if value in holders:
                     errors.append(
                         {
                             "value": value,
-                            "id": existing,
+                            "id": holders[value],
                             "title": "DuplicateRule",
                             "type": "https://api.twitter.com/2/problems/duplicate-rules",
+                        }
+                    )
+                    continue
+                if len(value) > fake.rule_max_length:
+                    errors.append(
+                        {
+                            "value": value,
+                            "details": [
+                                f"Rule '{value}' is too long: {len(value)} characters, the "
+                                f"maximum for your access level is {fake.rule_max_length}"
+                            ],
+                            "title": "UnprocessableEntity",
+                            "type": "https://api.twitter.com/2/problems/invalid-rules",
                         }
                     )
                     continue
                 new = {"id": str(next(fake._rule_ids)), "value": value}
                 if rule.get("tag") is not None:
                     new["tag"] = rule["tag"]
-                values.add(value)
+                holders[value] = new["id"]
                 created.append(new)
             if not dry_run:
                 fake.rules.update({r["id"]: r for r in created})
@@ -554,17 +635,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self) -> None:
         fake = self.fake
+        filtered = urlsplit(self.path).path == "/2/tweets/search/stream"
         with fake._lock:
             fake.connections += 1
             fake.connection_times.append(time.monotonic())
             failure = fake._fail_next.pop(0) if fake._fail_next else None
             drop_after, fake._drop_after = fake._drop_after, None
-        if failure is not None:
-            problem = PROBLEMS.get(failure, {"title": "Error", "status": failure})
-            self._send_json(failure, problem, {"Connection": "close"})
+            refusal = fake.stream_refusal
+            if failure is not None:
+                refusal = (failure, PROBLEMS.get(failure, {"title": "Error", "status": failure}))
+            elif refusal is None and filtered and not fake.rules:
+                refusal = (409, PROBLEMS[409])
+        if refusal is not None:
+            self._send_json(refusal[0], refusal[1], {"Connection": "close"})
             self.close_connection = True
             return
-        fake._disconnect.clear()
+        if fake.disconnect_every_connection:
+            fake._disconnect.set()
+        else:
+            fake._disconnect.clear()
         self.send_response(200)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Transfer-Encoding", "chunked")
@@ -658,6 +747,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keepalive-interval", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--close-after-count", action="store_true", help="end the stream then")
+    parser.add_argument("--rule", action="append", default=[], help="a rule live from the start")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = FakeXServer(
@@ -670,6 +760,8 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     server.close_after_count = args.close_after_count
+    for value in args.rule:
+        server.add_rule(value)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     server.start()
