@@ -340,3 +340,45 @@ def test_sandbox_inventory_provisions_unattended_on_a_fresh_checkout(moto_server
     assert again.returncode == 0, again.stdout[-4000:]
     assert recap(again.stdout)["changed"] == 0, again.stdout[-4000:]
     assert key.with_suffix(".pub").read_text().split()[1] == pair["PublicKey"].split()[1]
+
+
+def test_inventory_aws_placeholders_are_refused_with_the_line_to_edit(moto_server, tmp_path):
+    """inventory/aws as shipped (plus a vault copied from the example unedited): nothing is made."""
+    moto_server.reset()
+    vault = tmp_path / "vault.yml"
+    vault.write_text('vault_x_bearer_token: "AAAA...your X API bearer token"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    command = [str(REPO / ".venv/bin/ansible-playbook"), "playbooks/provision.yml"]
+    command += ["-i", "inventory/aws", "-e", f"aws_endpoint_url={moto_server.url}"]
+    command += ["-e", f"@{vault}", "-e", '{"network_admin_cidrs": ["203.0.113.7/32"]}']
+    proc = subprocess.run(
+        command,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode != 0
+    output = " ".join(proc.stdout.split())  # the callback wraps long lines
+    main = "inventory/aws/group_vars/all/main.yml"
+    line = next(
+        n
+        for n, text in enumerate((REPO / main).read_text().splitlines(), 1)
+        if text.startswith("twittersnake_bucket:")
+    )
+    assert (
+        'twittersnake_bucket is still the example value "change-me-twittersnake-data": '
+        f"edit {main} line {line}"
+    ) in output
+    assert "twittersnake_repo_url is still the example value" in output
+    assert "inventory/aws/group_vars/all/deploy.yml line" in output
+    assert "vault_x_bearer_token is still the example's placeholder" in output
+    assert "your X API bearer token" not in proc.stdout + proc.stderr  # a secret is never shown
+    assert "TASK [preflight : Stop on invalid inputs]" in proc.stdout
+    runner = Runner(moto_server.url, tmp_path)
+    assert all(not v for v in footprint(runner).values())
