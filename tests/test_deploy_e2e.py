@@ -19,7 +19,9 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import jinja2
 import pytest
+import yaml
 import zstandard
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -202,6 +204,25 @@ def test_systemd_is_pid_1_and_starts_supervisord_enabled_at_boot(sandbox):
     assert sandbox.ssh("systemctl show --property=MainPID --value supervisor").strip() == str(
         parent
     )
+
+
+def test_environment_is_built_by_the_conda_roles_command_at_the_tested_pins(sandbox):
+    role = yaml.safe_load((REPO / "roles/conda/tasks/environment.yml").read_text())
+    (create,) = [task for task in role if task["name"] == "Create the environment"]
+    defaults = yaml.safe_load((REPO / "roles/conda/defaults/main.yml").read_text())
+    argv = [
+        jinja2.Template(arg).render(defaults) for arg in create["ansible.builtin.command"]["argv"]
+    ]
+    history = sandbox.ssh("cat /opt/conda/envs/twittersnake/conda-meta/history")
+    commands = re.findall(r"^# cmd: (.*)$", history, re.M)
+    assert commands and commands[0] == " ".join(argv), history  # conda records each command line
+    listing = sandbox.ssh("/opt/conda/envs/twittersnake/bin/python -m pip list --format json")
+    installed = {p["name"].lower(): p["version"] for p in json.loads(listing)}
+    environment = yaml.safe_load((REPO / "collector/environment.yml").read_text())
+    (pip,) = [d["pip"] for d in environment["dependencies"] if isinstance(d, dict)]
+    for line in pip:  # the pip section: the versions requirements.txt pins (test_conda_environment)
+        name, version = line.split("==")
+        assert installed.get(name.lower()) == version, f"{name}: {installed.get(name.lower())}"
 
 
 def test_rerun_without_changes_changes_nothing_and_keeps_pid(sandbox):

@@ -98,15 +98,28 @@ def test_miniforge_stand_in_installs_conda_that_builds_an_environment(world):
         sudo bash m.sh -b -p /opt/conda-test >/dev/null
         ! sudo bash m.sh -b -p /opt/conda-test 2>/dev/null
         printf 'name: t\\ndependencies:\\n  - python=3.11\\n  - pip\\n' > env.yml
-        printf '  - pip:\\n      - six\\n' >> env.yml
+        printf '  - pip:\\n      - tqdm==4.70.1\\n' >> env.yml
         sudo /opt/conda-test/bin/conda env create -q -n t -f env.yml
-        /opt/conda-test/envs/t/bin/python -c 'import six'
+        /opt/conda-test/envs/t/bin/python -c 'import tqdm; assert tqdm.__version__ == "4.70.1"'
         sudo /opt/conda-test/bin/conda env list --json"""
     try:
         result = world.ssh(script, timeout=300)
     finally:  # the sandbox is shared: leave it as it was
         world.ssh("sudo rm -rf /opt/conda-test /tmp/m.sh /tmp/env.yml", check=False)
     assert "/opt/conda-test/envs/t" in json.loads(result.stdout)["envs"]
+    # Like conda, it records the command line; pip's index is the sandbox's (/etc/pip.conf).
+    history = world.ssh("cat /opt/conda-test/envs/t/conda-meta/history").stdout
+    assert "# cmd: /opt/conda-test/bin/conda env create -q -n t -f env.yml" in history
+    assert f"127.0.0.1:{world.ports.files}/simple/" in world.ssh("cat /etc/pip.conf").stdout
+
+
+def test_the_package_index_is_the_wheelhouse_and_nothing_else(world):
+    """pip on the instance reads the sandbox's index only: what is not in the wheelhouse fails."""
+    script = """set -e
+        python3 -m venv /tmp/v
+        /tmp/v/bin/python -m pip install -q --disable-pip-version-check tqdm==4.70.1
+        ! /tmp/v/bin/python -m pip install -q --disable-pip-version-check flask 2>/dev/null"""
+    world.ssh(script, timeout=300)
 
 
 def test_reboot_boots_the_instance_again_and_returns_when_ssh_answers(world):

@@ -2,8 +2,11 @@
 
 Miniforge cannot be downloaded in the sandbox (no internet), so the stand-in installer puts
 this script in place of conda. It implements what the conda role calls, with the same
-arguments and exit codes as conda; an environment is a python venv (the instance's python3)
-whose packages come from the sandbox wheelhouse (PyPI if the wheelhouse lacks one):
+arguments and exit codes as conda; an environment is a python venv (the instance's python3,
+for `python=3.11` from conda-forge). The file's `pip:` section is installed as conda does it:
+`python -m pip install -U -r <file with those lines> --exists-action=b` in the new environment,
+with pip's own configuration: on the sandbox host /etc/pip.conf names the sandbox's package
+index (the wheelhouse built on the controller), as a mirror would on a real host.
 
     conda --version | conda info [--json] | conda env list [--json] | conda info --envs
     conda env create -f FILE (-p PREFIX | -n NAME) [-y] [-q] [--json]   (fails if it exists)
@@ -13,7 +16,8 @@ whose packages come from the sandbox wheelhouse (PyPI if the wheelhouse lacks on
     conda clean ... | conda config ...   (accepted, nothing to do)
 
 Conda dependencies other than python and pip are installed with pip under the same name
-(`pkg=1.2` becomes `pkg==1.2.*`). Runs with the instance's python3: stdlib only.
+(`pkg=1.2` becomes `pkg==1.2.*`). Like conda, it records each command line in the
+environment's conda-meta/history (`# cmd: ...`). Runs with the instance's python3: stdlib only.
 """
 
 import argparse
@@ -23,11 +27,12 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 ROOT_PREFIX = Path(__file__).resolve().parent.parent
 VERSION = "24.11.3"
-WHEELHOUSE_FILE = ROOT_PREFIX / "etc" / "sandbox-wheelhouse-url"
 SKIPPED = {"python", "pip"}
 
 
@@ -95,20 +100,22 @@ def environments() -> list[str]:
     return envs
 
 
-def pip_install(prefix: Path, requirements: list[str], quiet: bool) -> None:
+def pip_install(prefix: Path, requirements: list[str], env_file: Path, quiet: bool) -> None:
+    """What conda does with an environment file's `pip:` section (and the mapped conda deps)."""
     if not requirements:
         return
-    pip = [str(prefix / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
-    pip += ["--quiet"] if quiet else []
-    wheelhouse = WHEELHOUSE_FILE.read_text().strip() if WHEELHOUSE_FILE.exists() else ""
-    if wheelhouse:
-        offline = subprocess.run([*pip, "--no-index", "--find-links", wheelhouse, *requirements])
-        if offline.returncode == 0:
-            return
-        print("wheelhouse incomplete; falling back to the package index", file=sys.stderr)
-        pip += ["--find-links", wheelhouse]
-    if subprocess.run([*pip, *requirements]).returncode != 0:
-        fail(f"pip could not install the environment's packages into {prefix}")
+    # conda writes the lines to a requirements file next to the environment file.
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="condaenv.", suffix=".requirements.txt", dir=env_file.parent, delete=False
+    ) as listing:
+        listing.write("\n".join(requirements) + "\n")
+    pip = [str(prefix / "bin" / "python"), "-m", "pip", "install", "-U", "-r", listing.name]
+    pip += ["--exists-action=b", "--disable-pip-version-check"] + (["--quiet"] if quiet else [])
+    try:
+        if subprocess.run(pip).returncode != 0:
+            fail(f"Pip failed: pip could not install the environment's packages into {prefix}")
+    finally:
+        os.unlink(listing.name)
 
 
 def build_environment(prefix: Path, env_file: Path, quiet: bool) -> None:
@@ -117,11 +124,14 @@ def build_environment(prefix: Path, env_file: Path, quiet: bool) -> None:
         base_python = getattr(sys, "_base_executable", sys.executable)
         subprocess.run([base_python, "-m", "venv", str(prefix)], check=True)
     requirements = [r for r in (conda_to_pip(d) for d in conda_deps) if r] + pip_deps
-    pip_install(prefix, requirements, quiet)
+    pip_install(prefix, requirements, env_file, quiet)
     meta = prefix / "conda-meta"
     meta.mkdir(exist_ok=True)
     shutil.copyfile(env_file, meta / "environment.yml")
-    (meta / "history").write_text("# sandbox conda stand-in\n" + "\n".join(requirements) + "\n")
+    with open(meta / "history", "a") as history:  # conda's format: one block per command
+        history.write(f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} <==\n")
+        history.write(f"# cmd: {' '.join(sys.argv)}\n# conda version: {VERSION}\n")
+        history.writelines(f"# pip: {r}\n" for r in requirements)
 
 
 def env_create(args) -> None:

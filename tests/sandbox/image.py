@@ -131,11 +131,15 @@ def extract(root: Path, log) -> None:
     partial.rename(root)
 
 
-def personalise(root: Path, *, ssh_port: int, public_key: str, hostname: str) -> None:
-    """Per-sandbox values: sshd on 127.0.0.1:ssh_port, ubuntu's key, host keys, machine id, name.
+def personalise(
+    root: Path, *, ssh_port: int, public_key: str, hostname: str, package_index: str
+) -> None:
+    """Per-sandbox values: sshd on 127.0.0.1:ssh_port, ubuntu's key, host keys, machine id, name,
+    and pip's package index (the sandbox has no internet; a real host may have a mirror too).
 
     Host keys and the machine id are made once per root and survive reboots, as on a VM.
     """
+    (root / "etc/pip.conf").write_text(f"[global]\nindex-url = {package_index}\n")
     sshd = root / "etc/ssh/sshd_config.d/10-sandbox.conf"
     sshd.write_text(
         f"Port {ssh_port}\nListenAddress 127.0.0.1\nPasswordAuthentication no\n"

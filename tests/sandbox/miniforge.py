@@ -3,12 +3,15 @@
 Miniforge3.sh honours the real installer's contract (`bash Miniforge3.sh -b -p PREFIX`, -u to
 update, an error if PREFIX exists) and produces PREFIX/bin/conda (conda_standin.py) and
 PREFIX/bin/python, so the conda role's download, checksum and install steps run for real.
-The installer only depends on the files port, so its sha256 is stable for a given sandbox.
+The environment's packages come from a PEP 503 package index over a wheelhouse built here
+(files/simple/), which the instance's pip uses through /etc/pip.conf (image.personalise).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +50,6 @@ echo "Unpacking payload (sandbox stand-in: a python venv and a conda script) ...
 mkdir -p "$PREFIX"
 [ -x "$PREFIX/bin/python" ] || python3 -m venv "$PREFIX"
 mkdir -p "$PREFIX/envs" "$PREFIX/pkgs" "$PREFIX/conda-meta" "$PREFIX/etc"
-echo "{wheelhouse_url}" > "$PREFIX/etc/sandbox-wheelhouse-url"
 echo "#!$PREFIX/bin/python" > "$PREFIX/bin/conda"
 cat >> "$PREFIX/bin/conda" <<'TWITTERSNAKE_CONDA_STANDIN'
 {conda_script}
@@ -89,33 +91,60 @@ def ensure_wheelhouse(log) -> Path:
     key = "\n".join([f"python {INSTANCE_PYTHON}", *sorted(requirements)])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     wheelhouse = paths.cache_dir() / f"wheelhouse-{digest}"
-    if wheelhouse.is_dir():
-        return wheelhouse
-    partial = wheelhouse.with_name(wheelhouse.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    if requirements:
-        log(f"building the wheelhouse for the instance ({len(requirements)} requirements)")
-        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-        common = ["--dest", str(partial), "pip", "setuptools", "wheel", *requirements]
-        binary = ["--only-binary=:all:", "--python-version", INSTANCE_PYTHON]
-        result = subprocess.run([*pip, "download", *binary, *common])
-        if result.returncode != 0:  # an sdist-only package: let pip build it
-            subprocess.run([*pip, "wheel", "--wheel-dir", str(partial), *requirements], check=True)
-    partial.rename(wheelhouse)
+    with paths.cache_lock("-wheelhouse"):
+        if wheelhouse.is_dir():
+            return wheelhouse
+        partial = wheelhouse.with_name(wheelhouse.name + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        if requirements:
+            log(f"building the wheelhouse for the instance ({len(requirements)} requirements)")
+            pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+            common = ["--dest", str(partial), "pip", "setuptools", "wheel", *requirements]
+            binary = ["--only-binary=:all:", "--python-version", INSTANCE_PYTHON]
+            result = subprocess.run([*pip, "download", *binary, *common])
+            if result.returncode != 0:  # an sdist-only package: let pip build it
+                wheel = [*pip, "wheel", "--wheel-dir", str(partial), *requirements]
+                subprocess.run(wheel, check=True)
+        partial.rename(wheelhouse)
     return wheelhouse
 
 
-def write_files(files_dir: Path, files_port: int, log) -> str:
-    """Publish the installer and the wheelhouse under files_dir; returns the installer's sha256."""
+def project_name(wheel: str) -> str:
+    """PEP 503 normalized project name of a wheel file name (PEP 427: name-version-...whl)."""
+    return re.sub(r"[-_.]+", "-", wheel.split("-")[0]).lower()
+
+
+def write_simple_index(index_dir: Path, wheelhouse: Path) -> None:
+    """A PEP 503 simple repository over the wheelhouse: INDEX/<project>/index.html -> the wheels."""
+    projects: dict[str, list[str]] = {}
+    for wheel in sorted(wheelhouse.glob("*.whl")):
+        projects.setdefault(project_name(wheel.name), []).append(wheel.name)
+    partial = index_dir.with_name(index_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    links = "".join(f'<a href="{name}/">{name}</a>\n' for name in projects)
+    (partial / "index.html").write_text(f"<!DOCTYPE html>\n<html><body>\n{links}</body></html>\n")
+    for name, wheels in projects.items():
+        (partial / name).mkdir()
+        links = "".join(f'<a href="../../wheelhouse/{w}">{w}</a>\n' for w in wheels)
+        page = f"<!DOCTYPE html>\n<html><body>\n{links}</body></html>\n"
+        (partial / name / "index.html").write_text(page)
+    shutil.rmtree(index_dir, ignore_errors=True)
+    partial.rename(index_dir)
+
+
+def write_files(files_dir: Path, log) -> str:
+    """Publish the installer, the wheelhouse and its simple index (files_dir/simple/, what the
+    instance's /etc/pip.conf names); returns the installer's sha256."""
     files_dir.mkdir(parents=True, exist_ok=True)
     wheelhouse_link = files_dir / "wheelhouse"
     wheelhouse = ensure_wheelhouse(log)
     if not wheelhouse_link.is_symlink() or wheelhouse_link.resolve() != wheelhouse:
         wheelhouse_link.unlink(missing_ok=True)
         wheelhouse_link.symlink_to(wheelhouse)
+    write_simple_index(files_dir / "simple", wheelhouse)
     conda_script = (Path(__file__).parent / "conda_standin.py").read_text().rstrip("\n")
     installer = INSTALLER.format(
-        wheelhouse_url=f"http://127.0.0.1:{files_port}/wheelhouse/",
         conda_script=conda_script,
         version=paths.MINIFORGE_VERSION,
     ).encode()

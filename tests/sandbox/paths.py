@@ -22,8 +22,8 @@ def cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def cache_lock() -> Iterator[None]:
-    """Serialise cache builds between concurrent `up`s (a demo and a test run)."""
-    with open(cache_dir() / ".lock", "w") as lock:
+def cache_lock(name: str = "") -> Iterator[None]:
+    """Serialise builds of one cache entry between concurrent `up`s (a demo and a test run)."""
+    with open(cache_dir() / f".lock{name}", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

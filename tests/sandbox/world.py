@@ -315,7 +315,7 @@ class Sandbox:
 
     def _ensure_files(self, state: dict) -> str:
         files = self.state_dir / "files"
-        sha256 = miniforge.write_files(files, self.ports.files, self.log)
+        sha256 = miniforge.write_files(files, self.log)
         if not self._reuse(state, "files"):
             self.log(f"starting the files server on {HOST}:{self.ports.files}")
             command = [
@@ -341,6 +341,7 @@ class Sandbox:
             ssh_port=self.ports.ssh,
             public_key=self.ssh_key.with_suffix(".pub").read_text(),
             hostname="twittersnake-sandbox",
+            package_index=f"http://{HOST}:{self.ports.files}/simple/",
         )
         self.known_hosts.unlink(missing_ok=True)
         self.boots_file.unlink(missing_ok=True)
