@@ -104,11 +104,11 @@ def test_miniforge_stand_in_installs_conda_that_builds_an_environment(world):
         sudo /opt/conda-test/bin/conda env list --json"""
     try:
         result = world.ssh(script, timeout=300)
+        history = world.ssh("cat /opt/conda-test/envs/t/conda-meta/history").stdout
     finally:  # the sandbox is shared: leave it as it was
         world.ssh("sudo rm -rf /opt/conda-test /tmp/m.sh /tmp/env.yml", check=False)
     assert "/opt/conda-test/envs/t" in json.loads(result.stdout)["envs"]
     # Like conda, it records the command line; pip's index is the sandbox's (/etc/pip.conf).
-    history = world.ssh("cat /opt/conda-test/envs/t/conda-meta/history").stdout
     assert "# cmd: /opt/conda-test/bin/conda env create -q -n t -f env.yml" in history
     assert f"127.0.0.1:{world.ports.files}/simple/" in world.ssh("cat /etc/pip.conf").stdout
 
@@ -119,17 +119,21 @@ def test_the_package_index_is_the_wheelhouse_and_nothing_else(world):
         python3 -m venv /tmp/v
         /tmp/v/bin/python -m pip install -q --disable-pip-version-check tqdm==4.70.1
         ! /tmp/v/bin/python -m pip install -q --disable-pip-version-check flask 2>/dev/null"""
-    world.ssh(script, timeout=300)
+    try:
+        world.ssh(script, timeout=300)
+    finally:
+        world.ssh("rm -rf /tmp/v", check=False)
 
 
 def test_reboot_boots_the_instance_again_and_returns_when_ssh_answers(world):
-    booted = world.ssh("ps -o lstart= -p 1").stdout.strip()
+    booted, boots = world.ssh("ps -o lstart= -p 1").stdout.strip(), world.boots()
     world.ssh("sudo touch /var/tmp/survives-reboot /run/gone-after-reboot")
     world.reboot()
-    assert world.boots() == 2
+    assert world.boots() == boots + 1
     assert world.ssh("ps -o lstart= -p 1").stdout.strip() != booted  # a new PID 1
     assert world.ssh("cat /proc/1/comm").stdout.strip() == "systemd"
     assert world.ssh("test -e /var/tmp/survives-reboot && ! test -e /run/gone-after-reboot")
+    world.ssh("sudo rm /var/tmp/survives-reboot")
 
 
 def test_ssh_command_line_runs_a_command_on_the_instance(world):
