@@ -261,8 +261,9 @@ def tiny_disk(tmp_path: Path):
 # -- running in parallel (pytest-xdist; `make test`: -n 2 --dist loadfile --no-loadscope-reorder) -
 
 # The modules that use the sandbox: their tests form one unit of work, so one worker runs them
-# all, in this order, on the one sandbox its session builds (tests/sandbox/fixture.py).
-SANDBOX_MODULES = ("test_deploy_e2e.py", "test_notebook_e2e.py", "test_sandbox.py")
+# all, in this order, on the one sandbox its session builds (tests/sandbox/fixture.py): the bare
+# host's tests first, then the deploys.
+SANDBOX_MODULES = ("test_sandbox.py", "test_deploy_e2e.py", "test_notebook_e2e.py")
 SANDBOX_UNIT = "sandbox"
 
 
@@ -278,7 +279,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"sandbox tests outside SANDBOX_MODULES: {', '.join(strays)}; add the module there"
             " (tests/conftest.py): all sandbox tests share one sandbox on one xdist worker"
         )
-    items.sort(key=lambda item: item.path.name not in SANDBOX_MODULES)  # stable: order kept
+    order = {name: index for index, name in enumerate(SANDBOX_MODULES)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: order kept
 
 
 @pytest.hookimpl(optionalhook=True)
