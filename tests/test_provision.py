@@ -247,6 +247,7 @@ BAD_INPUTS = {
     "iam_credentials_vault": True,
     "vault_credentials_password": "",
     "keypair_public_key_file": "/nonexistent/id_ed25519.pub",
+    "keypair_create_missing": False,  # the sandbox inventory turns it on
 }
 PREFLIGHT_MESSAGES = [
     "network_admin_cidrs has invalid CIDRs: 203.0.113.7",
@@ -295,6 +296,7 @@ def test_bad_inputs_fail_in_preflight_with_every_problem_and_touch_nothing(
     assert all(not v for v in footprint(runner).values())
 
 
+@pytest.mark.slow  # a whole provision run against moto
 def test_sandbox_inventory_provisions_unattended_on_a_fresh_checkout(moto_server, tmp_path):
     """The README's command, in a copy of the tracked files: no key, no .sandbox/, no stdin."""
     moto_server.reset()
