@@ -31,16 +31,21 @@ class Fatal(Exception):
     """A condition a restart cannot fix (exit 78): bad token, missing bucket."""
 
 
-def _check_bucket(shipper) -> None:
-    from collector.s3sink import BucketMissing, S3Unavailable
+def _check_bucket(shipper, metrics: Metrics) -> None:
+    from collector.s3sink import BucketMissing, S3AccessDenied, S3Unavailable
 
     try:
         shipper.check_bucket()
     except BucketMissing as exc:
         raise Fatal(str(exc)) from None
+    except S3AccessDenied as exc:
+        # A policy can be fixed while we run: retried like an outage, but named as what it is.
+        log.error("S3 refuses the collector's credentials at start, uploads will retry: %s", exc)
+        metrics.set("last_error", str(exc))
     except S3Unavailable as exc:
         # S3 trouble at start is retried like any later outage; only a missing bucket is fatal.
         log.warning("S3 not reachable at start, uploads will retry: %s", exc)
+        metrics.set("last_error", str(exc))
 
 
 def _sync_rules(cfg: Config, token: str) -> None:
@@ -80,7 +85,7 @@ class Collector:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         shipper = Shipper(self.cfg, self.dirs, self.metrics)
-        _check_bucket(shipper)
+        _check_bucket(shipper, self.metrics)
         _sync_rules(self.cfg, self.token)
 
         quarantine = Quarantine(self.dirs, self.metrics)

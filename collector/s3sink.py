@@ -15,10 +15,11 @@ Files are bounded by rotate.max_bytes (64 MiB uncompressed by default), so a sin
 (limit 5 GB) carries each file, streamed from the open file (bounded memory) with a
 full-object checksum; no multipart upload, no composite checksums.
 
-S3 API calls: HeadBucket (check_bucket), PutObject (with If-None-Match and a SHA-256
-checksum), HeadObject (after a 412 or when the PUT answer carries no checksum).
-IAM: s3:ListBucket on the bucket (HeadBucket), s3:PutObject and s3:GetObject (HeadObject) on
-{prefix}/*; plus kms:GenerateDataKey on the key when the bucket uses SSE-KMS.
+S3 API calls: ListObjectsV2 with Prefix={prefix}/ and MaxKeys=1 (check_bucket), PutObject
+(with If-None-Match and a SHA-256 checksum), HeadObject (after a 412 or when the PUT answer
+carries no checksum). IAM (roles/iam/templates/collector-policy.json.j2): s3:ListBucket on the
+bucket with s3:prefix {prefix}/*, s3:PutObject only with If-None-Match (s3:if-none-match) and
+s3:GetObject (HeadObject) on {prefix}/*; kms:GenerateDataKey when the bucket uses SSE-KMS.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from collector.codecs import codec_of
 from collector.compress import recorded_sha256
-from collector.layout import object_key
+from collector.layout import object_key, prefix_path
 from collector.redact import SECRETS
 from collector.stages import Held
 
@@ -50,6 +51,10 @@ class BucketMissing(Exception):
 
 class S3Unavailable(Exception):
     """S3 could not be asked (network, 5xx, access denied): retried, never fatal."""
+
+
+class S3AccessDenied(S3Unavailable):
+    """S3 answered 403 to the collector's credentials: retried (a policy can be fixed live)."""
 
 
 class ChecksumConflict(Held):
@@ -116,22 +121,32 @@ class S3Sink:
 
     # -- bucket check at start --------------------------------------------------------------
 
+    def list_prefix(self) -> str:
+        """`{prefix}/` ("" at the bucket's root): what every key and listing starts with."""
+        return prefix_path(self.prefix)
+
     def check_bucket(self) -> None:
-        """Raise BucketMissing (fatal) or S3Unavailable (retried) unless the bucket answers."""
+        """Raise BucketMissing (fatal), S3AccessDenied or S3Unavailable (both retried).
+
+        One ListObjectsV2 with our prefix and MaxKeys=1: the call the collector's policy allows
+        (s3:ListBucket only with s3:prefix under ours; HeadBucket would need it unconditioned).
+        AWS: https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html
+        """
         if not self.bucket:
             raise BucketMissing("s3.bucket is empty: name the bucket the collector writes to")
         try:
-            self.s3.head_bucket(Bucket=self.bucket)
+            self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.list_prefix(), MaxKeys=1)
         except ClientError as exc:
             code, status = _error_fields(exc)
-            if status == 404 or code in ("404", "NoSuchBucket", "NotFound"):
+            if code == "NoSuchBucket" or (status == 404 and code in ("404", "NotFound")):
                 raise BucketMissing(
                     f"S3 bucket '{self.bucket}' does not exist (s3.bucket in the config)"
                 ) from None
             if status == 403:
-                raise S3Unavailable(
-                    f"S3 bucket '{self.bucket}': access denied to HeadBucket "
-                    "(the collector's credentials need s3:ListBucket on it)"
+                raise S3AccessDenied(
+                    f"S3 bucket '{self.bucket}': access denied ({code}) to ListObjectsV2 under "
+                    f"'{self.list_prefix()}' (the collector's credentials need s3:ListBucket "
+                    f"with s3:prefix '{self.list_prefix()}*')"
                 ) from None
             raise S3Unavailable(f"S3 bucket '{self.bucket}': {SECRETS.one_line(exc)}") from None
         except (BotoCoreError, OSError) as exc:

@@ -24,13 +24,14 @@ from collector.s3sink import (
     S3_ERRORS,
     BucketMissing,
     ChecksumConflict,
+    S3AccessDenied,
     S3Sink,
     S3Unavailable,
     make_client,
 )
 from collector.stages import RETRY_BASE, RETRY_CAP, Stage, StageRunner
 
-__all__ = ["BucketMissing", "S3Unavailable", "Shipper", "make_client"]
+__all__ = ["BucketMissing", "S3AccessDenied", "S3Unavailable", "Shipper", "make_client"]
 
 log = logging.getLogger(__name__)
 

@@ -60,15 +60,17 @@ def pytest_runtest_makereport(item, call):
 class MotoServer:
     """A moto server process on a free loopback port."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, module: str = "moto.server") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self.env = env
+        self.module = module
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", self.module, "-H", "127.0.0.1", "-p", str(self.port)],
+            cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=None if self.env is None else {**os.environ, **self.env},
@@ -134,8 +136,9 @@ class IamMoto:
     identity policies on every request: Action and Resource are matched, but Condition blocks of
     identity policies are not evaluated (moto/iam/access_control.py passes no request context to
     them), so a conditional Allow behaves like an unconditional one. HeadBucket is authorized as
-    the non-AWS action s3:HeadBucket, HeadObject as s3:GetObject. Refusals answer 403 AccessDenied
-    (S3) or AccessDenied / UnauthorizedOperation (query APIs).
+    the non-AWS action s3:HeadBucket, HeadObject as s3:GetObject; CloudWatch calls are authorized
+    as cloudwatch:* (tests/fakes/moto_iam_server.py). Refusals answer 403 AccessDenied (S3, IAM,
+    CloudWatch) or UnauthorizedOperation (EC2).
 
     `reset()` empties moto and creates `admin` (an IAM user with Action "*") in the unauthenticated
     requests; everything after that must be signed by a key moto knows.
@@ -208,10 +211,17 @@ class IamMoto:
         }
 
 
+def enforcing_moto_server() -> MotoServer:
+    """A moto server (not started) that enforces IAM from its first request, see IamMoto."""
+    return MotoServer(
+        env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"}, module="tests.fakes.moto_iam_server"
+    )
+
+
 @pytest.fixture(scope="session")
 def moto_iam_server() -> Iterator[MotoServer]:
     """A second moto server, separate from `moto_server`, that enforces IAM (see IamMoto)."""
-    server = MotoServer(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    server = enforcing_moto_server()
     server.start()
     yield server
     server.stop()

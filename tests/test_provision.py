@@ -147,9 +147,14 @@ def test_fresh_provision_creates_the_footprint(provisioned):
     doc = json.loads(doc) if isinstance(doc, str) else doc
     actions = {a for s in doc["Statement"] for a in s["Action"]}
     resources = {s["Resource"] for s in doc["Statement"]}
-    # What collector/uploader.py calls: PutObject, HeadObject (GetObject), HeadBucket (ListBucket).
-    assert actions == {"s3:PutObject", "s3:GetObject", "s3:ListBucket"}
-    assert resources == {f"arn:aws:s3:::{BUCKET}/raw/*", f"arn:aws:s3:::{BUCKET}"}
+    # What the collector calls: PutObject, HeadObject (GetObject), ListObjectsV2 (ListBucket),
+    # PutMetricData; tests/test_least_privilege.py proves the scopes on an enforcing moto.
+    assert actions == {"s3:PutObject", "s3:GetObject", "s3:ListBucket", "cloudwatch:PutMetricData"}
+    assert resources == {f"arn:aws:s3:::{BUCKET}/raw/*", f"arn:aws:s3:::{BUCKET}", "*"}
+    # Versioning is on by default, noncurrent versions expire after 30 days.
+    assert s3.get_bucket_versioning(Bucket=BUCKET).get("Status") == "Enabled"
+    (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    assert lifecycle["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
     (key,) = iam.list_access_keys(UserName=USER)["AccessKeyMetadata"]
     assert runner.creds.stat().st_mode & 0o777 == 0o600
     assert f"collector_aws_access_key_id: {key['AccessKeyId']}" in runner.creds.read_text()

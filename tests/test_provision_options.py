@@ -57,9 +57,15 @@ def test_bucket_uses_the_kms_key_versioning_and_ia_transition(options_footprint)
     default = rule["ApplyServerSideEncryptionByDefault"]
     assert default == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}
     assert s3.get_bucket_versioning(Bucket=BUCKET).get("Status") == "Enabled"
-    (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
-    assert lifecycle["Status"] == "Enabled"
-    assert lifecycle["Transitions"] == [{"Days": 30, "StorageClass": "STANDARD_IA"}]
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
+    assert set(rules) == {"twittersnake-transition-ia", "twittersnake-expire-noncurrent"}
+    assert all(rule["Status"] == "Enabled" for rule in rules.values())
+    assert rules["twittersnake-transition-ia"]["Transitions"] == [
+        {"Days": 30, "StorageClass": "STANDARD_IA"}
+    ]
+    assert rules["twittersnake-expire-noncurrent"]["NoncurrentVersionExpiration"] == {
+        "NoncurrentDays": 30
+    }
 
 
 def test_collector_may_generate_data_keys_with_the_bucket_key(options_footprint):
