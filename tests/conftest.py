@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -10,11 +9,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 import pytest
+
+from tests.fakes import moto_iam as iam_moto
+from tests.fakes.moto_iam import AccessKey
 
 REPO = Path(__file__).resolve().parent.parent
 # sandbox_world (session: a sandbox on free ports) and run_playbook: see tests/sandbox/fixture.py.
@@ -113,30 +114,14 @@ def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoSer
     return moto_server
 
 
-@dataclass(frozen=True)
-class AccessKey:
-    """An IAM user's access key as moto's CreateAccessKey returned it."""
-
-    user_name: str
-    access_key_id: str
-    secret_access_key: str
-
-
-ADMINISTRATOR_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
-}
-
-
 class IamMoto:
     """A moto server that checks each signature and the signer's IAM policies, as AWS does.
 
-    moto authorizes nothing for the first INITIAL_NO_AUTH_ACTION_COUNT requests after a
-    POST /moto-api/reset-auth (moto/core/authorization.py, moto 5.2.5), then evaluates the caller's
-    identity policies on every request: Action and Resource are matched, but Condition blocks of
-    identity policies are not evaluated (moto/iam/access_control.py passes no request context to
-    them), so a conditional Allow behaves like an unconditional one. HeadBucket is authorized as
-    the non-AWS action s3:HeadBucket, HeadObject as s3:GetObject; CloudWatch calls are authorized
+    moto (tests/fakes/moto_iam.py) evaluates the caller's identity policies on every request
+    after the administrator's unauthenticated ones: Action and Resource are matched, but Condition
+    blocks of identity policies are not evaluated (moto/iam/access_control.py passes them no
+    request context), so a conditional Allow behaves like an unconditional one. HeadBucket is
+    authorized as the non-AWS action s3:HeadBucket, HeadObject as s3:GetObject; CloudWatch calls
     as cloudwatch:* (tests/fakes/moto_iam_server.py). Refusals answer 403 AccessDenied (S3, IAM,
     CloudWatch) or UnauthorizedOperation (EC2).
 
@@ -144,50 +129,21 @@ class IamMoto:
     requests; everything after that must be signed by a key moto knows.
     """
 
-    # CreateUser, PutUserPolicy, CreateAccessKey: the requests moto lets through unsigned.
-    UNAUTHENTICATED_REQUESTS = 3
-
     def __init__(self, server: MotoServer, region: str = "us-east-1") -> None:
         self.server = server
         self.url = server.url
         self.region = region
         self.admin: AccessKey | None = None
 
-    def _post(self, path: str, body: bytes = b"") -> None:
-        # A form content type (urllib's default) would leave moto's request.data empty.
-        request = urllib.request.Request(
-            f"{self.url}{path}", data=body, method="POST", headers={"Content-Type": "text/plain"}
-        )
-        urllib.request.urlopen(request, timeout=10).close()
-
     def reset(self) -> AccessKey:
         """Empty moto, create the administrator user unauthenticated, then enforce IAM."""
-        self._post("/moto-api/reset")
-        self._post("/moto-api/reset-auth", str(self.UNAUTHENTICATED_REQUESTS).encode())
-        anonymous = boto3.client(
-            "iam",
-            endpoint_url=self.url,
-            region_name=self.region,
-            aws_access_key_id="unauthenticated",
-            aws_secret_access_key="unauthenticated",
-        )
-        self.admin = self._create_user(anonymous, "administrator", ADMINISTRATOR_POLICY)
+        iam_moto.post(self.url, "/moto-api/reset")
+        self.admin = iam_moto.create_administrator(self.url, self.region)
         return self.admin
-
-    @staticmethod
-    def _create_user(iam, name: str, policy: dict | str) -> AccessKey:
-        iam.create_user(UserName=name)
-        iam.put_user_policy(
-            UserName=name,
-            PolicyName=f"{name}-inline",
-            PolicyDocument=policy if isinstance(policy, str) else json.dumps(policy),
-        )
-        key = iam.create_access_key(UserName=name)["AccessKey"]
-        return AccessKey(name, key["AccessKeyId"], key["SecretAccessKey"])
 
     def create_user(self, name: str, policy: dict | str) -> AccessKey:
         """Create an IAM user with `policy` (a dict or JSON text) as its only, inline policy."""
-        return self._create_user(self.client("iam"), name, policy)
+        return iam_moto.create_user(self.client("iam"), name, policy)
 
     def client(self, service: str, key: AccessKey | None = None):
         """A boto3 client for `service` signing with `key` (default: the administrator)."""
@@ -213,9 +169,7 @@ class IamMoto:
 
 def enforcing_moto_server() -> MotoServer:
     """A moto server (not started) that enforces IAM from its first request, see IamMoto."""
-    return MotoServer(
-        env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"}, module="tests.fakes.moto_iam_server"
-    )
+    return MotoServer(env=iam_moto.SERVER_ENV, module=iam_moto.SERVER_MODULE)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ import botocore.parsers
 import pytest
 import yaml
 
+from collector.cloudwatch import NAMESPACE  # the one the publisher uses
 from tests.collector_support import (
     BUCKET,
     TOKEN,
@@ -41,7 +42,6 @@ from tests.fakes.x_server import FakeXServer
 USER = "twittersnake-collector"
 PREFIX = "tweets"  # what tests.collector_support.write_config configures
 OTHER_BUCKET = "someone-elses-bucket"
-NAMESPACE = "TwitterSnake"
 
 
 def error_code(excinfo: pytest.ExceptionInfo) -> str:

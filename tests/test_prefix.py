@@ -109,10 +109,11 @@ def test_the_same_prefix_reaches_keys_policy_athena_and_the_listing(
     assert key == f"{normalized}/dt=2026-11-29/hour=23/{name}"
 
     statements = {s["Sid"]: s for s in rendered["policy"]["Statement"]}
-    object_resource = statements["WriteSpoolObjects"]["Resource"]
+    object_resource = statements["CreateObjectsUnderPrefix"]["Resource"]
     assert object_resource == f"arn:aws:s3:::{BUCKET}/{normalized}/*"
+    assert statements["ReadObjectsUnderPrefix"]["Resource"] == object_resource
     assert re.fullmatch(re.escape(object_resource[:-1]) + ".*", f"arn:aws:s3:::{BUCKET}/{key}")
-    listing = statements["SeeBucketPrefix"]["Condition"]["StringLikeIfExists"]["s3:prefix"]
+    listing = statements["ListUnderPrefix"]["Condition"]["StringLike"]["s3:prefix"]
     assert listing == [f"{normalized}/*"]
 
     assert rendered["athena_location"] == f"s3://{BUCKET}/{normalized}/"
