@@ -21,7 +21,7 @@ from collector.config import Config, load_config
 from collector.layout import SpoolDirs, parse_name
 from collector.metrics import Metrics
 from collector.spool import Quarantine, SeqState, SpoolWriter, recover_open_files
-from collector.stream import open_stream, start_stream
+from collector.stream import LineSplitter, open_stream, start_stream
 from tests.collector_support import TOKEN, wait_until, wait_until_steady, write_config
 from tests.fakes.x_server import FakeXServer
 
@@ -352,3 +352,23 @@ def test_a_full_spool_disk_holds_the_stream_then_loses_nothing(
     errors = [r.getMessage() for r in caplog.records if "spool disk full" in r.getMessage()]
     assert errors and all("\n" not in e for e in errors)
     assert "No space left on device" in errors[0] and str(tiny_disk) in errors[0]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 100_000])
+def test_lines_are_cut_at_crlf_whatever_the_read_sizes(size: int) -> None:
+    # what X sends: posts, keep-alives (bare CRLF), a CRLF that falls between two reads
+    stream = b'{"data":{"id":"1"}}\r\n\r\n{"data":{"id":"2"}}\r\n\r\n\r\n{"data":{"id":"3"}}\r\n'
+    stream += b'{"data":{"id":"4","te'  # the connection ends in the middle of a message
+    splitter = LineSplitter()
+    lines = []
+    for start in range(0, len(stream), size):
+        lines += splitter.feed(stream[start : start + size])
+    assert lines == [
+        b'{"data":{"id":"1"}}',
+        b"",
+        b'{"data":{"id":"2"}}',
+        b"",
+        b"",
+        b'{"data":{"id":"3"}}',
+    ]
+    assert splitter.pending == b'{"data":{"id":"4","te'

@@ -146,6 +146,12 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_collector(workdir: Path, posts: int, slow_s3: float, moto: MotoServer) -> dict:
     s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1")
     s3.create_bucket(Bucket=BUCKET)
@@ -170,6 +176,7 @@ def run_collector(workdir: Path, posts: int, slow_s3: float, moto: MotoServer) -
             time.sleep(0.2)
         done = time.time()
         peak = max(peak, peak_rss_mb(collector.pid))
+        cpu = cpu_seconds(collector.pid)
     finally:
         collector.terminate()
         collector.wait(timeout=60)
@@ -182,6 +189,7 @@ def run_collector(workdir: Path, posts: int, slow_s3: float, moto: MotoServer) -
         "posts": stats["sent"],
         "objects": len(seen),
         "peak_rss_mb": peak,
+        "cpu_seconds": cpu,
     }
 
 
@@ -220,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'collector ingest':<22} {ingest:>9.0f} posts/s (first byte to last post sent)")
     print(f"{'ratio to curl|gzip':<22} {baseline['seconds'] / result['seconds']:>9.2f}x")
     print(f"{'collector peak RSS':<22} {result['peak_rss_mb']:>9.1f} MB (VmHWM)")
+    per_million = result["cpu_seconds"] / result["posts"] * 1_000_000
+    print(f"{'collector CPU':<22} {per_million:>9.1f} s (user+sys) per million posts")
     print(f"{'objects in S3':<22} {result['objects']:>9}  (S3 slowed {args.slow_s3:g}x)")
 
 
