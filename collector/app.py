@@ -12,8 +12,10 @@ import logging
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 
 from collector.config import Config
+from collector.events import EventLog
 from collector.layout import SpoolDirs
 from collector.metrics import Metrics
 from collector.rules import RulesAuthError, RulesClient, RulesError
@@ -69,10 +71,18 @@ class Collector:
         self.background_stop = threading.Event()
         # set after the final upload, so the last CloudWatch sample counts it
         self.cloudwatch_stop = threading.Event()
+        self.stop_cause = "the stream reader ended unexpectedly"
+        self.events: EventLog | None = None
+
+    def _stream_event(self, state: str, cause: str | None) -> None:
+        # The stop event covers the disconnection the shutdown itself causes.
+        if self.events is not None and not self.stop_requested.is_set():
+            self.events.record(state, cause)
 
     def _on_signal(self, signum: int, frame) -> None:
         if not self.stop_requested.is_set():
             log.info("received %s: stopping", signal.Signals(signum).name)
+            self.stop_cause = f"received {signal.Signals(signum).name}"
         self.stop_requested.set()
 
     def run(self) -> int:
@@ -85,6 +95,10 @@ class Collector:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         shipper = Shipper(self.cfg, self.dirs, self.metrics)
+        # Connection events ship through the spool like posts (collector.events).
+        self.events = EventLog(self.dirs, self.cfg.collector_id, shipper.submit)
+        shipper.sink.observers.append(self.events.watch_s3)
+        started_at = datetime.now(UTC)
         _check_bucket(shipper, self.metrics)
         _sync_rules(self.cfg, self.token)
 
@@ -94,8 +108,10 @@ class Collector:
             log.info("recovered %d unsealed file(s) from a previous run", len(recovered))
         writer = SpoolWriter(self.cfg, self.dirs, self.metrics, shipper.submit, quarantine)
         shipper.start()  # uploads what earlier runs left before anything new
+        self.events.record("start", at=started_at)
 
         stream = open_stream(self.cfg, self.token, writer.accept, self.metrics)
+        stream.on_event = self._stream_event
         reader = start_stream(self.cfg, stream)
         writer.run_ticker(self.background_stop)
         status = StatusReporter(self.cfg.collector_id, self.dirs, self.metrics)
@@ -143,6 +159,7 @@ class Collector:
         # kept. An idle socket is not waited for: the reader is a daemon thread.
         stream.disconnect()
         reader.join(1.0)
+        self.events.record("stop", stream.fatal or self.stop_cause)
         writer.close()
         if writer.dropped_after_close:
             log.info(

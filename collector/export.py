@@ -7,8 +7,9 @@
 Same path as the report: the period's S3 objects -> local cache -> DuckDB (collector.loader),
 then DuckDB's COPY writes the file. One row per post (a post the stream delivered twice, or
 that two objects hold, is one row), ordered by created_at then id. `--out` ending in `.parquet`
-or `.csv` is one file; anything else is a folder with one `dt=YYYY-MM-DD/` sub-folder per UTC
-day of created_at (Hive partitioning, which pandas, arrow and DuckDB read as a column).
+or `.csv` is one file; anything else is a folder with one `dt=YYYY-MM-DD/posts.parquet` (or
+.csv) per UTC day of created_at (Hive partitioning, which pandas, arrow and DuckDB read as a
+column).
 
 Columns (EXPORT_COLUMNS), from the X API v2 post object
 (https://docs.x.com/x-api/fundamentals/data-dictionary#tweet): id, created_at (UTC),
@@ -90,8 +91,8 @@ _LIST_COLUMNS = ("hashtags", "mentions", "urls", "rule_ids", "rule_tags")
 FORMATS = ("parquet", "csv")
 
 
-def _rows_sql(fmt: str, partitioned: bool) -> str:
-    """One row per post (the first copy by object name), ordered by created_at then id."""
+def _rows_sql(fmt: str, where: str = "") -> str:
+    """The export's columns of `posts` (for CSV: lists as JSON, times as ISO 8601 `Z`)."""
     columns = []
     for name in EXPORT_COLUMNS:
         if fmt == "csv" and name in _LIST_COLUMNS:
@@ -100,13 +101,22 @@ def _rows_sql(fmt: str, partitioned: bool) -> str:
             columns.append("strftime(created_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS created_at")
         else:
             columns.append(name)
-    if partitioned:
-        columns.append("created_at::DATE AS dt")
-    return (
-        f"SELECT {', '.join(columns)} FROM posts "
-        "QUALIFY row_number() OVER (PARTITION BY id ORDER BY file) = 1 "
-        "ORDER BY posts.created_at, id"
-    )
+    return f"SELECT {', '.join(columns)} FROM posts {where} ORDER BY posts.created_at, posts.id"
+
+
+def drop_duplicates(con) -> int:
+    """Keep one row per post id (the copy in the first object by name); returns rows dropped.
+
+    At-least-once delivery can put a post in two objects; most periods have none, and then
+    the table is left as it is (a window over every column costs as much as the export).
+    """
+    duplicates = con.execute("SELECT count(*) - count(DISTINCT id) FROM posts").fetchall()[0][0]
+    if duplicates:
+        con.execute(
+            "CREATE OR REPLACE TABLE posts AS SELECT * FROM posts "
+            "QUALIFY row_number() OVER (PARTITION BY id ORDER BY file) = 1"
+        )
+    return duplicates
 
 
 def is_single_file(out: Path, fmt: str) -> bool:
@@ -116,28 +126,39 @@ def is_single_file(out: Path, fmt: str) -> bool:
 def write(con, out: Path, fmt: str) -> int:
     """COPY the `posts` table (EXPORT_PROJECTION) to `out`; returns the rows written.
 
-    A single file is written under a temporary name and renamed, so a reader never sees a
-    partial one. A folder must not exist yet or be empty (ValueError otherwise).
+    One row per post, ordered by created_at then id. A folder gets
+    `dt=YYYY-MM-DD/posts.{fmt}` per UTC day of created_at; it must not exist yet or be empty
+    (ValueError otherwise). Every file is written under a temporary name and renamed, so a
+    reader never sees a partial one.
     """
+    drop_duplicates(con)
     options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER"
     if is_single_file(out, fmt):
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.part")
-        rows = _copy(con, _rows_sql(fmt, partitioned=False), tmp, options)
-        os.replace(tmp, out)
-        return rows
+        return _copy(con, _rows_sql(fmt), out, options)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(
             f"--out {out}: exists and is not an empty folder "
             f"(give a new folder, or a file name ending in .{fmt})"
         )
     out.mkdir(parents=True, exist_ok=True)
-    return _copy(con, _rows_sql(fmt, partitioned=True), out, f"{options}, PARTITION_BY (dt)")
+    days = con.execute("SELECT DISTINCT created_at::DATE AS d FROM posts ORDER BY d").fetchall()
+    rows = 0
+    for (day,) in days:
+        # One COPY per day keeps each file sorted (a PARTITION_BY write is slower and is not).
+        where = f"WHERE created_at::DATE = DATE '{day:%Y-%m-%d}'"
+        target = out / f"dt={day:%Y-%m-%d}" / f"posts.{fmt}"
+        target.parent.mkdir()
+        rows += _copy(con, _rows_sql(fmt, where), target, options)
+    return rows
 
 
 def _copy(con, query: str, target: Path, options: str) -> int:
-    quoted = str(target).replace("'", "''")
-    return con.execute(f"COPY ({query}) TO '{quoted}' ({options})").fetchall()[0][0]
+    tmp = target.with_name(f".{target.name}.part")
+    quoted = str(tmp).replace("'", "''")
+    rows = con.execute(f"COPY ({query}) TO '{quoted}' ({options})").fetchall()[0][0]
+    os.replace(tmp, target)
+    return rows
 
 
 # ---------------------------------------------------------------- command
@@ -162,7 +183,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-dir", type=Path, default=None, help="object cache (default ~/.cache/twittersnake)"
     )
     parser.add_argument("--offline", action="store_true", help="use the cache only, no S3 call")
-    parser.add_argument("--memory-limit", default="1GB", help="DuckDB memory limit (default 1GB)")
+    parser.add_argument(
+        "--memory-limit", default="512MB", help="DuckDB memory limit (default 512MB)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
 
 

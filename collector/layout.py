@@ -170,10 +170,35 @@ def bucket_name_problem(name: str) -> str | None:
     return None
 
 
+# Connection events (collector.events) ship through the same spool as one small file each,
+# named `{collector_id}-{YYYYMMDDTHHMMSSZ}-{microseconds}.event.jsonl`, and land under
+# `{prefix}/_events/` in the same dt=/hour= layout: Athena and Hive skip `_` folders.
+EVENTS_FOLDER = "_events"
+_EVENT_NAME = re.compile(
+    r"^(?P<cid>.+)-(?P<ts>\d{8}T\d{6}Z)-(?P<n>\d+)\.event(?:"
+    + "|".join(re.escape(ext) for ext in DATA_SUFFIXES)
+    + ")$"
+)
+
+
+def event_file_name(collector_id: str, at: datetime, number: int) -> str:
+    stamp = at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{collector_id}-{stamp}-{number}.event.jsonl"
+
+
 def object_key(prefix: str, ready_name: str) -> str:
-    """`{prefix}/dt=YYYY-MM-DD/hour=HH/{name}`: Hive partitions from the name's timestamp."""
-    _, stamp, _ = parse_name(ready_name)
-    return f"{prefix_path(prefix)}dt={stamp:%Y-%m-%d}/hour={stamp:%H}/{ready_name}"
+    """`{prefix}/dt=YYYY-MM-DD/hour=HH/{name}`: Hive partitions from the name's timestamp.
+
+    An event file's key is `{prefix}/_events/dt=YYYY-MM-DD/hour=HH/{name}`.
+    """
+    event = _EVENT_NAME.match(ready_name)
+    if event:
+        stamp = datetime.strptime(event["ts"], "%Y%m%dT%H%M%SZ")
+        folder = f"{EVENTS_FOLDER}/"
+    else:
+        _, stamp, _ = parse_name(ready_name)
+        folder = ""
+    return f"{prefix_path(prefix)}{folder}dt={stamp:%Y-%m-%d}/hour={stamp:%H}/{ready_name}"
 
 
 def fsync_dir(folder: Path) -> None:

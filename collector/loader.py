@@ -149,14 +149,20 @@ def sync_cache(
     cache_dir: Path,
     progress: bool = True,
     workers: int = 4,
+    objects: list[tuple[str, int]] | None = None,
 ) -> CacheSync:
-    """Download the period's objects not yet cached (same key and size) and list them all."""
+    """Download the period's objects not yet cached (same key and size) and list them all.
+
+    objects: (key, size) to sync instead of the period's post objects (list_objects).
+    """
     from tqdm import tqdm
 
+    if objects is None:
+        objects = list_objects(s3_client, bucket, prefix, period)
     root = cache_dir / bucket
     sync = CacheSync()
     missing = []
-    for key, size in list_objects(s3_client, bucket, prefix, period):
+    for key, size in objects:
         path = root / key
         sync.paths.append(path)
         if path.is_file() and path.stat().st_size == size:
@@ -181,6 +187,45 @@ def sync_cache(
     sync.downloaded = len(missing)
     sync.bytes_downloaded = total
     return sync
+
+
+# Connection events (collector.events) live under {prefix}/_events/dt=/hour=/. The state at
+# the period's start comes from the last event before it, looked for this far back.
+EVENTS_LOOKBACK = timedelta(days=1)
+
+
+def event_day_prefixes(prefix: str, period: Period) -> list[str]:
+    """`{prefix}/_events/dt=YYYY-MM-DD/` for each day from the lookback to the period's end."""
+    from collector.layout import EVENTS_FOLDER
+
+    day = (period.start - EVENTS_LOOKBACK).date()
+    prefixes = []
+    while day <= period.end.date():
+        prefixes.append(f"{prefix_path(prefix)}{EVENTS_FOLDER}/dt={day:%Y-%m-%d}/")
+        day += timedelta(days=1)
+    return prefixes
+
+
+def list_event_objects(s3_client, bucket: str, prefix: str, period: Period):
+    """(key, size) of every event object of the period and its lookback (one LIST a day)."""
+    objects = []
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for day_prefix in event_day_prefixes(prefix, period):
+        for page in paginator.paginate(Bucket=bucket, Prefix=day_prefix):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith(DATA_SUFFIXES):
+                    objects.append((item["Key"], item["Size"]))
+    return objects
+
+
+def cached_event_files(cache_dir: Path, bucket: str, prefix: str, period: Period) -> list[Path]:
+    """The event objects of the period and its lookback already in the cache."""
+    paths = []
+    for day_prefix in event_day_prefixes(prefix, period):
+        folder = cache_dir / bucket / day_prefix
+        if folder.is_dir():
+            paths += sorted(p for p in folder.rglob("*") if p.name.endswith(DATA_SUFFIXES))
+    return paths
 
 
 def cached_files(cache_dir: Path, bucket: str, prefix: str, period: Period) -> list[Path]:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from collector import loader
+from collector.events import Event, read_events
 from collector.layout import normalize_prefix
 from collector.loader import LoadResult, Period
 
@@ -121,7 +122,6 @@ class Figures:
     authors: list[tuple[str, str, int]]  # (username or "", author id, posts)
     post_types: list[tuple[str, int]]  # every loader.POST_TYPES entry, in that order
     domains: list[tuple[str, int]]
-    gaps: list[tuple[datetime, datetime, timedelta]]
     distinct_ids: int
     first_post: datetime | None
     last_post: datetime | None
@@ -135,21 +135,9 @@ def _unnested_counts(con, column: str, top: int) -> list[tuple[str, int]]:
     ).fetchall()
 
 
-def compute_figures(con, period: Period, gap_minutes: float, top: int) -> Figures:
+def compute_figures(con, period: Period, top: int) -> Figures:
     per = "SELECT date_trunc('{unit}', created_at) AS t, count(*) FROM posts GROUP BY t ORDER BY t"
     bucket, _ = bucket_for(period)
-    # Gaps: consecutive distinct post seconds, with the period's edges as sentinels.
-    gaps = con.execute(
-        """
-        WITH t AS (
-            SELECT DISTINCT date_trunc('second', created_at) AS ts FROM posts
-            UNION ALL SELECT ?::TIMESTAMPTZ UNION ALL SELECT ?::TIMESTAMPTZ),
-        g AS (SELECT lag(ts) OVER (ORDER BY ts) AS gap_start, ts AS gap_end FROM t)
-        SELECT gap_start, gap_end, gap_end - gap_start FROM g
-        WHERE gap_end - gap_start > to_seconds(?::DOUBLE) ORDER BY gap_start
-        """,
-        [period.start, period.end, gap_minutes * 60],
-    ).fetchall()
     distinct_ids, first, last = con.execute(
         "SELECT count(DISTINCT id), min(created_at), max(created_at) FROM posts"
     ).fetchall()[0]
@@ -177,11 +165,128 @@ def compute_figures(con, period: Period, gap_minutes: float, top: int) -> Figure
         authors=authors,
         post_types=[(name, types.get(name, 0)) for name in loader.POST_TYPES],
         domains=_unnested_counts(con, "domains", top),
-        gaps=gaps,
         distinct_ids=distinct_ids,
         first_post=first,
         last_post=last,
     )
+
+
+# ---------------------------------------------------------------- gaps (events + posts)
+
+NOT_COLLECTING = "not collecting"
+QUIET = "quiet"
+NO_POSTS = "no posts"  # no collector events recorded: quiet or not collecting, unknown
+# Events after which the collector was running (so it ran before the first one we see).
+_RUNNING_EVENTS = {"disconnected", "stop", "s3_refusing", "s3_recovered"}
+
+
+@dataclass(frozen=True)
+class Gap:
+    start: datetime
+    end: datetime
+    kind: str  # NOT_COLLECTING, QUIET or NO_POSTS
+    cause: str = ""
+
+    @property
+    def length(self) -> timedelta:
+        return self.end - self.start
+
+
+@dataclass
+class GapAccount:
+    """Where the period had no posts, and why.
+
+    collecting: (start, end, collecting?, cause) spans covering the period from the first
+    connection on; before_collection / after_collection: the period's time before the
+    collector first connected, and after its last stop (None when there is none).
+    """
+
+    gaps: list[Gap]
+    events: list[Event]
+    collecting: list[tuple[datetime, datetime, bool, str]]
+    before_collection: tuple[datetime, datetime] | None = None
+    after_collection: tuple[datetime, datetime] | None = None
+
+
+def collecting_spans(events: list[Event], period: Period) -> GapAccount:
+    """Collecting / not-collecting spans from the connection events (oldest first).
+
+    Collecting means at least one collector's stream is connected. A `start` of a collector
+    that never said `stop` (killed) ends its connection there.
+    """
+    account = GapAccount([], [e for e in events if period.start <= e.at < period.end], [])
+    connected: set[str] = set()
+    spans: list[tuple[datetime, datetime, bool, str]] = []
+    since, cause = None, ""
+    if events and events[0].event in _RUNNING_EVENTS:
+        connected.add(events[0].collector_id)  # it was connected before its first event
+        since = period.start
+    for event in events:
+        was = bool(connected)
+        if event.event == "connected":
+            connected.add(event.collector_id)
+        elif event.event in ("disconnected", "stop"):
+            connected.discard(event.collector_id)
+        elif event.event == "start" and event.collector_id in connected:
+            connected.discard(event.collector_id)  # the previous process ended without a stop
+        if was == bool(connected):
+            continue
+        if since is not None and since < event.at:
+            spans.append((since, event.at, was, cause))
+        elif since is None:
+            account.before_collection = (period.start, event.at)
+        since = event.at
+        cause = "" if connected else (event.cause or event.event)
+        if event.event == "stop" and not connected:
+            cause = f"stopped ({event.cause})" if event.cause else "stopped"
+    if since is not None:
+        last = events[-1]
+        if not connected and last.event == "stop":
+            account.after_collection = (max(last.at, period.start), period.end)
+        else:
+            spans.append((since, period.end, bool(connected), cause))
+    account.collecting = [
+        (max(a, period.start), min(b, period.end), c, why)
+        for a, b, c, why in spans
+        if b > period.start and a < period.end
+    ]
+    if account.before_collection is not None:
+        start, end = account.before_collection
+        account.before_collection = (start, min(end, period.end)) if end > start else None
+    return account
+
+
+def account_gaps(con, events: list[Event], period: Period, gap_minutes: float) -> GapAccount:
+    """ "not collecting" spans from the events, "quiet" ones (connected, no post for more
+    than gap_minutes) from the posts; without any event, every silence is NO_POSTS."""
+    account = collecting_spans(events, period)
+    sentinels = {period.start, period.end}
+    for start, end, _, _ in account.collecting:
+        sentinels |= {start, end}
+    for edge in (account.before_collection, account.after_collection):
+        if edge:
+            sentinels |= set(edge)
+    con.execute("CREATE OR REPLACE TEMP TABLE gap_edges (ts TIMESTAMPTZ)")
+    con.executemany("INSERT INTO gap_edges VALUES (?)", [[t] for t in sorted(sentinels)])
+    silences = con.execute(
+        """
+        WITH t AS (
+            SELECT DISTINCT date_trunc('second', created_at) AS ts FROM posts
+            UNION SELECT ts FROM gap_edges),
+        g AS (SELECT lag(ts) OVER (ORDER BY ts) AS gap_start, ts AS gap_end FROM t)
+        SELECT gap_start, gap_end FROM g
+        WHERE gap_end - gap_start > to_seconds(?::DOUBLE) ORDER BY gap_start
+        """,
+        [gap_minutes * 60],
+    ).fetchall()
+    gaps = [Gap(a, b, NOT_COLLECTING, why) for a, b, on, why in account.collecting if not on]
+    for start, end in silences:
+        if not events:
+            gaps.append(Gap(start, end, NO_POSTS))
+        elif any(a <= start and end <= b and on for a, b, on, _ in account.collecting):
+            gaps.append(Gap(start, end, QUIET))
+    account.gaps = sorted(gaps, key=lambda g: g.start)
+    return account
 
 
 # ---------------------------------------------------------------- charts (matplotlib)
@@ -332,6 +437,7 @@ def render_html(
     charts: dict[str, tuple[str, bytes]],
     gap_minutes: float,
     status: dict | None,
+    gaps: GapAccount | None = None,
 ) -> str:
     where = f"s3://{source.bucket}/{normalize_prefix(source.prefix)}"
     summary = [
@@ -366,7 +472,9 @@ def render_html(
             f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
         )
     if figures is not None:
-        parts.append(_figure_tables(figures, gap_minutes))
+        parts.append(_figure_tables(figures))
+    if gaps is not None:
+        parts.append(_gaps_section(gaps, gap_minutes))
     parts.append("<h2 id='collector'>Collector status</h2>" + _collector_section(status))
     if result.skipped:
         rows = [
@@ -392,7 +500,44 @@ def format_duration(length: timedelta) -> str:
     return f"{seconds} s"
 
 
-def _figure_tables(figures: Figures, gap_minutes: float) -> str:
+def _gaps_section(account: GapAccount, gap_minutes: float) -> str:
+    parts = [
+        "<h2 id='gaps'>Gaps</h2><p>"
+        f"<b>{NOT_COLLECTING}</b>: the collector was stopped or its stream disconnected "
+        f"(from its connection events); <b>{QUIET}</b>: connected, but no post for more than "
+        f"{gap_minutes:g} minutes.</p>"
+    ]
+    if not account.events and not account.collecting:
+        parts.append(
+            "<p>No collector events in this period (collectors before connection events were "
+            f"recorded): every silence longer than {gap_minutes:g} minutes is listed as "
+            f"<b>{NO_POSTS}</b>.</p>"
+        )
+    notes = []
+    if account.before_collection:
+        start, end = account.before_collection
+        notes.append(f"before collection: {_when(start)} to {_when(end)} (not a gap)")
+    if account.after_collection:
+        start, end = account.after_collection
+        notes.append(f"after the last stop: {_when(start)} to {_when(end)} (not a gap)")
+    if notes:
+        parts.append("<p>" + "<br>".join(html.escape(n) for n in notes) + "</p>")
+    rows = [
+        [_when(g.start), _when(g.end), format_duration(g.length), g.kind, g.cause]
+        for g in account.gaps
+    ]
+    headers = ["from", "to", "length", "kind", "cause"]
+    parts.append(_table(headers, rows) if rows else "<p>None.</p>")
+    if account.events:
+        events = [[_when(e.at), e.collector_id, e.event, e.cause or ""] for e in account.events]
+        parts.append(
+            f"<details id='events'><summary>Collector events ({len(events)})</summary>"
+            f"{_table(['at', 'collector', 'event', 'cause'], events)}</details>"
+        )
+    return "".join(parts)
+
+
+def _figure_tables(figures: Figures) -> str:
     parts = ["<h2 id='rule_counts'>Posts per rule tag</h2>"]
     parts.append(_table(["rule tag", "posts"], [list(r) for r in figures.rules]))
     parts.append("<h2 id='post_type_counts'>Post types</h2>")
@@ -408,9 +553,6 @@ def _figure_tables(figures: Figures, gap_minutes: float) -> str:
         f"<details id='bucket_counts'><summary>Posts per {unit} ({len(buckets)} {unit}s with "
         f"posts)</summary>{_table([f'{unit} (UTC)', 'posts'], buckets)}</details>"
     )
-    parts.append(f"<h2 id='gaps'>Gaps: no posts for more than {gap_minutes:g} minutes</h2>")
-    rows = [[_when(a), _when(b), format_duration(d)] for a, b, d in figures.gaps]
-    parts.append(_table(["from", "to", "length"], rows) if rows else "<p>None.</p>")
     return "".join(parts)
 
 
@@ -468,6 +610,30 @@ def period_objects(
     return sync.paths, sync
 
 
+def period_events(source: Source, period: Period, args: argparse.Namespace) -> list[Event]:
+    """The collectors' connection events of the period and its lookback (collector.events)."""
+    cache_dir = args.cache_dir or loader.default_cache_dir()
+    if args.offline:
+        paths = loader.cached_event_files(cache_dir, source.bucket, source.prefix, period)
+    else:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        s3 = _s3_client(source)
+        try:
+            listed = loader.list_event_objects(s3, source.bucket, source.prefix, period)
+            paths = loader.sync_cache(
+                s3, source.bucket, source.prefix, period, cache_dir, progress=False,
+                objects=listed,
+            ).paths  # fmt: skip
+        except (BotoCoreError, ClientError) as error:
+            print(f"warning: collector events not read: {error}", file=sys.stderr)
+            return []
+    events, problems = read_events(paths)
+    for problem in problems:
+        print(f"skipped event object {problem}", file=sys.stderr)
+    return events
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
@@ -479,12 +645,16 @@ def run(args: argparse.Namespace) -> int:
     files, sync = period_objects(source, period, args)
     if files is None:
         return 1
+    events = period_events(source, period, args)
     con = loader.connect(memory_limit=args.memory_limit)
     result = loader.load_posts(con, files, period)
-    figures = compute_figures(con, period, args.gap_minutes, args.top) if result.posts else None
+    figures = compute_figures(con, period, args.top) if result.posts else None
     charts = render_charts(figures, period) if figures else {}
+    gaps = account_gaps(con, events, period, args.gap_minutes)
     status = read_collector_status(source.spool_dir)
-    page = render_html(source, period, sync, result, figures, charts, args.gap_minutes, status)
+    page = render_html(
+        source, period, sync, result, figures, charts, args.gap_minutes, status, gaps
+    )
     args.out.write_text(page, encoding="utf-8")
     if args.png:
         args.png.mkdir(parents=True, exist_ok=True)

@@ -146,6 +146,8 @@ class XStream(tweepy.StreamingClient):
         self.metrics = metrics
         self.fatal: str | None = None  # set when the server refuses us for good
         self.connected = threading.Event()
+        # on_event(state, cause) at each change of connection state (collector.events)
+        self.on_event: Callable[[str, str | None], None] | None = None
         self.metrics.set("connection", "connecting")
         self.metrics.set("connection_since", time.time())
 
@@ -163,25 +165,27 @@ class XStream(tweepy.StreamingClient):
         self.metrics.incr("connects")
         self._set_state("connected")
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: str, cause: str | None = None) -> None:
         if self.metrics.snapshot().get("connection") != state:
             self.metrics.set("connection", state)
             self.metrics.set("connection_since", time.time())
+            if self.on_event is not None:
+                self.on_event(state, cause)
 
     def on_closed(self, response) -> None:
         log.warning("stream closed by the server; reconnecting")
         self.metrics.incr("reconnects")
-        self._set_state("disconnected")
+        self._set_state("disconnected", "stream closed by X")
 
     def on_connection_error(self) -> None:
         # tweepy logs the error text itself (no secrets: requests' messages carry host and port).
         self.metrics.incr("reconnects")
         self.metrics.set("last_error", "stream connection error or timeout")
-        self._set_state("disconnected")
+        self._set_state("disconnected", "stream connection error or timeout")
 
     def on_request_error(self, status_code: int) -> None:
         self.metrics.incr("http_errors")
-        self._set_state("disconnected")
+        self._set_state("disconnected", f"stream HTTP {status_code}")
         if status_code in FATAL_STATUSES:
             self.fatal = f"X API {FATAL_STATUSES[status_code]} (HTTP {status_code})"
             log.info("stream HTTP %d: stopping instead of retrying", status_code)
@@ -198,7 +202,7 @@ class XStream(tweepy.StreamingClient):
         self.metrics.set("last_error", self.fatal)
 
     def on_disconnect(self) -> None:
-        self._set_state("disconnected")
+        self._set_state("disconnected", "stream reader stopped")
         log.info("stream reader stopped")
 
 

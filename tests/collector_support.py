@@ -152,10 +152,13 @@ def object_lines(body: bytes, key: str) -> list[bytes]:
     return body.split(b"\n")[:-1]
 
 
-def s3_objects(s3, bucket: str = BUCKET) -> dict[str, bytes]:
+def s3_objects(s3, bucket: str = BUCKET, events: bool = False) -> dict[str, bytes]:
+    """Key -> body of every post object; connection events (`_events/`) only when asked."""
     objects = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for item in page.get("Contents", []):
+            if ("/_events/" in f"/{item['Key']}") != events:
+                continue
             objects[item["Key"]] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
     return objects
 

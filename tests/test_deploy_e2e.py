@@ -118,6 +118,8 @@ class Sandbox:
         ids = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for obj in page.get("Contents", []):
+                if "/_events/" in f"/{obj['Key']}":  # connection events, not posts
+                    continue
                 body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
                 if obj["Key"].endswith(".gz"):
                     body = gzip.decompress(body)

@@ -170,7 +170,7 @@ def test_twarc2_flatten_reads_our_objects_with_the_same_ids_and_authors(shipped,
     twarc2 = Path(sys.executable).with_name("twarc2")
     done = subprocess.run(
         [str(twarc2), "--bearer-token", "unused", "flatten", str(raw), str(flat)],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120, cwd=tmp_path,
         env={**os.environ, "HOME": str(tmp_path)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -106,7 +106,7 @@ def test_counts_equal_posts_sent_per_rule_and_hour(collected, tmp_path, capsys):
 
     period = loader.Period(loader.parse_time(PERIOD[1]), loader.parse_time(PERIOD[3]))
     con, result = load_cache(tmp_path, period)
-    figures = report.compute_figures(con, period, gap_minutes=5, top=20)
+    figures = report.compute_figures(con, period, top=20)
     assert result.posts == sum(sent_hours.values()) == 195
     assert dict(figures.rules) == dict(sent_rules)
     assert dict(figures.posts_per_hour) == dict(sent_hours)
@@ -158,7 +158,9 @@ def test_gaps_table_lists_silences_longer_than_the_threshold(collected, tmp_path
     # Hour 10 posts run 10:03:00-10:42:40, hour 11 posts from 11:03:00: a gap between them.
     _, out = run_report(tmp_path, *PERIOD)
     page = out.read_text()
-    assert "<td>2026-11-27 10:42:40Z</td><td>2026-11-27 11:03:00Z</td><td>20 min 20 s</td>" in page
+    # Objects without collector events: a silence cannot be told quiet or not collecting.
+    row = "<td>2026-11-27 10:42:40Z</td><td>2026-11-27 11:03:00Z</td><td>20 min 20 s</td>"
+    assert row + "<td>no posts</td>" in page
     assert "<td>2026-11-27 09:30:00Z</td><td>2026-11-27 10:03:00Z</td>" in page
 
 

@@ -133,7 +133,7 @@ def count_posts_in_s3(s3, seen: dict[str, int]) -> int:
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=BUCKET):
         for obj in page.get("Contents", []):
-            if obj["Key"] not in seen:
+            if obj["Key"] not in seen and "/_events/" not in f"/{obj['Key']}":
                 body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
                 seen[obj["Key"]] = gzip.decompress(body).count(b"\n")
     return sum(seen.values())

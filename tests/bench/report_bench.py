@@ -1,11 +1,13 @@
-"""Report benchmark: N realistic posts in the local cache, then `collector report --offline`.
+"""Report and export benchmark: N posts in the local cache, then `collector report` and `export`.
 
     .venv/bin/python -m tests.bench.report_bench --posts 1000000
 
 Writes the objects once (gzip level 1, 20,000 posts per object, the collector's layout and
-names) under --cache-dir, then times the report in a child process and prints wall time and
-the child's peak RSS. Posts are the recorded samples with varied ids, times, hashtags,
-mentions, languages and rule tags (about 2.5 KB each, like the stand-in's).
+names) under --cache-dir, then times `collector report --offline` and `collector export
+--offline --format parquet` (a folder, partitioned by dt) each in a child process and prints
+wall time and the child's peak RSS. Posts are the recorded samples with varied ids, times,
+hashtags, mentions, languages, rule tags, authors (5,000, in includes.users), post types and
+linked URLs (about 4 KB each).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,6 +29,7 @@ BUCKET = "bench-bucket"
 PREFIX = "raw"
 LANGS = ["en", "en", "en", "es", "ja", "pt", "fr", "de", "und"]
 RULES = ["python", "rust", "duckdb"]
+POST_TYPES = ["original", "original", "reply", "quote", "repost"]
 
 
 def templates() -> list[dict]:
@@ -106,6 +109,9 @@ def generate(cache_dir: Path, posts: int, start: datetime, span: timedelta, per_
                     [f"tag{i % 97}", f"topic{i % 13}"],
                     [f"user{i % 211}"],
                     LANGS[i % len(LANGS)],
+                    author=(str(10**9 + i * 7919 % 5000), f"author{i * 7919 % 5000}"),
+                    post_type=POST_TYPES[i % len(POST_TYPES)],
+                    urls=[f"https://site{i % 50}.example/{i}"],
                 )
             )
         block = b"".join(lines)
@@ -114,15 +120,27 @@ def generate(cache_dir: Path, posts: int, start: datetime, span: timedelta, per_
     return total
 
 
+def timed(command: list[str]) -> tuple[float, float]:
+    """Run `command` in a child process: (wall seconds, the child's peak RSS in MiB)."""
+    t0 = time.monotonic()
+    child = subprocess.Popen(command, cwd=REPO)
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.monotonic() - t0
+    if status != 0:
+        raise SystemExit(f"{command[3]} failed with wait status {status}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--posts", type=int, default=1_000_000)
     parser.add_argument("--per-object", type=int, default=20_000)
+    parser.add_argument("--report-only", action="store_true", help="do not time the export")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "ts-bench")
     args = parser.parse_args()
     start = datetime(2026, 1, 1, tzinfo=UTC)
     span = timedelta(hours=24)
-    marker = args.cache_dir / f".generated-{args.posts}-{args.per_object}"
+    marker = args.cache_dir / f".generated-v2-{args.posts}-{args.per_object}"
     if not marker.exists():
         t0 = time.monotonic()
         size = generate(args.cache_dir, args.posts, start, span, args.per_object)
@@ -130,22 +148,25 @@ def main() -> int:
         print(f"generated {args.posts} posts, {size / 1e9:.2f} GB uncompressed, "
               f"in {time.monotonic() - t0:.0f} s")  # fmt: skip
     size = int(marker.read_text())
+    period = ["--from", start.isoformat(), "--to", (start + span).isoformat()]
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "collector.toml"
         config.write_text(f'[s3]\nbucket = "{BUCKET}"\nprefix = "{PREFIX}"\n')
-        command = [
-            sys.executable, "-m", "collector.report", "--config", str(config), "--offline",
-            "--cache-dir", str(args.cache_dir), "--from", start.isoformat(),
-            "--to", (start + span).isoformat(), "--out", str(Path(tmp) / "report.html"),
-        ]  # fmt: skip
-        t0 = time.monotonic()
-        subprocess.run(command, check=True, cwd=REPO)
-        elapsed = time.monotonic() - t0
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(
-        f"report over {args.posts} posts ({size / 1e9:.2f} GB uncompressed): "
-        f"{elapsed:.1f} s, peak RSS {peak_mib:.0f} MiB"
-    )
+        common = ["--config", str(config), "--offline", "--cache-dir", str(args.cache_dir)]
+        runs = {
+            "report": ["report", *common, *period, "--out", str(Path(tmp) / "report.html")],
+            "export to Parquet": [
+                "export", *common, *period, "--format", "parquet", "--out", str(Path(tmp) / "posts")
+            ],
+        }  # fmt: skip
+        for what, arguments in runs.items():
+            if what.startswith("export") and args.report_only:
+                continue
+            elapsed, peak_mib = timed([sys.executable, "-m", "collector", *arguments])
+            print(
+                f"{what} over {args.posts} posts ({size / 1e9:.2f} GB uncompressed): "
+                f"{elapsed:.1f} s, peak RSS {peak_mib:.0f} MiB"
+            )
     return 0
 
 

@@ -26,7 +26,8 @@ def decompress(key: str, body: bytes) -> bytes:
 def bucket_objects(s3, bucket: str) -> list[dict]:
     objects = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        objects += page.get("Contents", [])
+        # posts only: connection events (`_events/`) are the report's business
+        objects += [o for o in page.get("Contents", []) if "/_events/" not in f"/{o['Key']}"]
     return sorted(objects, key=lambda o: o["Key"])
 
 

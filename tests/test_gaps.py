@@ -1,0 +1,175 @@
+"""Gap accounting: connection events shipped through the spool, and the report's gaps table.
+
+The events are written by the collector's own EventLog with chosen times and shipped by its
+own Shipper to (moto) S3; the posts are objects with chosen created_at. The report must list
+exactly the 10-minute stop ("not collecting") and the 10-minute quiet spell ("quiet").
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from collector import report
+from collector.config import load_config
+from collector.events import Event, EventLog, read_events
+from collector.layout import SpoolDirs, data_file_name, object_key
+from collector.metrics import Metrics
+from collector.uploader import Shipper
+from tests.bench.report_bench import post_line, templates
+from tests.collector_support import (
+    BUCKET,
+    TOKEN,
+    CollectorProcess,
+    object_lines,
+    s3_objects,
+    s3_post_ids,
+    wait_until,
+    write_config,
+)
+from tests.fakes.x_server import FakeXServer
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def minutes(n: float) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+def ship_events(config: Path, events: list[tuple[str, datetime, str | None]]) -> None:
+    """Write `events` with the collector's EventLog and ship them with its Shipper."""
+    cfg = load_config(config)
+    dirs = SpoolDirs(cfg.spool.dir)
+    dirs.create()
+    shipper = Shipper(cfg, dirs, Metrics())
+    log = EventLog(dirs, cfg.collector_id, shipper.submit)
+    for kind, at, cause in events:
+        log.record(kind, cause, at=at)
+    shipper.start()
+    assert shipper.drain(time.monotonic() + 30) == 0
+    shipper.stop()
+
+
+def put_posts(s3, times: list[datetime]) -> None:
+    samples = templates()
+    by_hour: dict[datetime, list[bytes]] = {}
+    for i, at in enumerate(times):
+        line = post_line(samples[i % len(samples)], 10**18 + i, at, ["topic"])
+        by_hour.setdefault(at.replace(minute=0, second=0), []).append(line)
+    for seq, (hour, lines) in enumerate(sorted(by_hour.items()), start=1):
+        first = max(hour, times[0])
+        key = object_key("tweets", data_file_name("test-1", first, seq) + ".gz")
+        s3.put_object(Bucket=BUCKET, Key=key, Body=gzip.compress(b"".join(lines)))
+
+
+def every_20_s(start: datetime, end: datetime) -> list[datetime]:
+    count = int((end - start).total_seconds() // 20) + 1
+    return [start + timedelta(seconds=20 * k) for k in range(count)]
+
+
+def gap_rows(page: str) -> list[list[str]]:
+    section = page.split("<h2 id='gaps'>", 1)[1]
+    if "<tbody>" not in section.split("<details", 1)[0]:
+        return []
+    body = section.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    return [
+        [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)]
+        for row in re.findall(r"<tr>(.*?)</tr>", body)
+    ]
+
+
+def test_a_stop_and_a_quiet_spell_are_told_apart(s3, aws_env, tmp_path):
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, "http://127.0.0.1:9", s3_endpoint=aws_env.url)
+    ship_events(
+        config,
+        [
+            ("start", minutes(0), None),
+            ("connected", minutes(0) + timedelta(seconds=2), None),
+            ("stop", minutes(60), "received SIGTERM"),
+            ("start", minutes(69.9), None),
+            ("connected", minutes(70), None),
+            ("s3_refusing", minutes(75), "SlowDown (HTTP 503)"),  # not a collection gap
+            ("s3_recovered", minutes(76), None),
+            ("stop", minutes(90), "received SIGTERM"),
+        ],
+    )
+    # Posts every 20 s while connected, but none from 10:30 to 10:40 (quiet).
+    times = every_20_s(minutes(0) + timedelta(seconds=20), minutes(30))
+    times += every_20_s(minutes(40), minutes(59.9))
+    times += every_20_s(minutes(70) + timedelta(seconds=20), minutes(89.9))
+    put_posts(s3, times)
+
+    out = tmp_path / "report.html"
+    argv = ["--config", str(config), "--out", str(out), "--no-progress"]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--from", "2026-11-20T09:00Z"]
+    argv += ["--to", "2026-11-20T12:00Z"]
+    assert report.main(argv) == 0
+    page = out.read_text()
+    assert gap_rows(page) == [
+        ["2026-11-20 10:30:00Z", "2026-11-20 10:40:00Z", "10 min", "quiet", ""],
+        [
+            "2026-11-20 11:00:00Z",
+            "2026-11-20 11:10:00Z",
+            "10 min",
+            "not collecting",
+            "stopped (received SIGTERM)",
+        ],
+    ]
+    # The hour before the first connection and the time after the last stop are no gaps.
+    assert "before collection: 2026-11-20 09:00:00Z to 2026-11-20 10:00:02Z" in page
+    assert "after the last stop: 2026-11-20 11:30:00Z to 2026-11-20 12:00:00Z" in page
+    assert page.count("<td>s3_refusing</td><td>SlowDown (HTTP 503)</td>") == 1
+
+
+def test_a_disconnection_is_not_collecting_with_its_cause(tmp_path):
+    period = report.Period(minutes(-60), minutes(60))
+    events = [
+        Event("start", minutes(0), "a"),
+        Event("connected", minutes(0), "a"),
+        Event("disconnected", minutes(20), "a", "stream HTTP 503"),
+        Event("connected", minutes(22) + timedelta(seconds=5), "a"),
+    ]
+    account = report.collecting_spans(events, period)
+    assert account.before_collection == (minutes(-60), minutes(0))
+    assert account.after_collection is None
+    assert [(a, b, on, why) for a, b, on, why in account.collecting] == [
+        (minutes(0), minutes(20), True, ""),
+        (minutes(20), minutes(22) + timedelta(seconds=5), False, "stream HTTP 503"),
+        (minutes(22) + timedelta(seconds=5), minutes(60), True, ""),
+    ]
+    assert report.format_duration(timedelta(minutes=2, seconds=5)) == "2 min 5 s"
+    assert report.format_duration(timedelta(hours=2, minutes=5, seconds=9)) == "2 h 5 min"
+    assert report.format_duration(timedelta(days=3, hours=4)) == "3 d 4 h"
+
+
+def test_the_running_collector_ships_its_events_under_events(s3, aws_env, tmp_path):
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, count=30, keepalive_interval=0.5).start()
+    config = write_config(tmp_path, server.url, s3_endpoint=aws_env.url)
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: len(server.sent_ids) == 30, 30)
+        wait_until(lambda: sorted(s3_post_ids(s3)) == sorted(server.sent_ids), 30, 0.5)
+    finally:
+        assert collector.stop() == 0, collector.log
+        server.stop()
+    assert "everything received was uploaded" in collector.log
+    objects = s3_objects(s3, events=True)
+    assert all(re.match(r"tweets/_events/dt=\d{4}-\d\d-\d\d/hour=\d\d/", k) for k in objects)
+    paths = []
+    for key, body in objects.items():
+        path = tmp_path / "events" / key.rsplit("/", 1)[1]
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(body)
+        paths.append(path)
+        assert len(object_lines(body, key)) == 1
+    events, problems = read_events(paths)
+    assert problems == []
+    assert [e.event for e in events] == ["start", "connected", "stop"]
+    assert events[-1].cause == "received SIGTERM"
+    assert all(e.collector_id == "test-1" for e in events)
