@@ -120,15 +120,17 @@ def generate(cache_dir: Path, posts: int, start: datetime, span: timedelta, per_
     return total
 
 
-def timed(command: list[str]) -> tuple[float, float]:
-    """Run `command` in a child process: (wall seconds, the child's peak RSS in MiB)."""
+def timed(command: list[str]) -> tuple[float, float, float]:
+    """Run `command` in a child process: (wall s, CPU s (user + system), peak RSS in MiB).
+
+    CPU seconds say more than wall time on a machine shared with other work."""
     t0 = time.monotonic()
     child = subprocess.Popen(command, cwd=REPO)
     _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.monotonic() - t0
     if status != 0:
         raise SystemExit(f"{command[3]} failed with wait status {status}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def main() -> int:
@@ -162,10 +164,11 @@ def main() -> int:
         for what, arguments in runs.items():
             if what.startswith("export") and args.report_only:
                 continue
-            elapsed, peak_mib = timed([sys.executable, "-m", "collector", *arguments])
+            elapsed, cpu, peak_mib = timed([sys.executable, "-m", "collector", *arguments])
             print(
                 f"{what} over {args.posts} posts ({size / 1e9:.2f} GB uncompressed): "
-                f"{elapsed:.1f} s, peak RSS {peak_mib:.0f} MiB"
+                f"{elapsed:.1f} s ({cpu:.1f} CPU s), peak RSS {peak_mib:.0f} MiB, "
+                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
             )
     return 0
 
