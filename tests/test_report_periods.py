@@ -52,6 +52,7 @@ CASES = [
     Collection("3-hour", timedelta(hours=3), 540, "minute", timedelta(minutes=1)),
     Collection("2-day", timedelta(days=2), 480, "hour", timedelta(hours=1)),
     Collection("10-day", timedelta(days=10), 600, "day", timedelta(days=1)),
+    Collection("90-day", timedelta(days=90), 900, "day", timedelta(days=1)),
 ]
 
 
@@ -166,6 +167,7 @@ def test_bucket_follows_the_span_and_counts_equal_the_posts(rendered: Rendered) 
     assert got == dict(expected)
     assert sum(got.values()) == case.posts
     assert 1 <= len(rows) <= 181
+    assert sum(len(r) == 2 for r in rows) == len(rows)
     if case.name == "1-minute":
         assert len(rows) == 1
 
