@@ -16,7 +16,7 @@ import logging
 import sys
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -176,6 +176,7 @@ def compute_figures(con, period: Period, top: int) -> Figures:
 NOT_COLLECTING = "not collecting"
 QUIET = "quiet"
 NO_POSTS = "no posts"  # no collector events recorded: quiet or not collecting, unknown
+UNCLEAN_END = "the collector ended without a stop event (killed?); counted from its last post"
 # Events after which the collector was running (so it ran before the first one we see).
 _RUNNING_EVENTS = {"disconnected", "stop", "s3_refusing", "s3_recovered"}
 
@@ -206,6 +207,8 @@ class GapAccount:
     collecting: list[tuple[datetime, datetime, bool, str]]
     before_collection: tuple[datetime, datetime] | None = None
     after_collection: tuple[datetime, datetime] | None = None
+    # `start` events of a collector still connected: the previous process ended unseen
+    unclean_restarts: set[datetime] = field(default_factory=set)
 
 
 def collecting_spans(events: list[Event], period: Period) -> GapAccount:
@@ -229,6 +232,7 @@ def collecting_spans(events: list[Event], period: Period) -> GapAccount:
             connected.discard(event.collector_id)
         elif event.event == "start" and event.collector_id in connected:
             connected.discard(event.collector_id)  # the previous process ended without a stop
+            account.unclean_restarts.add(event.at)
         if was == bool(connected):
             continue
         if since is not None and since < event.at:
@@ -239,6 +243,8 @@ def collecting_spans(events: list[Event], period: Period) -> GapAccount:
         cause = "" if connected else (event.cause or event.event)
         if event.event == "stop" and not connected:
             cause = f"stopped ({event.cause})" if event.cause else "stopped"
+        elif event.event == "start" and not connected:
+            cause = UNCLEAN_END
     if since is not None:
         last = events[-1]
         if not connected and last.event == "stop":
@@ -283,10 +289,26 @@ def account_gaps(con, events: list[Event], period: Period, gap_minutes: float) -
     for start, end in silences:
         if not events:
             gaps.append(Gap(start, end, NO_POSTS))
+        elif end in account.unclean_restarts:
+            # From the last post to the restart of a process that never said stop (kill -9,
+            # power loss): the end of collection was not recorded, its last post is the bound.
+            gaps.append(Gap(start, end, NOT_COLLECTING, UNCLEAN_END))
         elif any(a <= start and end <= b and on for a, b, on, _ in account.collecting):
             gaps.append(Gap(start, end, QUIET))
-    account.gaps = sorted(gaps, key=lambda g: g.start)
+    account.gaps = _merge_adjacent(sorted(gaps, key=lambda g: g.start))
     return account
+
+
+def _merge_adjacent(gaps: list[Gap]) -> list[Gap]:
+    """One row for back-to-back "not collecting" spans (the first one's cause)."""
+    merged: list[Gap] = []
+    for gap in gaps:
+        last = merged[-1] if merged else None
+        if last and last.kind == gap.kind == NOT_COLLECTING and last.end == gap.start:
+            merged[-1] = Gap(last.start, gap.end, NOT_COLLECTING, last.cause)
+        else:
+            merged.append(gap)
+    return merged
 
 
 # ---------------------------------------------------------------- charts (matplotlib)

@@ -173,3 +173,25 @@ def test_the_running_collector_ships_its_events_under_events(s3, aws_env, tmp_pa
     assert [e.event for e in events] == ["start", "connected", "stop"]
     assert events[-1].cause == "received SIGTERM"
     assert all(e.collector_id == "test-1" for e in events)
+
+
+def test_a_killed_collector_is_not_collecting_from_its_last_post(tmp_path):
+    """kill -9 leaves no stop event: the restart's start closes the span, posts bound it."""
+    import duckdb
+
+    period = report.Period(minutes(0), minutes(60))
+    events = [
+        Event("start", minutes(0), "a"),
+        Event("connected", minutes(0), "a"),
+        Event("start", minutes(30), "a"),  # no stop before it
+        Event("connected", minutes(31), "a"),
+    ]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE TABLE posts (created_at TIMESTAMPTZ)")
+    times = every_20_s(minutes(0), minutes(20)) + every_20_s(minutes(31), minutes(59.9))
+    con.executemany("INSERT INTO posts VALUES (?)", [[t] for t in times])
+    account = report.account_gaps(con, events, period, gap_minutes=5)
+    assert account.gaps == [
+        report.Gap(minutes(20), minutes(31), report.NOT_COLLECTING, report.UNCLEAN_END)
+    ]
