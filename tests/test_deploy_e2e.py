@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
 import jinja2
 import pytest
 import yaml
@@ -108,8 +109,9 @@ class Sandbox:
             endpoint_url=self.vars.get("aws_endpoint_url")
             or f"http://127.0.0.1:{self.vars['sandbox_moto_port']}",
             region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            # the sandbox's moto enforces IAM: read as its administrator
+            aws_access_key_id=self.vars["aws_access_key"],
+            aws_secret_access_key=self.vars["aws_secret_key"],
         )
 
     def bucket_post_ids(self) -> list[str]:
@@ -193,6 +195,39 @@ def test_site_yml_delivers_posts_to_the_bucket(sandbox):
     sandbox.wait_running()
     ids = sandbox.wait_for_posts(more_than=0)
     assert all(i.isdigit() for i in ids)
+
+
+def test_moto_enforces_iam_and_the_collectors_key_has_only_its_grant(sandbox):
+    """The sandbox's moto refuses unknown keys; the key the collector on the instance signs with
+    (written by roles/iam) reads what it shipped but may not delete it or call IAM."""
+    ids = sandbox.wait_for_posts(more_than=0)
+    assert ids
+    endpoint = f"http://127.0.0.1:{sandbox.vars['sandbox_moto_port']}"
+    stored = yaml.safe_load(Path(sandbox.vars["twittersnake_credentials_file"]).read_text())
+
+    def client(service: str, key_id: str, secret: str):
+        return boto3.client(
+            service,
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+        )
+
+    with pytest.raises(botocore.exceptions.ClientError, match="InvalidAccessKeyId"):
+        client("s3", "testing", "testing").list_buckets()
+    key_id = stored["collector_aws_access_key_id"]
+    secret = stored["collector_aws_secret_access_key"]
+    collector_s3 = client("s3", key_id, secret)
+    bucket = sandbox.vars.get("twittersnake_bucket", "twittersnake-sandbox")
+    shipped = sandbox.s3().list_objects_v2(Bucket=bucket, Prefix="raw/")["Contents"][0]["Key"]
+    assert collector_s3.head_object(Bucket=bucket, Key=shipped)["ContentLength"] > 0
+    answer = collector_s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": shipped}]})
+    assert [e["Code"] for e in answer["Errors"]] == ["AccessDenied"]
+    with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+        collector_s3.delete_object(Bucket=bucket, Key=shipped)
+    with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+        client("iam", key_id, secret).list_users()
 
 
 def test_systemd_is_pid_1_and_starts_supervisord_enabled_at_boot(sandbox):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import time
 from pathlib import Path
 
-import boto3
 import zstandard
 
 from tests.sandbox.world import Sandbox
@@ -36,13 +36,7 @@ def report(world: Sandbox, wait: float = 90) -> int:
     print("== supervisorctl status on the sandbox instance")
     print((status.stdout + status.stderr).rstrip() or "(no output)")
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{world.ports.moto}",
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = world.aws_client("s3")
     buckets = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
     if not buckets:
         print("== no bucket in the sandbox (has site.yml run?)")
@@ -72,7 +66,7 @@ def report(world: Sandbox, wait: float = 90) -> int:
         return 1
     config = write_report_config(world, buckets[0])
     print("== see what was collected (HTML report with charts, issue 5):")
-    print(f"   {report_command(config)}")
+    print(f"   {report_command(world, config)}")
     return 0
 
 
@@ -94,13 +88,23 @@ def write_report_config(world: Sandbox, bucket: str) -> Path:
     return config
 
 
-def report_command(config: Path) -> str:
-    """moto takes any key; these are its documented test credentials, not secrets."""
-    out = config.with_name("report.html")
+def report_command(world: Sandbox, config: Path) -> str:
+    """The command for the HTML report; it signs as moto's administrator through a 0600
+    credentials file in the state directory (moto enforces IAM), so no key is on the line."""
+    credentials = world.state_dir / "aws-credentials"
+    key = world.admin_key()
+    fd = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(
+            "[default]\n"
+            f"aws_access_key_id = {key.access_key_id}\n"
+            f"aws_secret_access_key = {key.secret_access_key}\n"
+        )
+    out_html = config.with_name("report.html")
     return (
-        "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
+        f"AWS_SHARED_CREDENTIALS_FILE={relative(credentials)} "
         f".venv/bin/python -m collector report --config {relative(config)}"
-        f" --since 24h --out {relative(out)}"
+        f" --since 24h --out {relative(out_html)}"
     )
 
 

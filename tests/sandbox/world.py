@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.fakes import moto_iam
 from tests.sandbox import boot, image, miniforge, paths
 
 HOST = "127.0.0.1"
@@ -167,6 +168,7 @@ class Sandbox:
         self.state_file = self.state_dir / "state.json"
         self.vars_file = self.state_dir / "vars.json"
         self.boots_file = self.state_dir / "boots"
+        self.admin_key_file = self.state_dir / "aws-administrator.json"
         # The instance's own cgroup (boot.py), unique per state directory.
         digest = hashlib.sha256(bytes(self.state_dir)).hexdigest()
         self.cgroup = f"twittersnake-sandbox-{digest[:10]}"
@@ -258,12 +260,39 @@ class Sandbox:
         )
 
     def _ensure_moto(self, state: dict) -> None:
-        url = f"http://{HOST}:{self.ports.moto}/moto-api/"
-        if not self._reuse(state, "moto"):
-            self.log(f"starting moto on {HOST}:{self.ports.moto}")
-            command = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.ports.moto)]
-            process = self._spawn(state, "moto", command)
-            wait_until(lambda: http_ok(url), "moto", 60, process)
+        """moto enforcing IAM as AWS does; its administrator is made in the first (unsigned)
+        requests and its key kept in STATE/aws-administrator.json for the playbooks (vars.json)."""
+        url = f"http://{HOST}:{self.ports.moto}"
+        running = self._reuse(state, "moto")
+        if running and self.admin_key_file.exists():
+            return
+        if not running:
+            self.log(f"starting moto (enforcing IAM) on {HOST}:{self.ports.moto}")
+            command = moto_iam.server_command(HOST, self.ports.moto)
+            env = {**os.environ, **moto_iam.SERVER_ENV}
+            process = self._spawn(state, "moto", command, cwd=paths.REPO, env=env)
+            wait_until(lambda: http_ok(f"{url}/moto-api/"), "moto", 60, process)
+        admin = moto_iam.create_administrator(url)
+        fd = os.open(self.admin_key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(dataclasses.asdict(admin), out)
+
+    def admin_key(self) -> moto_iam.AccessKey:
+        """The sandbox moto's administrator (Action "*"): what the playbooks sign with."""
+        return moto_iam.AccessKey(**json.loads(self.admin_key_file.read_text()))
+
+    def aws_client(self, service: str):
+        """A boto3 client for the sandbox's moto, signing as its administrator."""
+        import boto3
+
+        key = self.admin_key()
+        return boto3.client(
+            service,
+            endpoint_url=f"http://{HOST}:{self.ports.moto}",
+            region_name="us-east-1",
+            aws_access_key_id=key.access_key_id,
+            aws_secret_access_key=key.secret_access_key,
+        )
 
     def _ensure_x(self, state: dict) -> None:
         token_file = self.state_dir / "x_token"
@@ -424,6 +453,10 @@ class Sandbox:
             keypair_public_key_file=str(self.ssh_key.with_suffix(".pub")),
             twittersnake_credentials_file=str(self.state_dir / "collector-credentials.yml"),
             vault_x_bearer_token=self.x_token,
+            # moto enforces IAM: provisioning signs as its administrator, the collector with the
+            # key roles/iam creates for it (twittersnake_credentials_file).
+            aws_access_key=self.admin_key().access_key_id,
+            aws_secret_key=self.admin_key().secret_access_key,
             instance_connect_user="ubuntu",
             # The commit checked out here, not a branch name: a detached CI checkout has no `main`,
             # and a commit made while tests run must not change what they deploy.
