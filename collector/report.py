@@ -510,8 +510,12 @@ def render_html(
 
 
 def format_duration(length: timedelta) -> str:
-    """'45 s', '20 min 20 s', '2 h 5 min', '3 d 4 h': the two largest units, whole numbers."""
+    """'45 s', '20 min 20 s', '2 h 5 min', '3 d 4 h': the two largest units, whole numbers.
+
+    A span shorter than a second (a reconnection) is 'under 1 s'."""
     seconds = int(length.total_seconds())
+    if seconds == 0 and length > timedelta(0):
+        return "under 1 s"
     units = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
     for index, (name, size) in enumerate(units[:-1]):
         if seconds >= size:

@@ -31,6 +31,7 @@ from tests.collector_support import (
     wait_until,
     write_config,
 )
+from tests.fakes.tcp_proxy import OutageProxy
 from tests.fakes.x_server import FakeXServer
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -145,6 +146,7 @@ def test_a_disconnection_is_not_collecting_with_its_cause(tmp_path):
     assert report.format_duration(timedelta(minutes=2, seconds=5)) == "2 min 5 s"
     assert report.format_duration(timedelta(hours=2, minutes=5, seconds=9)) == "2 h 5 min"
     assert report.format_duration(timedelta(days=3, hours=4)) == "3 d 4 h"
+    assert report.format_duration(timedelta(milliseconds=300)) == "under 1 s"
 
 
 def test_the_running_collector_ships_its_events_under_events(s3, aws_env, tmp_path):
@@ -195,3 +197,48 @@ def test_a_killed_collector_is_not_collecting_from_its_last_post(tmp_path):
     assert account.gaps == [
         report.Gap(minutes(20), minutes(31), report.NOT_COLLECTING, report.UNCLEAN_END)
     ]
+
+
+def shipped_events(s3, folder: Path) -> list[Event]:
+    paths = []
+    for key, body in s3_objects(s3, events=True).items():
+        path = folder / key.rsplit("/", 1)[1]
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(body)
+        paths.append(path)
+    events, problems = read_events(paths)
+    assert problems == []
+    return events
+
+
+def test_s3_refusing_and_a_dropped_stream_are_recorded_and_shipped(s3, aws_env, tmp_path):
+    s3.create_bucket(Bucket=BUCKET)
+    proxy = OutageProxy(int(aws_env.url.rsplit(":", 1)[1])).start()
+    server = FakeXServer(token=TOKEN, count=0, keepalive_interval=0.5).start()
+    config = write_config(tmp_path, server.url, s3_endpoint=proxy.url, max_seconds=0.5)
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: server.connections == 1, 20)
+        proxy.down = True
+        server.count = 50
+        wait_until(lambda: len(server.sent_ids) == 50, 20)
+        # boto3 retries a refused connection itself: wait for a failure the shipper saw
+        wait_until(lambda: "failed, retry" in collector.log, 60)
+        server.operational_disconnect()  # X closes the stream; tweepy reconnects at once
+        wait_until(lambda: server.connections == 2, 20)
+        server.count = 80
+        wait_until(lambda: len(server.sent_ids) == 80, 20)
+        proxy.down = False
+        wait_until(lambda: sorted(s3_post_ids(s3)) == sorted(server.sent_ids), 60, 0.5)
+    finally:
+        assert collector.stop() == 0, collector.log
+        server.stop()
+        proxy.stop()
+    events = shipped_events(s3, tmp_path / "events")
+    kinds = [e.event for e in events]
+    assert kinds[:2] == ["start", "connected"] and kinds[-1] == "stop", kinds
+    assert kinds.count("s3_refusing") == kinds.count("s3_recovered") == 1, kinds
+    assert kinds.index("s3_refusing") < kinds.index("s3_recovered"), kinds
+    dropped = [e for e in events if e.event == "disconnected"]
+    assert [e.cause for e in dropped] == ["stream closed by X"], kinds
+    assert kinds.count("connected") == 2
