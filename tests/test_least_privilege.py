@@ -116,7 +116,7 @@ class Grant:
         return self.moto.client("s3", self.collector)
 
 
-def provision(moto: IamMoto, tmp: Path) -> subprocess.CompletedProcess:
+def provision(moto: IamMoto, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     """provision.yml --tags bucket,iam as the administrator; its key goes in a file, not argv."""
     extra = tmp / "extra-vars.json"
     extra.write_text(
@@ -143,6 +143,7 @@ def provision(moto: IamMoto, tmp: Path) -> subprocess.CompletedProcess:
             "bucket,iam",
             "-e",
             f"@{extra}",
+            *args,
         ],
         cwd=REPO,
         env=env,
@@ -156,13 +157,18 @@ def provision(moto: IamMoto, tmp: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def grant(tmp_path_factory) -> Iterator[Grant]:
-    """Its own enforcing moto (so no other test resets it): bucket + IAM provisioned twice."""
+    """Its own enforcing moto (so no other test resets it): bucket + IAM in check mode on the
+    fresh account (creates nothing, fails nothing), then provisioned twice."""
     server = enforcing_moto_server()
     server.start()
     try:
         moto = IamMoto(server)
         moto.reset()
         tmp = tmp_path_factory.mktemp("least-privilege")
+        check_first = provision(moto, tmp, "--check")
+        assert [u["UserName"] for u in moto.client("iam").list_users()["Users"]] == [
+            "administrator"
+        ], check_first.stdout[-3000:]
         runs = [provision(moto, tmp), provision(moto, tmp)]
         stored = yaml.safe_load((tmp / "collector-credentials.yml").read_text())
         collector = AccessKey(
