@@ -251,6 +251,8 @@ def collecting_spans(events: list[Event], period: Period) -> GapAccount:
             account.after_collection = (max(last.at, period.start), period.end)
         else:
             spans.append((since, period.end, bool(connected), cause))
+    elif events:
+        _never_connected(events, period, account, spans)
     account.collecting = [
         (max(a, period.start), min(b, period.end), c, why)
         for a, b, c, why in spans
@@ -260,6 +262,18 @@ def collecting_spans(events: list[Event], period: Period) -> GapAccount:
         start, end = account.before_collection
         account.before_collection = (start, min(end, period.end)) if end > start else None
     return account
+
+
+def _never_connected(events: list[Event], period: Period, account: GapAccount, spans) -> None:
+    """Collectors ran (from their first event on) but never connected: not collecting."""
+    refusals = [e.cause for e in events if e.event == "disconnected" and e.cause]
+    why = f"never connected ({refusals[-1]})" if refusals else "never connected"
+    first, last = events[0], events[-1]
+    end = last.at if last.event == "stop" else period.end
+    account.before_collection = (period.start, first.at)
+    spans.append((first.at, end, False, why))
+    if last.event == "stop":
+        account.after_collection = (max(last.at, period.start), period.end)
 
 
 def account_gaps(con, events: list[Event], period: Period, gap_minutes: float) -> GapAccount:

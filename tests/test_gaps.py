@@ -242,3 +242,18 @@ def test_s3_refusing_and_a_dropped_stream_are_recorded_and_shipped(s3, aws_env, 
     dropped = [e for e in events if e.event == "disconnected"]
     assert [e.cause for e in dropped] == ["stream closed by X"], kinds
     assert kinds.count("connected") == 2
+
+
+def test_a_collector_that_never_connects_is_not_collecting_with_the_refusal():
+    period = report.Period(minutes(-10), minutes(60))
+    events = [
+        Event("start", minutes(0), "a"),
+        Event("disconnected", minutes(0) + timedelta(seconds=1), "a", "stream HTTP 401"),
+        Event("stop", minutes(1), "a", "exiting: X API rejected the bearer token (HTTP 401)"),
+    ]
+    account = report.collecting_spans(events, period)
+    assert account.before_collection == (minutes(-10), minutes(0))
+    assert account.after_collection == (minutes(1), minutes(60))
+    assert account.collecting == [
+        (minutes(0), minutes(1), False, "never connected (stream HTTP 401)")
+    ]
