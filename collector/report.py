@@ -3,6 +3,11 @@
 S3 objects of the period -> local cache -> DuckDB (collector.loader) -> a handful of
 aggregates -> matplotlib PNGs embedded as data: URIs. DuckDB does every per-post step, so
 memory stays bounded by its memory limit whatever the number of posts.
+
+Sections: posts over time (a bar per minute, hour or day: bucket_for), post types, top authors,
+rule tags, hashtags, mentions, linked domains, languages, and the gaps table, which reads the
+collectors' connection events (collector.events, `{prefix}/_events/`) to tell "not collecting"
+from "quiet" (account_gaps).
 """
 
 from __future__ import annotations
