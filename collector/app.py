@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from collector.config import Config
 from collector.events import EventLog
+from collector.health import DEGRADED, Health
 from collector.layout import SpoolDirs
 from collector.metrics import Metrics
 from collector.rules import RulesAuthError, RulesClient, RulesError
@@ -33,7 +34,7 @@ class Fatal(Exception):
     """A condition a restart cannot fix (exit 78): bad token, missing bucket."""
 
 
-def _check_bucket(shipper, metrics: Metrics) -> None:
+def _check_bucket(shipper, metrics: Metrics, health: Health, grace: float) -> None:
     from collector.s3sink import BucketMissing, S3AccessDenied, S3Unavailable
 
     try:
@@ -44,21 +45,32 @@ def _check_bucket(shipper, metrics: Metrics) -> None:
         # A policy can be fixed while we run: retried like an outage, but named as what it is.
         log.error("S3 refuses the collector's credentials at start, uploads will retry: %s", exc)
         metrics.set("last_error", str(exc))
+        health.report("s3", DEGRADED, f"S3 bucket check refused: {exc}", failing_after=grace)
     except S3Unavailable as exc:
         # S3 trouble at start is retried like any later outage; only a missing bucket is fatal.
         log.warning("S3 not reachable at start, uploads will retry: %s", exc)
         metrics.set("last_error", str(exc))
+        health.report("s3", DEGRADED, f"S3 bucket check failed: {exc}", failing_after=grace)
 
 
-def _sync_rules(cfg: Config, token: str) -> None:
+def _sync_rules(cfg: Config, token: str, health: Health) -> None:
+    """Make the live rules the configured ones. X refusing every rule is fatal (exit 78: the
+    stream would answer 409 forever); refusing some is an ERROR per rule and degraded health."""
     if cfg.x.stream != "filter":
         return
     try:
-        RulesClient(cfg, token).sync()
+        result = RulesClient(cfg, token).sync()
     except RulesAuthError as exc:
         raise Fatal(str(exc)) from None
     except RulesError as exc:
         log.warning("rules sync failed, streaming with the live rules: %s", exc)
+        return
+    if not result.refused:
+        return
+    reasons = "; ".join(f"x.rules {refusal.line()}" for refusal in result.refused)
+    if not (result.added or result.kept or result.shared):
+        raise Fatal(f"X refused every configured rule, nothing would be collected: {reasons}")
+    health.report("rules", DEGRADED, f"X refused {len(result.refused)} rule(s): {reasons}")
 
 
 class Collector:
@@ -67,6 +79,7 @@ class Collector:
         self.token = token
         self.dirs = SpoolDirs(cfg.spool.dir)
         self.metrics = Metrics()
+        self.health = Health()
         self.stop_requested = threading.Event()
         self.background_stop = threading.Event()
         # set after the final upload, so the last CloudWatch sample counts it
@@ -99,8 +112,9 @@ class Collector:
         self.events = EventLog(self.dirs, self.cfg.collector_id, shipper.submit)
         shipper.sink.observers.append(self.events.watch_s3)
         started_at = datetime.now(UTC)
-        _check_bucket(shipper, self.metrics)
-        _sync_rules(self.cfg, self.token)
+        shipper.sink.observers.append(self._observe_upload)
+        _check_bucket(shipper, self.metrics, self.health, self.cfg.s3.failing_after_seconds)
+        _sync_rules(self.cfg, self.token, self.health)
 
         quarantine = Quarantine(self.dirs, self.metrics)
         recovered = recover_open_files(self.dirs, quarantine)
@@ -110,11 +124,11 @@ class Collector:
         shipper.start()  # uploads what earlier runs left before anything new
         self.events.record("start", at=started_at)
 
-        stream = open_stream(self.cfg, self.token, writer.accept, self.metrics)
+        stream = open_stream(self.cfg, self.token, writer.accept, self.metrics, self.health)
         stream.on_event = self._stream_event
         reader = start_stream(self.cfg, stream)
         writer.run_ticker(self.background_stop)
-        status = StatusReporter(self.cfg.collector_id, self.dirs, self.metrics)
+        status = StatusReporter(self.cfg.collector_id, self.dirs, self.metrics, self.health)
         status.write()
         status.run(self.background_stop)
         cloudwatch = self._start_cloudwatch(status)
@@ -131,6 +145,22 @@ class Collector:
             if stream.fatal or not reader.is_alive():
                 break
         return self._shutdown(stream, reader, writer, shipper, status, cloudwatch)
+
+    def _observe_upload(self, outcome) -> None:
+        """Every PUT outcome: S3's refusals (code + key prefix) become the "s3" condition,
+        failing after s3.failing_after_seconds; the next confirmed upload clears it."""
+        if outcome.result in ("created", "existed"):
+            self.health.clear("s3")
+        elif outcome.result == "error":
+            partition = outcome.key.rsplit("/", 1)[0] + "/"
+            status = f" (HTTP {outcome.http_status})" if outcome.http_status else ""
+            self.health.report(
+                "s3",
+                DEGRADED,
+                f"S3 refuses uploads: {outcome.error_code}{status} for "
+                f"s3://{self.cfg.s3.bucket}/{partition}; files stay in the spool and are retried",
+                failing_after=self.cfg.s3.failing_after_seconds,
+            )
 
     def _start_cloudwatch(self, status: StatusReporter):
         if not self.cfg.cloudwatch.enabled:
@@ -183,7 +213,7 @@ class Collector:
         else:
             log.info("stopped; everything received was uploaded")
         if stream.fatal and not self.stop_requested.is_set():
-            if "HTTP 401" in stream.fatal or "HTTP 403" in stream.fatal:
+            if stream.fatal_is_config:
                 log.error("exiting: %s", stream.fatal)
                 return EX_CONFIG
             log.error("exiting after a stream failure: %s", stream.fatal)

@@ -108,8 +108,27 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
         except RulesError as exc:
             report(False, "X API auth", str(exc))
+        else:
+            _check_rules(cfg, token, report)
     report(*_check_s3(cfg))
     return 0 if failures == 0 else 1
+
+
+def _check_rules(cfg: Config, token: str, report) -> None:
+    """X's own verdict on each configured rule (POST rules with dry_run=true)."""
+    from collector.rules import RulesClient, RulesError
+
+    if cfg.x.stream != "filter":
+        return
+    try:
+        accepted, refused = RulesClient(cfg, token).validate()
+    except RulesError as exc:
+        report(False, "X rules", str(exc))
+        return
+    for refusal in refused:
+        report(False, "X rule", f"x.rules {refusal.line()}")
+    if not refused:
+        report(True, "X rules", f"X accepts all {len(accepted)} rule(s) (dry run)")
 
 
 def _check_s3(cfg: Config) -> tuple[bool, str, str]:
@@ -171,13 +190,19 @@ def cmd_rules(args: argparse.Namespace) -> int:
         print(f"added    tag={tag}  {value}")
     for rule in result.deleted:
         print(f"deleted  tag={rule.tag}  {rule.value}")
+    for value, tag, holder in result.shared:
+        print(
+            f"shared   tag={tag}  {value}  (X keeps one rule per value: live as rule {holder.id}, "
+            f"tag={holder.tag or '-'}, of another client; its posts arrive with that tag)"
+        )
     print(
         f"{len(result.added)} added, {len(result.deleted)} deleted, {len(result.kept)} unchanged, "
         f"{len(result.others)} of other clients left alone"
+        + (f", {len(result.refused)} refused by X" if result.refused else "")
     )
-    for failure in result.failed:
-        print(f"refused  {failure}")
-    return 1 if result.failed else 0
+    for refusal in result.refused:
+        print(f"refused  {refusal.line()}")
+    return 1 if result.refused else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

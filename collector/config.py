@@ -70,6 +70,8 @@ class S3Config:
     endpoint_url: str = ""
     compression: str = "gzip"
     compression_level: int = 1
+    # S3 refusing every upload this long (s) turns the health from degraded to failing.
+    failing_after_seconds: float = 120
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "endpoint_url": (str, "a string"),
         "compression": (str, "a string"),
         "compression_level": (int, "an integer"),
+        "failing_after_seconds": ((int, float), "a positive number (seconds)"),
     },
     "cloudwatch": {
         "enabled": (bool, "a boolean (true or false)"),
@@ -270,6 +273,7 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
         except ValueError as exc:
             raise ConfigError(f"{where}: 's3.prefix' {exc}") from None
     s3 = S3Config(**s3_table)
+    _positive(where, "s3.failing_after_seconds", s3.failing_after_seconds)
     if s3.compression not in CODECS:
         choices = ", ".join(CODECS)
         raise ConfigError(

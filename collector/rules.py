@@ -38,12 +38,44 @@ class LiveRule:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A rule X refused, with X's own reason (its error's title and details or detail)."""
+
+    value: str
+    tag: str | None
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.value!r} (tag {self.tag}): {self.reason}"
+
+
+@dataclass(frozen=True)
 class SyncResult:
     added: list[tuple[str, str]]
     deleted: list[LiveRule]
     kept: list[LiveRule]
     others: list[LiveRule]
-    failed: list[str]
+    refused: list[Refusal]
+    # (value, our tag, the live rule that already holds the value: another client's)
+    shared: list[tuple[str, str, LiveRule]]
+
+    @property
+    def failed(self) -> list[str]:
+        return [refusal.line() for refusal in self.refused]
+
+
+def x_rule_reason(error: dict) -> str:
+    """X's reason for refusing one rule of a POST .../rules answer (200 with `errors`).
+
+    invalid-rules: {"title": "UnprocessableEntity", "details": [...]}; DuplicateRule: the id
+    of the rule that holds the value
+    (https://docs.x.com/x-api/posts/filtered-stream/api-reference/post-tweets-search-stream-rules).
+    """
+    title = error.get("title") or "refused"
+    details = error.get("details") or ([error["detail"]] if error.get("detail") else [])
+    if title == "DuplicateRule" and not details:
+        details = [f"the value is already live as rule {error.get('id')}"]
+    return f"{title}: {'; '.join(str(d) for d in details)}" if details else title
 
 
 def tag_prefix(cfg: Config) -> str:
@@ -92,21 +124,28 @@ class RulesClient:
         # Delete first: a rule whose tag changed keeps its value, and X refuses duplicate values.
         if stale:
             self._call(self.client.delete_rules, [r.id for r in stale])
-        failed: list[str] = []
-        refused: set[str] = set()
+        refused: list[Refusal] = []
+        shared: list[tuple[str, str, LiveRule]] = []
+        added: list[tuple[str, str]] = []
         if missing:
             body = self._call(
                 self.client.add_rules, [tweepy.StreamRule(value=v, tag=t) for v, t in missing]
             )
-            for error in body.get("errors") or []:
-                refused.add(error.get("value"))
-                failed.append(f"{error.get('value')!r}: {error.get('title', 'refused')}")
+            created = {rule.get("value") for rule in body.get("data") or []}
+            errors = {e.get("value"): e for e in body.get("errors") or [] if isinstance(e, dict)}
+            by_id = {r.id: r for r in live}
+            for value, tag in missing:
+                error = errors.get(value)
+                holder = by_id.get(str((error or {}).get("id")))
+                if value in created:
+                    added.append((value, tag))
+                elif error and error.get("title") == "DuplicateRule" and holder is not None:
+                    shared.append((value, tag, holder))  # X matches the value already
+                else:
+                    reason = x_rule_reason(error) if error else "not created (no reason given)"
+                    refused.append(Refusal(value, tag, reason))
         result = SyncResult(
-            added=[pair for pair in missing if pair[0] not in refused],
-            deleted=stale,
-            kept=kept,
-            others=others,
-            failed=failed,
+            added=added, deleted=stale, kept=kept, others=others, refused=refused, shared=shared
         )
         log.info(
             "rules synced: %d added, %d deleted, %d unchanged, %d of other clients left alone%s",
@@ -114,6 +153,31 @@ class RulesClient:
             len(result.deleted),
             len(result.kept),
             len(result.others),
-            f"; refused: {', '.join(failed)}" if failed else "",
+            f", {len(shared)} already live under another client's tag" if shared else "",
         )
+        for refusal in refused:
+            log.error("X refused rule %s", refusal.line())
         return result
+
+    def validate(self) -> tuple[list[tuple[str, str]], list[Refusal]]:
+        """Ask X to check the configured rules without changing anything (dry_run=true).
+
+        Returns (accepted, refused). A value already live is accepted (X holds it).
+        """
+        live_values = {r.value for r in self.list()}
+        wanted = desired_rules(self.cfg)
+        to_check = [pair for pair in wanted if pair[0] not in live_values]
+        refused: list[Refusal] = []
+        if to_check:
+            body = self._call(
+                self.client.add_rules,
+                [tweepy.StreamRule(value=v, tag=t) for v, t in to_check],
+                dry_run=True,
+            )
+            for error in body.get("errors") or []:
+                if isinstance(error, dict) and error.get("title") != "DuplicateRule":
+                    value = error.get("value")
+                    tag = next((t for v, t in to_check if v == value), None)
+                    refused.append(Refusal(value, tag, x_rule_reason(error)))
+        refused_values = {r.value for r in refused}
+        return [pair for pair in wanted if pair[0] not in refused_values], refused

@@ -25,9 +25,11 @@ from pathlib import Path
 
 from collector.config import Config
 from collector.layout import SpoolDirs, atomic_write, data_file_name, fsync_dir, parse_name
+from collector.lograte import RepeatedWarnings
 from collector.metrics import Metrics
 
 log = logging.getLogger(__name__)
+_repeated = RepeatedWarnings(log)
 
 FLUSH_BYTES = 256 * 1024  # hand the buffer to the OS at this size, or on the next tick
 TICK_SECONDS = 0.2
@@ -270,7 +272,8 @@ class SpoolWriter:
         self.error_messages += 1
         text = line.decode("utf-8", "replace")
         self.metrics.set("last_stream_error", text[:500])
-        log.warning("stream sent an error message (not data): %s", text[:500])
+        # X may repeat it on every connection (an incident): the first few, then a count
+        _repeated.warning(text[:500], "stream sent an error message (not data): %s", text[:500])
 
     def tick(self) -> None:
         """Every TICK_SECONDS: hand buffered lines to the OS; seal a file past max_seconds."""

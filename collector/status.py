@@ -2,6 +2,7 @@
 
 status.json fields (a contract for `collector status`, the report and operators):
     pid, collector_id, state (running|stopping|stopped), started_at, updated_at (ISO UTC),
+    health (healthy|degraded|failing), health_reason (null when healthy; see collector.health),
     connection (connecting|connected|disconnected), connection_since (ISO), stream_url,
     posts_received, posts_per_second, bytes_received, error_messages, quarantined_lines,
     reconnects, connects, keep_alives, http_errors, files_sealed, records_sealed,
@@ -23,6 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from collector.health import HEALTHY, Health
 from collector.layout import SpoolDirs, atomic_write
 from collector.metrics import COUNTER, DECLARED, Metrics
 
@@ -32,6 +34,7 @@ STATUS_INTERVAL = 2.0
 PROGRESS_INTERVAL = 10.0
 DISCONNECTED_LIMIT = 300.0  # `collector status` fails after 5 minutes without a connection
 STALE_LIMIT = 60.0  # a status file older than this means the process is stuck
+QUIET_SHOWN_AFTER = 300.0  # "connected, no post for N min" is shown after this (not unhealthy)
 EXIT_UNHEALTHY = 1
 EXIT_NOT_RUNNING = 3  # LSB: program is not running
 
@@ -74,8 +77,11 @@ def iso(epoch: float | None) -> str | None:
 class StatusReporter:
     """Writes status.json every STATUS_INTERVAL and logs a progress line every PROGRESS_INTERVAL."""
 
-    def __init__(self, collector_id: str, dirs: SpoolDirs, metrics: Metrics) -> None:
+    def __init__(
+        self, collector_id: str, dirs: SpoolDirs, metrics: Metrics, health: Health | None = None
+    ) -> None:
         self.collector_id = collector_id
+        self.health = health or Health()
         self.dirs = dirs
         self.metrics = metrics
         self.started_at = time.time()
@@ -105,6 +111,7 @@ class StatusReporter:
             "stream_url": values.get("stream_url"),
             "posts_per_second": round(self._rate, 1),
         }
+        status["health"], status["health_reason"] = self.health.state()
         for metric in DECLARED:
             if metric.in_status:
                 # a counter not yet incremented is 0; a gauge never measured is unknown (null)
@@ -122,6 +129,7 @@ class StatusReporter:
         return status
 
     def write(self) -> dict:
+        self.health.log_change()  # a condition may have turned degraded or failing with time
         status = self.snapshot()
         try:
             atomic_write(self.dirs.status_file, json.dumps(status, indent=1).encode() + b"\n")
@@ -195,11 +203,19 @@ def assess(status: dict | None, disconnected_limit: float = DISCONNECTED_LIMIT) 
     updated = _age(status.get("updated_at"))
     if updated is not None and updated > STALE_LIMIT:
         return EXIT_UNHEALTHY, f"running (pid {pid}) but status not updated for {updated:.0f} s"
+    health = status.get("health", HEALTHY)
+    if health != HEALTHY:
+        return EXIT_UNHEALTHY, f"running (pid {pid}), {health}: {status.get('health_reason')}"
     if status.get("connection") != "connected":
         since = _age(status.get("connection_since"))
         if since is not None and since > disconnected_limit:
             return EXIT_UNHEALTHY, f"running (pid {pid}) but disconnected for {since:.0f} s"
-    return 0, f"running (pid {pid}), {status.get('connection')}"
+        return 0, f"running (pid {pid}), healthy, {status.get('connection')}"
+    quiet = _age(status.get("last_post_at") or status.get("started_at"))
+    if quiet is not None and quiet >= QUIET_SHOWN_AFTER:
+        # a quiet rule is normal: shown, not unhealthy
+        return 0, f"running (pid {pid}), healthy, connected, no post for {quiet / 60:.0f} min"
+    return 0, f"running (pid {pid}), healthy, connected"
 
 
 def read_status(dirs: SpoolDirs) -> dict | None:

@@ -78,6 +78,7 @@ def test_check_prints_one_line_per_check(tmp_path: Path, x_server: FakeXServer, 
         "ok    config",
         "ok    bearer token",
         "ok    X API auth",
+        "ok    X rules",
         "ok    S3 bucket",
     ]
     bad = run_cli("check", "--config", str(config), env={"X_BEARER_TOKEN": "nope-nope"})

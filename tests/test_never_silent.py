@@ -1,0 +1,285 @@
+"""Never silent: every state in which nothing is collected or shipped is refused at start or
+shown in `collector status` (health + reason in X's or S3's own words), in the log and in
+status.json. One test per state of issue 8's "Why", named for what the user sees.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from collector.lograte import RepeatedWarnings
+from tests.collector_support import (
+    BUCKET,
+    TOKEN,
+    CollectorProcess,
+    run_cli,
+    s3_post_ids,
+    wait_until,
+    write_config,
+)
+from tests.fakes.x_server import FakeXServer
+
+LONG_RULE = "(python OR rust OR golang) " * 22  # 594 characters: over X's 512 below Enterprise
+
+
+@pytest.fixture
+def x_server() -> Iterator[FakeXServer]:
+    server = FakeXServer(token=TOKEN, keepalive_interval=1.0, count=0).start()
+    yield server
+    server.stop()
+
+
+def status_of(config: Path) -> tuple[int, dict]:
+    result = run_cli("status", "--json", "--config", str(config))
+    return result.returncode, json.loads(result.stdout)
+
+
+def wait_for_health(config: Path, health: str, timeout: float = 60) -> tuple[int, dict]:
+    def reached() -> tuple[int, dict] | None:
+        code, status = status_of(config)
+        return (code, status) if status.get("health") == health else None
+
+    return wait_until(reached, timeout, 0.5)
+
+
+# 1. A filter config whose only rule X refuses -----------------------------------------------
+
+
+def test_a_refused_only_rule_exits_78_with_xs_reason(tmp_path: Path, x_server, s3) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url, rules=[(LONG_RULE, "langs")])
+
+    check = run_cli("check", "--config", str(config))
+    assert check.returncode == 1, check.stdout
+    (refused,) = [line for line in check.stdout.splitlines() if line.startswith("FAIL  X rule")]
+    assert "x.rules" in refused and "(tag test-1:langs)" in refused
+    assert "UnprocessableEntity" in refused and "512" in refused
+    assert x_server.rules == {}  # a dry run changes nothing
+
+    collector = CollectorProcess(config)
+    assert collector.wait(40) == 78, collector.log
+    assert "X refused every configured rule" in collector.log
+    assert "x.rules" in collector.log and "UnprocessableEntity" in collector.log
+    assert x_server.connections == 0  # no 409 loop: it never connected
+
+
+def test_one_refused_rule_streams_the_others_and_shows_degraded(
+    tmp_path: Path, x_server, s3
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    rules = [("python lang:en", "python"), (LONG_RULE, "langs")]
+    config = write_config(tmp_path, x_server.url, rules=rules, max_seconds=0.5)
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: x_server.connections == 1, 20)
+        x_server.count = 20
+        code, status = wait_for_health(config, "degraded", 30)
+        assert code == 1
+        assert "X refused 1 rule(s)" in status["health_reason"]
+        assert "x.rules" in status["health_reason"]
+        assert "UnprocessableEntity" in status["health_reason"]
+        wait_until(lambda: len(s3_post_ids(s3)) == 20, 30, 0.5)  # the other rule collects
+    finally:
+        assert collector.stop() == 0, collector.log
+    assert "ERROR collector.rules: X refused rule" in collector.log
+
+
+# 2. A filter config with no rule at all; X answering 409 ------------------------------------
+
+
+def test_a_filter_config_without_rules_exits_78_naming_x_rules(tmp_path: Path, x_server) -> None:
+    config = write_config(tmp_path, x_server.url, rules=[])
+    collector = CollectorProcess(config)
+    assert collector.wait(30) == 78
+    assert "'x.rules' is empty" in collector.log and "409" in collector.log
+    assert x_server.connections == 0
+
+
+def test_x_answering_409_exits_78_with_xs_reason(tmp_path: Path, x_server, s3) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    collector = CollectorProcess(write_config(tmp_path, x_server.url))
+    wait_until(lambda: x_server.connections == 1, 20)
+    x_server.rules.clear()  # someone deleted every rule of the app
+    x_server.operational_disconnect()
+    assert collector.wait(60) == 78, collector.log
+    assert "RuleConfigurationIssue" in collector.log
+    assert "You must define rules" in collector.log
+
+
+# 3. Two rules with the same value ------------------------------------------------------------
+
+
+def test_two_rules_with_the_same_value_exit_78_naming_both_entries(
+    tmp_path: Path, x_server
+) -> None:
+    rules = [("python lang:en", "python"), ("python lang:en", "py2")]
+    config = write_config(tmp_path, x_server.url, rules=rules)
+    for command in ("run", "rules"):
+        argv = ["rules", "sync"] if command == "rules" else ["run"]
+        result = run_cli(*argv, "--config", str(config))
+        assert result.returncode == 78
+        assert "'x.rules[0]' and 'x.rules[1]' have the same value" in result.stderr
+    assert x_server.rules == {}
+
+
+def test_rules_sync_of_a_value_another_client_holds_prints_the_truth_and_stays_green(
+    tmp_path: Path, x_server
+) -> None:
+    held = x_server.add_rule("python lang:en", tag="another-app:python")
+    rules = [("python lang:en", "python"), ("rust", "rs")]
+    config = write_config(tmp_path, x_server.url, rules=rules)
+    first = run_cli("rules", "sync", "--config", str(config))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "shared   tag=test-1:python  python lang:en  (X keeps one rule per value" in first.stdout
+    assert f"live as rule {held}, tag=another-app:python" in first.stdout
+    assert "1 added" in first.stdout
+    again = run_cli("rules", "sync", "--config", str(config))
+    assert again.returncode == 0 and "0 added" in again.stdout and "shared" in again.stdout
+
+
+# 4. X accepts, sends the operational disconnect and closes, on every connection --------------
+
+
+def test_x_closing_every_connection_backs_off_and_shows_degraded_with_xs_reason(
+    tmp_path: Path, x_server, s3
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    x_server.disconnect_every_connection = True
+    config = write_config(tmp_path, x_server.url)
+    collector = CollectorProcess(config)
+    try:
+        # STREAM_DEGRADED_AFTER (30 s): a lone disconnect is a blip, a loop is a state.
+        code, status = wait_for_health(config, "degraded", 60)
+        assert code == 1
+        assert "operational-disconnect" in status["health_reason"]
+        assert (
+            "This stream has been disconnected for operational reasons" in status["health_reason"]
+        )
+        seconds = 30 + 10
+        assert x_server.connections <= 12, x_server.connections  # was ~300 a second
+    finally:
+        assert collector.stop() == 0, collector.log
+    lines = collector.log.splitlines()
+    assert len(lines) < 10 * seconds, len(lines)  # was ~900 a second
+    # each identical warning: the first three, then a count once a minute (none within 40 s)
+    for source in ("WARNING collector.spool:", "WARNING collector.stream:"):
+        said = [line for line in lines if source in line and "operational-disconnect" in line]
+        assert len(said) == 3, said
+    assert sum("health: degraded" in line for line in lines) == 1
+
+
+# 5. X answers every connection with 429 UsageCapExceeded --------------------------------------
+
+
+def test_a_usage_cap_429_shows_failing_with_xs_title_and_detail(
+    tmp_path: Path, x_server, s3
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    x_server.refuse_streams(429, "UsageCapExceeded")
+    config = write_config(tmp_path, x_server.url)
+    collector = CollectorProcess(config)
+    try:
+        code, status = wait_for_health(config, "failing", 30)
+        assert code == 1
+        assert (
+            "HTTP 429 UsageCapExceeded: Usage cap exceeded: Monthly product cap"
+            in status["health_reason"]
+        )
+        human = run_cli("status", "--config", str(config))
+        assert human.returncode == 1 and "failing: X refuses the stream" in human.stdout
+    finally:
+        assert collector.stop() == 0, collector.log
+    assert "UsageCapExceeded" in collector.log
+
+
+# 6. S3 refuses every PUT (the trailing-slash prefix case itself: tests/test_prefix.py) ---------
+
+
+def test_s3_refusing_uploads_shows_failing_with_the_code_and_key_prefix_then_recovers(
+    tmp_path: Path, x_server, moto_iam
+) -> None:
+    moto_iam.client("s3").create_bucket(Bucket=BUCKET)
+    read_only = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{BUCKET}"}
+        ],
+    }
+    key = moto_iam.create_user("collector", read_only)
+    config = write_config(tmp_path, x_server.url, s3_endpoint=moto_iam.url, max_seconds=0.5)
+    grace = "compression_level = 1\nfailing_after_seconds = 3"  # S3 refusals: failing after 3 s
+    config.write_text(config.read_text().replace("compression_level = 1", grace))
+    collector = CollectorProcess(config, env=moto_iam.env(key))
+    try:
+        wait_until(lambda: x_server.connections == 1, 20)
+        x_server.count = 10
+        code, status = wait_for_health(config, "failing", 60)
+        assert code == 1
+        reason = status["health_reason"]
+        assert "S3 refuses uploads: AccessDenied (HTTP 403)" in reason
+        assert f"s3://{BUCKET}/tweets/dt=" in reason and "retried" in reason
+        # still retried: once allowed, everything lands and the health is back
+        moto_iam.client("iam").put_user_policy(
+            UserName="collector",
+            PolicyName="collector-inline",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                    ],
+                }
+            ),
+        )
+        wait_for_health(config, "healthy", 90)
+    finally:
+        assert collector.stop() == 0, collector.log
+    assert len(s3_post_ids(moto_iam.client("s3"))) == 10
+
+
+# 7. s3.bucket = "s3://name" -------------------------------------------------------------------
+
+
+def test_an_s3_url_as_the_bucket_exits_78_naming_s3_bucket(tmp_path: Path, x_server) -> None:
+    config = write_config(tmp_path, x_server.url, bucket=f"s3://{BUCKET}")
+    collector = CollectorProcess(config)
+    assert collector.wait(30) == 78
+    assert "'s3.bucket' must be a bare bucket name, without a scheme" in collector.log
+    check = run_cli("check", "--config", str(config))
+    assert check.returncode == 78 and "'s3.bucket'" in check.stdout
+
+
+# Around them ----------------------------------------------------------------------------------
+
+
+def test_a_graceful_stop_is_not_a_server_close_nor_a_reconnect(
+    tmp_path: Path, x_server, s3
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url)
+    collector = CollectorProcess(config)
+    wait_until(lambda: status_of(config)[1].get("connection") == "connected", 30, 0.5)
+    collector.signal(signal.SIGTERM)
+    assert collector.wait(40) == 0, collector.log
+    assert "closed by the server" not in collector.log
+    assert json.loads((tmp_path / "spool" / "status.json").read_text())["reconnects"] == 0
+
+
+def test_repeated_identical_warnings_are_a_few_then_a_count_a_minute(caplog) -> None:
+    now = [0.0]
+    warnings = RepeatedWarnings(logging.getLogger("test.lograte"), clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="test.lograte"):
+        for _ in range(100):
+            warnings.warning("closed", "stream closed")
+            now[0] += 0.1  # 100 in 10 s
+        now[0] += 60
+        warnings.warning("closed", "stream closed")
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[:3] == ["stream closed"] * 3
+    assert messages[3:] == ["stream closed (repeated 98 times in the last 70 s)"]
