@@ -8,11 +8,15 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from collector.health import DEGRADED, FAILING, HEALTHY, Health
 from collector.lograte import RepeatedWarnings
 from tests.collector_support import (
     BUCKET,
@@ -283,3 +287,56 @@ def test_repeated_identical_warnings_are_a_few_then_a_count_a_minute(caplog) -> 
     messages = [record.getMessage() for record in caplog.records]
     assert messages[:3] == ["stream closed"] * 3
     assert messages[3:] == ["stream closed (repeated 98 times in the last 70 s)"]
+
+
+def test_connected_but_quiet_is_shown_and_still_healthy(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    # A live process whose command line names the collector, as the real one does.
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "collector"])
+    try:
+        now = datetime.now(UTC)
+        status = {
+            "pid": stand_in.pid,
+            "collector_id": "test-1",
+            "state": "running",
+            "started_at": (now - timedelta(hours=1)).isoformat(),
+            "updated_at": now.isoformat(),
+            "health": "healthy",
+            "health_reason": None,
+            "connection": "connected",
+            "connection_since": (now - timedelta(hours=1)).isoformat(),
+            "last_post_at": (now - timedelta(minutes=12)).isoformat(),
+        }
+        (spool / "status.json").write_text(json.dumps(status))
+        quiet = run_cli("status", "--config", str(config))
+        assert quiet.returncode == 0, quiet.stdout
+        assert "healthy, connected, no post for 12 min" in quiet.stdout
+        status.update(health="failing", health_reason="S3 refuses uploads: AccessDenied")
+        (spool / "status.json").write_text(json.dumps(status))
+        failing = run_cli("status", "--config", str(config))
+        assert failing.returncode == 1
+        assert "failing: S3 refuses uploads: AccessDenied" in failing.stdout
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+
+def test_a_condition_counts_after_its_delay_and_fails_after_its_grace() -> None:
+    now = [0.0]
+    health = Health(clock=lambda: now[0])
+    health.report("s3", DEGRADED, "S3 refuses uploads: AccessDenied", failing_after=120)
+    health.report("stream", DEGRADED, "X stream: closed", degraded_after=30)
+    assert health.state() == (DEGRADED, "S3 refuses uploads: AccessDenied")
+    now[0] = 31
+    health.report("s3", DEGRADED, "S3 refuses uploads: AccessDenied (again)", failing_after=120)
+    assert health.state() == (
+        DEGRADED,
+        "S3 refuses uploads: AccessDenied (again); X stream: closed",
+    )
+    now[0] = 121  # the s3 condition started at 0: repeated reports keep its start
+    assert health.state() == (FAILING, "S3 refuses uploads: AccessDenied (again)")
+    health.clear("s3")
+    health.clear("stream")
+    assert health.state() == (HEALTHY, None)
