@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Tools the targets run (ansible-playbook, moto_server...) come from the virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv debian-packages test test-fast lint bench demo demo-down sandbox-preflight clean
+.PHONY: venv debian-packages test test-fast lint bench demo demo-down sandbox-preflight sandbox-image sandbox-wheelhouse clean
 
 venv: $(STAMP)
 
@@ -52,10 +52,21 @@ bench: venv debian-packages
 	$(PY) -m tests.bench.bench $(BENCH_ARGS)
 
 # The whole thing on this machine: the sandbox (moto, X stand-in, a Debian host), site.yml, what landed in S3.
-demo: sandbox-preflight venv debian-packages
+# The independent steps run in parallel: Debian packages then the Debian root; the venv then the wheelhouse.
+# It ends when the collector is RUNNING and the first object is in S3.
+demo: sandbox-preflight
+	@$(MAKE) --no-print-directory -j4 sandbox-image sandbox-wheelhouse
 	$(PY) -m tests.sandbox up
 	ansible-playbook site.yml -i inventory/sandbox -e @.sandbox/vars.json
 	$(PY) -m tests.sandbox report
+
+# The sandbox's caches in /var/cache/twittersnake (kept by demo-down): the Debian root (stdlib python3
+# is enough, so it does not wait for the venv) and the wheelhouse the instance installs from.
+sandbox-image: debian-packages
+	python3 -m tests.sandbox.image
+
+sandbox-wheelhouse: venv
+	$(PY) -m tests.sandbox.miniforge
 
 # Stops everything `make demo` started and removes .sandbox/ (the Debian root cache in /var/cache/twittersnake stays).
 demo-down:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -163,3 +164,7 @@ def personalise(
     (root / "etc/hosts").write_text(
         f"127.0.0.1 localhost\n127.0.1.1 {hostname}\n::1 localhost ip6-localhost ip6-loopback\n"
     )
+
+
+if __name__ == "__main__":  # make sandbox-image (stdlib only: runs before the venv exists)
+    print(build(lambda message: print(f"sandbox: {message}", file=sys.stderr)))

@@ -155,3 +155,7 @@ def write_files(files_dir: Path, log) -> str:
         target.chmod(0o755)
     (files_dir / f"{INSTALLER_NAME}.sha256").write_text(sha256 + "\n")
     return sha256
+
+
+if __name__ == "__main__":  # make sandbox-wheelhouse
+    print(ensure_wheelhouse(lambda message: print(f"sandbox: {message}", file=sys.stderr)))

@@ -1,4 +1,5 @@
-"""What `make demo` ends with: supervisorctl status on the instance, the bucket, a few posts."""
+"""What `make demo` ends with, once the collector is RUNNING and the first object is in S3:
+supervisorctl status on the instance, the bucket, a few posts."""
 
 from __future__ import annotations
 
@@ -31,19 +32,33 @@ def bucket_objects(s3, bucket: str) -> list[dict]:
     return sorted(objects, key=lambda o: o["Key"])
 
 
+def program_state(world: Sandbox, program: str = "twittersnake") -> str:
+    """supervisord's state of the program (RUNNING, STARTING, FATAL...), "" if unknown."""
+    out = world.ssh(f"sudo -n supervisorctl status {program}", check=False).stdout.split()
+    return out[1] if len(out) > 1 else ""
+
+
 def report(world: Sandbox, wait: float = 90) -> int:
+    """Waits (up to `wait` s) until the collector is RUNNING and an object is in the bucket."""
+    deadline = time.monotonic() + wait
+    # RUNNING: up for supervisor_startsecs without exiting (STARTING before that).
+    while program_state(world) != "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.5)
     status = world.ssh("sudo -n supervisorctl status", check=False)
     print("== supervisorctl status on the sandbox instance")
     print((status.stdout + status.stderr).rstrip() or "(no output)")
+    if program_state(world) != "RUNNING":
+        print(f"== the collector is not RUNNING after {wait:.0f}s: see")
+        print("   `python -m tests.sandbox ssh sudo supervisorctl tail twittersnake`")
+        return 1
 
     s3 = world.aws_client("s3")
     buckets = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
     if not buckets:
         print("== no bucket in the sandbox (has site.yml run?)")
         return 1
-    deadline = time.monotonic() + wait
     while not any(bucket_objects(s3, b) for b in buckets) and time.monotonic() < deadline:
-        time.sleep(2)
+        time.sleep(0.5)
     found = False
     for bucket in buckets:
         objects = bucket_objects(s3, bucket)
