@@ -262,6 +262,46 @@ def test_environment_is_built_by_the_conda_roles_command_at_the_tested_pins(sand
         assert installed.get(name.lower()) == version, f"{name}: {installed.get(name.lower())}"
 
 
+def test_private_repository_is_cloned_with_the_deploy_key_and_the_pinned_host_key(sandbox):
+    url = sandbox.vars["twittersnake_repo_url"]
+    host_key = sandbox.vars["twittersnake_repo_host_key"]
+    assert url.startswith("ssh://")
+    assert sandbox.ssh("git -C /opt/twittersnake/src remote get-url origin").strip() == url
+    key = "/etc/twittersnake/secrets/repo_deploy_key"
+    assert sandbox.ssh(f"stat -c '%a %U' {key}").split() == ["600", "twittersnake"]
+    assert sandbox.ssh("cat /etc/twittersnake/repo_known_hosts").strip() == host_key
+    # The server lets nobody in without the deploy key (ubuntu has no key of its own)...
+    ssh = "ssh -o BatchMode=yes -o IdentitiesOnly=yes"
+    anonymous = sandbox.world.ssh(
+        f"GIT_SSH_COMMAND='{ssh} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'"
+        f" git ls-remote {url}",
+        check=False,
+    )
+    assert anonymous.returncode != 0 and "Permission denied" in anonymous.stderr, anonymous
+    # ...and the deploy key is used only against the pinned host key, never a blind accept.
+    pinned = f"{ssh} -i {key} -o StrictHostKeyChecking=yes"
+    head = sandbox.ssh(
+        f"GIT_SSH_COMMAND='{pinned} -o UserKnownHostsFile=/etc/twittersnake/repo_known_hosts'"
+        f" git ls-remote {url} HEAD"
+    )
+    assert re.match(r"^[0-9a-f]{40}\s", head), head
+    unknown = sandbox.ssh(
+        f"GIT_SSH_COMMAND='{pinned} -o UserKnownHostsFile=/dev/null' git ls-remote {url} 2>&1",
+        check=False,
+    )
+    assert "Host key verification failed" in unknown, unknown
+    body = "".join(sandbox.vars["twittersnake_repo_deploy_key"].splitlines()[1:-1])
+    assert all(body[:40] not in output for output in sandbox.outputs)  # never in Ansible's output
+
+
+def test_a_deploy_key_without_a_pinned_host_key_is_refused(sandbox):
+    result = sandbox.site(twittersnake_repo_host_key="")
+    sandbox.extra.pop("twittersnake_repo_host_key")
+    assert result.returncode != 0
+    assert "twittersnake_repo_deploy_key needs twittersnake_repo_host_key" in result.stdout
+    assert "Clone the collector" not in result.stdout  # stopped before the clone
+
+
 def test_rerun_without_changes_changes_nothing_and_keeps_pid(sandbox):
     pid = sandbox.wait_running()
     result = sandbox.site()

@@ -22,7 +22,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     defaults = Ports.defaults()
     for field in dataclasses.fields(Ports):
         parser.add_argument(
-            f"--{field.name}-port",
+            f"--{field.name.replace('_', '-')}-port",
             type=int,
             default=getattr(defaults, field.name),
             help=f"default sandbox_{field.name}_port from inventory/sandbox",

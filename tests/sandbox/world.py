@@ -37,6 +37,7 @@ HOST = "127.0.0.1"
 DEFAULT_X_TOKEN = "sandbox-token"  # the stand-in's token: not a secret (inventory/sandbox uses it)
 NEEDED_TOOLS = (
     "debootstrap",
+    "sshd",
     "systemd-nspawn",
     "unshare",
     "chroot",
@@ -62,6 +63,7 @@ class Ports:
     ssh: int
     git: int
     files: int
+    git_ssh: int
 
     @classmethod
     def defaults(cls) -> Ports:
@@ -227,6 +229,7 @@ class Sandbox:
         self._ensure_moto(state)
         self._ensure_x(state)
         self._ensure_git(state)
+        self._ensure_git_ssh(state)
         sha256 = self._ensure_files(state)
         self._ensure_instance(state)
         variables = self.variables(sha256)
@@ -342,6 +345,56 @@ class Sandbox:
             process = self._spawn(state, "git", command)
             wait_until(lambda: port_open(self.ports.git), "git daemon", 20, process)
 
+    def _ensure_git_ssh(self, state: dict) -> None:
+        """The same repository over SSH, as a private one: only the deploy key may read it.
+
+        This machine's sshd on loopback with a config of its own: its own host key, no password,
+        one authorized key (the deploy key) whose forced command serves this repository read-only
+        (`git-upload-pack`), nothing else (`restrict`: no shell, pty or forwarding).
+        """
+        directory = self.state_dir / "git-ssh"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        for name, comment in (("host_key", "sandbox-git-host"), ("deploy_key", "deploy-key")):
+            if not (directory / name).exists():
+                subprocess.run(
+                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment]
+                    + ["-f", str(directory / name)],
+                    check=True,
+                )
+        repository = self.state_dir / "git" / "twittersnake.git"
+        deploy_public = (directory / "deploy_key.pub").read_text().strip()
+        (directory / "authorized_keys").write_text(
+            f"restrict,command=\"git-upload-pack '{repository}'\" {deploy_public}\n"
+        )
+        host_public = (directory / "host_key.pub").read_text().split()
+        (directory / "known_hosts").write_text(
+            f"[{HOST}]:{self.ports.git_ssh} {host_public[0]} {host_public[1]}\n"
+        )
+        config = directory / "sshd_config"
+        config.write_text(
+            f"Port {self.ports.git_ssh}\nListenAddress {HOST}\n"
+            f"HostKey {directory / 'host_key'}\nPidFile none\n"
+            f"AuthorizedKeysFile {directory / 'authorized_keys'}\n"
+            "AuthenticationMethods publickey\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nPermitRootLogin forced-commands-only\n"
+            "AllowUsers root\nUsePAM no\nStrictModes no\nPermitUserEnvironment no\n"
+        )
+        if not self._reuse(state, "git_ssh"):
+            self.log(f"starting the git-over-SSH server on {HOST}:{self.ports.git_ssh}")
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation
+            command = [shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(config)]
+            process = self._spawn(state, "git_ssh", command)
+            wait_until(lambda: port_open(self.ports.git_ssh), "git-over-SSH server", 20, process)
+
+    def repository_over_ssh(self) -> dict:
+        """What the collector role needs to clone the sandbox's private repository."""
+        directory = self.state_dir / "git-ssh"
+        return {
+            "twittersnake_repo_url": f"ssh://root@{HOST}:{self.ports.git_ssh}/twittersnake.git",
+            "twittersnake_repo_deploy_key": (directory / "deploy_key").read_text(),
+            "twittersnake_repo_host_key": (directory / "known_hosts").read_text().strip(),
+        }
+
     def _ensure_files(self, state: dict) -> str:
         files = self.state_dir / "files"
         sha256 = miniforge.write_files(files, self.log)
@@ -449,6 +502,8 @@ class Sandbox:
             sandbox_state_dir=str(self.state_dir),
             sandbox_x_rate=self.x_rate,
             sandbox_miniforge_sha256=miniforge_sha256,
+            # The repository as a private one: over SSH, with a deploy key and a pinned host key.
+            **self.repository_over_ssh(),
             # Provisioning's sandbox paths, pointed at this sandbox's state directory.
             keypair_public_key_file=str(self.ssh_key.with_suffix(".pub")),
             twittersnake_credentials_file=str(self.state_dir / "collector-credentials.yml"),
@@ -516,7 +571,7 @@ class Sandbox:
 
     def running(self) -> bool:
         processes = self._load()["processes"]
-        names = ("moto", "x", "git", "files", "instance")
+        names = ("moto", "x", "git", "git_ssh", "files", "instance")
         return all(self._alive(processes.get(name)) for name in names)
 
     # ---- down ----------------------------------------------------------------------------
