@@ -299,7 +299,7 @@ def test_a_deploy_key_without_a_pinned_host_key_is_refused(sandbox):
     sandbox.extra.pop("twittersnake_repo_host_key")
     assert result.returncode != 0
     assert "twittersnake_repo_deploy_key needs twittersnake_repo_host_key" in result.stdout
-    assert "Clone the collector" not in result.stdout  # stopped before the clone
+    assert "TASK [collector : Clone the collector" not in result.stdout  # stopped before it
 
 
 def test_rerun_without_changes_changes_nothing_and_keeps_pid(sandbox):

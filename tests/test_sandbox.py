@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.sandbox.fixture import require_sandbox_prerequisites
-from tests.sandbox.world import Ports, Sandbox, start_time
+from tests.sandbox.world import Ports, Sandbox, port_open, start_time
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -173,3 +173,4 @@ def test_down_leaves_no_process_and_no_mount(own_world):
     for port in (world.ports.moto, world.ports.x, world.ports.git, world.ports.files):
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+    assert not port_open(world.ports.git_ssh) and not port_open(world.ports.ssh)
