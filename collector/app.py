@@ -19,7 +19,7 @@ from collector.events import EventLog
 from collector.health import DEGRADED, Health
 from collector.layout import SpoolDirs
 from collector.metrics import Metrics
-from collector.rules import RulesAuthError, RulesClient, RulesError
+from collector.rules import Refusal, RulesAuthError, RulesClient, RulesError
 from collector.spool import Quarantine, SpoolWriter, recover_open_files
 from collector.status import StatusReporter
 from collector.stream import open_stream, start_stream
@@ -27,6 +27,7 @@ from collector.stream import open_stream, start_stream
 log = logging.getLogger(__name__)
 
 EX_OK, EX_SOFTWARE, EX_CONFIG = 0, 70, 78
+RULES_RECHECK = 20.0  # s: how often refused rules are checked again (GET rules)
 SHUTDOWN_SECONDS = 25.0  # SIGTERM -> exit within 30 s even when S3 does not answer
 
 
@@ -53,24 +54,52 @@ def _check_bucket(shipper, metrics: Metrics, health: Health, grace: float) -> No
         health.report("s3", DEGRADED, f"S3 bucket check failed: {exc}", failing_after=grace)
 
 
-def _sync_rules(cfg: Config, token: str, health: Health) -> None:
+def _sync_rules(cfg: Config, token: str, health: Health) -> list[Refusal]:
     """Make the live rules the configured ones. X refusing every rule is fatal (exit 78: the
     stream would answer 409 forever); refusing some is an ERROR per rule and degraded health."""
     if cfg.x.stream != "filter":
-        return
+        return []
     try:
         result = RulesClient(cfg, token).sync()
     except RulesAuthError as exc:
         raise Fatal(str(exc)) from None
     except RulesError as exc:
         log.warning("rules sync failed, streaming with the live rules: %s", exc)
-        return
+        return []
     if not result.refused:
-        return
-    reasons = "; ".join(f"x.rules {refusal.line()}" for refusal in result.refused)
+        return []
     if not (result.added or result.kept or result.shared):
+        reasons = "; ".join(f"x.rules {refusal.line()}" for refusal in result.refused)
         raise Fatal(f"X refused every configured rule, nothing would be collected: {reasons}")
-    health.report("rules", DEGRADED, f"X refused {len(result.refused)} rule(s): {reasons}")
+    _report_refused(health, result.refused)
+    return result.refused
+
+
+def _report_refused(health: Health, refused: list[Refusal]) -> None:
+    reasons = "; ".join(f"x.rules {refusal.line()}" for refusal in refused)
+    health.report("rules", DEGRADED, f"X refused {len(refused)} rule(s): {reasons}")
+
+
+def _watch_refused_rules(
+    cfg: Config, token: str, health: Health, refused: list[Refusal], stop: threading.Event
+) -> None:
+    """Clear the "rules" condition once a rules-only deploy (`rules sync`, no restart) fixed it:
+    every RULES_RECHECK seconds, the refusals whose value is still configured and not live."""
+
+    def loop() -> None:
+        remaining = refused
+        while remaining and not stop.wait(RULES_RECHECK):
+            try:
+                remaining = RulesClient(cfg, token).still_refused(remaining)
+            except RulesError as exc:
+                log.debug("rules recheck failed: %s", exc)
+                continue
+            if remaining:
+                _report_refused(health, remaining)
+        if not remaining:
+            health.clear("rules")
+
+    threading.Thread(target=loop, name="rules-recheck", daemon=True).start()
 
 
 class Collector:
@@ -114,7 +143,9 @@ class Collector:
         started_at = datetime.now(UTC)
         shipper.sink.observers.append(self._observe_upload)
         _check_bucket(shipper, self.metrics, self.health, self.cfg.s3.failing_after_seconds)
-        _sync_rules(self.cfg, self.token, self.health)
+        refused = _sync_rules(self.cfg, self.token, self.health)
+        if refused:
+            _watch_refused_rules(self.cfg, self.token, self.health, refused, self.background_stop)
 
         quarantine = Quarantine(self.dirs, self.metrics)
         recovered = recover_open_files(self.dirs, quarantine)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import requests
 import tweepy
 
-from collector.config import Config
+from collector.config import Config, ConfigError, load_config
 from collector.stream import make_client
 
 log = logging.getLogger(__name__)
@@ -181,3 +181,13 @@ class RulesClient:
                     refused.append(Refusal(value, tag, x_rule_reason(error)))
         refused_values = {r.value for r in refused}
         return [pair for pair in wanted if pair[0] not in refused_values], refused
+
+    def still_refused(self, refused: list[Refusal]) -> list[Refusal]:
+        """The refusals that still hold: the value is still in the config file (re-read: a
+        rules-only deploy changes it without a restart) and still not live."""
+        try:
+            configured = {rule.value for rule in load_config(self.cfg.path).x.rules}
+        except (ConfigError, TypeError):
+            configured = {rule.value for rule in self.cfg.x.rules}
+        live = {rule.value for rule in self.list()}
+        return [r for r in refused if r.value in configured and r.value not in live]

@@ -89,6 +89,10 @@ def test_one_refused_rule_streams_the_others_and_shows_degraded(
         assert "x.rules" in status["health_reason"]
         assert "UnprocessableEntity" in status["health_reason"]
         wait_until(lambda: len(s3_post_ids(s3)) == 20, 30, 0.5)  # the other rule collects
+        # a rules-only deploy drops the bad rule with `rules sync` (no restart): health recovers
+        write_config(tmp_path, x_server.url, rules=rules[:1], max_seconds=0.5)
+        assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
+        wait_for_health(config, "healthy", 60)
     finally:
         assert collector.stop() == 0, collector.log
     assert "ERROR collector.rules: X refused rule" in collector.log
