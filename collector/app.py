@@ -152,6 +152,7 @@ class Collector:
         if recovered:
             log.info("recovered %d unsealed file(s) from a previous run", len(recovered))
         writer = SpoolWriter(self.cfg, self.dirs, self.metrics, shipper.submit, quarantine)
+        writer.health = self.health
         shipper.start()  # uploads what earlier runs left before anything new
         self.events.record("start", at=started_at)
 

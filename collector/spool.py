@@ -24,6 +24,7 @@ from itertools import repeat
 from pathlib import Path
 
 from collector.config import Config
+from collector.health import DEGRADED, Health
 from collector.layout import SpoolDirs, atomic_write, data_file_name, fsync_dir, parse_name
 from collector.lograte import RepeatedWarnings
 from collector.metrics import Metrics
@@ -38,6 +39,7 @@ TICK_SECONDS = 0.2
 MAX_UNWRITTEN_BYTES = 32 * 1024 * 1024
 DISK_RETRY_SECONDS = 1.0
 DISK_LOG_EVERY_SECONDS = 30.0
+DISK_FAILING_AFTER = 60.0  # s: a spool disk refusing writes this long is failing
 DATA, ERRORS, BAD = "data", "errors", "bad"
 DATA_START, DATA_END = b'{"data":', b"}"
 
@@ -200,6 +202,7 @@ class SpoolWriter:
         self.last_post_at: float | None = None
         self.dropped_after_close = 0
         self._disk_error: str | None = None  # the last write error, until a write succeeds
+        self.health: Health | None = None  # set by the app: a failing disk shows in status
         self._disk_logged_at = -DISK_LOG_EVERY_SECONDS
 
     # Called by the stream thread with one non-empty line or a LineBatch.
@@ -367,6 +370,8 @@ class SpoolWriter:
         if not self._buffer and self._disk_error is not None:
             log.warning("spool disk writable again: %s", self.dirs.root)
             self._disk_error = None
+            if self.health is not None:
+                self.health.clear("spool")
         return not self._buffer
 
     def _disk_failed(self, message: str) -> None:
@@ -374,6 +379,8 @@ class SpoolWriter:
         self._disk_error = message
         self.metrics.set("last_error", line)
         self.metrics.incr("spool_write_errors")
+        if self.health is not None:
+            self.health.report("spool", DEGRADED, line, failing_after=DISK_FAILING_AFTER)
         now = time.monotonic()
         if now - self._disk_logged_at >= DISK_LOG_EVERY_SECONDS:
             self._disk_logged_at = now

@@ -18,6 +18,7 @@ import pytest
 
 from collector import spool
 from collector.config import Config, load_config
+from collector.health import Health
 from collector.layout import SpoolDirs, parse_name
 from collector.metrics import Metrics
 from collector.spool import Quarantine, SeqState, SpoolWriter, recover_open_files
@@ -335,6 +336,7 @@ def test_a_full_spool_disk_holds_the_stream_then_loses_nothing(
     monkeypatch.setattr(spool, "MAX_UNWRITTEN_BYTES", 64 * 1024)
     cfg = load_config(write_config(tiny_disk, x_server.url, max_seconds=0.5))
     ingest = Ingest(cfg)
+    health = ingest.writer.health = Health()
     wait_until(lambda: ingest.stream.connected.is_set(), 10)
     x_server.count = 20
     wait_until(lambda: len(ingest.sealed) >= 1 and ingest.writer.posts == 20)
@@ -344,8 +346,11 @@ def test_a_full_spool_disk_holds_the_stream_then_loses_nothing(
     # The reader takes posts until its in-memory allowance is full, then holds the stream.
     held = wait_until_steady(lambda: ingest.writer.posts, steady_for=2.0, timeout=30)
     assert held < 600, "the reader kept taking posts with nowhere to put them"
+    state, reason = health.state()  # nothing is collected meanwhile: status shows why
+    assert state == "degraded" and "No space left on device" in reason, reason
     ballast.unlink()  # space again
     wait_until(lambda: ingest.writer.posts == 600, 60)
+    assert health.state() == ("healthy", None)
     ingest.close()
     assert ingest.ids() == x_server.sent_ids  # every post, once, in order
     assert not list(ingest.dirs.quarantine.glob("*"))
