@@ -1,6 +1,7 @@
 """The collector's health: healthy, degraded or failing, with a reason a person can act on.
 
-Each part of the collector reports a condition under its own name ("rules", "stream", "s3"):
+Each part of the collector reports a condition under its own name ("rules", "stream", "s3",
+"spool"):
 a severity and a one-line reason that carries the service's own words (X's problem title and
 detail, S3's error code and the key prefix tried). The health is the worst condition; its
 reason lists every condition of that severity. A condition may start as degraded and become
