@@ -24,10 +24,10 @@ def _connected(status: dict) -> int:
 
 
 def _healthy(status: dict) -> int:
-    # The health state comes from the status snapshot ("healthy"|"degraded"|"failing", issue 8).
-    # Only "healthy" counts as 1: a degraded collector that stays degraded should alarm.
-    # HEALTH-FALLBACK: a snapshot without `health` (before issue 8's state existed) is healthy.
-    return int(status.get("health", "healthy") == "healthy")
+    # The status snapshot's health (collector.health: "healthy"|"degraded"|"failing"). Only
+    # "healthy" is 1: a collector that stays degraded should alarm too (the alarm's minutes
+    # are the grace); a snapshot without a health is not healthy.
+    return int(status.get("health") == "healthy")
 
 
 @dataclass(frozen=True)

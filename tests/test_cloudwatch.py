@@ -65,9 +65,13 @@ def read_status(tmp: Path) -> dict:
         return {}
 
 
-def metric_values(cloudwatch, name: str, stat: str, collector_id: str = "test-1") -> list[float]:
-    """GetMetricData over the last hour, one value per minute that has data."""
+def metric_values(
+    cloudwatch, name: str, stat: str, collector_id: str = "test-1", period: int = 60
+) -> list[float]:
+    """GetMetricData, one value per period that has data, oldest first: the last hour by
+    minutes, or (period < 60) the last 30 seconds."""
     now = datetime.now(UTC)
+    start = now - (timedelta(hours=1) if period >= 60 else timedelta(seconds=30))
     answer = cloudwatch.get_metric_data(
         MetricDataQueries=[
             {
@@ -78,13 +82,14 @@ def metric_values(cloudwatch, name: str, stat: str, collector_id: str = "test-1"
                         "MetricName": name,
                         "Dimensions": [{"Name": "CollectorId", "Value": collector_id}],
                     },
-                    "Period": 60,
+                    "Period": period,
                     "Stat": stat,
                 },
             }
         ],
-        StartTime=now - timedelta(hours=1),
+        StartTime=start,
         EndTime=now + timedelta(minutes=5),
+        ScanBy="TimestampAscending",
     )
     (result,) = answer["MetricDataResults"]
     return result["Values"]
@@ -225,7 +230,9 @@ def collector_policy(*, put_object: bool = True, put_metric_data: bool = True) -
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def start_collector(tmp: Path, x: FakeXServer, iam: IamMoto, key: AccessKey, interval: float):
+def start_collector(
+    tmp: Path, x: FakeXServer, iam: IamMoto, key: AccessKey, interval: float, grace: float = 120
+):
     config = write_config(
         tmp,
         x.url,
@@ -233,6 +240,8 @@ def start_collector(tmp: Path, x: FakeXServer, iam: IamMoto, key: AccessKey, int
         max_seconds=0.5,
         extra=cloudwatch_toml(iam.url, interval=interval),
     )
+    text = config.read_text().replace("[s3]\n", f"[s3]\nfailing_after_seconds = {grace}\n", 1)
+    config.write_text(text)
     return CollectorProcess(config, env=iam.env(key))
 
 
@@ -272,10 +281,20 @@ def test_uploads_refused_by_s3_show_in_the_metrics_and_nothing_is_lost(
     s3.create_bucket(Bucket=BUCKET)
     # the collector's user lacks s3:PutObject: S3 answers every upload 403 AccessDenied
     key = moto_iam.create_user("collector", collector_policy(put_object=False))
-    collector = start_collector(tmp_path, x_server, moto_iam, key, interval=1)
+    grace = 10  # s3.failing_after_seconds: refusals this long turn the health to failing
+    collector = start_collector(tmp_path, x_server, moto_iam, key, interval=1, grace=grace)
     try:
         wait_until(lambda: x_server.connections == 1, 20)
+        assert 0.0 not in metric_values(cloudwatch, "Healthy", "Minimum")
         x_server.count = 50
+        wait_until(lambda: read_status(tmp_path).get("upload_errors", 0) >= 1, 20)
+        refused_at = time.monotonic()
+        # issue 8's health: degraded at the first refusal, failing after the grace; Healthy
+        # is 0 in CloudWatch from the first sample after the refusal, well within the grace
+        wait_until(lambda: 0.0 in metric_values(cloudwatch, "Healthy", "Minimum"), 30, 0.2)
+        assert time.monotonic() - refused_at < grace, time.monotonic() - refused_at
+        wait_until(lambda: read_status(tmp_path).get("health") == "failing", grace + 20)
+        assert "AccessDenied" in read_status(tmp_path)["health_reason"]
         # the refused files wait in the spool, and CloudWatch hears about them
         wait_until(lambda: sum(metric_values(cloudwatch, "UploadErrors", "Sum")) >= 2, 30, 0.5)
         wait_until(lambda: max(metric_values(cloudwatch, "FilesPending", "Maximum")) >= 1, 20)
@@ -291,6 +310,9 @@ def test_uploads_refused_by_s3_show_in_the_metrics_and_nothing_is_lost(
             PolicyDocument=json.dumps(collector_policy()),
         )
         wait_until(lambda: len(s3_post_ids(s3)) >= 50, 60, 0.5)
+        wait_until(lambda: read_status(tmp_path).get("health") == "healthy", 20)
+        # the latest sample (by the second) says healthy again
+        wait_until(lambda: metric_values(cloudwatch, "Healthy", "Minimum", period=1)[-1:] == [1.0])
     finally:
         assert collector.stop() == 0
     assert sorted(s3_post_ids(s3)) == sorted(x_server.sent_ids)
