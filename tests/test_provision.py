@@ -13,7 +13,7 @@ import boto3
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, AccessKey, IamMoto, enforcing_moto_server
 
 BUCKET = "twittersnake-sandbox"
 USER = "twittersnake-collector"
@@ -29,9 +29,17 @@ def recap(output: str) -> dict[str, int]:
 class Runner:
     """Runs playbooks against one moto server with a throwaway key and credentials file."""
 
-    def __init__(self, url: str, tmp: Path) -> None:
+    def __init__(self, url: str, tmp: Path, key: AccessKey | None = None) -> None:
         self.url = url
         self.tmp = tmp
+        # A moto that enforces IAM needs a key it issued (the administrator's); others take any.
+        self.key = key or AccessKey("any", "testing", "testing")
+        self.key_vars = tmp / "aws-key.json"
+        key_vars = {
+            "aws_access_key": self.key.access_key_id,
+            "aws_secret_key": self.key.secret_access_key,
+        }
+        self.key_vars.write_text(json.dumps(key_vars))
         self.creds = tmp / "creds" / "collector.yml"
         key = tmp / "id_ed25519"
         if not key.exists():
@@ -43,8 +51,8 @@ class Runner:
             **os.environ,
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
             "ANSIBLE_NOCOLOR": "1",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": self.key.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.key.secret_access_key,
             "AWS_DEFAULT_REGION": "us-east-1",
         }
         self.env.pop("AWS_PROFILE", None)
@@ -64,6 +72,8 @@ class Runner:
             # The sandbox inventory turns the TLS-only policy off (plain-HTTP moto); AWS keeps it.
             "-e",
             "bucket_require_tls=true",
+            "-e",
+            f"@{self.key_vars}",
             *extra,
         ]
         proc = subprocess.run(
@@ -78,8 +88,8 @@ class Runner:
             service,
             endpoint_url=self.url,
             region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=self.key.access_key_id,
+            aws_secret_access_key=self.key.secret_access_key,
         )
 
 
@@ -104,20 +114,26 @@ def footprint(runner: Runner) -> dict[str, list]:
 
 
 @pytest.fixture(scope="module")
-def provisioned(moto_server, tmp_path_factory):
-    """One footprint for the read-only tests: fresh run (-v), two re-runs, --check --diff."""
-    moto_server.reset()
-    runner = Runner(moto_server.url, tmp_path_factory.mktemp("provision"))
-    runs, times = [], []
-    for args in (["-v"], [], [], ["--check", "--diff"]):
-        start = time.monotonic()
-        runs.append(runner.run("provision", *args))
-        times.append(time.monotonic() - start)
-    print(
-        f"\nprovision timings: fresh {times[0]:.1f}s, no-op {times[1]:.1f}s / {times[2]:.1f}s,"
-        f" check {times[3]:.1f}s"
-    )
-    return runner, runs, times
+def provisioned(tmp_path_factory):
+    """One footprint for the read-only tests: fresh run (-v), two re-runs, --check --diff, on a
+    moto of its own that enforces IAM (the playbooks sign as its administrator, as on AWS)."""
+    server = enforcing_moto_server()
+    server.start()
+    try:
+        admin = IamMoto(server).reset()
+        runner = Runner(server.url, tmp_path_factory.mktemp("provision"), key=admin)
+        runs, times = [], []
+        for args in (["-v"], [], [], ["--check", "--diff"]):
+            start = time.monotonic()
+            runs.append(runner.run("provision", *args))
+            times.append(time.monotonic() - start)
+        print(
+            f"\nprovision timings: fresh {times[0]:.1f}s, no-op {times[1]:.1f}s / {times[2]:.1f}s,"
+            f" check {times[3]:.1f}s"
+        )
+        yield runner, runs, times
+    finally:
+        server.stop()
 
 
 @pytest.mark.slow  # four ansible-playbook runs against moto (the fixture)
@@ -201,6 +217,7 @@ def test_verbose_output_never_shows_secrets(provisioned):
     secret = re.search(r"collector_aws_secret_access_key: (\S+)", runner.creds.read_text()).group(1)
     for run in runs:
         assert secret not in run.stdout + run.stderr
+        assert runner.key.secret_access_key not in run.stdout + run.stderr
         assert TOKEN not in run.stdout + run.stderr
 
 
