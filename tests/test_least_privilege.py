@@ -27,6 +27,8 @@ import pytest
 import yaml
 
 from collector.cloudwatch import NAMESPACE  # the one the publisher uses
+from collector.config import Config, RotateConfig, S3Config, SpoolConfig, XConfig
+from collector.s3sink import BucketMissing, S3AccessDenied, S3Sink
 from tests.collector_support import (
     BUCKET,
     TOKEN,
@@ -421,3 +423,77 @@ def test_secret_files_are_git_ignored(path):
         text=True,
     )
     assert done.returncode == 0, f"{path} is not git-ignored: {done.stderr}"
+
+
+# -- the bucket check at start: missing bucket and access denied are told apart ------------------
+
+
+def sink_signed_as(moto: IamMoto, key: AccessKey, bucket: str) -> S3Sink:
+    cfg = Config(
+        collector_id="test-1",
+        x=XConfig(),
+        spool=SpoolConfig(dir=Path("/nonexistent")),
+        rotate=RotateConfig(),
+        s3=S3Config(bucket=bucket, prefix=PREFIX),
+    )
+    return S3Sink(cfg, s3_client=moto.client("s3", key))
+
+
+def test_bucket_check_tells_access_denied_from_a_missing_bucket(moto_iam):
+    moto_iam.client("s3").create_bucket(Bucket=BUCKET)
+    writer = moto_iam.create_user(
+        "writer-only",
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": "s3:PutObject",
+                    "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*",
+                }
+            ],
+        },
+    )
+    with pytest.raises(S3AccessDenied) as denied:
+        sink_signed_as(moto_iam, writer, BUCKET).check_bucket()
+    assert str(denied.value) == (
+        f"S3 bucket '{BUCKET}': access denied (AccessDenied) to ListObjectsV2 under 'tweets/' "
+        "(the collector's credentials need s3:ListBucket with s3:prefix 'tweets/*')"
+    )
+    with pytest.raises(BucketMissing, match="S3 bucket 'no-such-bucket' does not exist"):
+        sink_signed_as(moto_iam, moto_iam.admin, "no-such-bucket").check_bucket()
+    sink_signed_as(moto_iam, moto_iam.admin, BUCKET).check_bucket()  # the bucket answers
+
+
+def test_a_collector_refused_at_start_says_so_and_keeps_collecting(moto_iam, tmp_path):
+    """Access denied is not fatal (a policy can be fixed live) but is never silent."""
+    moto_iam.client("s3").create_bucket(Bucket=BUCKET)
+    writer = moto_iam.create_user(
+        "writer-only",
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": "s3:PutObject",
+                    "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*",
+                }
+            ],
+        },
+    )
+    x = FakeXServer(token=TOKEN, keepalive_interval=1.0, count=0).start()
+    collector = CollectorProcess(
+        write_config(tmp_path, x.url, s3_endpoint=moto_iam.url), env=moto_iam.env(writer)
+    )
+    try:
+        wait_until(lambda: x.connections >= 1, 30)
+        assert collector.process.poll() is None
+        assert (
+            "S3 refuses the collector's credentials at start, uploads will retry: "
+            f"S3 bucket '{BUCKET}': access denied (AccessDenied) to ListObjectsV2" in collector.log
+        ), collector.log[-2000:]
+        assert collector.stop() == 0, collector.log[-2000:]
+    finally:
+        if collector.process.poll() is None:
+            collector.kill()
+        x.stop()
