@@ -14,10 +14,11 @@ from pathlib import Path
 
 import boto3
 import pytest
+import yaml
 
-from collector.cloudwatch import CloudWatchPublisher, make_client
+from collector.cloudwatch import NAMESPACE, CloudWatchPublisher, make_client
 from collector.config import parse_config
-from collector.metrics import Metrics
+from collector.metrics import PUBLISHED, Metrics
 from tests.collector_support import (
     BUCKET,
     TOKEN,
@@ -316,3 +317,17 @@ def test_uploads_refused_by_s3_show_in_the_metrics_and_nothing_is_lost(
     finally:
         assert collector.stop() == 0
     assert sorted(s3_post_ids(s3)) == sorted(x_server.sent_ids)
+
+
+def test_the_alarms_read_metrics_the_collector_declares() -> None:
+    """roles/alerts names metrics and the namespace again: they must be collector.metrics's."""
+    role = Path(__file__).resolve().parent.parent / "roles" / "alerts"
+    alerts_vars = yaml.safe_load((role / "vars" / "main.yml").read_text())
+    assert alerts_vars["_alerts_namespace"] == NAMESPACE
+    published = {metric.cloudwatch for metric in PUBLISHED}
+    assert published == EXPECTED_METRICS
+    alarmed = {alarm["metric_name"] for alarm in alerts_vars["_alerts_collector_alarms"]}
+    assert alarmed <= published, alarmed - published
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
+    assert set(specs["argument_specs"]["main"]["options"]) == set(defaults)
