@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -331,3 +333,50 @@ def test_the_alarms_read_metrics_the_collector_declares() -> None:
     defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
     specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
     assert set(specs["argument_specs"]["main"]["options"]) == set(defaults)
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """A TCP port that accepts connections and never answers (a hung CloudWatch endpoint)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+    for sock in accepted:
+        sock.close()
+
+
+def test_a_cloudwatch_that_never_answers_holds_up_neither_uploads_nor_the_stop(
+    tmp_path: Path, x_server: FakeXServer, s3, aws_env: MotoServer, silent_endpoint: str
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(
+        tmp_path,
+        x_server.url,
+        s3_endpoint=aws_env.url,
+        max_seconds=0.5,
+        extra=cloudwatch_toml(silent_endpoint, interval=0.5),
+    )
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: x_server.connections == 1, 20)
+        x_server.count = 200
+        wait_until(lambda: len(s3_post_ids(s3)) >= 200, 40, 0.2)
+    finally:
+        asked_at = time.monotonic()
+        assert collector.stop() == 0
+        stopped_in = time.monotonic() - asked_at
+    assert sorted(s3_post_ids(s3)) == sorted(x_server.sent_ids)
+    # the publisher is stuck in a read (10 s timeout, 2 attempts); the stop waits at most 3 s
+    # for its last sample
+    assert stopped_in < 15, stopped_in
+    assert "everything received was uploaded" in collector.log
