@@ -34,6 +34,7 @@ from tests.collector_support import (
     TOKEN,
     CollectorProcess,
     object_lines,
+    run_cli,
     wait_until,
     write_config,
 )
@@ -466,7 +467,8 @@ def test_bucket_check_tells_access_denied_from_a_missing_bucket(moto_iam):
 
 
 def test_a_collector_refused_at_start_says_so_and_keeps_collecting(moto_iam, tmp_path):
-    """Access denied is not fatal (a policy can be fixed live) but is never silent."""
+    """Access denied is not fatal (a policy can be fixed live) but is never silent: an error line,
+    and `collector status` says degraded with the refusal as the reason (exit 1)."""
     moto_iam.client("s3").create_bucket(Bucket=BUCKET)
     writer = moto_iam.create_user(
         "writer-only",
@@ -492,6 +494,15 @@ def test_a_collector_refused_at_start_says_so_and_keeps_collecting(moto_iam, tmp
             "S3 refuses the collector's credentials at start, uploads will retry: "
             f"S3 bucket '{BUCKET}': access denied (AccessDenied) to ListObjectsV2" in collector.log
         ), collector.log[-2000:]
+
+        def reported() -> dict | None:
+            done = run_cli("status", "--json", "--config", str(tmp_path / "collector.toml"))
+            shown = json.loads(done.stdout) if done.stdout.startswith("{") else {}
+            return (done.returncode, shown) if shown.get("health_reason") else None
+
+        code, shown = wait_until(reported, 30, 0.5)
+        assert code == 1 and shown["health"] == "degraded", shown
+        assert "access denied (AccessDenied) to ListObjectsV2" in shown["health_reason"], shown
         assert collector.stop() == 0, collector.log[-2000:]
     finally:
         if collector.process.poll() is None:
