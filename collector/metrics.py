@@ -74,6 +74,7 @@ DECLARED: tuple[Metric, ...] = (
     Metric("files_sealed", "Count", COUNTER, progress="sealed"),
     Metric("records_sealed", "Count", COUNTER),
     Metric("spool_write_errors", "Count", COUNTER),
+    Metric("dropped_after_close", "Count", COUNTER),  # lines that arrived after the stop
     Metric("files_compressed", "Count", COUNTER),
     Metric("compress_errors", "Count", COUNTER),
     Metric("files_uploaded", "Count", COUNTER, progress="uploaded"),

@@ -295,6 +295,7 @@ class SpoolWriter:
         m.set("posts_received", self.posts)
         m.set("bytes_received", self.bytes)
         m.set("error_messages", self.error_messages)
+        m.set("dropped_after_close", self.dropped_after_close)
         if self.last_post_at is not None:
             m.set("last_post_at", self.last_post_at)
 

@@ -6,9 +6,9 @@ status.json fields (a contract for `collector status`, the report and operators)
     connection (connecting|connected|disconnected), connection_since (ISO), stream_url,
     posts_received, posts_per_second, bytes_received, error_messages, quarantined_lines,
     reconnects, connects, keep_alives, http_errors, files_sealed, records_sealed,
-    spool_write_errors, files_compressed, compress_errors, files_uploaded, bytes_uploaded,
-    upload_errors,
-    pending_files, oldest_pending_seconds, spool_disk_free_percent, cloudwatch_dropped,
+    spool_write_errors, dropped_after_close, files_compressed, compress_errors, files_uploaded,
+    bytes_uploaded, upload_errors, pending_files, oldest_pending_seconds, spool_disk_free_percent,
+    cloudwatch_dropped,
     last_post_at, last_upload_at, last_upload_key, last_error, last_stream_error,
     cloudwatch_last_error
 (the counters and gauges are declared in collector.metrics.DECLARED).
