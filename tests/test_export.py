@@ -96,8 +96,7 @@ def shipped(s3, aws_env, tmp_path: Path) -> Iterator[Shipped]:
         server.stop()
     sent = {}
     for post_id in server.sent_ids:
-        parts = server._templates[int(post_id) % len(server._templates)]
-        sent[post_id] = json.loads(post_id.encode().join(parts) + server._matching_rules)
+        sent[post_id] = json.loads(server.post_body(int(post_id)) + server._matching_rules)
     objects = s3_objects(s3)
     # At-least-once delivery: the same lines under a second key are still one row per post.
     key, body = sorted(objects.items())[0]

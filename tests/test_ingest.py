@@ -71,8 +71,7 @@ def make_ingest(tmp_path: Path, server: FakeXServer, **rotate) -> Ingest:
 
 def expected_line(server: FakeXServer, post_id: str) -> bytes:
     """The exact bytes the stand-in rendered for a post (its own template), CRLF stripped."""
-    parts = server._templates[int(post_id) % len(server._templates)]
-    return (post_id.encode().join(parts) + server._matching_rules).removesuffix(b"\r\n")
+    return (server.post_body(int(post_id)) + server._matching_rules).removesuffix(b"\r\n")
 
 
 def test_lines_are_spooled_byte_for_byte_and_rotated_by_record_count(

@@ -71,7 +71,7 @@ def template_facts(server: FakeXServer) -> list[tuple[tuple[str, str], str]]:
 def spread_templates(server: FakeXServer, now: datetime) -> tuple[list[datetime], list[list[str]]]:
     """Give the stand-in's templates created_at in three hours and a few hashtags each.
 
-    The stand-in stamps every post with its own start time and has only two hashtags, which
+    The stand-in stamps every post with the time it sends it and has only two hashtags, which
     would make the per-hour and top-hashtag checks trivially true. Returns each template's
     created_at and hashtags, from which the expectations are computed.
     """

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import requests.adapters
@@ -262,6 +264,45 @@ def test_rate_limits_posts_per_second(x_server: FakeXServer) -> None:
     started = time.monotonic()
     read_lines(response, 10)
     assert 0.3 <= time.monotonic() - started <= 2.0
+
+
+def test_created_at_is_the_time_each_post_is_sent(x_server: FakeXServer) -> None:
+    """X's created_at is when the post was made, seconds before the stream delivers it; a
+    report's posts per minute over what the stand-in sent must follow the clock."""
+    x_server.rate = 4
+    response = open_stream(x_server)
+    times = []
+    for line in read_lines(response, 6):
+        if line.strip():
+            created_at = json.loads(line)["data"]["created_at"]
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", created_at)
+            sent = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%f%z")
+            times.append(sent)
+            assert abs((datetime.now(UTC) - sent).total_seconds()) < 2.0, created_at
+    assert times == sorted(times)
+    assert (times[-1] - times[0]).total_seconds() >= 1.0  # 6 posts at 4/s span 1.25 s
+
+
+def test_post_ids_are_snowflakes_unique_across_restarts_holding_created_at() -> None:
+    """X's ids hold the creation time (ms since 1288834974657, shifted 22 bits): a stand-in
+    started again must not send the ids of the last run (an export would merge the posts)."""
+    seen: list[dict] = []
+    for _ in range(2):
+        server = FakeXServer(token=TOKEN).start()
+        try:
+            server.count = 50
+            lines = read_lines(open_stream(server), 50)
+        finally:
+            server.stop()
+        seen.extend(json.loads(line)["data"] for line in lines if line.strip())
+    ids = [int(post["id"]) for post in seen]
+    assert len(set(ids)) == 100 and ids == sorted(ids)
+    for post in seen:
+        millis = (int(post["id"]) >> 22) + 1_288_834_974_657
+        held = datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        assert post["created_at"] == held[:-3] + "Z"
+        assert post["conversation_id"] == post["id"]
+    assert len({post["text"] for post in seen}) > 20  # the templates still vary
 
 
 def test_stop_ends_open_streams() -> None:

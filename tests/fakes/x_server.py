@@ -27,8 +27,10 @@ Refusals, as X answers them:
     disconnect_every_connection = True: every stream connection is accepted (200), sends the
         operational-disconnect message and closes, as X does during incidents
 
-Each post's author is in `includes.users` (first, as the author_id expansion puts it); about
-15% of posts are reposts ("RT @user: ", referenced_tweets type "retweeted").
+Post ids are snowflakes of the time they are sent (unique across restarts, as X's) and
+`created_at` is the time the id holds. Each post's author is in `includes.users` (first, as
+the author_id expansion puts it); about 15% of posts are reposts ("RT @user: ",
+referenced_tweets type "retweeted").
 
 Knobs, set from tests at runtime (thread-safe; each one-shot knob fires once):
     rate (posts/s, 0 = as fast as possible), count (stop after N posts in total and keep the
@@ -56,6 +58,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import itertools
 import json
 import logging
@@ -73,8 +76,12 @@ log = logging.getLogger(__name__)
 SAMPLES = Path(__file__).resolve().parent / "data" / "x_v2_filtered_stream.jsonl"
 STREAM_PATHS = {"/2/tweets/search/stream", "/2/tweets/sample/stream"}
 RULES_PATH = "/2/tweets/search/stream/rules"
-FIRST_POST_ID = 1_800_000_000_000_000_000
+# Post ids are X's snowflakes: milliseconds since X's epoch shifted left 22 bits, a sequence in
+# the low bits, so they are unique across restarts of the stand-in and `created_at` is the time
+# the id holds. https://developer.x.com/en/docs/x-ids
+SNOWFLAKE_EPOCH_MS = 1_288_834_974_657
 ID_MARK = b"__POST_ID__"
+CREATED_AT_MARK = b"__CREATED_AT_UTC_ISO8601"  # as long as "2026-11-30T00:37:01.815Z"
 BATCH_BYTES = 256 * 1024  # posts per write when sending as fast as possible
 HUGE_LINE_BYTES = 10 * 1024 * 1024
 AUTHORS = 40  # distinct accounts the posts come from
@@ -168,8 +175,30 @@ WORDS = tuple(
 
 
 def _now_iso() -> str:
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return _iso(datetime.now(UTC))
+
+
+def _iso(when: datetime) -> str:
+    """X's timestamp format: 2026-11-30T00:37:01.815Z."""
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def next_snowflake(last: int, sequence: int) -> int:
+    """A post id for now: X's snowflake layout, greater than `last`; `sequence` fills the low
+    12 bits (it picks the post's template, so consecutive posts differ)."""
+    now_ms = time.time_ns() // 1_000_000 - SNOWFLAKE_EPOCH_MS
+    return max((now_ms << 22) | (sequence & 0xFFF), last + 1)
+
+
+def created_at_of(post_id: int) -> bytes:
+    """The `created_at` a snowflake id holds, in X's format."""
+    return _created_at_ms((post_id >> 22) + SNOWFLAKE_EPOCH_MS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _created_at_ms(millis: int) -> bytes:
+    seconds, ms = divmod(millis, 1000)
+    return _iso(datetime.fromtimestamp(seconds, UTC).replace(microsecond=ms * 1000)).encode()
 
 
 def _dumps(obj: object) -> bytes:
@@ -179,8 +208,10 @@ def _dumps(obj: object) -> bytes:
 def render_templates(samples: Path, pool: int, seed: int) -> list[tuple[bytes, ...]]:
     """Post templates of 1-8 KB, split where the post id goes (data.id, conversation_id).
 
-    The id is joined in per post and `"matching_rules": [...]}` is appended, so rendering a
-    post costs one join.
+    The id is joined in per post, `data.created_at` becomes the time the id holds, the time the
+    post is sent (X's `created_at` is the post's creation time, seconds before a stream delivers
+    it) and `"matching_rules": [...]}` is appended (`FakeXServer.post_body`). A test may give a
+    template a fixed `created_at` in place of CREATED_AT_MARK.
     """
     rng = random.Random(seed)
     messages = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
@@ -193,7 +224,7 @@ def render_templates(samples: Path, pool: int, seed: int) -> list[tuple[bytes, .
         msg.pop("matching_rules", None)
         data = msg["data"]
         data["text"] = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 40)))
-        data["created_at"] = _now_iso()
+        data["created_at"] = CREATED_AT_MARK.decode()  # the send time, set per post
         author = rng.choices(authors, weights)[0]
         _set_author(msg, author)
         if rng.random() < REPOST_SHARE:
@@ -303,7 +334,7 @@ class FakeXServer:
         self.rules: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self._templates = render_templates(samples, pool, seed)
-        self._ids = itertools.count(FIRST_POST_ID)
+        self._last_id = 0
         self._rule_ids = itertools.count(1_900_000_000_000_000_000)
         self._posts_taken = 0
         self._matching_rules = b""
@@ -434,14 +465,22 @@ class FakeXServer:
                 wanted = min(wanted, self.count - self._posts_taken)
             if wanted <= 0:
                 return []
+            first = self._next_id(self._posts_taken, wanted)
             self._posts_taken += wanted
-            ids = [str(next(self._ids)) for _ in range(wanted)]
-        templates, pool, tail = self._templates, len(self._templates), self._matching_rules
-        posts = []
-        for post_id in ids:
-            parts = templates[int(post_id) % pool]
-            posts.append((post_id, post_id.encode().join(parts) + tail))
-        return posts
+        tail = self._matching_rules
+        return [(str(i), self.post_body(i) + tail) for i in range(first, first + wanted)]
+
+    def _next_id(self, sequence: int, count: int = 1) -> int:
+        """The first of `count` consecutive new ids (under the lock)."""
+        first = next_snowflake(self._last_id, sequence)
+        self._last_id = first + count - 1
+        return first
+
+    def post_body(self, post_id: int) -> bytes:
+        """The post with this id as the stand-in renders it, without `matching_rules` and the
+        closing brace: its template (chosen by the id), the id and the `created_at` it holds."""
+        parts = self._templates[post_id % len(self._templates)]
+        return str(post_id).encode().join(parts).replace(CREATED_AT_MARK, created_at_of(post_id))
 
     def _special_line(self, kind: str) -> bytes:
         if kind == "malformed":
@@ -449,13 +488,15 @@ class FakeXServer:
         if kind == "non_utf8":
             return b'{"data":{"id":"124","text":"\xff\xfe\xc3\x28"}}\r\n'
         if kind == "huge":
-            post_id = str(next(self._ids))
+            with self._lock:
+                post_id = str(self._next_id(self._posts_taken))
             text = "x" * HUGE_LINE_BYTES
             line = _dumps({"data": {"id": post_id, "text": text}})[:-1] + self._matching_rules
             return line
         if kind == "partial_errors":
-            post_id = str(next(self._ids))
-            line = post_id.encode().join(self._templates[0])
+            with self._lock:
+                post_id = self._next_id(self._posts_taken)
+            line = self.post_body(post_id)
             return line + b',"errors":' + _dumps([PARTIAL_ERROR]) + self._matching_rules
         if kind == "operational_disconnect":
             return _dumps(OPERATIONAL_DISCONNECT) + b"\r\n"
