@@ -226,10 +226,10 @@ def collector_policy(*, put_object: bool = True, put_metric_data: bool = True) -
         },
     ]
     if put_metric_data:
-        # moto 5.2.5 names the IAM action after the signing scope, "monitoring" (AWS checks
-        # cloudwatch:PutMetricData), so the test user gets both spellings
-        actions = ["cloudwatch:PutMetricData", "monitoring:PutMetricData"]
-        statements.append({"Effect": "Allow", "Action": actions, "Resource": "*"})
+        # the IAM action AWS checks (tests/fakes/moto_iam_server.py makes moto check it too)
+        statements.append(
+            {"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*"}
+        )
     return {"Version": "2012-10-17", "Statement": statements}
 
 
