@@ -32,7 +32,7 @@ from tests.collector_support import (
     write_config,
 )
 from tests.fakes.tcp_proxy import OutageProxy
-from tests.fakes.x_server import FakeXServer
+from tests.fakes.x_server import OPERATIONAL_DISCONNECT, FakeXServer
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -211,6 +211,9 @@ def shipped_events(s3, folder: Path) -> list[Event]:
     return events
 
 
+OPERATIONAL_DISCONNECT_DETAIL = OPERATIONAL_DISCONNECT["errors"][0]["detail"]
+
+
 def test_s3_refusing_and_a_dropped_stream_are_recorded_and_shipped(s3, aws_env, tmp_path):
     s3.create_bucket(Bucket=BUCKET)
     proxy = OutageProxy(int(aws_env.url.rsplit(":", 1)[1])).start()
@@ -240,7 +243,8 @@ def test_s3_refusing_and_a_dropped_stream_are_recorded_and_shipped(s3, aws_env, 
     assert kinds.count("s3_refusing") == kinds.count("s3_recovered") == 1, kinds
     assert kinds.index("s3_refusing") < kinds.index("s3_recovered"), kinds
     dropped = [e for e in events if e.event == "disconnected"]
-    assert [e.cause for e in dropped] == ["stream closed by X"], kinds
+    closed = "stream closed by X: operational-disconnect: " + OPERATIONAL_DISCONNECT_DETAIL
+    assert [e.cause for e in dropped] == [closed], kinds
     assert kinds.count("connected") == 2
 
 
