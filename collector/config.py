@@ -28,6 +28,18 @@ class ConfigError(Exception):
     """A configuration problem, explained in one line a user can act on."""
 
 
+TWEET_FIELDS = (
+    "created_at",
+    "author_id",
+    "lang",
+    "public_metrics",
+    "entities",
+    "referenced_tweets",
+    "conversation_id",
+    "in_reply_to_user_id",
+)
+
+
 @dataclass(frozen=True)
 class Rule:
     value: str
@@ -39,9 +51,10 @@ class XConfig:
     api_base_url: str = "https://api.x.com"
     bearer_token_file: Path = Path("/etc/twittersnake/x_bearer_token")
     stream: str = "filter"
-    tweet_fields: list[str] = field(
-        default_factory=lambda: ["created_at", "author_id", "lang", "public_metrics", "entities"]
-    )
+    # X sends only id, text and edit_history_tweet_ids unless asked: these are the fields the
+    # report and `export` read (referenced_tweets: post types; conversation_id and
+    # in_reply_to_user_id: export columns). https://docs.x.com/x-api/fundamentals/fields
+    tweet_fields: list[str] = field(default_factory=lambda: list(TWEET_FIELDS))
     expansions: list[str] = field(default_factory=lambda: ["author_id"])
     user_fields: list[str] = field(default_factory=lambda: ["username", "public_metrics"])
     rules: list[Rule] = field(default_factory=list)

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
 from collector import export
+from collector.config import TWEET_FIELDS
 from tests.collector_support import (
     BUCKET,
     TOKEN,
@@ -34,6 +36,7 @@ from tests.collector_support import (
 )
 from tests.fakes.x_server import FakeXServer
 
+ROOT = Path(__file__).resolve().parents[1]
 POSTS = 300
 REFERENCE_COLUMNS = {"replied_to": "in_reply_to_id", "quoted": "quoted_id"}
 REFERENCE_COLUMNS["retweeted"] = "reposted_id"
@@ -45,6 +48,7 @@ class Shipped:
     period: list[str]
     sent: dict[str, dict]  # post id -> the message the stand-in sent
     objects: dict[str, bytes]  # S3 key -> body
+    stream_query: dict[str, list[str]]  # what the collector asked X for (its default fields)
 
 
 def listed(entities: dict, key: str, pick) -> list | None:
@@ -106,7 +110,7 @@ def shipped(s3, aws_env, tmp_path: Path) -> Iterator[Shipped]:
     now = datetime.now(UTC)
     period = ["--from", f"{now - timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}"]
     period += ["--to", f"{now + timedelta(minutes=5):%Y-%m-%dT%H:%M:%SZ}"]
-    yield Shipped(config, period, sent, objects)
+    yield Shipped(config, period, sent, objects, server.stream_queries[0])
 
 
 def run_export(shipped: Shipped, tmp_path: Path, fmt: str, out: Path, capsys) -> str:
@@ -176,6 +180,27 @@ def test_twarc2_flatten_reads_our_objects_with_the_same_ids_and_authors(shipped,
     posts = [json.loads(line) for line in flat.read_text().splitlines()]
     assert len(posts) == POSTS
     assert {p["id"]: p["author"]["username"] for p in posts} == exported
+
+
+def test_the_collector_asks_x_for_every_field_the_export_reads(shipped) -> None:
+    """X sends only id, text and edit_history_tweet_ids unless tweet.fields names more
+    (https://docs.x.com/x-api/fundamentals/fields): with the collector's default config the
+    post types and the reply, quote and conversation columns would all be empty."""
+    asked = {name: set(values[0].split(",")) for name, values in shipped.stream_query.items()}
+    assert asked["tweet.fields"] >= {
+        "created_at",
+        "author_id",
+        "lang",
+        "conversation_id",
+        "referenced_tweets",  # post_type, in_reply_to_id, quoted_id, reposted_id
+        "in_reply_to_user_id",
+        "public_metrics",
+        "entities",  # hashtags, mentions, urls
+    }
+    assert "author_id" in asked["expansions"] and "username" in asked["user.fields"]
+    # The deploy role writes tweet_fields explicitly: its default asks for the same fields.
+    defaults = yaml.safe_load((ROOT / "roles/collector/defaults/main.yml").read_text())
+    assert defaults["collector_x_tweet_fields"] == list(TWEET_FIELDS)
 
 
 def test_an_existing_folder_is_refused_with_one_line(shipped, tmp_path, capsys):

@@ -3,6 +3,7 @@
     srv = FakeXServer(token="t0ken", port=0); srv.start(); srv.url   # "http://127.0.0.1:PORT"
     srv.sent_ids       # ids of posts whose whole line, "\\r\\n" included, was written to a socket
     srv.connections, srv.connection_times, srv.streams_open, srv.last_keepalive_at   # to wait on
+    srv.stream_queries # each stream request's query: what the client asked X for
     srv.stop()
 
 Endpoints (same paths, status codes and JSON shapes as api.x.com):
@@ -326,6 +327,8 @@ class FakeXServer:
         self.sent_ids: list[str] = []
         self.connections = 0  # stream connection attempts, failed ones included
         self.connection_times: list[float] = []  # time.monotonic() of each of those attempts
+        # the query of each of those attempts: {"tweet.fields": ["created_at,lang"], ...}
+        self.stream_queries: list[dict[str, list[str]]] = []
         self.streams_open = 0  # 200 answers still being written (a dead client's until noticed)
         self.last_keepalive_at: float | None = None  # time.time() of the last keep-alive written
         self.first_byte_at: float | None = None
@@ -680,6 +683,7 @@ class _Handler(BaseHTTPRequestHandler):
         with fake._lock:
             fake.connections += 1
             fake.connection_times.append(time.monotonic())
+            fake.stream_queries.append(parse_qs(urlsplit(self.path).query))
             failure = fake._fail_next.pop(0) if fake._fail_next else None
             drop_after, fake._drop_after = fake._drop_after, None
             refusal = fake.stream_refusal
