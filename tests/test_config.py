@@ -242,3 +242,15 @@ def test_rotate_max_seconds_over_an_hour_is_refused(tmp_path: Path) -> None:
     message = error_of(tmp_path, FULL.replace("max_seconds = 300", "max_seconds = 3601"))
     assert "'rotate.max_seconds' must be at most 3600" in message
     assert "hour partitions" in message
+
+
+def test_the_readme_example_loads_and_shows_the_defaults(tmp_path: Path) -> None:
+    """A new user copies README's config: it must load, and what it shows as defaults must be
+    the defaults (a key left out behaves as shown)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    shown = load_config(write(tmp_path, example))
+    minimal = 'collector_id = "my-collector"\n[s3]\nbucket = "my-bucket"\n'
+    minimal += '[[x.rules]]\nvalue = "python lang:en"\ntag = "python"\n'
+    defaults = load_config(write(tmp_path, minimal))
+    assert shown == defaults
