@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -213,3 +214,17 @@ def test_an_existing_folder_is_refused_with_one_line(shipped, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: --out {out}: exists and is not an empty folder")
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_the_readmes_csv_snippets_keep_every_id_column_as_text() -> None:
+    """pandas and readr read a column of numbers with blanks (quoted_id) as float, which
+    rounds ids over 2^53: README's snippets must name every id column the export writes."""
+    readme = (ROOT / "README.md").read_text()
+    id_columns = [c for c in export.EXPORT_COLUMNS if c == "id" or c.endswith("_id")]
+    for fence, start, end, name in (
+        ("```python\n", "ids = [", "]", r'"([a-z_]+)"'),
+        ("```r\n", "ids <- readr::cols(", ")", r'([a-z_]+) = "c"'),
+    ):
+        snippet = next(b for b in readme.split(fence)[1:] if "read_csv" in b.split("```")[0])
+        listed = snippet.split(start, 1)[1].split(end, 1)[0]
+        assert re.findall(name, listed) == id_columns, fence
