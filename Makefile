@@ -47,7 +47,8 @@ lint: venv
 	$(VENV)/bin/yamllint --strict .
 	$(VENV)/bin/ansible-lint --offline --profile production
 
-# BENCH_ARGS="--posts 1000000" or "--slow-s3 10"; prints posts/s, MB/s, ratio to curl|gzip, peak RSS.
+# BENCH_ARGS="--posts 1000000" or "--slow-s3 10"; prints posts/s, MB/s, ratio to curl|gzip, peak RSS,
+# CPU seconds per million posts (collector and curl|gzip) and what that sustains on a t3.micro.
 bench: venv debian-packages
 	$(PY) -m tests.bench.bench $(BENCH_ARGS)
 
