@@ -119,6 +119,17 @@ def drop_duplicates(con) -> int:
     return duplicates
 
 
+def output_format(out: Path, fmt: str | None) -> str:
+    """--format, or the one --out's suffix names (parquet when none); ValueError when --out
+    ends in the other format's suffix (`--out posts.csv --format parquet`)."""
+    named = out.suffix.lower().removeprefix(".")
+    if fmt is None:
+        return named if named in FORMATS else "parquet"
+    if named in FORMATS and named != fmt:
+        raise ValueError(f"--out {out} ends in .{named} but --format is {fmt}")
+    return fmt
+
+
 def is_single_file(out: Path, fmt: str) -> bool:
     return out.suffix.lower() == f".{fmt}"
 
@@ -172,7 +183,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     when.add_argument("--from", dest="from_time", help="period start, ISO 8601 (UTC if no zone)")
     parser.add_argument("--to", dest="to_time", help="period end, ISO 8601 (default now)")
-    parser.add_argument("--format", choices=FORMATS, default="parquet", help="default parquet")
+    parser.add_argument(
+        "--format", choices=FORMATS, help="default: --out's suffix (.csv, .parquet), else parquet"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -194,13 +207,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         source = report.read_source(args.config)
         period = report.period_from_args(args)
+        args.format = output_format(args.out, args.format)
+        con = report.connect(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 78
     files, sync = report.period_objects(source, period, args)
     if files is None:
         return 1
-    con = loader.connect(memory_limit=args.memory_limit)
     result = loader.load_posts(con, files, period, EXPORT_PROJECTION)
     try:
         rows = write(con, args.out, args.format)

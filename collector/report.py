@@ -49,11 +49,14 @@ class Source:
 def read_source(config_path: Path) -> Source:
     """The bucket, prefix and endpoint of a collector config (the same TOML `run` reads)."""
     try:
-        from collector.config import load_config
+        from collector.config import ConfigError, load_config
     except ImportError:  # the report works without the collector's own modules
         load_config = None
     if load_config is not None:
-        cfg = load_config(config_path, streaming=False)  # rules do not matter here
+        try:
+            cfg = load_config(config_path, streaming=False)  # rules do not matter here
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
         return Source(
             cfg.s3.bucket, cfg.s3.prefix, cfg.s3.region, cfg.s3.endpoint_url or "", cfg.spool.dir
         )
@@ -84,7 +87,29 @@ def period_from_args(args: argparse.Namespace, now: datetime | None = None) -> P
         return Period(start, end)
     if args.to_time:
         raise ValueError("--to needs --from")
-    return Period.last(loader.parse_duration(args.since or DEFAULT_SINCE), now)
+    length = loader.parse_duration(args.since or DEFAULT_SINCE)
+    if length <= timedelta(0):
+        raise ValueError(f"--since {args.since}: the period must be longer than 0 (e.g. 24h)")
+    return Period.last(length, now)
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """The numeric options of `report` and `export`: ValueError naming the option otherwise."""
+    if getattr(args, "gap_minutes", 1) <= 0:
+        raise ValueError(f"--gap-minutes {args.gap_minutes:g}: expected a number of minutes > 0")
+    if getattr(args, "top", 1) < 1:
+        raise ValueError(f"--top {args.top}: expected a number of rows >= 1")
+
+
+def connect(args: argparse.Namespace):
+    """loader.connect with --memory-limit; ValueError naming the option when DuckDB refuses it."""
+    import duckdb
+
+    try:
+        return loader.connect(memory_limit=args.memory_limit)
+    except duckdb.Error as error:
+        reason = str(error).splitlines()[0].removeprefix("Parser Error: ")
+        raise ValueError(f"--memory-limit {args.memory_limit}: {reason}") from None
 
 
 # ---------------------------------------------------------------- aggregates (DuckDB)
@@ -684,6 +709,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         source = read_source(args.config)
         period = period_from_args(args)
+        check_options(args)
+        con = connect(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 78
@@ -691,7 +718,6 @@ def run(args: argparse.Namespace) -> int:
     if files is None:
         return 1
     events = period_events(source, period, args)
-    con = loader.connect(memory_limit=args.memory_limit)
     result = loader.load_posts(con, files, period)
     figures = compute_figures(con, period, args.top) if result.posts else None
     charts = render_charts(figures, period) if figures else {}
@@ -700,11 +726,16 @@ def run(args: argparse.Namespace) -> int:
     page = render_html(
         source, period, sync, result, figures, charts, args.gap_minutes, status, gaps
     )
-    args.out.write_text(page, encoding="utf-8")
-    if args.png:
-        args.png.mkdir(parents=True, exist_ok=True)
-        for name, (_, png) in charts.items():
-            (args.png / f"{name}.png").write_bytes(png)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(page, encoding="utf-8")
+        if args.png:
+            args.png.mkdir(parents=True, exist_ok=True)
+            for name, (_, png) in charts.items():
+                (args.png / f"{name}.png").write_bytes(png)
+    except OSError as error:
+        print(f"error: {error.filename}: {error.strerror}", file=sys.stderr)
+        return 1
     if result.posts == 0:
         print(empty_message(source, period, result))
     for skipped in result.skipped:

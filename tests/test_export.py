@@ -216,6 +216,23 @@ def test_an_existing_folder_is_refused_with_one_line(shipped, tmp_path, capsys):
     assert (out / "keep.txt").read_text() == "mine"
 
 
+def test_out_ending_in_csv_is_a_csv_file_and_a_contradicting_format_one_line(
+    shipped, tmp_path, capsys
+):
+    base = ["--config", str(shipped.config), "--offline", "--cache-dir", str(tmp_path / "cache")]
+    base += shipped.period
+    run_export(shipped, tmp_path, "csv", tmp_path / "first.csv", capsys)  # fills the cache
+    assert export.main([*base, "--out", str(tmp_path / "posts.csv")]) == 0
+    assert (tmp_path / "posts.csv").is_file()
+    assert "csv" in capsys.readouterr().out
+    with (tmp_path / "posts.csv").open(newline="") as f:
+        assert len(list(csv.DictReader(f))) == POSTS
+    assert export.main([*base, "--out", str(tmp_path / "x.csv"), "--format", "parquet"]) == 78
+    err = capsys.readouterr().err
+    assert err == f"error: --out {tmp_path / 'x.csv'} ends in .csv but --format is parquet\n"
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_the_readmes_csv_snippets_keep_every_id_column_as_text() -> None:
     """pandas and readr read a column of numbers with blanks (quoted_id) as float, which
     rounds ids over 2^53: README's snippets must name every id column the export writes."""

@@ -197,3 +197,36 @@ def test_missing_bucket_is_one_clear_line(s3, tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: s3://report-bucket:") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (["--gap-minutes", "0"], "error: --gap-minutes 0: expected a number of minutes > 0"),
+        (["--top", "0"], "error: --top 0: expected a number of rows >= 1"),
+        (["--since", "0h"], "error: --since 0h: the period must be longer than 0 (e.g. 24h)"),
+        (["--memory-limit", "lots"], "error: --memory-limit lots: Memory must have a number"),
+    ],
+)
+def test_a_bad_option_is_one_line_naming_it_exit_78(tmp_path, capsys, extra, line):
+    code, out = run_report(tmp_path, "--offline", *extra)
+    err = capsys.readouterr().err
+    assert code == 78 and err.startswith(line) and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_a_missing_config_is_one_line_exit_78(tmp_path, capsys):
+    missing = tmp_path / "nope.toml"
+    argv = ["--config", str(missing), "--out", str(tmp_path / "r.html"), "--offline"]
+    assert report.main(argv) == 78
+    assert capsys.readouterr().err == f"error: {missing}: config file not found\n"
+
+
+def test_out_in_a_new_folder_is_written_and_an_unwritable_one_is_one_line(tmp_path, capsys):
+    code, _ = run_report(tmp_path, "--offline", "--out", str(tmp_path / "new" / "r.html"))
+    assert code == 0 and (tmp_path / "new" / "r.html").read_text().startswith("<!doctype html>")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _ = run_report(tmp_path, "--offline", "--out", str(blocker / "r.html"))
+    err = capsys.readouterr().err
+    assert code == 1 and err == f"error: {blocker}: File exists\n", err
