@@ -21,7 +21,7 @@ from collector.layout import SpoolDirs
 from collector.metrics import Metrics
 from collector.rules import Refusal, RulesAuthError, RulesClient, RulesError
 from collector.spool import Quarantine, SpoolWriter, recover_open_files
-from collector.status import StatusReporter
+from collector.status import StatusReporter, record_exit
 from collector.stream import open_stream, start_stream
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class Collector:
         self.cloudwatch_stop = threading.Event()
         self.stop_cause = "the stream reader ended unexpectedly"
         self.events: EventLog | None = None
+        self.exit_reason: str | None = None  # why run() returned non-zero (status.json keeps it)
 
     def _stream_event(self, state: str, cause: str | None) -> None:
         # The stop event covers the disconnection the shutdown itself causes.
@@ -245,20 +246,27 @@ class Collector:
         else:
             log.info("stopped; everything received was uploaded")
         if stream.fatal and not self.stop_requested.is_set():
+            self.exit_reason = str(stream.fatal)
             if stream.fatal_is_config:
                 log.error("exiting: %s", stream.fatal)
                 return EX_CONFIG
             log.error("exiting after a stream failure: %s", stream.fatal)
             return EX_SOFTWARE
         if not self.stop_requested.is_set():
-            log.error("exiting: the stream reader ended unexpectedly")
+            self.exit_reason = "the stream reader ended unexpectedly"
+            log.error("exiting: %s", self.exit_reason)
             return EX_SOFTWARE
         return EX_OK
 
 
 def run(cfg: Config, token: str) -> int:
+    """Run until stopped; a non-zero exit leaves its reason in status.json (status.record_exit)."""
+    collector = Collector(cfg, token)
     try:
-        return Collector(cfg, token).run()
+        code = collector.run()
     except Fatal as exc:
         log.error("%s", exc)
-        return EX_CONFIG
+        code, collector.exit_reason = EX_CONFIG, str(exc)
+    if code != EX_OK:
+        record_exit(collector.dirs, cfg.collector_id, code, collector.exit_reason or "")
+    return code

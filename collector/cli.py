@@ -63,11 +63,18 @@ def _config_and_token(args: argparse.Namespace) -> tuple[Config, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from collector import app
+    from collector.status import record_exit
 
     try:
-        cfg, token = _config_and_token(args)
+        cfg = load_config(args.config)
     except ConfigError as exc:
+        return _fail(str(exc))  # no spool folder known: the message is in the log only
+    try:
+        token = read_bearer_token(cfg)
+    except ConfigError as exc:
+        record_exit(SpoolDirs(cfg.spool.dir), cfg.collector_id, EX_CONFIG, str(exc))
         return _fail(str(exc))
+    _formatter.add_secret(token)
     return app.run(cfg, token)
 
 
@@ -154,11 +161,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _fail(f"cannot read {exc.filename}: {exc.strerror}", 4)
     code, verdict = status.assess(current, disconnected_limit=args.max_disconnected)
     if args.json:
-        print(json.dumps({**(current or {}), "verdict": verdict, "healthy": code == 0}, indent=1))
+        text = json.dumps({**(current or {}), "verdict": verdict, "healthy": code == 0}, indent=1)
     elif current is None:
-        print(f"collector: {verdict}")
+        text = f"collector: {verdict}"
     else:
-        print(status.render(current, verdict))
+        text = status.render(current, verdict)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # `collector status | head -1`: the reader has what it wanted; the exit code still counts
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code
 
 

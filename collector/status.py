@@ -1,7 +1,7 @@
 """status.json (rewritten atomically every few seconds), the 10 s progress line, `collector status`.
 
 status.json fields (a contract for `collector status`, the report and operators):
-    pid, collector_id, state (running|stopping|stopped), started_at, updated_at (ISO UTC),
+    pid, collector_id, state (running|stopping|stopped|exited), started_at, updated_at (ISO UTC),
     health (healthy|degraded|failing), health_reason (null when healthy; see collector.health),
     connection (connecting|connected|disconnected), connection_since (ISO), stream_url,
     posts_received, posts_per_second, bytes_received, error_messages, quarantined_lines,
@@ -10,7 +10,8 @@ status.json fields (a contract for `collector status`, the report and operators)
     bytes_uploaded, upload_errors, pending_files, oldest_pending_seconds, spool_disk_free_percent,
     cloudwatch_dropped,
     last_post_at, last_upload_at, last_upload_key, last_error, last_stream_error,
-    cloudwatch_last_error
+    cloudwatch_last_error; after a run that ended with a non-zero code (record_exit):
+    state "exited", exit_code, health "failing" and the reason as health_reason
 (the counters and gauges are declared in collector.metrics.DECLARED).
 """
 
@@ -24,9 +25,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from collector.health import HEALTHY, Health
+from collector.health import FAILING, HEALTHY, Health
 from collector.layout import SpoolDirs, atomic_write
 from collector.metrics import COUNTER, DECLARED, Metrics
+from collector.redact import SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +171,33 @@ class StatusReporter:
 # `collector status` -----------------------------------------------------------------------------
 
 
+def record_exit(dirs: SpoolDirs, collector_id: str, code: int, reason: str) -> None:
+    """Leave why a run ended (exit 78 or 70) in status.json, over the last snapshot if any, so
+    `collector status` shows the reason once the process is gone (supervisor keeps it EXITED).
+
+    A failure to write (no spool folder can be made) is logged, never raised.
+    """
+    try:
+        previous = read_status(dirs) or {}
+    except OSError:
+        previous = {}
+    status = {
+        **previous,
+        "pid": os.getpid(),
+        "collector_id": collector_id,
+        "state": "exited",
+        "exit_code": code,
+        "updated_at": iso(time.time()),
+        "health": FAILING,
+        "health_reason": SECRETS.scrub(reason),
+    }
+    try:
+        dirs.root.mkdir(parents=True, exist_ok=True)
+        atomic_write(dirs.status_file, json.dumps(status, indent=1).encode() + b"\n")
+    except OSError as exc:
+        log.error("cannot write %s: %s", dirs.status_file, exc)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -198,6 +227,11 @@ def assess(status: dict | None, disconnected_limit: float = DISCONNECTED_LIMIT) 
     if status is None:
         return EXIT_NOT_RUNNING, "not running (no status file)"
     pid = status.get("pid")
+    if status.get("state") == "exited":
+        return EXIT_NOT_RUNNING, (
+            f"not running: exited with code {status.get('exit_code')} at "
+            f"{status.get('updated_at')}: {status.get('health_reason')}"
+        )
     if status.get("state") == "stopped" or not isinstance(pid, int) or not pid_alive(pid):
         return EXIT_NOT_RUNNING, f"not running (last update {status.get('updated_at')})"
     updated = _age(status.get("updated_at"))

@@ -20,6 +20,7 @@ from collector.health import DEGRADED, FAILING, HEALTHY, Health
 from collector.lograte import RepeatedWarnings
 from tests.collector_support import (
     BUCKET,
+    REPO,
     TOKEN,
     CollectorProcess,
     run_cli,
@@ -72,6 +73,12 @@ def test_a_refused_only_rule_exits_78_with_xs_reason(tmp_path: Path, x_server, s
     assert "x.rules" in collector.log and "UnprocessableEntity" in collector.log
     assert x_server.connections == 0  # no 409 loop: it never connected
 
+    code, status = status_of(config)  # what an operator sees once supervisor shows EXITED
+    assert code == 3 and status["state"] == "exited" and status["exit_code"] == 78
+    assert status["health"] == FAILING and "UnprocessableEntity" in status["health_reason"]
+    assert status["verdict"].startswith("not running: exited with code 78 at ")
+    assert "X refused every configured rule" in status["verdict"]
+
 
 def test_one_refused_rule_streams_the_others_and_shows_degraded(
     tmp_path: Path, x_server, s3
@@ -118,6 +125,32 @@ def test_x_answering_409_exits_78_with_xs_reason(tmp_path: Path, x_server, s3) -
     assert collector.wait(60) == 78, collector.log
     assert "RuleConfigurationIssue" in collector.log
     assert "You must define rules" in collector.log
+    # the last snapshot of the healthy run does not stay the last word
+    code, status = status_of(collector.config)
+    assert code == 3 and status["state"] == "exited" and status["health"] == FAILING
+    assert "RuleConfigurationIssue" in status["health_reason"]
+    assert "RuleConfigurationIssue" in status["verdict"]
+
+
+def test_an_empty_token_file_exits_78_and_status_names_the_file(tmp_path: Path, x_server) -> None:
+    config = write_config(tmp_path, x_server.url)
+    (tmp_path / "x_bearer_token").write_text("")
+    collector = CollectorProcess(config)
+    assert collector.wait(30) == 78
+    reason = f"bearer token file {tmp_path / 'x_bearer_token'} is empty"
+    assert reason in collector.log
+    code, status = status_of(config)
+    assert code == 3 and status["verdict"].endswith(reason), status
+    # a reader that is gone before status prints (`true` exits at once) is no crash
+    shell = f"{sys.executable} -m collector status --config {config} | true"
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", shell],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
 
 
 # 3. Two rules with the same value ------------------------------------------------------------
