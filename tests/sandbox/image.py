@@ -8,8 +8,11 @@ authorized key, host keys, machine id, hostname) is written at `up` time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -84,6 +87,35 @@ def configure_image(root: Path) -> None:
     (root / "var/cache/apt/archives/partial").mkdir(parents=True)
 
 
+def mounts_below(root: Path) -> list[str]:
+    prefix = str(root) + "/"
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [point for point in points if point.startswith(prefix)]
+
+
+def release_build_root(root: Path, log) -> None:
+    """Stop what debootstrap left running in `root` and unmount what it left mounted there.
+
+    debootstrap mounts /proc (and /sys) in the target and unmounts them on exit, which fails
+    when a process a package started is still running: the mount stays, and tar, or deleting
+    the build directory, would then walk into this machine's /proc.
+    """
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                inside = Path(os.readlink(proc / "root")).is_relative_to(root)
+            except OSError:
+                continue
+            if inside:
+                log(f"stopping process {proc.name} that debootstrap left in the build root")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+    for point in sorted(mounts_below(root), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], check=False)
+    if mounts_below(root):
+        raise RuntimeError(f"cannot unmount {mounts_below(root)}; not touching {root}")
+
+
 def build(log) -> Path:
     """The cached tarball, built with debootstrap if missing (about 1-2 minutes)."""
     target = tarball()
@@ -91,28 +123,27 @@ def build(log) -> Path:
         if target.exists():
             return target
         log(f"building the Debian {SUITE} root with debootstrap (cached as {target})")
-        with tempfile.TemporaryDirectory(dir=paths.cache_dir(), prefix="build-") as tmp:
-            root = Path(tmp) / "root"
+        tmp = Path(tempfile.mkdtemp(dir=paths.cache_dir(), prefix="build-"))
+        root = tmp / "root"
+        try:
             subprocess.run(
-                [
-                    "debootstrap",
-                    "--variant=minbase",
-                    f"--include={','.join(PACKAGES)}",
-                    SUITE,
-                    str(root),
-                    MIRROR,
-                ],
+                ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
+                + [SUITE, str(root), MIRROR],
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
+            release_build_root(root, log)
             configure_image(root)
-            partial = Path(tmp) / "root.tar.zst"
+            partial = tmp / "root.tar.zst"
             subprocess.run(
-                ["tar", "-C", str(root), "--numeric-owner", "--xattrs", "-I", "zstd -T0 -3"]
-                + ["-cpf", str(partial), "."],
+                ["tar", "-C", str(root), "--numeric-owner", "--xattrs", "--one-file-system"]
+                + ["-I", "zstd -T0 -3", "-cpf", str(partial), "."],
                 check=True,
             )
             partial.rename(target)
+        finally:  # never delete through a mount (this machine's /proc): that raises first
+            release_build_root(root, log)
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
