@@ -343,9 +343,23 @@ def read_bearer_token(cfg: Config) -> str:
     except FileNotFoundError:
         raise ConfigError(f"bearer token file {path} not found (x.bearer_token_file)") from None
     except PermissionError:
-        raise ConfigError(f"bearer token file {path}: permission denied") from None
+        raise ConfigError(
+            f"bearer token file {path}: permission denied (x.bearer_token_file)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"bearer token file {path}: cannot read ({type(exc).__name__})") from None
+        raise ConfigError(
+            f"bearer token file {path}: cannot read ({type(exc).__name__}) (x.bearer_token_file)"
+        ) from None
     if not token:
-        raise ConfigError(f"bearer token file {path} is empty")
+        raise ConfigError(
+            f"bearer token file {path} is empty (x.bearer_token_file: the app's bearer token "
+            "from the X developer portal, or set X_BEARER_TOKEN)"
+        )
     return token
+
+
+def bearer_token_source(cfg: Config) -> str:
+    """Where read_bearer_token found the token, for messages: the env variable or the key."""
+    if os.environ.get("X_BEARER_TOKEN", "").strip():
+        return "X_BEARER_TOKEN"
+    return f"x.bearer_token_file {cfg.x.bearer_token_file}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import requests
 import tweepy
 
-from collector.config import Config, ConfigError, load_config
+from collector.config import Config, ConfigError, bearer_token_source, load_config
 from collector.stream import make_client
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,12 @@ class RulesClient:
     def _call(self, method, *args, **kwargs) -> dict:
         try:
             return method(*args, **kwargs) or {}
-        except (tweepy.Unauthorized, tweepy.Forbidden) as exc:
+        except tweepy.Unauthorized as exc:
+            raise RulesAuthError(
+                f"X API rules endpoint: {_one_line(exc)}: X rejected the bearer token from "
+                f"{bearer_token_source(self.cfg)}"
+            ) from None
+        except tweepy.Forbidden as exc:
             raise RulesAuthError(f"X API rules endpoint: {_one_line(exc)}") from None
         except (tweepy.TweepyException, requests.RequestException) as exc:
             raise RulesError(f"X API rules endpoint: {_one_line(exc)}") from None

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import requests
 import tweepy
 
-from collector.config import Config
+from collector.config import Config, bearer_token_source
 from collector.health import DEGRADED, FAILING, Health, x_problem_reason
 from collector.lograte import RepeatedWarnings
 from collector.metrics import Metrics
@@ -174,6 +174,7 @@ class XStream(tweepy.StreamingClient):
         self.clock = clock
         self.fatal: str | None = None  # set when the server refuses us for good
         self.fatal_is_config = False  # a refusal a restart cannot fix (exit 78)
+        self.token_source = "the configuration"  # where the token came from (open_stream sets it)
         self.connected = threading.Event()
         # on_event(state, cause) at each change of connection state (collector.events)
         self.on_event: Callable[[str, str | None], None] | None = None
@@ -327,6 +328,8 @@ class XStream(tweepy.StreamingClient):
         self.metrics.set("last_stream_error", reason)
         if status_code in FATAL_STATUSES or status_code == 409:
             what = FATAL_STATUSES.get(status_code, "refused the filtered stream")
+            if status_code == 401:
+                what = f"{what} from {self.token_source}"
             self.fatal = f"X API {what}: {reason}"
             self.fatal_is_config = True
             log.info("stream HTTP %d: stopping instead of retrying", status_code)
@@ -367,6 +370,7 @@ def open_stream(
 ):
     """Create the stream client; `start_stream` connects it in a background thread."""
     stream = make_client(cfg, token, XStream, on_line=on_line, metrics=metrics, health=health)
+    stream.token_source = bearer_token_source(cfg)
     path = "search" if cfg.x.stream == "filter" else "sample"
     metrics.set("stream_url", f"{cfg.x.api_base_url.rstrip('/')}/2/tweets/{path}/stream")
     return stream

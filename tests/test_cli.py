@@ -56,10 +56,23 @@ def test_rejected_token_exits_78_instead_of_retrying_forever(
 ) -> None:
     s3.create_bucket(Bucket=BUCKET)
     env = {"X_BEARER_TOKEN": "revoked-token-123"}
-    run_and_expect_78(write_config(tmp_path, x_server.url), "HTTP 401", env=env)
+    run_and_expect_78(
+        write_config(tmp_path, x_server.url), "HTTP 401", "token from X_BEARER_TOKEN", env=env
+    )
     # The sample stream has no rules call at start: the stream itself must notice the 401.
     line = run_and_expect_78(write_config(tmp_path, x_server.url, stream="sample"), env=env)
     assert "HTTP 401" in line and "revoked-token-123" not in line
+    assert "bearer token from X_BEARER_TOKEN" in line
+
+
+def test_a_rejected_token_file_is_named_by_check_and_run(tmp_path: Path, x_server, s3) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url)
+    (tmp_path / "x_bearer_token").write_text("revoked-token-123\n")
+    named = f"x.bearer_token_file {tmp_path / 'x_bearer_token'}"
+    check = run_cli("check", "--config", str(config), env={"X_BEARER_TOKEN": ""})
+    assert check.returncode == 1 and named in check.stdout, check.stdout
+    run_and_expect_78(config, "HTTP 401", named, env={"X_BEARER_TOKEN": ""})
 
 
 def test_missing_bucket_exits_78(tmp_path: Path, x_server: FakeXServer, aws_env) -> None:
