@@ -358,6 +358,13 @@ def _merge_adjacent(gaps: list[Gap]) -> list[Gap]:
 # ---------------------------------------------------------------- charts (matplotlib)
 
 DATA_COLOUR = "#1d9bf0"  # every bar; tests count its pixels
+# Behind the bars of the time chart, so a gap and a quiet spell do not look alike.
+SPAN_COLOURS = {
+    NOT_COLLECTING: "#f4a6a6",
+    QUIET: "#fde8a8",
+    NO_POSTS: "#d9d9d9",
+    "before collection / after the last stop": "#ececec",
+}
 
 
 def _png(fig) -> bytes:
@@ -370,13 +377,37 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _time_chart(points: list[tuple[datetime, int]], title: str, period: Period) -> bytes:
-    """Bars of posts per bucket; the x axis covers the whole period (whole buckets), in UTC."""
+def chart_spans(gaps: GapAccount | None) -> list[tuple[datetime, datetime, str]]:
+    """(start, end, kind) shaded behind the time chart: the gaps (not collecting, quiet, no
+    posts), then the time before collection and after the last stop (SPAN_COLOURS' keys)."""
+    if gaps is None:
+        return []
+    spans = [(g.start, g.end, g.kind) for g in gaps.gaps]
+    outside = "before collection / after the last stop"
+    for edge in (gaps.before_collection, gaps.after_collection):
+        if edge and edge[0] < edge[1]:
+            spans.append((edge[0], edge[1], outside))
+    return spans
+
+
+def _time_chart(
+    points: list[tuple[datetime, int]],
+    title: str,
+    period: Period,
+    spans: list[tuple[datetime, datetime, str]] = (),
+) -> bytes:
+    """Bars of posts per bucket; the x axis covers the whole period (whole buckets), in UTC.
+    `spans` (chart_spans) are shaded behind the bars, with a legend."""
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     unit, step = bucket_for(period)
     fig, ax = plt.subplots(figsize=(10, 3.2))
+    labelled = set()
+    for start, end, kind in spans:
+        label = None if kind in labelled else kind
+        labelled.add(kind)
+        ax.axvspan(start, end, color=SPAN_COLOURS[kind], linewidth=0, zorder=0, label=label)
     ax.bar(
         [t for t, _ in points], [n for _, n in points], width=step, align="edge",
         color=DATA_COLOUR, linewidth=0,
@@ -392,6 +423,8 @@ def _time_chart(points: list[tuple[datetime, int]], title: str, period: Period) 
     ax.set_ylabel(f"posts per {unit}")
     ax.set_xlabel("time (UTC)")
     ax.grid(alpha=0.3)
+    if labelled:
+        ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
     return _png(fig)
 
 
@@ -412,15 +445,19 @@ def author_label(username: str, author_id: str) -> str:
     return f"@{username} ({author_id})" if username else f"id {author_id}"
 
 
-def render_charts(figures: Figures, period: Period) -> dict[str, tuple[str, bytes]]:
-    """name -> (title, PNG bytes); a chart with nothing to show is left out."""
+def render_charts(
+    figures: Figures, period: Period, gaps: GapAccount | None = None
+) -> dict[str, tuple[str, bytes]]:
+    """name -> (title, PNG bytes); a chart with nothing to show is left out. The gaps are
+    shaded on the posts-over-time chart."""
     import matplotlib
 
     matplotlib.use("Agg")
     charts = {}
     if figures.posts_per_bucket:
         title = f"Posts per {figures.bucket}"
-        charts["posts_over_time"] = (title, _time_chart(figures.posts_per_bucket, title, period))
+        chart = _time_chart(figures.posts_per_bucket, title, period, chart_spans(gaps))
+        charts["posts_over_time"] = (title, chart)
     rankings = [
         ("post_types", "Post types", figures.post_types),
         ("authors", "Top authors", [(author_label(u, i), n) for u, i, n in figures.authors]),
@@ -467,7 +504,7 @@ def _flatten(doc: dict, prefix: str = "") -> list[list[object]]:
         if isinstance(value, dict):
             rows += _flatten(value, f"{prefix}{key}.")
         elif not isinstance(value, list):
-            rows.append([f"{prefix}{key}", value])
+            rows.append([f"{prefix}{key}", "none" if value is None else value])  # JSON null
     return rows
 
 
@@ -620,7 +657,8 @@ def _figure_tables(figures: Figures) -> str:
     unit = figures.bucket
     buckets = [[_when(t), n] for t, n in figures.posts_per_bucket]
     parts.append(
-        f"<details id='bucket_counts'><summary>Posts per {unit} ({len(buckets)} {unit}s with "
+        f"<details id='bucket_counts'><summary>Posts per {unit} ({len(buckets)} {unit}"
+        f"{'' if len(buckets) == 1 else 's'} with "
         f"posts)</summary>{_table([f'{unit} (UTC)', 'posts'], buckets)}</details>"
     )
     return "".join(parts)
@@ -720,8 +758,8 @@ def run(args: argparse.Namespace) -> int:
     events = period_events(source, period, args)
     result = loader.load_posts(con, files, period)
     figures = compute_figures(con, period, args.top) if result.posts else None
-    charts = render_charts(figures, period) if figures else {}
     gaps = account_gaps(con, events, period, args.gap_minutes)
+    charts = render_charts(figures, period, gaps) if figures else {}
     status = read_collector_status(source.spool_dir)
     page = render_html(
         source, period, sync, result, figures, charts, args.gap_minutes, status, gaps

@@ -199,6 +199,53 @@ def test_a_killed_collector_is_not_collecting_from_its_last_post(tmp_path):
     ]
 
 
+def span_columns(png: bytes, colour: str) -> set[int]:
+    """x of every pixel column holding the colour (#rrggbb) in the chart's plot area."""
+    import io
+
+    from PIL import Image
+
+    rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    middle = image.height // 2  # below the legend, above the axis labels
+    return {x for x in range(image.width) if image.getpixel((x, middle)) == rgb}
+
+
+def test_the_time_chart_shades_a_stop_apart_from_a_quiet_spell():
+    """Posts per minute alone look the same in a gap and a quiet spell: the chart shades
+    'not collecting' and 'quiet' in their colours, where the gaps table puts them."""
+    import duckdb
+
+    period = report.Period(minutes(0), minutes(60))
+    events = [
+        Event("start", minutes(5), "a"),
+        Event("connected", minutes(5), "a"),
+        Event("stop", minutes(20), "a", "received SIGTERM"),
+        Event("start", minutes(30), "a"),
+        Event("connected", minutes(30), "a"),
+    ]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE TABLE posts (created_at TIMESTAMPTZ)")
+    times = every_20_s(minutes(5), minutes(20)) + every_20_s(minutes(30), minutes(40))
+    times += every_20_s(minutes(52), minutes(60))  # quiet from 40 to 52
+    con.executemany("INSERT INTO posts VALUES (?)", [[t] for t in times])
+    account = report.account_gaps(con, events, period, gap_minutes=5)
+    kinds = [(g.start, g.end, g.kind) for g in account.gaps]
+    assert kinds == [
+        (minutes(20), minutes(30), report.NOT_COLLECTING),
+        (every_20_s(minutes(30), minutes(40))[-1], minutes(52), report.QUIET),
+    ]
+    per_minute = sorted({t.replace(second=0): 0 for t in times}.items())
+    png = report._time_chart(per_minute, "Posts per minute", period, report.chart_spans(account))
+    stopped = span_columns(png, report.SPAN_COLOURS[report.NOT_COLLECTING])
+    quiet = span_columns(png, report.SPAN_COLOURS[report.QUIET])
+    before = span_columns(png, report.SPAN_COLOURS["before collection / after the last stop"])
+    # The period's 60 minutes span about 900 pixels: 10 minutes stopped, 12 quiet, 5 before.
+    assert 120 < len(stopped) < 180 and 150 < len(quiet) < 210 and 50 < len(before) < 100
+    assert max(before) < min(stopped) and max(stopped) < min(quiet)
+
+
 def shipped_events(s3, folder: Path) -> list[Event]:
     paths = []
     for key, body in s3_objects(s3, events=True).items():
