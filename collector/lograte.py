@@ -61,3 +61,8 @@ class RepeatedWarnings:
         """Forget a key (its condition ended), so a new occurrence is logged at once."""
         with self._lock:
             self._seen.pop(key, None)
+
+    def reset_all(self) -> None:
+        """Forget every key (e.g. S3 took an upload again)."""
+        with self._lock:
+            self._seen.clear()

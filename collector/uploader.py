@@ -7,7 +7,9 @@ never waits on them:
 
 A ready file is deleted only after the sink confirmed the object's checksum. S3 errors
 (connection refused, timeouts, 5xx, even 403) pause the upload workers with backoff; a
-checksum conflict only delays its own file so the others keep flowing. Retries are forever.
+checksum conflict only delays its own file so the others keep flowing. Retries are forever;
+their warnings are rate-limited (collector.lograte: three, then one a minute with a count), so
+months of AccessDenied do not fill the log; `last_error` and the health have the latest.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from collector.compress import clean_ready_leftovers, compress_file, sidecar_path
 from collector.layout import SpoolDirs, fsync_dir
+from collector.lograte import RepeatedWarnings
 from collector.redact import SECRETS
 from collector.s3sink import (
     S3_ERRORS,
@@ -57,6 +60,8 @@ class Shipper:
         self.codec = cfg.s3.compression
         self.level = getattr(cfg.s3, "compression_level", 1)
         self.sink = S3Sink(cfg, s3_client)
+        self.warnings = RepeatedWarnings(log)
+        self._warned = False  # a refusal was logged since the last confirmed upload
         self.runner = StageRunner(
             [
                 Stage("compress", dirs.sealed, self._compress, self._compress_failed),
@@ -150,6 +155,9 @@ class Shipper:
         sidecar_path(path).unlink(missing_ok=True)
         fsync_dir(self.dirs.ready)
         self.metrics.incr("files_uploaded")
+        if self._warned:  # S3 takes uploads again: the next refusal is news, logged at once
+            self._warned = False
+            self.warnings.reset_all()
         if outcome.result == "created":
             self.metrics.incr("bytes_uploaded", outcome.size)
         self.metrics.set("last_upload_key", outcome.key)
@@ -167,5 +175,7 @@ class Shipper:
         message = (
             f"uploading {name} to {where} failed, retry in {delay:.1f} s: {SECRETS.one_line(exc)}"
         )
-        log.warning("%s", message)
+        self._warned = True
+        # one key for every refusal: a flapping network alternates error types
+        self.warnings.warning("upload", "%s", message)
         self._error(message)

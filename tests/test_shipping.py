@@ -317,7 +317,7 @@ def test_a_lost_put_answer_does_not_create_a_second_object(harness, s3):
 # -- S3 trouble ----------------------------------------------------------------------------
 
 
-def test_an_s3_outage_delays_uploads_and_loses_nothing(harness, s3, monkeypatch):
+def test_an_s3_outage_delays_uploads_and_loses_nothing(harness, s3, monkeypatch, caplog):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
     proxy = OutageProxy(int(harness.endpoint.rsplit(":", 1)[1])).start()
@@ -336,6 +336,13 @@ def test_an_s3_outage_delays_uploads_and_loses_nothing(harness, s3, monkeypatch)
         assert stats["pending_files"] == 5
         error = stats["last_error"]
         assert "\n" not in error and FAKE_KEY_ID not in error and FAKE_SECRET not in error
+        # 40 refusals in under a minute: the first three are logged, the rest only counted
+        warned = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "collector.uploader" and "failed, retry" in r.getMessage()
+        ]
+        assert 1 <= len(warned) <= 4, warned
 
         proxy.down = False
         assert shipper.drain(time.monotonic() + 30) == 0
