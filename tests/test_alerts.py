@@ -85,17 +85,17 @@ def test_each_alarm_has_its_threshold_and_notifies_on_alarm_and_ok(alerted):
         )
 
     cid = {"CollectorId": COLLECTOR_ID}
-    # the role's defaults: 30 min without posts, 30 min old pending file, 10 min unhealthy,
+    # the role's defaults: 30 min without posts, 8 min old pending file, 8 min unhealthy,
     # under 10 % free for 5 min; 2 / 3 min of failed EC2 status checks
     assert shape("no-posts") == (
         "TwitterSnake", "PostsReceived", cid, "Sum", "LessThanThreshold", 1.0, 30, "breaching"
     )  # fmt: skip
     assert shape("uploads-stuck") == (
-        "TwitterSnake", "OldestPendingFileAge", cid, "Maximum", "GreaterThanThreshold", 1800.0, 1,
+        "TwitterSnake", "OldestPendingFileAge", cid, "Maximum", "GreaterThanThreshold", 480.0, 1,
         "ignore",
     )  # fmt: skip
     assert shape("unhealthy") == (
-        "TwitterSnake", "Healthy", cid, "Maximum", "LessThanThreshold", 1.0, 10, "breaching"
+        "TwitterSnake", "Healthy", cid, "Maximum", "LessThanThreshold", 1.0, 8, "breaching"
     )  # fmt: skip
     assert shape("disk-low") == (
         "TwitterSnake", "SpoolDiskFree", cid, "Minimum", "LessThanThreshold", 10.0, 5, "ignore"

@@ -21,6 +21,7 @@ import yaml
 from collector.cloudwatch import NAMESPACE, CloudWatchPublisher, make_client
 from collector.config import parse_config
 from collector.metrics import PUBLISHED, Metrics
+from collector.stream import STREAM_DEGRADED_AFTER
 from tests.collector_support import (
     BUCKET,
     TOKEN,
@@ -380,3 +381,24 @@ def test_a_cloudwatch_that_never_answers_holds_up_neither_uploads_nor_the_stop(
     # for its last sample
     assert stopped_in < 15, stopped_in
     assert "everything received was uploaded" in collector.log
+
+
+def test_with_the_defaults_every_stop_is_mailed_within_15_minutes() -> None:
+    """Issue 9's promise, from the settings the roles deploy: a stop of collection (X refusing,
+    token revoked, collector or instance dead) or of shipping (S3 refusing, uploads hung) reaches
+    ALARM within 15 minutes. Worst case per alarm: the time until the collector can see the
+    problem, then the alarm's minutes, plus one minute for the sample that still carried the
+    good value and one for CloudWatch's evaluation (README "Alerts": how soon you hear)."""
+    roles = Path(__file__).resolve().parent.parent / "roles"
+    alerts = yaml.safe_load((roles / "alerts" / "defaults" / "main.yml").read_text())
+    collector = yaml.safe_load((roles / "collector" / "defaults" / "main.yml").read_text())
+    rotate_minutes = collector["collector_rotate_max_seconds"] / 60  # a refused PUT needs a file
+    unhealthy = alerts["alerts_unhealthy_minutes"]
+    slack = 2  # the last good sample's minute + CloudWatch's evaluation
+    worst = {
+        "X stream down or refused": STREAM_DEGRADED_AFTER / 60 + unhealthy + slack,
+        "collector or instance dead (no metrics)": unhealthy + slack,
+        "S3 refusing uploads": rotate_minutes + unhealthy + slack,
+        "uploads hung": rotate_minutes + alerts["alerts_pending_age_minutes"] + slack,
+    }
+    assert {cause: minutes for cause, minutes in worst.items() if minutes > 15} == {}
