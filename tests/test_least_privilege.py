@@ -4,11 +4,12 @@ The bucket and the collector's IAM user come from the real roles (provision.yml 
 run as an administrator user on an enforcing moto); the tests then sign as the collector's key
 that roles/iam stored, with the policy roles/iam rendered.
 
-moto 5.2.5 matches Action and Resource of identity policies but does not evaluate their Condition
-blocks (moto/iam/access_control.py hands them no request context), so a conditional Allow acts as
-an unconditional one there. Where a refusal rests on a condition (no If-None-Match, a list without
-our prefix, another CloudWatch namespace), the test asserts the rendered statement instead, and
-the collector's own requests are checked at the wire to satisfy every condition.
+moto 5.2.5 matches Action and Resource of identity policies but hands their Condition blocks no
+request context; our launcher (tests/fakes/moto_iam_server.py) supplies the three keys the policy
+uses (s3:prefix, s3:if-none-match, cloudwatch:namespace) and evaluates them as AWS does, so a
+refusal that rests on a condition (no If-None-Match, a list without our prefix, another
+CloudWatch namespace) is asserted at the wire, and the collector's own requests are checked
+there to satisfy every condition.
 """
 
 from __future__ import annotations
@@ -265,11 +266,15 @@ def test_collector_may_not_call_iam_or_ec2(grant):
 
 
 def test_collector_publishes_metrics_and_nothing_else_in_cloudwatch(grant):
-    """PutMetricData is allowed; other CloudWatch actions are refused. The namespace limit is a
-    Condition (cloudwatch:namespace), which moto does not evaluate: asserted as rendered."""
+    """PutMetricData is allowed in our namespace only; other CloudWatch actions are refused."""
     cloudwatch = grant.moto.client("cloudwatch", grant.collector)
     cloudwatch.put_metric_data(
         Namespace=NAMESPACE, MetricData=[{"MetricName": "posts_received", "Value": 1.0}]
+    )
+    refused_in_cloudwatch(
+        cloudwatch.put_metric_data,
+        Namespace="AWS/EC2",
+        MetricData=[{"MetricName": "CPUUtilization", "Value": 1.0}],
     )
     refused_in_cloudwatch(cloudwatch.list_metrics)
     refused_in_cloudwatch(
@@ -288,10 +293,30 @@ def test_collector_publishes_metrics_and_nothing_else_in_cloudwatch(grant):
 
 
 def test_puts_are_creates_only_and_lists_stay_under_the_prefix(grant):
-    """Both limits are Conditions, which moto does not evaluate (a PUT without If-None-Match and a
-    list without a prefix go through on moto): asserted as rendered. On AWS a request without
-    If-None-Match carries no s3:if-none-match key, so Null=false refuses it; a list without a
-    prefix carries no s3:prefix key, so plain StringLike (not ...IfExists) refuses it."""
+    """What a leaked key could do against the collection. A request without If-None-Match carries
+    no s3:if-none-match key, so Null=false refuses it (an overwrite, a copy onto a key, a multipart
+    upload); a list without a prefix carries no s3:prefix key, so plain StringLike (not
+    ...IfExists) refuses it, and so does HeadBucket (s3:ListBucket without a prefix)."""
+    s3 = grant.s3()
+    key = f"{PREFIX}/dt=2026-01-01/hour=00/test-1-000003.jsonl.gz"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"{}\n", IfNoneMatch="*")
+    for call, kwargs in (
+        (s3.put_object, {"Key": key, "Body": b"overwritten"}),
+        (s3.put_object, {"Key": f"{PREFIX}/new.jsonl.gz", "Body": b"{}"}),
+        (s3.copy_object, {"Key": key, "CopySource": {"Bucket": BUCKET, "Key": key}}),
+        (s3.create_multipart_upload, {"Key": key}),
+        (s3.list_objects_v2, {}),
+        (s3.list_objects, {}),
+        (s3.list_objects_v2, {"Prefix": ""}),
+        (s3.list_objects_v2, {"Prefix": PREFIX}),
+        (s3.list_objects_v2, {"Prefix": "elsewhere/"}),
+        (s3.list_object_versions, {"Prefix": f"{PREFIX}/"}),
+    ):
+        assert refused(call, Bucket=BUCKET, **kwargs) == "AccessDenied", (call, kwargs)
+    assert refused(s3.head_bucket, Bucket=BUCKET) in ("403", "AccessDenied")
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"{}\n"
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/dt=2026-01-01/", Delimiter="/")
+    assert [p["Prefix"] for p in listed["CommonPrefixes"]] == [f"{PREFIX}/dt=2026-01-01/hour=00/"]
     assert grant.statements["CreateObjectsUnderPrefix"]["Condition"] == {
         "Null": {"s3:if-none-match": "false"}
     }

@@ -1,4 +1,5 @@
-"""moto's server, authorizing each request under the IAM action name AWS uses.
+"""moto's server, authorizing each request under the IAM action name AWS uses, with the
+condition keys of the collector's policy evaluated.
 
     python -m tests.fakes.moto_iam_server -H 127.0.0.1 -p PORT   (moto.server's arguments)
 
@@ -8,18 +9,46 @@ service prefix is "cloudwatch" (AWS Service Authorization Reference, "Actions, r
 condition keys for Amazon CloudWatch",
 https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html).
 Unchanged, moto would refuse cloudwatch:PutMetricData to a policy that grants it, as AWS does
-not. This launcher maps the signing name to the IAM prefix before moto evaluates the policies;
-everything else is moto as released.
+not. This launcher maps the signing name to the IAM prefix before moto evaluates the policies.
+
+moto also hands identity policies no request context, so it ignores their Condition blocks: a
+leaked collector key could list the whole bucket and overwrite objects on moto, and not on AWS.
+This launcher gives the statements the three condition keys the collector's policy uses and
+evaluates them as AWS does ("IAM JSON policy elements: Condition operators",
+https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html):
+`s3:prefix` (the `prefix` query parameter of a list, s3:ListBucket), `s3:if-none-match` (the
+If-None-Match header, s3:PutObject; "Enforce conditional writes on Amazon S3 buckets",
+https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes-enforce.html) and
+`cloudwatch:namespace` (PutMetricData's Namespace; "Using condition keys to limit access to
+CloudWatch namespaces", https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/iam-cw-condition-keys-namespace.html).
+A key the request does not carry fails every operator but Null and the ...IfExists ones.
+Conditions on other keys stay unevaluated, as in moto.
+A statement whose condition fails does not apply; moto then refuses the request (it treats a
+failed condition as a Deny, AWS as "not allowed by this statement": the same answer as long as
+no other statement allows the action).
 """
 
 from __future__ import annotations
 
+import contextvars
+import json
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import botocore.parsers
 from moto.iam import access_control
 from moto.server import main
 
 IAM_PREFIX_BY_SIGNING_NAME = {"monitoring": "cloudwatch"}
+# The condition keys this launcher supplies; statements on others keep moto's behaviour.
+EVALUATED_KEYS = ("s3:prefix", "s3:if-none-match", "cloudwatch:namespace")
 
+_request_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "request_context", default=None
+)
 _moto_init = access_control.IAMRequestBase.__init__
+_moto_check_action_permitted = access_control.IAMRequestBase.check_action_permitted
+_moto_check_conditions = access_control.IAMPolicyStatement._check_conditions
 
 
 def _init_with_iam_prefix(self, *args, **kwargs) -> None:
@@ -28,7 +57,93 @@ def _init_with_iam_prefix(self, *args, **kwargs) -> None:
     self._action = f"{IAM_PREFIX_BY_SIGNING_NAME.get(service, service)}:{action}"
 
 
+def request_parameters(headers, body: bytes) -> dict:
+    """A CloudWatch request's parameters, in whichever protocol botocore picked."""
+    content_type = headers.get("Content-Type", "")
+    if "cbor" in content_type:  # smithy-rpc-v2-cbor
+        cbor = botocore.parsers.RpcV2CBORParser()
+        return cbor.parse_data_item(cbor.get_peekable_stream_from_bytes(body)) or {}
+    if "json" in content_type:
+        return json.loads(body or b"{}")
+    return {k: v[0] for k, v in parse_qs((body or b"").decode()).items()}  # query
+
+
+def request_context(action: str, path: str, headers, body: bytes = b"") -> dict[str, str]:
+    """The evaluated condition keys this request carries (absent keys are left out)."""
+    context: dict[str, str] = {}
+    if action == "cloudwatch:PutMetricData":
+        namespace = request_parameters(headers, body).get("Namespace")
+        if namespace is not None:
+            context["cloudwatch:namespace"] = namespace
+        return context
+    if not action.startswith("s3:"):
+        return context
+    query = parse_qs(urlsplit(path).query, keep_blank_values=True)
+    if action == "s3:ListBucket" and "prefix" in query:
+        context["s3:prefix"] = query["prefix"][0]
+    if_none_match = headers.get("If-None-Match")
+    if if_none_match is not None:
+        context["s3:if-none-match"] = if_none_match
+    return context
+
+
+def _check_action_permitted(self, resource: str) -> None:
+    token = _request_context.set(
+        request_context(self._action, self._path, self._headers, self._body)
+    )
+    try:
+        _moto_check_action_permitted(self, resource)
+    finally:
+        _request_context.reset(token)
+
+
+def _like(actual: str, pattern: str) -> bool:
+    """StringLike: `*` any run of characters, `?` one character, case-sensitive."""
+    regex = re.escape(str(pattern)).replace(r"\*", ".*").replace(r"\?", ".")
+    return re.fullmatch(regex, actual, re.DOTALL) is not None
+
+
+def _operator_holds(operator: str, key: str, expected, context: dict[str, str]) -> bool:
+    values = expected if isinstance(expected, list) else [expected]
+    if operator == "Null":
+        # "true": the request must not carry the key; "false": it must.
+        return all((key not in context) == (str(v).lower() == "true") for v in values)
+    if_exists = operator.endswith("IfExists")
+    base = operator.removesuffix("IfExists")
+    if key not in context:
+        return if_exists
+    actual = context[key]
+    if base == "StringEquals":
+        return actual in values
+    if base == "StringNotEquals":
+        return actual not in values
+    if base == "StringLike":
+        return any(_like(actual, v) for v in values)
+    if base == "StringNotLike":
+        return not any(_like(actual, v) for v in values)
+    return False  # an operator this launcher cannot evaluate on a key it supplies: not allowed
+
+
+def conditions_hold(conditions: dict, context: dict[str, str]) -> bool:
+    """AWS: every operator's every key must hold; keys outside EVALUATED_KEYS are skipped."""
+    return all(
+        _operator_holds(operator, key, expected, context)
+        for operator, keys in conditions.items()
+        for key, expected in keys.items()
+        if key in EVALUATED_KEYS
+    )
+
+
+def _check_conditions(self, incoming_condition_values) -> bool:
+    context = _request_context.get()
+    if incoming_condition_values is not None or context is None:
+        return _moto_check_conditions(self, incoming_condition_values)  # trust policies
+    return conditions_hold(self._statement.get("Condition") or {}, context)
+
+
 access_control.IAMRequestBase.__init__ = _init_with_iam_prefix
+access_control.IAMRequestBase.check_action_permitted = _check_action_permitted
+access_control.IAMPolicyStatement._check_conditions = _check_conditions
 
 if __name__ == "__main__":
     main()
