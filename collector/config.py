@@ -240,6 +240,15 @@ def _positive(where: str, name: str, value: float) -> None:
         raise ConfigError(f"{where}: '{name}' must be positive, got {value}")
 
 
+def _endpoint(where: str, name: str, url: str) -> None:
+    """ "" (AWS's own endpoint) or an http(s) URL: botocore refuses anything else with a
+    ValueError only when the client is made."""
+    if url and not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(
+            f"{where}: '{name}' must be empty (AWS) or an http:// or https:// URL, got {url!r}"
+        )
+
+
 def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = True) -> Config:
     """The typed config; ConfigError names the key. streaming=False (the report) skips the rules."""
     top = _check_section(where, "", data)
@@ -286,6 +295,7 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
         except ValueError as exc:
             raise ConfigError(f"{where}: 's3.prefix' {exc}") from None
     s3 = S3Config(**s3_table)
+    _endpoint(where, "s3.endpoint_url", s3.endpoint_url)
     _positive(where, "s3.failing_after_seconds", s3.failing_after_seconds)
     if s3.compression not in CODECS:
         choices = ", ".join(CODECS)
@@ -299,6 +309,7 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
             f"{codec.describe_levels()}, got {s3.compression_level!r}"
         )
     cloudwatch = CloudWatchConfig(**sections["cloudwatch"])
+    _endpoint(where, "cloudwatch.endpoint_url", cloudwatch.endpoint_url)
     _positive(where, "cloudwatch.interval_seconds", cloudwatch.interval_seconds)
     collector_id = top.get("collector_id") or socket.gethostname()
     if not _COLLECTOR_ID.match(collector_id):

@@ -193,6 +193,9 @@ def record_exit(dirs: SpoolDirs, collector_id: str, code: int, reason: str) -> N
     }
     try:
         dirs.root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # the spool folder itself is the problem, and the exit's own line says so
+    try:
         atomic_write(dirs.status_file, json.dumps(status, indent=1).encode() + b"\n")
     except OSError as exc:
         log.error("cannot write %s: %s", dirs.status_file, exc)

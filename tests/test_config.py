@@ -92,6 +92,11 @@ def test_only_the_bucket_and_a_rule_are_required_and_collector_id_defaults_to_th
         ('stream = "filter"', 'stream = "firehose"', "'x.stream' must be one of"),
         ('compression = "gzip"', 'compression = "brotli"', "'s3.compression' must be one of"),
         ('api_base_url = "https://api.x.com"', 'api_base_url = "api.x.com"', "x.api_base_url"),
+        (
+            'endpoint_url = ""',
+            'endpoint_url = "127.0.0.1:9000"',
+            "'s3.endpoint_url' must be empty (AWS) or an http:// or https:// URL",
+        ),
         ("max_bytes = 67108864", "max_bytes = 0", "'rotate.max_bytes' must be positive"),
         ('collector_id = "collector-1"', 'collector_id = "a/b"', "'collector_id'"),
     ],
