@@ -504,7 +504,7 @@ def _flatten(doc: dict, prefix: str = "") -> list[list[object]]:
         if isinstance(value, dict):
             rows += _flatten(value, f"{prefix}{key}.")
         elif not isinstance(value, list):
-            rows.append([f"{prefix}{key}", "none" if value is None else value])  # JSON null
+            rows.append([f"{prefix}{key}", "-" if value is None else value])  # null, as `status`
     return rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import json
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -230,3 +231,16 @@ def test_out_in_a_new_folder_is_written_and_an_unwritable_one_is_one_line(tmp_pa
     code, _ = run_report(tmp_path, "--offline", "--out", str(blocker / "r.html"))
     err = capsys.readouterr().err
     assert code == 1 and err == f"error: {blocker}: File exists\n", err
+
+
+def test_the_collectors_status_is_shown_with_null_as_a_dash(tmp_path):
+    """Run where the collector's spool is, the report shows its status.json as `status` does."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    status = {"collector_id": "collector-1", "health": "healthy", "health_reason": None}
+    (spool / "status.json").write_text(json.dumps(status))
+    code, out = run_report(tmp_path, "--offline")
+    assert code == 0
+    section = out.read_text().split("<h2 id='collector'>Collector status</h2>", 1)[1]
+    assert "<tr><td>health_reason</td><td>-</td></tr>" in section
+    assert "<tr><td>health</td><td>healthy</td></tr>" in section
