@@ -319,6 +319,7 @@ def test_bad_inputs_fail_in_preflight_with_every_problem_and_touch_nothing(
 
 
 @pytest.mark.slow  # a whole provision run against moto
+@pytest.mark.slow  # two provision runs against moto
 def test_sandbox_inventory_provisions_unattended_on_a_fresh_checkout(moto_server, tmp_path):
     """The README's command, in a copy of the tracked files: no key, no .sandbox/, no stdin."""
     moto_server.reset()
