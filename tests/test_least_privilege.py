@@ -190,6 +190,7 @@ def grant(tmp_path_factory) -> Iterator[Grant]:
         server.stop()
 
 
+@pytest.mark.slow  # the `grant` footprint: ansible-playbook runs against moto
 def test_the_policy_grants_exactly_what_the_collector_calls(grant):
     assert {sid: (s["Action"], s["Resource"]) for sid, s in grant.statements.items()} == {
         "CreateObjectsUnderPrefix": (["s3:PutObject"], f"arn:aws:s3:::{BUCKET}/{PREFIX}/*"),
@@ -200,6 +201,7 @@ def test_the_policy_grants_exactly_what_the_collector_calls(grant):
     assert all(s["Effect"] == "Allow" for s in grant.statements.values())
 
 
+@pytest.mark.slow  # the `grant` footprint: ansible-playbook runs against moto
 def test_collector_creates_heads_and_gets_its_own_objects(grant):
     s3 = grant.s3()
     key = f"{PREFIX}/dt=2026-01-01/hour=00/test-1-000001.jsonl.gz"
@@ -216,6 +218,7 @@ def test_collector_creates_heads_and_gets_its_own_objects(grant):
     assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"{}\n"
 
 
+@pytest.mark.slow  # the `grant` footprint: ansible-playbook runs against moto
 def test_collector_may_not_delete_or_leave_its_prefix_or_bucket(grant):
     s3 = grant.s3()
     mine = f"{PREFIX}/dt=2026-01-01/hour=00/test-1-000002.jsonl.gz"
@@ -252,6 +255,7 @@ def test_collector_may_not_delete_or_leave_its_prefix_or_bucket(grant):
     assert refused(s3.delete_bucket_policy, Bucket=BUCKET) == "AccessDenied"
 
 
+@pytest.mark.slow  # the `grant` footprint: ansible-playbook runs against moto
 def test_collector_may_not_call_iam_or_ec2(grant):
     iam = grant.moto.client("iam", grant.collector)
     ec2 = grant.moto.client("ec2", grant.collector)
@@ -265,6 +269,7 @@ def test_collector_may_not_call_iam_or_ec2(grant):
     assert refused(grant.moto.client("sns", grant.collector).list_topics) == "AccessDenied"
 
 
+@pytest.mark.slow  # the `grant` footprint: ansible-playbook runs against moto
 def test_collector_publishes_metrics_and_nothing_else_in_cloudwatch(grant):
     """PutMetricData is allowed in our namespace only; other CloudWatch actions are refused."""
     cloudwatch = grant.moto.client("cloudwatch", grant.collector)
@@ -292,6 +297,7 @@ def test_collector_publishes_metrics_and_nothing_else_in_cloudwatch(grant):
     assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": NAMESPACE}}
 
 
+@pytest.mark.slow  # the `grant` footprint: ansible-playbook runs against moto
 def test_puts_are_creates_only_and_lists_stay_under_the_prefix(grant):
     """What a leaked key could do against the collection. A request without If-None-Match carries
     no s3:if-none-match key, so Null=false refuses it (an overwrite, a copy onto a key, a multipart
@@ -326,6 +332,7 @@ def test_puts_are_creates_only_and_lists_stay_under_the_prefix(grant):
     assert "Condition" not in grant.statements["ReadObjectsUnderPrefix"]
 
 
+@pytest.mark.slow  # the `grant` footprint: ansible-playbook runs against moto
 def test_bucket_keeps_versions_and_expires_noncurrent_ones_after_30_days(grant):
     fresh, rerun = grant.runs
     assert recap_changed(fresh.stdout) > 0
@@ -362,6 +369,7 @@ def request_parameters(exchange: Exchange) -> dict:
     return {k: v[0] for k, v in parse_qs(exchange.body.decode()).items()}
 
 
+@pytest.mark.slow  # the `grant` footprint: ansible-playbook runs against moto
 def test_a_collector_run_satisfies_every_condition_of_its_policy(grant, tmp_path):
     """A real `python -m collector run` (CloudWatch on), signing with the collector's key through
     a recording proxy: every request is one the policy allows (no 403), each PUT carries
