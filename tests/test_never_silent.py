@@ -187,6 +187,7 @@ def test_rules_sync_of_a_value_another_client_holds_prints_the_truth_and_stays_g
 # 4. X accepts, sends the operational disconnect and closes, on every connection --------------
 
 
+@pytest.mark.slow  # waits out STREAM_DEGRADED_AFTER (30 s, a real timer)
 def test_x_closing_every_connection_backs_off_and_shows_degraded_with_xs_reason(
     tmp_path: Path, x_server, s3
 ) -> None:
