@@ -367,6 +367,18 @@ def test_sandbox_inventory_provisions_unattended_on_a_fresh_checkout(moto_server
     assert key.with_suffix(".pub").read_text().split()[1] == pair["PublicKey"].split()[1]
 
 
+def test_a_key_the_endpoint_refuses_says_what_to_pass_not_only_403(moto_iam, tmp_path):
+    """The README's sandbox command against the sandbox's IAM-enforcing moto without its
+    administrator's key: HeadBucket answers a bare 403; the run stops naming what to add."""
+    runner = Runner(moto_iam.url, tmp_path)  # signs with the inventory's key "testing"
+    proc = runner.run("provision", check=False)
+    assert proc.returncode != 0, proc.stdout[-4000:]
+    out = proc.stdout + proc.stderr
+    assert f"S3 at {moto_iam.url} refused the key Ansible signs with for bucket {BUCKET}" in out
+    assert "add -e @.sandbox/vars.json (its administrator's key)" in out, out[-4000:]
+    assert moto_iam.client("s3").list_buckets()["Buckets"] == []
+
+
 def test_inventory_aws_placeholders_are_refused_with_the_line_to_edit(moto_server, tmp_path):
     """inventory/aws as shipped (plus a vault copied from the example unedited): nothing is made."""
     moto_server.reset()
