@@ -238,10 +238,14 @@ class Sandbox:
         return variables
 
     def _check_port_free(self, name: str, port: int) -> None:
+        """Refuse a taken port naming the variable to change (name: a Ports field)."""
         if port_open(port):
+            option = "--" + name.replace("_", "-") + "-port"
             raise SandboxError(
-                f"port {port} on {HOST} (sandbox_{name}_port) is taken by another program; "
-                "pick another one (python -m tests.sandbox up --help)"
+                f"port {port} on {HOST} (sandbox_{name}_port) is taken by another program, "
+                "perhaps another checkout's make demo; set a free port as sandbox_"
+                f"{name}_port in {paths.SANDBOX_VARS.relative_to(paths.REPO)} (make demo reads it) "
+                f"or pass {option} to python -m tests.sandbox up"
             )
 
     def _reuse(self, state: dict, name: str) -> bool:
@@ -249,7 +253,8 @@ class Sandbox:
         if self._alive(process):
             return True
         state["processes"].pop(name, None)
-        self._check_port_free(name, getattr(self.ports, name if name != "instance" else "ssh"))
+        port_name = name if name != "instance" else "ssh"
+        self._check_port_free(port_name, getattr(self.ports, port_name))
         return False
 
     def _ensure_ssh_key(self) -> None:
