@@ -283,7 +283,9 @@ class StageRunner:
                 log.exception("unexpected error in stage %s on %s", stage.name, name)
             delay = self._backoff[stage.name].failed(self._drain_cap())
             stage.failed(name, exc, delay, False)
-            stage.queue.retry(name)
+            # Held back for `delay` too, or another worker of the stage would retry it at once
+            # and the "retry in N s" the log promised would not hold.
+            stage.queue.retry(name, time.monotonic() + delay)
             self._sleep(delay)
             return
         self._backoff[stage.name].succeeded()

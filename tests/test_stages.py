@@ -105,6 +105,35 @@ def test_a_failing_stage_retries_with_growing_jittered_waits_and_skips_nothing(f
     assert all(0 <= f[2] <= 0.2 for f in step.failures)  # full jitter under the cap
 
 
+def test_a_failed_file_is_not_retried_by_another_worker_before_its_announced_wait(
+    folders,
+) -> None:
+    """The wait a failure reports ("retry in N s" in the log) holds for every worker."""
+    first, _ = folders
+    (first / name(1)).write_text("x")
+    step = Recorder(first)
+    step.fail_first = 3
+    attempts: list[float] = []
+    handle = step.handle
+
+    def timed(file_name: str) -> str | None:
+        attempts.append(time.monotonic())
+        return handle(file_name)
+
+    step.handle = timed
+    chain = runner((step, first), workers=2)
+    chain.stages[0].handle = timed
+    try:
+        chain.start()
+        wait_until(lambda: step.done == [name(1)], timeout=10)
+    finally:
+        chain.stop()
+    assert len(step.failures) == 3 and len(attempts) == 4
+    waits = zip(step.failures, attempts[:3], attempts[1:], strict=True)
+    for (_, _, delay, _), before, after in waits:
+        assert after - before >= delay - 0.005, (delay, after - before)
+
+
 def test_a_held_file_waits_alone_and_drain_does_not_wait_for_it(folders) -> None:
     first, _ = folders
     for seq in (1, 2, 3):
