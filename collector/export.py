@@ -224,15 +224,10 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, duckdb.IOException) as error:
         print(f"error: --out {args.out}: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
-    for skipped in result.skipped:
-        what = "object" if skipped.lines is None else f"{skipped.lines} line(s) of"
-        print(f"skipped {what} {skipped.file}: {skipped.reason}", file=sys.stderr)
+    report.print_skipped(result)
     print(
         f"{args.out}: {rows} posts ({result.posts - rows} duplicates left out), "
-        f"{len(EXPORT_COLUMNS)} columns, {args.format}, from {result.files} objects"
-        + (f" ({sync.downloaded} downloaded, {sync.cached} cached)" if sync else " (offline)")
-        + f", {result.skipped_files} objects and {result.skipped_lines} lines skipped,"
-        f" {time.monotonic() - started:.1f} s"
+        f"{len(EXPORT_COLUMNS)} columns, {args.format}, {report.provenance(result, sync, started)}"
     )
     return 0
 

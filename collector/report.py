@@ -776,16 +776,29 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if result.posts == 0:
         print(empty_message(source, period, result))
+    print_skipped(result)
+    print(f"{args.out}: {result.posts} posts {provenance(result, sync, started)}")
+    return 0
+
+
+def print_skipped(result) -> None:
+    """One stderr line per object or run of lines the loader skipped (report and export)."""
     for skipped in result.skipped:
         what = "object" if skipped.lines is None else f"{skipped.lines} line(s) of"
         print(f"skipped {what} {skipped.file}: {skipped.reason}", file=sys.stderr)
-    print(
-        f"{args.out}: {result.posts} posts from {result.files} objects"
+
+
+def provenance(result, sync, started: float) -> str:
+    """'from N objects (D downloaded, C cached), S objects and L lines skipped, T s'.
+
+    `sync` is None offline; `started` is a time.monotonic() reading.
+    """
+    return (
+        f"from {result.files} objects"
         + (f" ({sync.downloaded} downloaded, {sync.cached} cached)" if sync else " (offline)")
         + f", {result.skipped_files} objects and {result.skipped_lines} lines skipped,"
         f" {time.monotonic() - started:.1f} s"
     )
-    return 0
 
 
 def _s3_client(source: Source):
