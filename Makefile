@@ -39,9 +39,9 @@ PYTEST_PARALLEL := -n 2 --dist loadfile --no-loadscope-reorder
 test: venv debian-packages
 	$(PY) -m pytest $(PYTEST_PARALLEL) tests
 
-# The inner loop: everything but the sandbox (e2e) and the tests that wait on real timers (slow).
+# The inner loop: unit and integration tests (stand-in + moto), without those that wait on real timers (slow).
 test-fast: venv debian-packages
-	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not e2e and not slow" tests
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow" tests/unit tests/integration
 
 lint: venv
 	$(VENV)/bin/ruff check collector tests

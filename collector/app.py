@@ -15,14 +15,14 @@ import time
 from datetime import UTC, datetime
 
 from collector.config import Config
-from collector.events import EventLog
-from collector.health import DEGRADED, Health
-from collector.layout import SpoolDirs
-from collector.metrics import Metrics
-from collector.rules import Refusal, RulesAuthError, RulesClient, RulesError
-from collector.spool import Quarantine, SpoolWriter, recover_open_files
-from collector.status import StatusReporter, record_exit
-from collector.stream import open_stream, start_stream
+from collector.source.rules import Refusal, RulesAuthError, RulesClient, RulesError
+from collector.source.stream import open_stream, start_stream
+from collector.spool.layout import SpoolDirs
+from collector.spool.writer import Quarantine, SpoolWriter, recover_open_files
+from collector.telemetry.events import EventLog
+from collector.telemetry.health import DEGRADED, Health
+from collector.telemetry.metrics import Metrics
+from collector.telemetry.status import StatusReporter, record_exit
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Fatal(Exception):
 
 
 def _check_bucket(shipper, metrics: Metrics, health: Health, grace: float) -> None:
-    from collector.s3sink import BucketMissing, S3AccessDenied, S3Unavailable
+    from collector.sink.s3 import BucketMissing, S3AccessDenied, S3Unavailable
 
     try:
         shipper.check_bucket()
@@ -129,7 +129,7 @@ class Collector:
         self.stop_requested.set()
 
     def run(self) -> int:
-        from collector.uploader import Shipper
+        from collector.sink.shipper import Shipper
 
         try:
             self.dirs.create()
@@ -138,7 +138,7 @@ class Collector:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         shipper = Shipper(self.cfg, self.dirs, self.metrics)
-        # Connection events ship through the spool like posts (collector.events).
+        # Connection events ship through the spool like posts (collector.telemetry.events).
         self.events = EventLog(self.dirs, self.cfg.collector_id, shipper.submit)
         shipper.sink.observers.append(self.events.watch_s3)
         started_at = datetime.now(UTC)
@@ -198,7 +198,7 @@ class Collector:
     def _start_cloudwatch(self, status: StatusReporter):
         if not self.cfg.cloudwatch.enabled:
             return None
-        from collector.cloudwatch import CloudWatchPublisher, make_client
+        from collector.telemetry.cloudwatch import CloudWatchPublisher, make_client
 
         publisher = CloudWatchPublisher(
             self.cfg.collector_id,

@@ -9,9 +9,9 @@ import os
 import sys
 
 from collector.config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_bearer_token
-from collector.layout import SpoolDirs
-from collector.redact import SECRETS
-from collector.status import DISCONNECTED_LIMIT
+from collector.spool.layout import SpoolDirs
+from collector.telemetry.redact import SECRETS
+from collector.telemetry.status import DISCONNECTED_LIMIT
 
 log = logging.getLogger("collector")
 
@@ -19,7 +19,7 @@ EX_CONFIG = 78
 
 
 class RedactingFormatter(logging.Formatter):
-    """Replaces every known secret (collector.redact.SECRETS) in a record, tracebacks included."""
+    """Replaces every known secret (telemetry.redact.SECRETS) in a record, tracebacks included."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -63,7 +63,7 @@ def _config_and_token(args: argparse.Namespace) -> tuple[Config, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from collector import app
-    from collector.status import record_exit
+    from collector.telemetry.status import record_exit
 
     try:
         cfg = load_config(args.config)
@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from collector.rules import RulesClient, RulesError, tag_prefix
+    from collector.source.rules import RulesClient, RulesError, tag_prefix
 
     failures = 0
 
@@ -123,7 +123,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _check_rules(cfg: Config, token: str, report) -> None:
     """X's own verdict on each configured rule (POST rules with dry_run=true)."""
-    from collector.rules import RulesClient, RulesError
+    from collector.source.rules import RulesClient, RulesError
 
     if cfg.x.stream != "filter":
         return
@@ -139,7 +139,7 @@ def _check_rules(cfg: Config, token: str, report) -> None:
 
 
 def _check_s3(cfg: Config) -> tuple[bool, str, str]:
-    from collector.s3sink import BucketMissing, S3Sink, S3Unavailable
+    from collector.sink.s3 import BucketMissing, S3Sink, S3Unavailable
 
     try:
         S3Sink(cfg).check_bucket()
@@ -149,7 +149,7 @@ def _check_s3(cfg: Config) -> tuple[bool, str, str]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from collector import status
+    from collector.telemetry import status
 
     try:
         cfg = load_config(args.config)
@@ -175,7 +175,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from collector.rules import RulesAuthError, RulesClient, RulesError, tag_prefix
+    from collector.source.rules import RulesAuthError, RulesClient, RulesError, tag_prefix
 
     try:
         cfg, token = _config_and_token(args)
@@ -270,11 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
-        from collector import report
+        from collector.analysis import report
 
         return report.main(argv[1:])
     if argv[:1] == ["export"]:
-        from collector import export
+        from collector.analysis import export
 
         return export.main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.codecs import CODECS
-from collector.layout import DEFAULT_PREFIX, bucket_name_problem, normalize_prefix
+from collector.sink.codecs import CODECS
+from collector.spool.layout import DEFAULT_PREFIX, bucket_name_problem, normalize_prefix
 
 DEFAULT_CONFIG = Path("/etc/twittersnake/collector.toml")
 STREAMS = ("filter", "sample")
@@ -78,7 +78,7 @@ class RotateConfig:
 @dataclass(frozen=True)
 class S3Config:
     bucket: str = ""
-    prefix: str = DEFAULT_PREFIX  # normalized (collector.layout.normalize_prefix)
+    prefix: str = DEFAULT_PREFIX  # normalized (collector.spool.layout.normalize_prefix)
     region: str = "us-east-1"
     endpoint_url: str = ""
     compression: str = "gzip"
@@ -89,7 +89,7 @@ class S3Config:
 
 @dataclass(frozen=True)
 class CloudWatchConfig:
-    """Metrics to Amazon CloudWatch (collector/cloudwatch.py); off unless enabled."""
+    """Metrics to Amazon CloudWatch (collector/telemetry/cloudwatch.py); off unless enabled."""
 
     enabled: bool = False
     region: str = "us-east-1"

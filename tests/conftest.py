@@ -224,9 +224,10 @@ def tiny_disk(tmp_path: Path):
 
 # -- running in parallel (pytest-xdist; `make test`: -n 2 --dist loadfile --no-loadscope-reorder) -
 
-# The modules that use the sandbox: their tests form one unit of work, so one worker runs them
-# all, in this order, on the one sandbox its session builds (tests/sandbox/fixture.py): the bare
-# host's tests first, then the deploys.
+# The tests that use the sandbox live in tests/e2e/: their tests form one unit of work, so one
+# worker runs them all, in this order, on the one sandbox its session builds
+# (tests/sandbox/fixture.py): the bare host's tests first, then the deploys.
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
 SANDBOX_MODULES = ("test_sandbox.py", "test_deploy_e2e.py", "test_notebook_e2e.py")
 SANDBOX_UNIT = "sandbox"
 
@@ -235,21 +236,35 @@ def uses_sandbox(item: pytest.Item) -> bool:
     return item.get_closest_marker("e2e") is not None or "sandbox_world" in item.fixturenames
 
 
+def in_e2e(path: Path) -> bool:
+    return E2E_DIR in path.resolve().parents
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Sandbox tests first (the longest unit of work starts first); refuse one outside the list."""
-    strays = sorted({item.path.name for item in items if uses_sandbox(item)} - {*SANDBOX_MODULES})
+    """Sandbox tests first (the longest unit of work starts first); none outside tests/e2e/."""
+    strays = sorted(
+        {item.path.name for item in items if uses_sandbox(item) and not in_e2e(item.path)}
+    )
     if strays:
         raise pytest.UsageError(
-            f"sandbox tests outside SANDBOX_MODULES: {', '.join(strays)}; add the module there"
+            f"sandbox tests outside tests/e2e/: {', '.join(strays)}; move the module there"
             " (tests/conftest.py): all sandbox tests share one sandbox on one xdist worker"
         )
+    for item in items:
+        if in_e2e(item.path):
+            item.add_marker(pytest.mark.e2e)
     order = {name: index for index, name in enumerate(SANDBOX_MODULES)}
-    items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: order kept
+    last = len(order)
+
+    def rank(item: pytest.Item) -> int:
+        return order.get(item.path.name, last) if in_e2e(item.path) else last + 1
+
+    items.sort(key=rank)  # stable: order kept
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """--dist loadfile, with the sandbox modules as one unit of work.
+    """--dist loadfile, with tests/e2e/ as one unit of work.
 
     A module's tests stay on one worker (its module-scoped fixtures, e.g. a provisioned
     footprint, are built once); each worker has its own session servers (moto, ...) on free
@@ -262,6 +277,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     class SandboxAsOneUnit(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = super()._split_scope(nodeid)
-            return SANDBOX_UNIT if path.rsplit("/", 1)[-1] in SANDBOX_MODULES else path
+            return SANDBOX_UNIT if "/e2e/" in f"/{path}" else path
 
     return SandboxAsOneUnit(config, log)

@@ -6,7 +6,7 @@
     {{ prefix | twittersnake_prefix_problem }}           "" or why S3 keys cannot use the prefix
     {{ rules | twittersnake_rules_problems(stream, max) }}  one line per problem, [] when none
 
-Each calls the function the collector itself runs at load (collector/layout.py,
+Each calls the function the collector itself runs at load (collector/spool/layout.py,
 collector/config.py), imported from this checkout, so the policy, the Athena location,
 preflight and the collector cannot disagree.
 """
@@ -23,7 +23,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from collector.config import ConfigError, parse_rules, rules_problems  # noqa: E402
-from collector.layout import bucket_name_problem, prefix_path, prefix_problem  # noqa: E402
+from collector.spool.layout import bucket_name_problem, prefix_path, prefix_problem  # noqa: E402
 
 # The collector's TOML keys, as the inventory spells them.
 _INVENTORY_NAMES = {

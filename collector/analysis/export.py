@@ -1,0 +1,244 @@
+"""`collector export`: the posts of a period as one flat table, in Parquet or CSV, for pandas or R.
+
+    python -m collector export --config collector.toml --since 24h --format parquet --out posts/
+    python -m collector export --config collector.toml --from 2026-11-27 --to 2026-11-28 \\
+        --format csv --out posts.csv
+
+Same path as the report: the period's S3 objects -> local cache -> DuckDB
+(collector.analysis.loader), then DuckDB's COPY writes the file. One row per post (a post the
+stream delivered twice, or
+that two objects hold, is one row), ordered by created_at then id. `--out` ending in `.parquet`
+or `.csv` is one file; anything else is a folder with one `dt=YYYY-MM-DD/posts.parquet` (or
+.csv) per UTC day of created_at (Hive partitioning, which pandas, arrow and DuckDB read as a
+column).
+
+Columns (EXPORT_COLUMNS), from the X API v2 post object
+(https://docs.x.com/x-api/fundamentals/data-dictionary#tweet): id, created_at (UTC),
+author_id, author_username (the `includes.users` entry whose id is author_id), text, lang,
+conversation_id, post_type (original | reply | quote | repost, see loader.POST_TYPE_SQL),
+in_reply_to_id, quoted_id, reposted_id (data.referenced_tweets ids of type replied_to, quoted,
+retweeted), in_reply_to_user_id, the public_metrics counts (retweet_count, reply_count,
+like_count, quote_count, bookmark_count, impression_count: null when X did not send them),
+hashtags, mentions (usernames), urls (expanded), rule_ids and rule_tags (matching_rules).
+Lists are Parquet lists; in CSV they are JSON arrays (`["a","b"]`) and created_at is ISO 8601
+with a `Z`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+from collector.analysis import loader, report
+from collector.analysis.loader import Projection
+
+log = logging.getLogger(__name__)
+
+_REF = "list_filter(data.referenced_tweets, lambda r: r.type = '{kind}')[1].id"
+_METRICS = (
+    "retweet_count",
+    "reply_count",
+    "like_count",
+    "quote_count",
+    "bookmark_count",
+    "impression_count",
+)
+
+EXPORT_PROJECTION = Projection(
+    json_columns={
+        "data": "STRUCT(id VARCHAR, created_at TIMESTAMPTZ, text VARCHAR, lang VARCHAR, "
+        "author_id VARCHAR, conversation_id VARCHAR, in_reply_to_user_id VARCHAR, "
+        "referenced_tweets STRUCT(type VARCHAR, id VARCHAR)[], "
+        f"public_metrics STRUCT({', '.join(f'{m} BIGINT' for m in _METRICS)}), "
+        "entities STRUCT(hashtags STRUCT(tag VARCHAR)[], mentions STRUCT(username VARCHAR)[], "
+        "urls STRUCT(url VARCHAR, expanded_url VARCHAR)[]))",
+        "includes": "STRUCT(users STRUCT(id VARCHAR, username VARCHAR)[])",
+        "matching_rules": "STRUCT(id VARCHAR, tag VARCHAR)[]",
+    },
+    table=f"""
+        id VARCHAR, created_at TIMESTAMPTZ, author_id VARCHAR, author_username VARCHAR,
+        text VARCHAR, lang VARCHAR, conversation_id VARCHAR, post_type VARCHAR,
+        in_reply_to_id VARCHAR, quoted_id VARCHAR, reposted_id VARCHAR,
+        in_reply_to_user_id VARCHAR, {", ".join(f"{m} BIGINT" for m in _METRICS)},
+        hashtags VARCHAR[], mentions VARCHAR[], urls VARCHAR[],
+        rule_ids VARCHAR[], rule_tags VARCHAR[], dt DATE, hour INTEGER, file VARCHAR
+    """,
+    select=f"""data.id, data.created_at, data.author_id, {loader.AUTHOR_USERNAME_SQL},
+        data.text, data.lang, data.conversation_id, {loader.POST_TYPE_SQL},
+        {_REF.format(kind="replied_to")}, {_REF.format(kind="quoted")},
+        {_REF.format(kind="retweeted")}, data.in_reply_to_user_id,
+        {", ".join(f"data.public_metrics.{m}" for m in _METRICS)},
+        list_transform(data.entities.hashtags, lambda h: h.tag),
+        list_transform(data.entities.mentions, lambda m: m.username),
+        list_transform(data.entities.urls, lambda u: coalesce(u.expanded_url, u.url)),
+        list_transform(matching_rules, lambda r: r.id),
+        list_transform(matching_rules, lambda r: r.tag),
+        dt, hour, filename""",
+)
+
+EXPORT_COLUMNS = (
+    "id created_at author_id author_username text lang conversation_id post_type "
+    "in_reply_to_id quoted_id reposted_id in_reply_to_user_id "
+    + " ".join(_METRICS)
+    + " hashtags mentions urls rule_ids rule_tags"
+).split()
+_LIST_COLUMNS = ("hashtags", "mentions", "urls", "rule_ids", "rule_tags")
+FORMATS = ("parquet", "csv")
+
+
+def _rows_sql(fmt: str, where: str = "") -> str:
+    """The export's columns of `posts` (for CSV: lists as JSON, times as ISO 8601 `Z`)."""
+    columns = []
+    for name in EXPORT_COLUMNS:
+        if fmt == "csv" and name in _LIST_COLUMNS:
+            columns.append(f"to_json({name}) AS {name}")
+        elif fmt == "csv" and name == "created_at":
+            columns.append("strftime(created_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS created_at")
+        else:
+            columns.append(name)
+    return f"SELECT {', '.join(columns)} FROM posts {where} ORDER BY posts.created_at, posts.id"
+
+
+def drop_duplicates(con) -> int:
+    """Keep one row per post id (the copy in the first object by name); returns rows dropped.
+
+    At-least-once delivery can put a post in two objects; most periods have none, and then
+    the table is left as it is (a window over every column costs as much as the export).
+    """
+    duplicates = con.execute("SELECT count(*) - count(DISTINCT id) FROM posts").fetchall()[0][0]
+    if duplicates:
+        con.execute(
+            "CREATE OR REPLACE TABLE posts AS SELECT * FROM posts "
+            "QUALIFY row_number() OVER (PARTITION BY id ORDER BY file) = 1"
+        )
+    return duplicates
+
+
+def output_format(out: Path, fmt: str | None) -> str:
+    """--format, or the one --out's suffix names (parquet when none); ValueError when --out
+    ends in the other format's suffix (`--out posts.csv --format parquet`)."""
+    named = out.suffix.lower().removeprefix(".")
+    if fmt is None:
+        return named if named in FORMATS else "parquet"
+    if named in FORMATS and named != fmt:
+        raise ValueError(f"--out {out} ends in .{named} but --format is {fmt}")
+    return fmt
+
+
+def is_single_file(out: Path, fmt: str) -> bool:
+    return out.suffix.lower() == f".{fmt}"
+
+
+def write(con, out: Path, fmt: str) -> int:
+    """COPY the `posts` table (EXPORT_PROJECTION) to `out`; returns the rows written.
+
+    One row per post, ordered by created_at then id. A folder gets
+    `dt=YYYY-MM-DD/posts.{fmt}` per UTC day of created_at; it must not exist yet or be empty
+    (ValueError otherwise). Every file is written under a temporary name and renamed, so a
+    reader never sees a partial one.
+    """
+    drop_duplicates(con)
+    options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER"
+    if is_single_file(out, fmt):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return _copy(con, _rows_sql(fmt), out, options)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(
+            f"--out {out}: exists and is not an empty folder "
+            f"(give a new folder, or a file name ending in .{fmt})"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    days = con.execute("SELECT DISTINCT created_at::DATE AS d FROM posts ORDER BY d").fetchall()
+    rows = 0
+    for (day,) in days:
+        # One COPY per day keeps each file sorted (a PARTITION_BY write is slower and is not).
+        where = f"WHERE created_at::DATE = DATE '{day:%Y-%m-%d}'"
+        target = out / f"dt={day:%Y-%m-%d}" / f"posts.{fmt}"
+        target.parent.mkdir()
+        rows += _copy(con, _rows_sql(fmt, where), target, options)
+    return rows
+
+
+def _copy(con, query: str, target: Path, options: str) -> int:
+    tmp = target.with_name(f".{target.name}.part")
+    quoted = str(tmp).replace("'", "''")
+    rows = con.execute(f"COPY ({query}) TO '{quoted}' ({options})").fetchall()[0][0]
+    os.replace(tmp, target)
+    return rows
+
+
+# ---------------------------------------------------------------- command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="the collector's TOML config")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument(
+        "--since", help=f"period ending now, e.g. 90m, 24h, 7d (default {report.DEFAULT_SINCE})"
+    )
+    when.add_argument("--from", dest="from_time", help="period start, ISO 8601 (UTC if no zone)")
+    parser.add_argument("--to", dest="to_time", help="period end, ISO 8601 (default now)")
+    parser.add_argument(
+        "--format", choices=FORMATS, help="default: --out's suffix (.csv, .parquet), else parquet"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="a file ending in .parquet/.csv, or a folder (one dt=YYYY-MM-DD/ per day)",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="object cache (default ~/.cache/twittersnake)"
+    )
+    parser.add_argument("--offline", action="store_true", help="use the cache only, no S3 call")
+    parser.add_argument(
+        "--memory-limit", default="512MB", help="DuckDB memory limit (default 512MB)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    try:
+        source = report.read_source(args.config)
+        period = report.period_from_args(args)
+        args.format = output_format(args.out, args.format)
+        con = report.connect(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 78
+    files, sync = report.period_objects(source, period, args)
+    if files is None:
+        return 1
+    result = loader.load_posts(con, files, period, EXPORT_PROJECTION)
+    try:
+        rows = write(con, args.out, args.format)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 78
+    except (OSError, duckdb.IOException) as error:
+        print(f"error: --out {args.out}: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 1
+    report.print_skipped(result)
+    print(
+        f"{args.out}: {rows} posts ({result.posts - rows} duplicates left out), "
+        f"{len(EXPORT_COLUMNS)} columns, {args.format}, {report.provenance(result, sync, started)}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="collector export", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""Collected posts from S3 into DuckDB: a local cache of objects, then one `posts` table.
+
+Shared by `collector report` and the starter notebook. Objects are listed only in the
+`dt=`/`hour=` partitions that can hold the period, downloaded once into
+`{cache_dir}/{bucket}/{key}` (the key keeps the Hive layout, so DuckDB reads `dt` and `hour`
+from the path), then read with DuckDB's `read_json`. Posts never pass through Python:
+DuckDB parses, projects and aggregates them, within a memory limit.
+
+    period = Period.last(timedelta(hours=24))
+    files = sync_cache(s3_client, "my-bucket", "tweets", period, default_cache_dir())
+    con = connect()
+    result = load_posts(con, files.paths, period)   # table `posts`, see POSTS_COLUMNS
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from collector.sink.codecs import DATA_SUFFIXES
+from collector.spool.layout import prefix_path
+
+log = logging.getLogger(__name__)
+
+# A file's partition is the receive time of its FIRST record; the file can hold posts for up
+# to rotate.max_seconds (default 300 s) more, so the hour before the period is listed too.
+PARTITION_MARGIN = timedelta(hours=1)
+
+# Only what the report and the example queries use; read_json skips every other field.
+_JSON_COLUMNS = {
+    "data": "STRUCT(id VARCHAR, created_at TIMESTAMPTZ, lang VARCHAR, author_id VARCHAR, "
+    "referenced_tweets STRUCT(type VARCHAR, id VARCHAR)[], "
+    "entities STRUCT(hashtags STRUCT(tag VARCHAR)[], mentions STRUCT(username VARCHAR)[], "
+    "urls STRUCT(url VARCHAR, expanded_url VARCHAR)[]))",
+    "includes": "STRUCT(users STRUCT(id VARCHAR, username VARCHAR)[])",
+    "matching_rules": "STRUCT(id VARCHAR, tag VARCHAR)[]",
+}
+
+POSTS_COLUMNS = """
+    id VARCHAR, created_at TIMESTAMPTZ, lang VARCHAR, author_id VARCHAR, author_username VARCHAR,
+    post_type VARCHAR, hashtags VARCHAR[], mentions VARCHAR[], domains VARCHAR[],
+    rule_tags VARCHAR[], dt DATE, hour INTEGER, file VARCHAR
+"""
+
+# SQL over one stream message (`data`, `includes`) shared by the report and `export`.
+# The author is the `includes.users` entry whose id is data.author_id (X's author_id
+# expansion: https://docs.x.com/x-api/fundamentals/expansions).
+AUTHOR_USERNAME_SQL = "list_filter(includes.users, lambda u: u.id = data.author_id)[1].username"
+# One type per post from data.referenced_tweets[].type: a repost ("retweeted") first, then a
+# reply ("replied_to"; a reply that quotes is a reply), then a quote ("quoted"), else original.
+POST_TYPES = ("original", "reply", "quote", "repost")
+_REFERENCE_TYPES = "list_transform(data.referenced_tweets, lambda r: r.type)"
+POST_TYPE_SQL = f"""CASE
+    WHEN list_contains({_REFERENCE_TYPES}, 'retweeted') THEN 'repost'
+    WHEN list_contains({_REFERENCE_TYPES}, 'replied_to') THEN 'reply'
+    WHEN list_contains({_REFERENCE_TYPES}, 'quoted') THEN 'quote'
+    ELSE 'original' END"""
+# Host of each entities.urls[].expanded_url (the t.co url when X sent no expansion), lower
+# case, without a leading "www.".
+DOMAINS_SQL = r"""list_filter(list_transform(data.entities.urls, lambda u: regexp_replace(lower(
+    regexp_extract(coalesce(u.expanded_url, u.url), '^[A-Za-z][A-Za-z0-9+.-]*://([^/:?#]+)', 1)),
+    '^www\.', '')), lambda d: d IS NOT NULL AND d <> '')"""
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+@dataclass(frozen=True)
+class Period:
+    """A half-open UTC interval [start, end)."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def last(cls, length: timedelta, now: datetime | None = None) -> Period:
+        end = now or datetime.now(UTC)
+        return cls(end - length, end)
+
+    def hours(self) -> list[datetime]:
+        """Every hour partition that may hold posts of this period, oldest first."""
+        hour = (self.start - PARTITION_MARGIN).replace(minute=0, second=0, microsecond=0)
+        hours = []
+        while hour < self.end:
+            hours.append(hour)
+            hour += timedelta(hours=1)
+        return hours
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90m', '24h', '7d' -> timedelta; ValueError with the expected form otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (expected a number and s, m, h or d, e.g. 24h)")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 date or date-time; naive values are UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-28T08:00Z)") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "twittersnake"
+
+
+def partition_prefix(prefix: str, hour: datetime) -> str:
+    return f"{prefix_path(prefix)}dt={hour:%Y-%m-%d}/hour={hour:%H}/"
+
+
+@dataclass
+class CacheSync:
+    paths: list[Path] = field(default_factory=list)
+    downloaded: int = 0
+    cached: int = 0
+    bytes_downloaded: int = 0
+
+
+def list_objects(s3_client, bucket: str, prefix: str, period: Period) -> list[tuple[str, int]]:
+    """(key, size) of every data object in the period's partitions."""
+    objects = []
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for hour in period.hours():
+        for page in paginator.paginate(Bucket=bucket, Prefix=partition_prefix(prefix, hour)):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith(DATA_SUFFIXES):
+                    objects.append((item["Key"], item["Size"]))
+    return objects
+
+
+def sync_cache(
+    s3_client,
+    bucket: str,
+    prefix: str,
+    period: Period,
+    cache_dir: Path,
+    progress: bool = True,
+    workers: int = 4,
+    objects: list[tuple[str, int]] | None = None,
+) -> CacheSync:
+    """Download the period's objects not yet cached (same key and size) and list them all.
+
+    objects: (key, size) to sync instead of the period's post objects (list_objects).
+    """
+    from tqdm import tqdm
+
+    if objects is None:
+        objects = list_objects(s3_client, bucket, prefix, period)
+    root = cache_dir / bucket
+    sync = CacheSync()
+    missing = []
+    for key, size in objects:
+        path = root / key
+        sync.paths.append(path)
+        if path.is_file() and path.stat().st_size == size:
+            sync.cached += 1
+        else:
+            missing.append((key, size, path))
+    total = sum(size for _, size, _ in missing)
+    with tqdm(
+        total=total, unit="B", unit_scale=True, desc="download", disable=not progress or not total
+    ) as bar:
+
+        def fetch(item: tuple[str, int, Path]) -> None:
+            key, _, path = item
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # A partial download never looks cached: it lands under a temporary name first.
+            tmp = path.with_name(f".{path.name}.part")
+            s3_client.download_file(bucket, key, str(tmp), Callback=bar.update)
+            os.replace(tmp, path)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(fetch, missing))
+    sync.downloaded = len(missing)
+    sync.bytes_downloaded = total
+    return sync
+
+
+# Connection events (collector.telemetry.events) live under {prefix}/_events/dt=/hour=/.
+# The state at the period's start comes from the last event before it, looked for this far back.
+EVENTS_LOOKBACK = timedelta(days=1)
+
+
+def event_day_prefixes(prefix: str, period: Period) -> list[str]:
+    """`{prefix}/_events/dt=YYYY-MM-DD/` for each day from the lookback to the period's end."""
+    from collector.spool.layout import EVENTS_FOLDER
+
+    day = (period.start - EVENTS_LOOKBACK).date()
+    prefixes = []
+    while day <= period.end.date():
+        prefixes.append(f"{prefix_path(prefix)}{EVENTS_FOLDER}/dt={day:%Y-%m-%d}/")
+        day += timedelta(days=1)
+    return prefixes
+
+
+def list_event_objects(s3_client, bucket: str, prefix: str, period: Period):
+    """(key, size) of every event object of the period and its lookback (one LIST a day)."""
+    objects = []
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for day_prefix in event_day_prefixes(prefix, period):
+        for page in paginator.paginate(Bucket=bucket, Prefix=day_prefix):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith(DATA_SUFFIXES):
+                    objects.append((item["Key"], item["Size"]))
+    return objects
+
+
+def cached_event_files(cache_dir: Path, bucket: str, prefix: str, period: Period) -> list[Path]:
+    """The event objects of the period and its lookback already in the cache."""
+    paths = []
+    for day_prefix in event_day_prefixes(prefix, period):
+        folder = cache_dir / bucket / day_prefix
+        if folder.is_dir():
+            paths += sorted(p for p in folder.rglob("*") if p.name.endswith(DATA_SUFFIXES))
+    return paths
+
+
+def cached_files(cache_dir: Path, bucket: str, prefix: str, period: Period) -> list[Path]:
+    """The period's objects already in the cache (offline mode: no S3 call)."""
+    paths = []
+    for hour in period.hours():
+        folder = cache_dir / bucket / partition_prefix(prefix, hour)
+        if folder.is_dir():
+            paths += sorted(p for p in folder.iterdir() if p.name.endswith(DATA_SUFFIXES))
+    return paths
+
+
+def connect(memory_limit: str = "512MB", threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that spills to disk rather than exceeding `memory_limit`."""
+    con = duckdb.connect(config={"memory_limit": memory_limit})
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
+    # Insertion order is irrelevant to every aggregate; dropping it saves memory.
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+@dataclass
+class Skipped:
+    file: str
+    reason: str
+    lines: int | None = None  # None: the whole file was skipped
+
+
+@dataclass
+class LoadResult:
+    files: int = 0
+    posts: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def skipped_lines(self) -> int:
+        return sum(s.lines or 0 for s in self.skipped)
+
+    @property
+    def skipped_files(self) -> int:
+        return sum(1 for s in self.skipped if s.lines is None)
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
+
+
+def _read_json(files: list[Path], columns: dict[str, str] | None = None) -> str:
+    # ignore_errors turns a non-JSON line into a row of NULLs: counted below, never a post.
+    return (
+        f"read_json({_sql_list(str(f) for f in files)}, format='newline_delimited', "
+        f"columns={columns or _JSON_COLUMNS!r}, hive_partitioning=true, hive_types={{'dt': DATE, "
+        f"'hour': INTEGER}}, filename=true, ignore_errors=true, maximum_object_size=16777216)"
+    )
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What to read from each stream message and the table it becomes.
+
+    json_columns: read_json's `columns` (every other field is skipped while parsing);
+    table: the table's column definitions, `id` and `file` among them; select: the SELECT
+    list over read_json's output (`data`, `includes`, `matching_rules`, `dt`, `hour`,
+    `filename`), in the table's column order.
+    """
+
+    json_columns: dict[str, str]
+    table: str
+    select: str
+
+
+# The report's `posts` table (POSTS_COLUMNS).
+REPORT_PROJECTION = Projection(
+    _JSON_COLUMNS,
+    POSTS_COLUMNS,
+    f"""data.id, data.created_at, data.lang, data.author_id, {AUTHOR_USERNAME_SQL},
+        {POST_TYPE_SQL},
+        list_transform(data.entities.hashtags, lambda h: lower(h.tag)),
+        list_transform(data.entities.mentions, lambda m: m.username),
+        {DOMAINS_SQL},
+        list_transform(matching_rules, lambda r: coalesce(r.tag, r.id)),
+        dt, hour, filename""",
+)
+
+
+def _insert(
+    con: duckdb.DuckDBPyConnection, files: list[Path], period: Period, projection: Projection
+) -> None:
+    con.execute(
+        f"""
+        INSERT INTO raw_lines
+        SELECT {projection.select}
+        FROM {_read_json(files, projection.json_columns)}
+        WHERE data.id IS NULL OR (data.created_at >= ? AND data.created_at < ?)
+        """,
+        [period.start, period.end],
+    )
+
+
+# What a bad file raises (truncated or corrupt compression, unreadable JSON); anything else
+# (a binder error, out of memory) is a bug or a limit and propagates.
+_FILE_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
+
+
+def load_posts(
+    con: duckdb.DuckDBPyConnection,
+    files: list[Path],
+    period: Period,
+    projection: Projection = REPORT_PROJECTION,
+) -> LoadResult:
+    """Create table `posts` (POSTS_COLUMNS) from `files`; report, never raise on, bad files.
+
+    Posts whose created_at is outside the period are left out; a line that is not one JSON
+    data message and an object that cannot be read (truncated gzip...) are counted in
+    LoadResult.skipped and logged, the rest still loads.
+    """
+    con.execute(f"CREATE OR REPLACE TABLE raw_lines ({projection.table})")
+    result = LoadResult(files=len(files))
+    if files:
+        try:
+            _insert(con, files, period, projection)
+        except _FILE_ERRORS:
+            # A corrupt file (truncated gzip...) fails the whole scan: find it file by file.
+            con.execute("DELETE FROM raw_lines")
+            for path in files:
+                try:
+                    _insert(con, [path], period, projection)
+                except _FILE_ERRORS as error:
+                    reason = str(error).splitlines()[0]
+                    log.warning("skipping %s: %s", path, reason)
+                    result.skipped.append(Skipped(str(path), reason))
+    bad_lines = con.execute(
+        "SELECT file, count(*) FROM raw_lines WHERE id IS NULL GROUP BY file ORDER BY file"
+    ).fetchall()
+    for file, lines in bad_lines:
+        log.warning("skipping %d malformed line(s) in %s", lines, file)
+        result.skipped.append(Skipped(file, "malformed line(s): not one JSON data message", lines))
+    con.execute("DELETE FROM raw_lines WHERE id IS NULL")
+    con.execute("DROP TABLE IF EXISTS posts")
+    con.execute("ALTER TABLE raw_lines RENAME TO posts")
+    result.posts = con.execute("SELECT count(*) FROM posts").fetchall()[0][0]
+    return result
+
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+EXAMPLE_QUERIES = ("posts_per_hour", "top_hashtags", "posts_per_rule")
+
+
+def athena_view(con: duckdb.DuckDBPyConnection, files: list[Path], name: str = "posts") -> None:
+    """A DuckDB view shaped like the Athena table (sql/athena_table.sql), for its queries.
+
+    Trino's UNNEST expands an array of one-field rows into a plain column; DuckDB keeps the
+    struct. Lists of the field itself give DuckDB the same result for the same query text.
+    """
+    if not files:
+        raise ValueError("no objects to query")
+    con.execute(
+        f"""
+        CREATE OR REPLACE VIEW {name} AS
+        SELECT {{'id': data.id, 'created_at': strftime(data.created_at, '%Y-%m-%dT%H:%M:%S.%gZ'),
+                 'lang': data.lang, 'author_id': data.author_id,
+                 'entities': {{
+                   'hashtags': list_transform(data.entities.hashtags, lambda h: h.tag),
+                   'mentions': list_transform(data.entities.mentions, lambda m: m.username)}}
+               }} AS data,
+               list_transform(matching_rules, lambda r: r.tag) AS matching_rules,
+               strftime(dt, '%Y-%m-%d') AS dt, lpad(hour::VARCHAR, 2, '0') AS hour
+        FROM {_read_json(files)}
+        WHERE data.id IS NOT NULL
+        """
+    )
+
+
+def example_query(name: str) -> str:
+    return (SQL_DIR / f"{name}.sql").read_text()

@@ -1,0 +1,821 @@
+"""`collector report`: one self-contained HTML page about what was collected in a period.
+
+S3 objects of the period -> local cache -> DuckDB (collector.analysis.loader) -> a handful of
+aggregates -> matplotlib PNGs embedded as data: URIs. DuckDB does every per-post step, so
+memory stays bounded by its memory limit whatever the number of posts.
+
+Sections: posts over time (a bar per minute, hour or day: bucket_for), post types, top authors,
+rule tags, hashtags, mentions, linked domains, languages, and the gaps table, which reads the
+collectors' connection events (collector.telemetry.events, `{prefix}/_events/`) to tell
+"not collecting" from "quiet" (account_gaps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import logging
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from collector.analysis import loader
+from collector.analysis.loader import LoadResult, Period
+from collector.spool.layout import normalize_prefix
+from collector.telemetry.events import Event, read_events
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SINCE = "24h"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the collector of a config file ships its objects."""
+
+    bucket: str
+    prefix: str
+    region: str
+    endpoint_url: str
+    spool_dir: Path | None
+
+
+def read_source(config_path: Path) -> Source:
+    """The bucket, prefix and endpoint of a collector config (the same TOML `run` reads)."""
+    try:
+        from collector.config import ConfigError, load_config
+    except ImportError:  # the report works without the collector's own modules
+        load_config = None
+    if load_config is not None:
+        try:
+            cfg = load_config(config_path, streaming=False)  # rules do not matter here
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+        return Source(
+            cfg.s3.bucket, cfg.s3.prefix, cfg.s3.region, cfg.s3.endpoint_url or "", cfg.spool.dir
+        )
+    try:
+        doc = tomllib.loads(config_path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ValueError(f"{config_path}: {error}") from None
+    s3 = doc.get("s3", {})
+    if not s3.get("bucket"):
+        raise ValueError(f"{config_path}: [s3] bucket is required")
+    spool = doc.get("spool", {}).get("dir")
+    return Source(
+        s3["bucket"],
+        s3.get("prefix", ""),
+        s3.get("region", "us-east-1"),
+        s3.get("endpoint_url", ""),
+        Path(spool) if spool else None,
+    )
+
+
+def period_from_args(args: argparse.Namespace, now: datetime | None = None) -> Period:
+    now = now or datetime.now(UTC)
+    if args.from_time:
+        start = loader.parse_time(args.from_time)
+        end = loader.parse_time(args.to_time) if args.to_time else now
+        if end <= start:
+            raise ValueError(f"--to ({end:%Y-%m-%dT%H:%M:%SZ}) must be after --from")
+        return Period(start, end)
+    if args.to_time:
+        raise ValueError("--to needs --from")
+    length = loader.parse_duration(args.since or DEFAULT_SINCE)
+    if length <= timedelta(0):
+        raise ValueError(f"--since {args.since}: the period must be longer than 0 (e.g. 24h)")
+    return Period.last(length, now)
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """The numeric options of `report` and `export`: ValueError naming the option otherwise."""
+    if getattr(args, "gap_minutes", 1) <= 0:
+        raise ValueError(f"--gap-minutes {args.gap_minutes:g}: expected a number of minutes > 0")
+    if getattr(args, "top", 1) < 1:
+        raise ValueError(f"--top {args.top}: expected a number of rows >= 1")
+
+
+def connect(args: argparse.Namespace):
+    """loader.connect with --memory-limit; ValueError naming the option when DuckDB refuses it."""
+    import duckdb
+
+    try:
+        return loader.connect(memory_limit=args.memory_limit)
+    except duckdb.Error as error:
+        reason = str(error).splitlines()[0].removeprefix("Parser Error: ")
+        raise ValueError(f"--memory-limit {args.memory_limit}: {reason}") from None
+
+
+# ---------------------------------------------------------------- aggregates (DuckDB)
+
+# The time charts' bucket follows the period so a chart has 1 to about 180 bars.
+BUCKETS = (
+    ("minute", timedelta(minutes=1)),
+    ("hour", timedelta(hours=1)),
+    ("day", timedelta(days=1)),
+)
+MINUTE_BUCKETS_UP_TO = timedelta(hours=3)  # 180 bars at most
+HOUR_BUCKETS_UP_TO = timedelta(days=7)  # 168 bars at most; longer periods: one bar a day
+
+
+def bucket_for(period: Period) -> tuple[str, timedelta]:
+    """("minute"|"hour"|"day", its length) for a period's time charts."""
+    span = period.end - period.start
+    if span <= MINUTE_BUCKETS_UP_TO:
+        return BUCKETS[0]
+    if span <= HOUR_BUCKETS_UP_TO:
+        return BUCKETS[1]
+    return BUCKETS[2]
+
+
+def floor_time(value: datetime, step: timedelta) -> datetime:
+    """`value` rounded down to a multiple of `step` since the Unix epoch (UTC)."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + (value.astimezone(UTC) - epoch) // step * step
+
+
+@dataclass
+class Figures:
+    bucket: str  # "minute", "hour" or "day"
+    posts_per_bucket: list[tuple[datetime, int]]
+    posts_per_hour: list[tuple[datetime, int]]
+    rules: list[tuple[str, int]]
+    hashtags: list[tuple[str, int]]
+    mentions: list[tuple[str, int]]
+    languages: list[tuple[str, int]]
+    authors: list[tuple[str, str, int]]  # (username or "", author id, posts)
+    post_types: list[tuple[str, int]]  # every loader.POST_TYPES entry, in that order
+    domains: list[tuple[str, int]]
+    distinct_ids: int
+    first_post: datetime | None
+    last_post: datetime | None
+
+
+def _unnested_counts(con, column: str, top: int) -> list[tuple[str, int]]:
+    return con.execute(
+        f"SELECT value, count(*) AS n FROM (SELECT unnest({column}) AS value FROM posts) "
+        "WHERE value IS NOT NULL GROUP BY value ORDER BY n DESC, value LIMIT ?",
+        [top],
+    ).fetchall()
+
+
+def compute_figures(con, period: Period, top: int) -> Figures:
+    per = "SELECT date_trunc('{unit}', created_at) AS t, count(*) FROM posts GROUP BY t ORDER BY t"
+    bucket, _ = bucket_for(period)
+    distinct_ids, first, last = con.execute(
+        "SELECT count(DISTINCT id), min(created_at), max(created_at) FROM posts"
+    ).fetchall()[0]
+    languages = con.execute(
+        "SELECT coalesce(lang, '(none)') AS l, count(*) AS n FROM posts "
+        "GROUP BY l ORDER BY n DESC, l LIMIT ?",
+        [top],
+    ).fetchall()
+    # A username can change: the one of the author's latest post in the period.
+    authors = con.execute(
+        "SELECT coalesce(arg_max(author_username, created_at), ''), author_id, count(*) AS n "
+        "FROM posts WHERE author_id IS NOT NULL GROUP BY author_id "
+        "ORDER BY n DESC, author_id LIMIT ?",
+        [top],
+    ).fetchall()
+    types = dict(con.execute("SELECT post_type, count(*) FROM posts GROUP BY ALL").fetchall())
+    return Figures(
+        bucket=bucket,
+        posts_per_bucket=con.execute(per.format(unit=bucket)).fetchall(),
+        posts_per_hour=con.execute(per.format(unit="hour")).fetchall(),
+        rules=_unnested_counts(con, "rule_tags", 1000),
+        hashtags=_unnested_counts(con, "hashtags", top),
+        mentions=_unnested_counts(con, "mentions", top),
+        languages=languages,
+        authors=authors,
+        post_types=[(name, types.get(name, 0)) for name in loader.POST_TYPES],
+        domains=_unnested_counts(con, "domains", top),
+        distinct_ids=distinct_ids,
+        first_post=first,
+        last_post=last,
+    )
+
+
+# ---------------------------------------------------------------- gaps (events + posts)
+
+NOT_COLLECTING = "not collecting"
+QUIET = "quiet"
+NO_POSTS = "no posts"  # no collector events recorded: quiet or not collecting, unknown
+UNCLEAN_END = "the collector ended without a stop event (killed?); counted from its last post"
+# Events after which the collector was running (so it ran before the first one we see).
+_RUNNING_EVENTS = {"disconnected", "stop", "s3_refusing", "s3_recovered"}
+
+
+@dataclass(frozen=True)
+class Gap:
+    start: datetime
+    end: datetime
+    kind: str  # NOT_COLLECTING, QUIET or NO_POSTS
+    cause: str = ""
+
+    @property
+    def length(self) -> timedelta:
+        return self.end - self.start
+
+
+@dataclass
+class GapAccount:
+    """Where the period had no posts, and why.
+
+    collecting: (start, end, collecting?, cause) spans covering the period from the first
+    connection on; before_collection / after_collection: the period's time before the
+    collector first connected, and after its last stop (None when there is none).
+    """
+
+    gaps: list[Gap]
+    events: list[Event]
+    collecting: list[tuple[datetime, datetime, bool, str]]
+    before_collection: tuple[datetime, datetime] | None = None
+    after_collection: tuple[datetime, datetime] | None = None
+    # `start` events of a collector still connected: the previous process ended unseen
+    unclean_restarts: set[datetime] = field(default_factory=set)
+
+
+def collecting_spans(events: list[Event], period: Period) -> GapAccount:
+    """Collecting / not-collecting spans from the connection events (oldest first).
+
+    Collecting means at least one collector's stream is connected. A `start` of a collector
+    that never said `stop` (killed) ends its connection there.
+    """
+    account = GapAccount([], [e for e in events if period.start <= e.at < period.end], [])
+    connected: set[str] = set()
+    spans: list[tuple[datetime, datetime, bool, str]] = []
+    since, cause = None, ""
+    if events and events[0].event in _RUNNING_EVENTS:
+        connected.add(events[0].collector_id)  # it was connected before its first event
+        since = period.start
+    for event in events:
+        was = bool(connected)
+        if event.event == "connected":
+            connected.add(event.collector_id)
+        elif event.event in ("disconnected", "stop"):
+            connected.discard(event.collector_id)
+        elif event.event == "start" and event.collector_id in connected:
+            connected.discard(event.collector_id)  # the previous process ended without a stop
+            account.unclean_restarts.add(event.at)
+        if was == bool(connected):
+            continue
+        if since is not None and since < event.at:
+            spans.append((since, event.at, was, cause))
+        elif since is None:
+            account.before_collection = (period.start, event.at)
+        since = event.at
+        cause = "" if connected else (event.cause or event.event)
+        if event.event == "stop" and not connected:
+            cause = f"stopped ({event.cause})" if event.cause else "stopped"
+        elif event.event == "start" and not connected:
+            cause = UNCLEAN_END
+    if since is not None:
+        last = events[-1]
+        if not connected and last.event == "stop":
+            account.after_collection = (max(last.at, period.start), period.end)
+        else:
+            spans.append((since, period.end, bool(connected), cause))
+    elif events:
+        _never_connected(events, period, account, spans)
+    account.collecting = [
+        (max(a, period.start), min(b, period.end), c, why)
+        for a, b, c, why in spans
+        if b > period.start and a < period.end
+    ]
+    if account.before_collection is not None:
+        start, end = account.before_collection
+        account.before_collection = (start, min(end, period.end)) if end > start else None
+    return account
+
+
+def _never_connected(events: list[Event], period: Period, account: GapAccount, spans) -> None:
+    """Collectors ran (from their first event on) but never connected: not collecting."""
+    refusals = [e.cause for e in events if e.event == "disconnected" and e.cause]
+    why = f"never connected ({refusals[-1]})" if refusals else "never connected"
+    first, last = events[0], events[-1]
+    end = last.at if last.event == "stop" else period.end
+    account.before_collection = (period.start, first.at)
+    spans.append((first.at, end, False, why))
+    if last.event == "stop":
+        account.after_collection = (max(last.at, period.start), period.end)
+
+
+def account_gaps(con, events: list[Event], period: Period, gap_minutes: float) -> GapAccount:
+    """ "not collecting" spans from the events, "quiet" ones (connected, no post for more
+    than gap_minutes) from the posts; without any event, every silence is NO_POSTS."""
+    account = collecting_spans(events, period)
+    sentinels = {period.start, period.end}
+    for start, end, _, _ in account.collecting:
+        sentinels |= {start, end}
+    for edge in (account.before_collection, account.after_collection):
+        if edge:
+            sentinels |= set(edge)
+    con.execute("CREATE OR REPLACE TEMP TABLE gap_edges (ts TIMESTAMPTZ)")
+    con.executemany("INSERT INTO gap_edges VALUES (?)", [[t] for t in sorted(sentinels)])
+    silences = con.execute(
+        """
+        WITH t AS (
+            SELECT DISTINCT date_trunc('second', created_at) AS ts FROM posts
+            UNION SELECT ts FROM gap_edges),
+        g AS (SELECT lag(ts) OVER (ORDER BY ts) AS gap_start, ts AS gap_end FROM t)
+        SELECT gap_start, gap_end FROM g
+        WHERE gap_end - gap_start > to_seconds(?::DOUBLE) ORDER BY gap_start
+        """,
+        [gap_minutes * 60],
+    ).fetchall()
+    gaps = [Gap(a, b, NOT_COLLECTING, why) for a, b, on, why in account.collecting if not on]
+    for start, end in silences:
+        if not events:
+            gaps.append(Gap(start, end, NO_POSTS))
+        elif end in account.unclean_restarts:
+            # From the last post to the restart of a process that never said stop (kill -9,
+            # power loss): the end of collection was not recorded, its last post is the bound.
+            gaps.append(Gap(start, end, NOT_COLLECTING, UNCLEAN_END))
+        elif any(a <= start and end <= b and on for a, b, on, _ in account.collecting):
+            gaps.append(Gap(start, end, QUIET))
+    account.gaps = _merge_adjacent(sorted(gaps, key=lambda g: g.start))
+    return account
+
+
+def _merge_adjacent(gaps: list[Gap]) -> list[Gap]:
+    """One row for back-to-back "not collecting" spans (the first one's cause)."""
+    merged: list[Gap] = []
+    for gap in gaps:
+        last = merged[-1] if merged else None
+        if last and last.kind == gap.kind == NOT_COLLECTING and last.end == gap.start:
+            merged[-1] = Gap(last.start, gap.end, NOT_COLLECTING, last.cause)
+        else:
+            merged.append(gap)
+    return merged
+
+
+# ---------------------------------------------------------------- charts (matplotlib)
+
+DATA_COLOUR = "#1d9bf0"  # every bar; tests count its pixels
+# Behind the bars of the time chart, so a gap and a quiet spell do not look alike.
+SPAN_COLOURS = {
+    NOT_COLLECTING: "#f4a6a6",
+    QUIET: "#fde8a8",
+    NO_POSTS: "#d9d9d9",
+    "before collection / after the last stop": "#ececec",
+}
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def chart_spans(gaps: GapAccount | None) -> list[tuple[datetime, datetime, str]]:
+    """(start, end, kind) shaded behind the time chart: the gaps (not collecting, quiet, no
+    posts), then the time before collection and after the last stop (SPAN_COLOURS' keys)."""
+    if gaps is None:
+        return []
+    spans = [(g.start, g.end, g.kind) for g in gaps.gaps]
+    outside = "before collection / after the last stop"
+    for edge in (gaps.before_collection, gaps.after_collection):
+        if edge and edge[0] < edge[1]:
+            spans.append((edge[0], edge[1], outside))
+    return spans
+
+
+def _time_chart(
+    points: list[tuple[datetime, int]],
+    title: str,
+    period: Period,
+    spans: list[tuple[datetime, datetime, str]] = (),
+) -> bytes:
+    """Bars of posts per bucket; the x axis covers the whole period (whole buckets), in UTC.
+    `spans` (chart_spans) are shaded behind the bars, with a legend."""
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    unit, step = bucket_for(period)
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    labelled = set()
+    for start, end, kind in spans:
+        label = None if kind in labelled else kind
+        labelled.add(kind)
+        ax.axvspan(start, end, color=SPAN_COLOURS[kind], linewidth=0, zorder=0, label=label)
+    ax.bar(
+        [t for t, _ in points], [n for _, n in points], width=step, align="edge",
+        color=DATA_COLOUR, linewidth=0,
+    )  # fmt: skip
+    left = floor_time(period.start, step)
+    right = floor_time(period.end - timedelta(microseconds=1), step) + step
+    ax.set_xlim(left, right)
+    locator = mdates.AutoDateLocator(tz=UTC, minticks=3, maxticks=10)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(title)
+    ax.set_ylabel(f"posts per {unit}")
+    ax.set_xlabel("time (UTC)")
+    ax.grid(alpha=0.3)
+    if labelled:
+        ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
+    return _png(fig)
+
+
+def _ranking_chart(rows: list[tuple[str, int]], title: str) -> bytes:
+    import matplotlib.pyplot as plt
+
+    rows = list(reversed(rows))
+    fig, ax = plt.subplots(figsize=(10, max(2.0, 0.3 * len(rows) + 1)))
+    ax.barh([str(label)[:48] for label, _ in rows], [n for _, n in rows], color=DATA_COLOUR)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(title)
+    ax.set_xlabel("posts")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def author_label(username: str, author_id: str) -> str:
+    return f"@{username} ({author_id})" if username else f"id {author_id}"
+
+
+def render_charts(
+    figures: Figures, period: Period, gaps: GapAccount | None = None
+) -> dict[str, tuple[str, bytes]]:
+    """name -> (title, PNG bytes); a chart with nothing to show is left out. The gaps are
+    shaded on the posts-over-time chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    charts = {}
+    if figures.posts_per_bucket:
+        title = f"Posts per {figures.bucket}"
+        chart = _time_chart(figures.posts_per_bucket, title, period, chart_spans(gaps))
+        charts["posts_over_time"] = (title, chart)
+    rankings = [
+        ("post_types", "Post types", figures.post_types),
+        ("authors", "Top authors", [(author_label(u, i), n) for u, i, n in figures.authors]),
+        ("rules", "Posts per rule tag", figures.rules),
+        ("hashtags", "Top hashtags", figures.hashtags),
+        ("mentions", "Top mentioned accounts", [(f"@{u}", n) for u, n in figures.mentions]),
+        ("domains", "Top linked domains", figures.domains),
+        ("languages", "Languages", figures.languages),
+    ]
+    for name, title, rows in rankings:
+        if any(n for _, n in rows):
+            charts[name] = (title, _ranking_chart(rows, title))
+    return charts
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def read_collector_status(spool_dir: Path | None) -> dict | None:
+    """The collector's status.json when the report runs where the collector does."""
+    if spool_dir is None:
+        return None
+    try:
+        return json.loads((spool_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _flatten(doc: dict, prefix: str = "") -> list[list[object]]:
+    rows = []
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{prefix}{key}.")
+        elif not isinstance(value, list):
+            rows.append([f"{prefix}{key}", "-" if value is None else value])  # null, as `status`
+    return rows
+
+
+def _collector_section(status: dict | None) -> str:
+    if status is None:
+        return (
+            "<p>No collector status here (status.json is in the collector's spool directory; "
+            "run the report on the instance to include it).</p>"
+        )
+    parts = [_table(["field", "value"], _flatten(status))]
+    events = status.get("events")
+    if isinstance(events, list) and events and all(isinstance(e, dict) for e in events):
+        keys = sorted({k for e in events for k in e})
+        parts.append("<h3>Recorded events</h3>")
+        parts.append(_table(keys, [[e.get(k, "") for k in keys] for e in events]))
+    return "".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;
+text-align:left}th{background:#f3f3f3}img{max-width:100%;display:block;margin:.5em 0}
+.empty{padding:1em;background:#fff4d6;border:1px solid #e8c96b}
+"""
+
+
+def render_html(
+    source: Source,
+    period: Period,
+    sync: loader.CacheSync | None,
+    result: LoadResult,
+    figures: Figures | None,
+    charts: dict[str, tuple[str, bytes]],
+    gap_minutes: float,
+    status: dict | None,
+    gaps: GapAccount | None = None,
+) -> str:
+    where = f"s3://{source.bucket}/{normalize_prefix(source.prefix)}"
+    summary = [
+        ["source", where],
+        ["period", f"{_when(period.start)} to {_when(period.end)}"],
+        ["objects", result.files],
+        ["posts", result.posts],
+    ]
+    if sync is not None:
+        summary.append(["downloaded / already cached", f"{sync.downloaded} / {sync.cached}"])
+    if figures is not None:
+        summary += [
+            ["distinct post ids", figures.distinct_ids],
+            ["first / last post", f"{_when(figures.first_post)} / {_when(figures.last_post)}"],
+        ]
+    summary += [
+        ["skipped objects", result.skipped_files],
+        ["skipped lines", result.skipped_lines],
+    ]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>TwitterSnake report {html.escape(where)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>TwitterSnake report</h1>{_table(['', ''], summary)}",
+    ]
+    if result.posts == 0:
+        parts.append(f"<p class='empty'>{html.escape(empty_message(source, period, result))}</p>")
+    for name, (title, png) in charts.items():
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f"<h2 id='{name}'>{html.escape(title)}</h2>"
+            f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
+        )
+    if figures is not None:
+        parts.append(_figure_tables(figures))
+    if gaps is not None:
+        parts.append(_gaps_section(gaps, gap_minutes))
+    parts.append("<h2 id='collector'>Collector status</h2>" + _collector_section(status))
+    if result.skipped:
+        rows = [
+            [s.file, "whole object" if s.lines is None else s.lines, s.reason]
+            for s in result.skipped
+        ]
+        parts.append("<h2 id='skipped'>Skipped (malformed) objects and lines</h2>")
+        parts.append(_table(["object", "skipped", "reason"], rows))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def format_duration(length: timedelta) -> str:
+    """'45 s', '20 min 20 s', '2 h 5 min', '3 d 4 h': the two largest units, whole numbers.
+
+    A span shorter than a second (a reconnection) is 'under 1 s'."""
+    seconds = int(length.total_seconds())
+    if seconds == 0 and length > timedelta(0):
+        return "under 1 s"
+    units = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+    for index, (name, size) in enumerate(units[:-1]):
+        if seconds >= size:
+            small_name, small_size = units[index + 1]
+            big, rest = divmod(seconds, size)
+            small = rest // small_size
+            return f"{big} {name} {small} {small_name}" if small else f"{big} {name}"
+    return f"{seconds} s"
+
+
+def _gaps_section(account: GapAccount, gap_minutes: float) -> str:
+    parts = [
+        "<h2 id='gaps'>Gaps</h2><p>"
+        f"<b>{NOT_COLLECTING}</b>: the collector was stopped or its stream disconnected "
+        f"(from its connection events); <b>{QUIET}</b>: connected, but no post for more than "
+        f"{gap_minutes:g} minutes.</p>"
+    ]
+    if not account.events and not account.collecting:
+        parts.append(
+            "<p>No collector events in this period (collectors before connection events were "
+            f"recorded): every silence longer than {gap_minutes:g} minutes is listed as "
+            f"<b>{NO_POSTS}</b>.</p>"
+        )
+    notes = []
+    if account.before_collection:
+        start, end = account.before_collection
+        notes.append(f"before collection: {_when(start)} to {_when(end)} (not a gap)")
+    if account.after_collection:
+        start, end = account.after_collection
+        notes.append(f"after the last stop: {_when(start)} to {_when(end)} (not a gap)")
+    if notes:
+        parts.append("<p>" + "<br>".join(html.escape(n) for n in notes) + "</p>")
+    rows = [
+        [_when(g.start), _when(g.end), format_duration(g.length), g.kind, g.cause]
+        for g in account.gaps
+    ]
+    headers = ["from", "to", "length", "kind", "cause"]
+    parts.append(_table(headers, rows) if rows else "<p>None.</p>")
+    if account.events:
+        events = [[_when(e.at), e.collector_id, e.event, e.cause or ""] for e in account.events]
+        parts.append(
+            f"<details id='events'><summary>Collector events ({len(events)})</summary>"
+            f"{_table(['at', 'collector', 'event', 'cause'], events)}</details>"
+        )
+    return "".join(parts)
+
+
+def _figure_tables(figures: Figures) -> str:
+    parts = ["<h2 id='rule_counts'>Posts per rule tag</h2>"]
+    parts.append(_table(["rule tag", "posts"], [list(r) for r in figures.rules]))
+    parts.append("<h2 id='post_type_counts'>Post types</h2>")
+    parts.append(_table(["type", "posts"], [list(r) for r in figures.post_types]))
+    parts.append("<h2 id='author_counts'>Top authors</h2>")
+    authors = [[f"@{u}" if u else "(not in includes.users)", i, n] for u, i, n in figures.authors]
+    parts.append(_table(["username", "author id", "posts"], authors))
+    parts.append("<h2 id='domain_counts'>Top linked domains</h2>")
+    parts.append(_table(["domain", "posts"], [list(r) for r in figures.domains]))
+    unit = figures.bucket
+    buckets = [[_when(t), n] for t, n in figures.posts_per_bucket]
+    parts.append(
+        f"<details id='bucket_counts'><summary>Posts per {unit} ({len(buckets)} {unit}"
+        f"{'' if len(buckets) == 1 else 's'} with "
+        f"posts)</summary>{_table([f'{unit} (UTC)', 'posts'], buckets)}</details>"
+    )
+    return "".join(parts)
+
+
+def empty_message(source: Source, period: Period, result: LoadResult) -> str:
+    return (
+        f"No posts in s3://{source.bucket}/{normalize_prefix(source.prefix)} between "
+        f"{_when(period.start)} and {_when(period.end)} "
+        f"({result.files} objects in the period's partitions, {result.skipped_files} skipped)."
+    )
+
+
+# ---------------------------------------------------------------- command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="the collector's TOML config")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument(
+        "--since", help=f"period ending now, e.g. 90m, 24h, 7d (default {DEFAULT_SINCE})"
+    )
+    when.add_argument("--from", dest="from_time", help="period start, ISO 8601 (UTC if no zone)")
+    parser.add_argument("--to", dest="to_time", help="period end, ISO 8601 (default now)")
+    parser.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
+    parser.add_argument("--png", type=Path, help="also write each chart as DIR/<name>.png")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="object cache (default ~/.cache/twittersnake)"
+    )
+    parser.add_argument("--offline", action="store_true", help="use the cache only, no S3 call")
+    parser.add_argument("--gap-minutes", type=float, default=5.0, help="gap threshold (default 5)")
+    parser.add_argument("--top", type=int, default=20, help="rows in the top-N charts (default 20)")
+    parser.add_argument("--memory-limit", default="512MB", help="DuckDB memory limit")
+    parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
+
+
+def period_objects(
+    source: Source, period: Period, args: argparse.Namespace
+) -> tuple[list[Path] | None, loader.CacheSync | None]:
+    """The period's objects in the local cache (downloaded first unless --offline).
+
+    (None, None) after printing one line when S3 refuses or cannot be reached.
+    """
+    cache_dir = args.cache_dir or loader.default_cache_dir()
+    if args.offline:
+        return loader.cached_files(cache_dir, source.bucket, source.prefix, period), None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        sync = loader.sync_cache(
+            _s3_client(source), source.bucket, source.prefix, period, cache_dir,
+            progress=not args.no_progress,
+        )  # fmt: skip
+    except (BotoCoreError, ClientError) as error:
+        print(f"error: s3://{source.bucket}: {error} (--offline uses the cache)", file=sys.stderr)
+        return None, None
+    return sync.paths, sync
+
+
+def period_events(source: Source, period: Period, args: argparse.Namespace) -> list[Event]:
+    """The collectors' connection events of the period and its lookback (telemetry.events)."""
+    cache_dir = args.cache_dir or loader.default_cache_dir()
+    if args.offline:
+        paths = loader.cached_event_files(cache_dir, source.bucket, source.prefix, period)
+    else:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        s3 = _s3_client(source)
+        try:
+            listed = loader.list_event_objects(s3, source.bucket, source.prefix, period)
+            paths = loader.sync_cache(
+                s3, source.bucket, source.prefix, period, cache_dir, progress=False,
+                objects=listed,
+            ).paths  # fmt: skip
+        except (BotoCoreError, ClientError) as error:
+            print(f"warning: collector events not read: {error}", file=sys.stderr)
+            return []
+    events, problems = read_events(paths)
+    for problem in problems:
+        print(f"skipped event object {problem}", file=sys.stderr)
+    return events
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    try:
+        source = read_source(args.config)
+        period = period_from_args(args)
+        check_options(args)
+        con = connect(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 78
+    files, sync = period_objects(source, period, args)
+    if files is None:
+        return 1
+    events = period_events(source, period, args)
+    result = loader.load_posts(con, files, period)
+    figures = compute_figures(con, period, args.top) if result.posts else None
+    gaps = account_gaps(con, events, period, args.gap_minutes)
+    charts = render_charts(figures, period, gaps) if figures else {}
+    status = read_collector_status(source.spool_dir)
+    page = render_html(
+        source, period, sync, result, figures, charts, args.gap_minutes, status, gaps
+    )
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(page, encoding="utf-8")
+        if args.png:
+            args.png.mkdir(parents=True, exist_ok=True)
+            for name, (_, png) in charts.items():
+                (args.png / f"{name}.png").write_bytes(png)
+    except OSError as error:
+        print(f"error: {error.filename}: {error.strerror}", file=sys.stderr)
+        return 1
+    if result.posts == 0:
+        print(empty_message(source, period, result))
+    print_skipped(result)
+    print(f"{args.out}: {result.posts} posts {provenance(result, sync, started)}")
+    return 0
+
+
+def print_skipped(result) -> None:
+    """One stderr line per object or run of lines the loader skipped (report and export)."""
+    for skipped in result.skipped:
+        what = "object" if skipped.lines is None else f"{skipped.lines} line(s) of"
+        print(f"skipped {what} {skipped.file}: {skipped.reason}", file=sys.stderr)
+
+
+def provenance(result, sync, started: float) -> str:
+    """'from N objects (D downloaded, C cached), S objects and L lines skipped, T s'.
+
+    `sync` is None offline; `started` is a time.monotonic() reading.
+    """
+    return (
+        f"from {result.files} objects"
+        + (f" ({sync.downloaded} downloaded, {sync.cached} cached)" if sync else " (offline)")
+        + f", {result.skipped_files} objects and {result.skipped_lines} lines skipped,"
+        f" {time.monotonic() - started:.1f} s"
+    )
+
+
+def _s3_client(source: Source):
+    import boto3
+
+    # endpoint_url None lets boto3 honour AWS_ENDPOINT_URL, like the collector does.
+    return boto3.client(
+        "s3", region_name=source.region or None, endpoint_url=source.endpoint_url or None
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="collector report", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

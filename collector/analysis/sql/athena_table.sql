@@ -1,0 +1,37 @@
+-- Athena (Trino) table over the collector's objects, read in place: JSON SerDe, and partition
+-- projection on dt and hour so new partitions need no crawler and no MSCK REPAIR.
+-- ${database}, ${table}, ${bucket} and ${prefix} are filled in by the athena provisioning step
+-- (which creates the same table through the Glue API) or by hand before pasting into the console.
+-- Arrays of one-field structs are deliberate: Trino's UNNEST expands them to a plain column,
+-- which is what lets the example queries run unchanged on DuckDB (collector.analysis.loader.athena_view).
+-- Athena reads .jsonl.gz and .jsonl.zst by their extension.
+CREATE EXTERNAL TABLE IF NOT EXISTS ${database}.${table} (
+  data struct<
+    id: string,
+    created_at: string,
+    lang: string,
+    author_id: string,
+    text: string,
+    entities: struct<
+      hashtags: array<struct<tag: string>>,
+      mentions: array<struct<username: string>>
+    >
+  >,
+  matching_rules array<struct<tag: string>>
+)
+PARTITIONED BY (dt string, hour string)
+ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'
+WITH SERDEPROPERTIES ('ignore.malformed.json' = 'true')
+LOCATION 's3://${bucket}/${prefix}/'
+TBLPROPERTIES (
+  'projection.enabled' = 'true',
+  'projection.dt.type' = 'date',
+  'projection.dt.format' = 'yyyy-MM-dd',
+  'projection.dt.range' = '2020-01-01,NOW',
+  'projection.dt.interval' = '1',
+  'projection.dt.interval.unit' = 'DAYS',
+  'projection.hour.type' = 'integer',
+  'projection.hour.range' = '0,23',
+  'projection.hour.digits' = '2',
+  'storage.location.template' = 's3://${bucket}/${prefix}/dt=${dt}/hour=${hour}/'
+);

@@ -1,0 +1,223 @@
+"""The S3 sink: one ready file -> one object s3://{bucket}/{object_key}, confirmed by checksum.
+
+A ready file counts as delivered only after S3 confirmed the object with a checksum: boto3
+computes the SHA-256 of the body it sends (ChecksumAlgorithm="SHA256", which S3 validates
+against the bytes it received) and the checksum S3 reports back must equal the one the
+compressor recorded when it wrote the file (AWS S3 User Guide, "Checking object integrity").
+
+No second object for one file: keys are deterministic (the file name) and every PUT carries
+If-None-Match: * (S3 User Guide, "Add preconditions to S3 operations with conditional
+requests"). A 412 means the object exists (e.g. our earlier PUT succeeded but the answer was
+lost); a HEAD with ChecksumMode=ENABLED then decides: same checksum and size -> delivered,
+anything else -> ChecksumConflict (the file is kept and the object never overwritten).
+
+Files are bounded by rotate.max_bytes (64 MiB uncompressed by default), so a single PUT
+(limit 5 GB) carries each file, streamed from the open file (bounded memory) with a
+full-object checksum; no multipart upload, no composite checksums.
+
+S3 API calls: ListObjectsV2 with Prefix={prefix}/ and MaxKeys=1 (check_bucket), PutObject
+(with If-None-Match and a SHA-256 checksum), HeadObject (after a 412 or when the PUT answer
+carries no checksum). IAM (roles/iam/templates/collector-policy.json.j2): s3:ListBucket on the
+bucket with s3:prefix {prefix}/*, s3:PutObject only with If-None-Match (s3:if-none-match) and
+s3:GetObject (HeadObject) on {prefix}/*; kms:GenerateDataKey when the bucket uses SSE-KMS.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from collector.sink.codecs import codec_of
+from collector.spool.compress import recorded_sha256
+from collector.spool.layout import object_key, prefix_path
+from collector.spool.stages import Held
+from collector.telemetry.redact import SECRETS
+
+log = logging.getLogger(__name__)
+
+# What a PUT can raise that means "S3 cannot be asked now": retried by the stage runner.
+S3_ERRORS: tuple[type[BaseException], ...] = (BotoCoreError, ClientError, OSError)
+
+
+class BucketMissing(Exception):
+    """The configured bucket does not exist (fatal at start: exit 78)."""
+
+
+class S3Unavailable(Exception):
+    """S3 could not be asked (network, 5xx, access denied): retried, never fatal."""
+
+
+class S3AccessDenied(S3Unavailable):
+    """S3 answered 403 to the collector's credentials: retried (a policy can be fixed live)."""
+
+
+class ChecksumConflict(Held):
+    """The object in S3 does not hold the bytes of our file: the file is kept."""
+
+
+@dataclass(frozen=True)
+class PutOutcome:
+    """How one delivery attempt of one file ended.
+
+    result: "created" (new object), "existed" (S3 already held the same bytes: a 412 or an
+    answer without checksum, confirmed by HEAD), "conflict" (different bytes: file kept),
+    "error" (S3 could not be asked or refused: retried).
+    error_code: S3's Error.Code ("AccessDenied", "SlowDown", "NoSuchBucket", ...) for a
+    refusal, the exception's type name for a network failure, None otherwise.
+    """
+
+    key: str
+    result: str
+    size: int = 0
+    error_code: str | None = None
+    http_status: int | None = None
+
+
+def make_client(cfg):
+    """An S3 client from boto3's standard credential chain; AWS_ENDPOINT_URL is honoured."""
+    config = BotoConfig(
+        connect_timeout=5,
+        read_timeout=60,
+        retries={"max_attempts": 3, "mode": "standard"},
+        tcp_keepalive=True,
+    )
+    return boto3.session.Session().client(
+        "s3",
+        region_name=cfg.s3.region or None,
+        endpoint_url=cfg.s3.endpoint_url or None,
+        config=config,
+    )
+
+
+def _error_fields(exc: BaseException) -> tuple[str | None, int | None]:
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return exc.response.get("Error", {}).get("Code"), status
+    return type(exc).__name__, None
+
+
+class S3Sink:
+    """Delivers ready files to one bucket and prefix; thread-safe (boto3 clients are)."""
+
+    def __init__(self, cfg, s3_client=None) -> None:
+        self.bucket = cfg.s3.bucket
+        self.prefix = cfg.s3.prefix
+        self.s3 = s3_client if s3_client is not None else make_client(cfg)
+        SECRETS.add_aws_credentials(self.s3)
+        # called with every PutOutcome (e.g. a health state that tracks S3 error codes)
+        self.observers: list[Callable[[PutOutcome], None]] = []
+
+    def where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def key_for(self, path: Path) -> str:
+        return object_key(self.prefix, path.name)
+
+    # -- bucket check at start --------------------------------------------------------------
+
+    def list_prefix(self) -> str:
+        """`{prefix}/` ("" at the bucket's root): what every key and listing starts with."""
+        return prefix_path(self.prefix)
+
+    def check_bucket(self) -> None:
+        """Raise BucketMissing (fatal), S3AccessDenied or S3Unavailable (both retried).
+
+        One ListObjectsV2 with our prefix and MaxKeys=1: the call the collector's policy allows
+        (s3:ListBucket only with s3:prefix under ours; HeadBucket would need it unconditioned).
+        AWS: https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html
+        """
+        if not self.bucket:
+            raise BucketMissing("s3.bucket is empty: name the bucket the collector writes to")
+        try:
+            self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.list_prefix(), MaxKeys=1)
+        except ClientError as exc:
+            code, status = _error_fields(exc)
+            if code == "NoSuchBucket" or (status == 404 and code in ("404", "NotFound")):
+                raise BucketMissing(
+                    f"S3 bucket '{self.bucket}' does not exist (s3.bucket in the config)"
+                ) from None
+            if status == 403:
+                raise S3AccessDenied(
+                    f"S3 bucket '{self.bucket}': access denied ({code}) to ListObjectsV2 under "
+                    f"'{self.list_prefix()}' (the collector's credentials need s3:ListBucket "
+                    f"with s3:prefix '{self.list_prefix()}*')"
+                ) from None
+            raise S3Unavailable(f"S3 bucket '{self.bucket}': {SECRETS.one_line(exc)}") from None
+        except (BotoCoreError, OSError) as exc:
+            raise S3Unavailable(f"S3 bucket '{self.bucket}': {SECRETS.one_line(exc)}") from None
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    def deliver(self, path: Path) -> PutOutcome:
+        """PUT `path` once, conditionally, and confirm its checksum.
+
+        Returns the outcome ("created" or "existed"); raises ChecksumConflict, or one of
+        S3_ERRORS when S3 could not be asked. Every outcome is also passed to report().
+        """
+        key = self.key_for(path)
+        size = path.stat().st_size
+        try:
+            created = self._put_confirmed(path, key, size)
+        except ChecksumConflict:
+            self.report(PutOutcome(key, "conflict", size))
+            raise
+        except Exception as exc:
+            code, status = _error_fields(exc)
+            self.report(PutOutcome(key, "error", size, code, status))
+            raise
+        outcome = PutOutcome(key, "created" if created else "existed", size)
+        self.report(outcome)
+        return outcome
+
+    def report(self, outcome: PutOutcome) -> None:
+        """The one place every PUT outcome passes through."""
+        for observer in self.observers:
+            observer(outcome)
+
+    def _put_confirmed(self, path: Path, key: str, size: int) -> bool:
+        """True when our PUT created the object, False when S3 already held the same bytes."""
+        expected = recorded_sha256(path)
+        try:
+            with open(path, "rb") as body:
+                answer = self.s3.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=body,
+                    ContentType=codec_of(path.name).content_type,
+                    ChecksumAlgorithm="SHA256",
+                    IfNoneMatch="*",
+                )
+        except ClientError as exc:
+            code, status = _error_fields(exc)
+            if status == 412 or code == "PreconditionFailed":
+                self._confirm_existing(path, key, expected, size)
+                return False
+            raise
+        reported = answer.get("ChecksumSHA256")
+        if reported is None:  # nothing to compare in the answer: ask for the object's checksum
+            self._confirm_existing(path, key, expected, size)
+        elif reported != expected:
+            raise ChecksumConflict(
+                f"{self.where(key)}: S3 reports SHA-256 {reported}, the compressor wrote "
+                f"{expected}; keeping {path.name} in the spool (the object is not overwritten)"
+            )
+        return True
+
+    def _confirm_existing(self, path: Path, key: str, expected: str, size: int) -> None:
+        head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        reported = head.get("ChecksumSHA256")
+        if reported == expected and head.get("ContentLength") == size:
+            log.info("%s already holds %s (same SHA-256): done", self.where(key), path.name)
+            return
+        raise ChecksumConflict(
+            f"CONFLICT {self.where(key)} already exists with different content "
+            f"(SHA-256 {reported}, {head.get('ContentLength')} bytes; "
+            f"ours {expected}, {size} bytes); "
+            f"keeping {path.name} in the spool, never overwriting"
+        )

@@ -1,0 +1,181 @@
+"""The shipper: compresses sealed/ into ready/ and delivers ready/ to S3, beside the stream.
+
+Two stages on the generic runner (collector.spool.stages), all daemon threads; the stream reader
+never waits on them:
+    shipper-compress    sealed/ -> ready/ (collector.spool.compress), oldest file first
+    shipper-upload-N    ready/ -> the S3 sink (collector.sink.s3), then deletes the ready file
+
+A ready file is deleted only after the sink confirmed the object's checksum. S3 errors
+(connection refused, timeouts, 5xx, even 403) pause the upload workers with backoff; a
+checksum conflict only delays its own file so the others keep flowing. Retries are forever;
+their warnings are rate-limited (collector.telemetry.lograte: three, then one a minute with a
+count), so months of AccessDenied do not fill the log; `last_error` and the health have the latest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from collector.sink.s3 import (
+    S3_ERRORS,
+    BucketMissing,
+    ChecksumConflict,
+    S3AccessDenied,
+    S3Sink,
+    S3Unavailable,
+    make_client,
+)
+from collector.spool.compress import clean_ready_leftovers, compress_file, sidecar_path
+from collector.spool.layout import SpoolDirs, fsync_dir
+from collector.spool.stages import RETRY_BASE, RETRY_CAP, Stage, StageRunner
+from collector.telemetry.lograte import RepeatedWarnings
+from collector.telemetry.redact import SECRETS
+
+__all__ = ["BucketMissing", "S3AccessDenied", "S3Unavailable", "Shipper", "make_client"]
+
+log = logging.getLogger(__name__)
+
+UPLOAD_WORKERS = 2
+
+
+class Shipper:
+    """sealed/ -> ready/ -> S3: the compress and upload stages wired to one S3 sink."""
+
+    def __init__(
+        self,
+        cfg,
+        dirs: SpoolDirs,
+        metrics,
+        s3_client=None,
+        *,
+        retry_base: float = RETRY_BASE,
+        retry_cap: float = RETRY_CAP,
+        upload_workers: int = UPLOAD_WORKERS,
+    ) -> None:
+        self.dirs = dirs
+        self.metrics = metrics
+        self.codec = cfg.s3.compression
+        self.level = getattr(cfg.s3, "compression_level", 1)
+        self.sink = S3Sink(cfg, s3_client)
+        self.warnings = RepeatedWarnings(log)
+        self._warned = False  # a refusal was logged since the last confirmed upload
+        self.runner = StageRunner(
+            [
+                Stage("compress", dirs.sealed, self._compress, self._compress_failed),
+                Stage(
+                    "upload",
+                    dirs.ready,
+                    self._upload,
+                    self._upload_failed,
+                    workers=upload_workers,
+                    expected=S3_ERRORS,
+                ),
+            ],
+            prefix="shipper",
+            retry_base=retry_base,
+            retry_cap=retry_cap,
+        )
+
+    @property
+    def bucket(self) -> str:
+        return self.sink.bucket
+
+    @property
+    def _threads(self) -> list[threading.Thread]:
+        return self.runner.threads
+
+    # -- the API app.py uses -------------------------------------------------------------
+
+    def check_bucket(self) -> None:
+        self.sink.check_bucket()
+
+    def start(self) -> None:
+        if self.runner.threads:
+            return
+        removed = clean_ready_leftovers(self.dirs)
+        if removed:
+            log.info("removed %d half-written file(s) from ready/: %s", len(removed), removed)
+        leftovers = self.runner.start()
+        if leftovers:
+            log.info("%d file(s) left by an earlier run are queued first", leftovers)
+        self._refresh_pending()
+
+    def submit(self, sealed_path: Path | str) -> None:
+        """Queue a file that just landed in sealed/; never blocks."""
+        self.runner.submit(Path(sealed_path).name)
+
+    def drain(self, deadline_monotonic: float) -> int:
+        """Compress and upload everything pending until the deadline; return #files left."""
+        if not self.runner.threads:
+            self.start()
+        remaining = self.runner.drain(deadline_monotonic)
+        self.metrics.set("pending_files", remaining)
+        return remaining
+
+    def stop(self) -> None:
+        # one short budget for all threads: an upload stuck in a socket read must not hold the
+        # exit (the file stays in ready/ and is confirmed by HEAD after the restart's 412)
+        self.runner.stop(budget=2.0)
+
+    def pending(self) -> int:
+        return len(self.runner.pending_names())
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _refresh_pending(self) -> None:
+        self.metrics.set("pending_files", self.pending())
+
+    def _error(self, message: str) -> None:
+        self.metrics.set("last_error", " ".join(message.split())[:500])
+
+    # -- compression ---------------------------------------------------------------------
+
+    def _compress(self, name: str) -> str:
+        ready = compress_file(self.dirs.sealed / name, self.dirs, self.codec, self.level)
+        self.metrics.incr("files_compressed")
+        self._refresh_pending()
+        return ready.name
+
+    def _compress_failed(self, name: str, exc: BaseException, delay: float, held: bool) -> None:
+        # ENOSPC and friends: the sealed file is intact; it is tried again
+        message = f"compressing {name} failed, retrying in {delay:.1f} s: {SECRETS.one_line(exc)}"
+        log.error("%s", message)
+        self._error(message)
+        self.metrics.incr("compress_errors")
+
+    # -- upload --------------------------------------------------------------------------
+
+    def _upload(self, name: str) -> None:
+        path = self.dirs.ready / name
+        outcome = self.sink.deliver(path)
+        path.unlink(missing_ok=True)
+        sidecar_path(path).unlink(missing_ok=True)
+        fsync_dir(self.dirs.ready)
+        self.metrics.incr("files_uploaded")
+        if self._warned:  # S3 takes uploads again: the next refusal is news, logged at once
+            self._warned = False
+            self.warnings.reset_all()
+        if outcome.result == "created":
+            self.metrics.incr("bytes_uploaded", outcome.size)
+        self.metrics.set("last_upload_key", outcome.key)
+        self.metrics.set("last_upload_at", datetime.now(UTC).isoformat(timespec="seconds"))
+        self._refresh_pending()
+        log.debug("uploaded %s (%d bytes) to %s", name, outcome.size, self.sink.where(outcome.key))
+
+    def _upload_failed(self, name: str, exc: BaseException, delay: float, held: bool) -> None:
+        self.metrics.incr("upload_errors")
+        if isinstance(exc, ChecksumConflict):
+            log.error("%s", exc)
+            self._error(str(exc))
+            return
+        where = self.sink.where(self.sink.key_for(self.dirs.ready / name))
+        message = (
+            f"uploading {name} to {where} failed, retry in {delay:.1f} s: {SECRETS.one_line(exc)}"
+        )
+        self._warned = True
+        # one key for every refusal: a flapping network alternates error types
+        self.warnings.warning("upload", "%s", message)
+        self._error(message)

@@ -1,0 +1,198 @@
+"""Filtered-stream rules: list them, and make the live rules equal to the config.
+
+Our rules are marked by a tag prefix derived from collector_id (`collector-1:python`), so a
+sync only ever deletes rules this collector made; rules someone else made on the same app stay.
+Rules are changed through the rules endpoint only: the stream connection is not touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import requests
+import tweepy
+
+from collector.config import Config, ConfigError, bearer_token_source, load_config
+from collector.source.stream import make_client
+
+log = logging.getLogger(__name__)
+
+
+class RulesError(Exception):
+    """The rules endpoint failed (network, 5xx, 429...): worth retrying later."""
+
+
+class RulesAuthError(RulesError):
+    """The X API rejected the token (401) or refused access (403)."""
+
+
+@dataclass(frozen=True)
+class LiveRule:
+    id: str
+    value: str
+    tag: str | None
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "value": self.value, "tag": self.tag}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A rule X refused, with X's own reason (its error's title and details or detail)."""
+
+    value: str
+    tag: str | None
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.value!r} (tag {self.tag}): {self.reason}"
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    added: list[tuple[str, str]]
+    deleted: list[LiveRule]
+    kept: list[LiveRule]
+    others: list[LiveRule]
+    refused: list[Refusal]
+    # (value, our tag, the live rule that already holds the value: another client's)
+    shared: list[tuple[str, str, LiveRule]]
+
+    @property
+    def failed(self) -> list[str]:
+        return [refusal.line() for refusal in self.refused]
+
+
+def x_rule_reason(error: dict) -> str:
+    """X's reason for refusing one rule of a POST .../rules answer (200 with `errors`).
+
+    invalid-rules: {"title": "UnprocessableEntity", "details": [...]}; DuplicateRule: the id
+    of the rule that holds the value
+    (https://docs.x.com/x-api/posts/filtered-stream/api-reference/post-tweets-search-stream-rules).
+    """
+    title = error.get("title") or "refused"
+    details = error.get("details") or ([error["detail"]] if error.get("detail") else [])
+    if title == "DuplicateRule" and not details:
+        details = [f"the value is already live as rule {error.get('id')}"]
+    return f"{title}: {'; '.join(str(d) for d in details)}" if details else title
+
+
+def tag_prefix(cfg: Config) -> str:
+    return f"{cfg.collector_id}:"
+
+
+def desired_rules(cfg: Config) -> list[tuple[str, str]]:
+    """(value, tag) pairs as they should be live, our tag prefix included."""
+    return [(rule.value, tag_prefix(cfg) + (rule.tag or rule.value)) for rule in cfg.x.rules]
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, tweepy.HTTPException):
+        detail = "; ".join(str(m) for m in exc.api_messages) or exc.response.reason
+        return f"HTTP {exc.response.status_code}: {detail}".replace("\n", " ")
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
+
+
+class RulesClient:
+    def __init__(self, cfg: Config, token: str) -> None:
+        self.cfg = cfg
+        self.client = make_client(cfg, token, return_type=dict)
+
+    def _call(self, method, *args, **kwargs) -> dict:
+        try:
+            return method(*args, **kwargs) or {}
+        except tweepy.Unauthorized as exc:
+            raise RulesAuthError(
+                f"X API rules endpoint: {_one_line(exc)}: X rejected the bearer token from "
+                f"{bearer_token_source(self.cfg)}"
+            ) from None
+        except tweepy.Forbidden as exc:
+            raise RulesAuthError(f"X API rules endpoint: {_one_line(exc)}") from None
+        except (tweepy.TweepyException, requests.RequestException) as exc:
+            raise RulesError(f"X API rules endpoint: {_one_line(exc)}") from None
+
+    def list(self) -> list[LiveRule]:
+        body = self._call(self.client.get_rules)
+        return [LiveRule(r["id"], r["value"], r.get("tag")) for r in body.get("data") or []]
+
+    def sync(self) -> SyncResult:
+        prefix = tag_prefix(self.cfg)
+        live = self.list()
+        ours = [r for r in live if (r.tag or "").startswith(prefix)]
+        others = [r for r in live if r not in ours]
+        wanted = desired_rules(self.cfg)
+        stale = [r for r in ours if (r.value, r.tag) not in wanted]
+        kept = [r for r in ours if r not in stale]
+        present = {(r.value, r.tag) for r in kept}
+        missing = [pair for pair in wanted if pair not in present]
+        # Delete first: a rule whose tag changed keeps its value, and X refuses duplicate values.
+        if stale:
+            self._call(self.client.delete_rules, [r.id for r in stale])
+        refused: list[Refusal] = []
+        shared: list[tuple[str, str, LiveRule]] = []
+        added: list[tuple[str, str]] = []
+        if missing:
+            body = self._call(
+                self.client.add_rules, [tweepy.StreamRule(value=v, tag=t) for v, t in missing]
+            )
+            created = {rule.get("value") for rule in body.get("data") or []}
+            errors = {e.get("value"): e for e in body.get("errors") or [] if isinstance(e, dict)}
+            by_id = {r.id: r for r in live}
+            for value, tag in missing:
+                error = errors.get(value)
+                holder = by_id.get(str((error or {}).get("id")))
+                if value in created:
+                    added.append((value, tag))
+                elif error and error.get("title") == "DuplicateRule" and holder is not None:
+                    shared.append((value, tag, holder))  # X matches the value already
+                else:
+                    reason = x_rule_reason(error) if error else "not created (no reason given)"
+                    refused.append(Refusal(value, tag, reason))
+        result = SyncResult(
+            added=added, deleted=stale, kept=kept, others=others, refused=refused, shared=shared
+        )
+        log.info(
+            "rules synced: %d added, %d deleted, %d unchanged, %d of other clients left alone%s",
+            len(result.added),
+            len(result.deleted),
+            len(result.kept),
+            len(result.others),
+            f", {len(shared)} already live under another client's tag" if shared else "",
+        )
+        for refusal in refused:
+            log.error("X refused rule %s", refusal.line())
+        return result
+
+    def validate(self) -> tuple[list[tuple[str, str]], list[Refusal]]:
+        """Ask X to check the configured rules without changing anything (dry_run=true).
+
+        Returns (accepted, refused). A value already live is accepted (X holds it).
+        """
+        live_values = {r.value for r in self.list()}
+        wanted = desired_rules(self.cfg)
+        to_check = [pair for pair in wanted if pair[0] not in live_values]
+        refused: list[Refusal] = []
+        if to_check:
+            body = self._call(
+                self.client.add_rules,
+                [tweepy.StreamRule(value=v, tag=t) for v, t in to_check],
+                dry_run=True,
+            )
+            for error in body.get("errors") or []:
+                if isinstance(error, dict) and error.get("title") != "DuplicateRule":
+                    value = error.get("value")
+                    tag = next((t for v, t in to_check if v == value), None)
+                    refused.append(Refusal(value, tag, x_rule_reason(error)))
+        refused_values = {r.value for r in refused}
+        return [pair for pair in wanted if pair[0] not in refused_values], refused
+
+    def still_refused(self, refused: list[Refusal]) -> list[Refusal]:
+        """The refusals that still hold: the value is still in the config file (re-read: a
+        rules-only deploy changes it without a restart) and still not live."""
+        try:
+            configured = {rule.value for rule in load_config(self.cfg.path).x.rules}
+        except (ConfigError, TypeError):
+            configured = {rule.value for rule in self.cfg.x.rules}
+        live = {rule.value for rule in self.list()}
+        return [r for r in refused if r.value in configured and r.value not in live]

@@ -1,0 +1,388 @@
+"""The X API v2 stream reader: tweepy's StreamingClient, pointed at x.api_base_url, raw lines out.
+
+tweepy keeps the connection and implements X's reconnect rules (immediate reconnect after a
+drop, linear backoff for network errors, exponential for HTTP errors, 60 s doubling for 429,
+reconnect after 21 s without a keep-alive). We only take the raw bytes of the lines
+(`on_data`) and hand them to the spool writer without parsing them here (the last line before
+X closes a connection is read for X's reason), we stop on 401/403 and on 409 (no rule is live:
+exit 78), which tweepy would otherwise retry forever, and we add a reconnect floor (XStream).
+
+X delimits messages with CRLF and sends a bare CRLF as keep-alive (X API docs, "Consuming
+streaming data"). tweepy reads lines through requests' `Response.iter_lines`; ours
+(StreamResponse) hands over, per network read, every complete line of that read as one
+LineBatch instead of one call per line, so the per-post Python work is gone. A keep-alive
+is still one empty line (tweepy's on_keep_alive), and bytes after the last CRLF when the
+connection ends (a message cut short) are handed over on their own, to be checked in full.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import requests
+import tweepy
+
+from collector.config import Config, bearer_token_source
+from collector.spool.writer import LineBatch
+from collector.telemetry.health import DEGRADED, FAILING, Health, x_problem_reason
+from collector.telemetry.lograte import RepeatedWarnings
+from collector.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+TWEEPY_HOST = "https://api.twitter.com"
+# tweepy's default of 512 bytes per read caps ingest far below what one connection delivers.
+# A read returns what one HTTP chunk holds (up to this size) and never waits for more.
+CHUNK_SIZE = 1024 * 1024
+FATAL_STATUSES = {401: "rejected the bearer token", 403: "refused access (forbidden)"}
+SHORT_CONNECTION = 10.0  # s: a connection X ends sooner counts as a failed attempt
+# s: the wait after the n-th short connection: 1 s doubling, with jitter, capped at X's 320 s
+RECONNECT_BASE, RECONNECT_CAP = 1.0, 320.0
+STREAM_DEGRADED_AFTER = 30.0  # s: a stream problem shorter than this is a blip, not a state
+STREAM_FAILING_AFTER = 120.0  # s: a stream problem that lasts this long is failing
+
+
+class _Redirect(requests.adapters.HTTPAdapter):
+    """Send what tweepy addresses to api.twitter.com to the configured base URL instead."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(pool_maxsize=4)
+        self.base_url = base_url.rstrip("/")
+
+    def send(self, request, **kwargs):
+        if request.url.startswith(TWEEPY_HOST):
+            request.url = self.base_url + request.url[len(TWEEPY_HOST) :]
+        return super().send(request, **kwargs)
+
+    def build_response(self, req, resp) -> requests.Response:
+        response = super().build_response(req, resp)
+        response.__class__ = StreamResponse
+        return response
+
+
+def _batches(lines: list[bytes]):
+    """LineBatch runs of `lines`, and b"" for each empty line (a keep-alive)."""
+    if b"" not in lines:
+        yield LineBatch(lines)  # the common case: no keep-alive among the posts
+        return
+    run = LineBatch()
+    for line in lines:
+        if line:
+            run.append(line)
+            continue
+        if run:
+            yield run
+            run = LineBatch()
+        yield b""
+    if run:
+        yield run
+
+
+class LineSplitter:
+    """Cuts a byte stream into lines at "\n", a "\r" before it removed, whatever the reads.
+
+    X ends every message with CRLF; a JSON message holds no raw line break, so a bare "\n"
+    (as requests' splitlines accepted) ends a line too. bytes.find on one byte is memchr, so
+    the scan costs far less per post than bytes.split on b"\r\n".
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []  # the start of a line not yet complete
+
+    @property
+    def pending(self) -> bytes:
+        return b"".join(self._parts)
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines `chunk` completes (b"" for an empty line: a keep-alive)."""
+        find = chunk.find
+        end = find(b"\n")
+        if end < 0:
+            self._parts.append(chunk)
+            return []
+        self._parts.append(chunk[:end])
+        first = b"".join(self._parts)
+        lines = [first[:-1] if first.endswith(b"\r") else first]
+        start = end + 1
+        while (end := find(b"\n", start)) >= 0:
+            lines.append(chunk[start : end - 1 if chunk[end - 1] == 13 else end])
+            start = end + 1
+        self._parts = [chunk[start:]] if start < len(chunk) else []
+        return lines
+
+
+class StreamResponse(requests.Response):
+    """A requests Response whose iter_lines yields X's CRLF-delimited lines in batches."""
+
+    def iter_lines(self, chunk_size: int = CHUNK_SIZE, decode_unicode=False, delimiter=None):
+        """Per network read: a LineBatch of its complete lines (b"" for each keep-alive).
+
+        The bytes after the last CRLF wait for the next read; when the connection ends
+        (cleanly or not) they are yielded as plain bytes, so a cut message is never lost.
+        """
+        splitter = LineSplitter()
+        try:
+            for chunk in self.iter_content(chunk_size=chunk_size):
+                if lines := splitter.feed(chunk):
+                    yield from _batches(lines)
+        except Exception:
+            if splitter.pending:
+                yield splitter.pending
+            raise
+        if splitter.pending:
+            yield splitter.pending
+
+
+def make_client(cfg: Config, token: str, client_class=tweepy.StreamingClient, **kwargs):
+    """A StreamingClient (or subclass) whose every request goes to cfg.x.api_base_url."""
+    client = client_class(token, chunk_size=CHUNK_SIZE, daemon=True, **kwargs)
+    client.session.mount(TWEEPY_HOST, _Redirect(cfg.x.api_base_url))
+    return client
+
+
+class XStream(tweepy.StreamingClient):
+    """Reads the stream in tweepy's thread and passes every batch of lines to `on_line`.
+
+    Beside tweepy's own backoff (which restarts from zero after every accepted connection), a
+    connection that X ends within SHORT_CONNECTION seconds, however it ended, counts as a
+    failed attempt: the next connection waits an exponential backoff with jitter (from 1 s,
+    doubling, capped at 320 s, X's cap for HTTP errors in
+    https://docs.x.com/x-api/posts/filtered-stream/integrate/handling-disconnections), reset
+    after a connection that stayed open for SHORT_CONNECTION. Refusals carry X's problem
+    (title, detail) into the log, `last_error` and the health state.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        on_line: Callable[[bytes], None],
+        metrics: Metrics,
+        health: Health | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs,
+    ) -> None:
+        super().__init__(token, **kwargs)
+        self._on_line = on_line
+        self.metrics = metrics
+        self.health = health or Health()
+        self.clock = clock
+        self.fatal: str | None = None  # set when the server refuses us for good
+        self.fatal_is_config = False  # a refusal a restart cannot fix (exit 78)
+        self.token_source = "the configuration"  # where the token came from (open_stream sets it)
+        self.connected = threading.Event()
+        # on_event(state, cause) at each change of connection state (collector.telemetry.events)
+        self.on_event: Callable[[str, str | None], None] | None = None
+        self.stopping = False
+        self._wake = threading.Event()  # ends a backoff wait on stop
+        self._connected_at: float | None = None
+        self._generation = 0
+        self._short_attempts = 0
+        self._last_problem: tuple[int, dict] | None = None
+        self._last_data: object = None  # what on_data got last (X's reason before a close)
+        self.warnings = RepeatedWarnings(log)
+        self.session.hooks["response"].append(self._remember_problem)
+        self.metrics.set("connection", "connecting")
+        self.metrics.set("connection_since", time.time())
+
+    def _remember_problem(self, response, *args, **kwargs):
+        """Keep X's problem JSON of a refused stream connection (tweepy passes only the code)."""
+        url = response.url
+        if response.status_code >= 400 and "/stream" in url and "/rules" not in url:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"detail": response.text[:300]}
+            self._last_problem = (
+                response.status_code,
+                problem if isinstance(problem, dict) else {},
+            )
+        return response
+
+    # tweepy calls on_data with what StreamResponse.iter_lines yields: a LineBatch of
+    # complete lines, or the unterminated bytes left when a connection ended.
+    def on_data(self, raw_data: bytes) -> None:
+        self._last_data = raw_data
+        self._on_line(raw_data)
+
+    def _closing_message(self) -> dict | None:
+        """X's error message when it was the last line before the close (operational-disconnect)."""
+        last = self._last_data
+        if isinstance(last, list):
+            last = last[-1] if last else None
+        if not isinstance(last, bytes) or not last.startswith(b'{"errors"'):
+            return None
+        try:
+            errors = json.loads(last).get("errors") or []
+        except (ValueError, AttributeError):
+            return None
+        return errors[0] if errors and isinstance(errors[0], dict) else None
+
+    def on_keep_alive(self) -> None:
+        self.metrics.incr("keep_alives")
+
+    def on_connect(self) -> None:
+        self._connected_at = self.clock()
+        self._last_data = None
+        self._generation += 1
+        confirm = threading.Timer(SHORT_CONNECTION, self._connection_lasted, (self._generation,))
+        confirm.daemon = True
+        confirm.start()
+        if self._short_attempts == 0:
+            log.info("stream connected to %s", self.metrics.snapshot().get("stream_url", "X"))
+        self.connected.set()
+        self.metrics.incr("connects")
+        self._set_state("connected")
+
+    def _connection_lasted(self, generation: int) -> None:
+        if generation == self._generation and self._connected_at is not None:
+            if self._short_attempts:
+                log.info("stream connected and stayed open; reconnect backoff reset")
+            self._short_attempts = 0
+            self.warnings.reset("closed")
+            self.health.clear("stream")
+
+    def _set_state(self, state: str, cause: str | None = None) -> None:
+        if self.metrics.snapshot().get("connection") != state:
+            self.metrics.set("connection", state)
+            self.metrics.set("connection_since", time.time())
+            if self.on_event is not None:
+                self.on_event(state, cause)
+
+    def disconnect(self) -> None:
+        """Stop on request: not a server close, not a reconnect."""
+        self.stopping = True
+        self._wake.set()
+        super().disconnect()
+
+    def _ended(self) -> float | None:
+        """Seconds the connection that just ended was open (None: it never opened)."""
+        connected_at, self._connected_at = self._connected_at, None
+        self._generation += 1
+        return None if connected_at is None else self.clock() - connected_at
+
+    def _backoff(self, reason: str) -> None:
+        """A failed attempt: wait before the next connection, show why in health and log."""
+        self._short_attempts += 1
+        attempt = self._short_attempts
+        ceiling = min(RECONNECT_CAP, RECONNECT_BASE * 2 ** min(attempt - 1, 16))
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # equal jitter: never near 0
+        self.health.report(
+            "stream",
+            DEGRADED,
+            f"X stream: {reason}; reconnecting with backoff (attempt {attempt})",
+            failing_after=STREAM_FAILING_AFTER,
+            degraded_after=STREAM_DEGRADED_AFTER,
+        )
+        self.warnings.warning(
+            "closed", "stream: %s; next connection in %.0f s (attempt %d)", reason, delay, attempt
+        )
+        self._wake.wait(delay)
+
+    def on_closed(self, response) -> None:
+        lasted = self._ended()
+        if self.stopping:
+            self._set_state("disconnected", "stream stopped")
+            return
+        problem = self._closing_message()
+        said = x_problem_reason(None, problem) if problem else "X closed the connection"
+        self._set_state("disconnected", f"stream closed by X: {said}")
+        self.metrics.incr("reconnects")
+        if lasted is not None and lasted < SHORT_CONNECTION:
+            self.metrics.set("last_stream_error", said)
+            self._backoff(f"{said} after {lasted:.1f} s")
+        else:
+            self.warnings.warning("closed", "stream closed by the server (%s); reconnecting", said)
+
+    def on_connection_error(self) -> None:
+        # tweepy logs the error text itself (no secrets: requests' messages carry host and port).
+        lasted = self._ended()
+        self._set_state("disconnected", "stream connection error or timeout")
+        if self.stopping:
+            return
+        self.metrics.incr("reconnects")
+        self.metrics.set("last_error", "stream connection error or timeout")
+        if lasted is not None and lasted < SHORT_CONNECTION:
+            self._backoff(f"connection failed after {lasted:.1f} s")
+        else:
+            self.health.report(
+                "stream",
+                DEGRADED,
+                "X stream: connection error or timeout; tweepy reconnects",
+                failing_after=STREAM_FAILING_AFTER,
+                degraded_after=STREAM_DEGRADED_AFTER,
+            )
+
+    def on_request_error(self, status_code: int) -> None:
+        self._ended()
+        self.metrics.incr("http_errors")
+        last = self._last_problem
+        problem = last[1] if last and last[0] == status_code else {}
+        reason = x_problem_reason(status_code, problem)
+        self._set_state("disconnected", f"stream {reason}")
+        self.metrics.set("last_stream_error", reason)
+        if status_code in FATAL_STATUSES or status_code == 409:
+            what = FATAL_STATUSES.get(status_code, "refused the filtered stream")
+            if status_code == 401:
+                what = f"{what} from {self.token_source}"
+            self.fatal = f"X API {what}: {reason}"
+            self.fatal_is_config = True
+            log.info("stream HTTP %d: stopping instead of retrying", status_code)
+            self.metrics.set("last_error", self.fatal)  # the app exits 78 with this line
+            self.disconnect()
+            return
+        self.metrics.set("last_error", f"X stream refused: {reason}")
+        # 429 (usage cap, too many connections) collects nothing until X lifts it.
+        severity = FAILING if status_code == 429 else DEGRADED
+        self.health.report(
+            "stream",
+            severity,
+            f"X refuses the stream: {reason}; retrying with tweepy's backoff",
+            failing_after=STREAM_FAILING_AFTER,
+            degraded_after=0.0 if severity == FAILING else STREAM_DEGRADED_AFTER,
+        )
+        self.warnings.warning(
+            f"http-{status_code}", "stream refused: %s; tweepy backs off and retries", reason
+        )
+
+    def on_exception(self, exception: Exception) -> None:
+        # One line, no traceback: it could carry data; the app decides what to do next.
+        self.fatal = self.fatal or f"stream reader failed: {type(exception).__name__}: {exception}"
+        log.error("%s", self.fatal)
+        self.metrics.set("last_error", self.fatal)
+
+    def on_disconnect(self) -> None:
+        self._set_state("disconnected", "stream reader stopped")
+        log.info("stream reader stopped")
+
+
+def open_stream(
+    cfg: Config,
+    token: str,
+    on_line: Callable[[bytes], None],
+    metrics: Metrics,
+    health: Health | None = None,
+):
+    """Create the stream client; `start_stream` connects it in a background thread."""
+    stream = make_client(cfg, token, XStream, on_line=on_line, metrics=metrics, health=health)
+    stream.token_source = bearer_token_source(cfg)
+    path = "search" if cfg.x.stream == "filter" else "sample"
+    metrics.set("stream_url", f"{cfg.x.api_base_url.rstrip('/')}/2/tweets/{path}/stream")
+    return stream
+
+
+def start_stream(cfg: Config, stream: XStream) -> threading.Thread:
+    params = {
+        "tweet_fields": cfg.x.tweet_fields or None,
+        "expansions": cfg.x.expansions or None,
+        "user_fields": cfg.x.user_fields or None,
+        "threaded": True,
+    }
+    if cfg.x.stream == "filter":
+        return stream.filter(**params)
+    return stream.sample(**params)

@@ -1,0 +1,493 @@
+"""The spool writer: raw stream lines -> open/ file -> sealed/, plus quarantine and recovery.
+
+Every data line is appended byte for byte (plus "\\n") to the one file in open/ and handed to
+the OS within 0.2 s (`tick`). A file is sealed when it reaches max_records, max_bytes or
+max_seconds (the ticker fires even when no post arrives): a sealer thread fsyncs it, renames it
+atomically into sealed/ and submits it to the shipper, so the reader never waits on the disk.
+
+The sequence number in a file name comes from state.json, which is advanced (atomically,
+fsynced) before the number is used: a crash can skip a number, never reuse one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import repeat
+from pathlib import Path
+
+from collector.config import Config
+from collector.spool.layout import SpoolDirs, atomic_write, data_file_name, fsync_dir, parse_name
+from collector.telemetry.health import DEGRADED, Health
+from collector.telemetry.lograte import RepeatedWarnings
+from collector.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+_repeated = RepeatedWarnings(log)
+
+FLUSH_BYTES = 256 * 1024  # hand the buffer to the OS at this size, or on the next tick
+TICK_SECONDS = 0.2
+# Disk full (or any write error): lines wait in memory up to this size, then the reader waits
+# (TCP backpressure to X) until the disk takes them; nothing already received is dropped.
+MAX_UNWRITTEN_BYTES = 32 * 1024 * 1024
+DISK_RETRY_SECONDS = 1.0
+DISK_LOG_EVERY_SECONDS = 30.0
+DISK_FAILING_AFTER = 60.0  # s: a spool disk refusing writes this long is failing
+DATA, ERRORS, BAD = "data", "errors", "bad"
+DATA_START, DATA_END = b'{"data":', b"}"
+
+
+class LineBatch(list):
+    """The complete lines of one network read (bytes, CRLF removed, none empty), in order.
+
+    The server terminated each one, so none is cut short; each is still checked (a data
+    message, UTF-8) before it is kept, and a batch with anything else is taken line by line.
+    """
+
+
+def _all_data(lines: LineBatch) -> bool:
+    """True when every line is a data message in UTF-8 (classify's fast path, for a batch)."""
+    if not (
+        all(map(bytes.startswith, lines, repeat(DATA_START)))
+        and all(map(bytes.endswith, lines, repeat(DATA_END)))
+    ):
+        return False
+    try:
+        for line in lines:
+            if not line.isascii():
+                line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def classify(line: bytes) -> tuple[str, str]:
+    """(DATA | ERRORS | BAD, reason) for one stream line.
+
+    Fast path for the common case, a data message: it starts with `{"data":`, ends with `}`,
+    is UTF-8 and its braces balance (a line cut short is left with unclosed braces). Anything
+    else is parsed in full, so an unusual but valid message is never mistaken for garbage.
+    """
+    if (
+        line.startswith(b'{"data":')
+        and line.endswith(b"}")
+        and line.count(b"{") == line.count(b"}")
+    ):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return BAD, "not-utf8"
+        return DATA, ""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return BAD, "not-utf8"
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return BAD, "not-json"
+    if not isinstance(message, dict):
+        return BAD, "not-object"
+    if "data" in message:
+        return DATA, ""  # partial expansion errors beside the data are normal: keep it
+    if "errors" in message:
+        return ERRORS, ""
+    return BAD, "no-data"
+
+
+class Quarantine:
+    """Lines that are not one complete JSON data object, kept in quarantine/ for inspection."""
+
+    def __init__(self, dirs: SpoolDirs, metrics: Metrics) -> None:
+        self.dirs = dirs
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def keep(self, line: bytes, reason: str) -> None:
+        stamp = datetime.now(UTC)
+        path = self.dirs.quarantine / f"{stamp:%Y%m%d}-{reason}.lines"
+        with self._lock:
+            self.count += 1
+            count = self.count
+            with open(path, "ab") as handle:
+                handle.write(line + b"\n")
+        self.metrics.set("quarantined_lines", count)
+        if count <= 10 or count % 1000 == 0:
+            log.warning(
+                "quarantined a %s line (%d bytes) in %s (%d so far)", reason, len(line), path, count
+            )
+
+
+class SeqState:
+    """The next file sequence number, persisted in state.json before it is used."""
+
+    def __init__(self, dirs: SpoolDirs) -> None:
+        self.path = dirs.state_file
+        state = {}
+        if self.path.exists():
+            try:
+                state = json.loads(self.path.read_text())
+            except ValueError:
+                log.error("state file %s is unreadable; deriving seq from the spool", self.path)
+        seen = [
+            _seq_of(p) for folder in (dirs.open, dirs.sealed, dirs.ready) for p in _files(folder)
+        ]
+        self.next_seq = max([int(state.get("next_seq", 1)), *[s + 1 for s in seen if s]])
+
+    def reserve(self) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        atomic_write(self.path, json.dumps({"next_seq": self.next_seq}).encode() + b"\n")
+        return seq
+
+
+def _files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+
+
+def _seq_of(path: Path) -> int | None:
+    try:
+        return parse_name(path.name)[2]
+    except ValueError:
+        return None
+
+
+@dataclass
+class _OpenFile:
+    path: Path
+    fd: int
+    opened_at: float  # monotonic
+    records: int = 0
+    size: int = 0
+
+
+class SpoolWriter:
+    """Appends data lines to open/, rotates, and seals files in a background thread."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        dirs: SpoolDirs,
+        metrics: Metrics,
+        on_sealed: Callable[[Path], None],
+        quarantine: Quarantine | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.dirs = dirs
+        self.metrics = metrics
+        self.on_sealed = on_sealed
+        self.quarantine = quarantine or Quarantine(dirs, metrics)
+        self.seq = SeqState(dirs)
+        self._lock = threading.Lock()
+        self._file: _OpenFile | None = None
+        self._buffer = bytearray()
+        self._closed = False
+        self._to_seal: queue.Queue[_OpenFile | None] = queue.Queue()
+        self._sealer = threading.Thread(target=self._seal_loop, name="sealer", daemon=True)
+        self._sealer.start()
+        # Counters kept locally (no lock per line) and published on each tick.
+        self.posts = 0
+        self.bytes = 0
+        self.error_messages = 0
+        self.last_post_at: float | None = None
+        self.dropped_after_close = 0
+        self._disk_error: str | None = None  # the last write error, until a write succeeds
+        self.health: Health | None = None  # set by the app: a failing disk shows in status
+        self._disk_logged_at = -DISK_LOG_EVERY_SECONDS
+
+    # Called by the stream thread with one non-empty line or a LineBatch.
+    def accept(self, line: bytes | LineBatch) -> None:
+        if type(line) is LineBatch:
+            if _all_data(line):
+                self._store(line)
+            else:
+                for one in line:
+                    self.accept(one)
+            return
+        kind, reason = classify(line)
+        if kind == BAD:
+            self.quarantine.keep(line, reason)
+            return
+        if kind == ERRORS:
+            self._stream_error(line)
+            return
+        self._store([line])
+
+    def _store(self, lines: list[bytes]) -> None:
+        """Append data lines (each plus "\n") to the open file."""
+        size = sum(map(len, lines)) + len(lines)
+        while True:
+            with self._lock:
+                if self._closed:
+                    self.dropped_after_close += len(lines)
+                    return
+                if len(self._buffer) >= MAX_UNWRITTEN_BYTES:
+                    self._flush()
+                if len(self._buffer) < MAX_UNWRITTEN_BYTES and self._ensure_file():
+                    if len(lines) == 1 or self._fits(size, len(lines)):
+                        self._append(lines, size)
+                        return
+                    split = True
+                else:
+                    split = False
+            if split:  # these lines end the file: one by one, so it ends where it must
+                for line in lines:
+                    self._store([line])
+                return
+            # The disk refuses: hold the stream (X sees a slow reader) rather than drop lines.
+            time.sleep(DISK_RETRY_SECONDS)
+
+    def _fits(self, size: int, records: int) -> bool:
+        """True when `records` more lines leave the open file below both rotation limits."""
+        current, rotate = self._file, self.cfg.rotate
+        return (
+            current.records + records < rotate.max_records
+            and current.size + size < rotate.max_bytes
+        )
+
+    def _append(self, lines: list[bytes], size: int) -> None:
+        current, buffer = self._file, self._buffer
+        for line in lines:
+            buffer += line
+            buffer += b"\n"
+        current.records += len(lines)
+        current.size += size
+        self.posts += len(lines)
+        self.bytes += size
+        self.last_post_at = time.time()
+        rotate = self.cfg.rotate
+        if current.records >= rotate.max_records or current.size >= rotate.max_bytes:
+            self._rotate()
+        elif len(buffer) >= FLUSH_BYTES:
+            self._flush()
+
+    def _stream_error(self, line: bytes) -> None:
+        self.error_messages += 1
+        text = line.decode("utf-8", "replace")
+        self.metrics.set("last_stream_error", text[:500])
+        # X may repeat it on every connection (an incident): the first few, then a count
+        _repeated.warning(text[:500], "stream sent an error message (not data): %s", text[:500])
+
+    def tick(self) -> None:
+        """Every TICK_SECONDS: hand buffered lines to the OS; seal a file past max_seconds."""
+        with self._lock:
+            current = self._file
+            if current is not None:
+                age = time.monotonic() - current.opened_at
+                if age >= self.cfg.rotate.max_seconds:
+                    self._rotate()
+                else:
+                    self._flush()
+        self.publish()
+
+    def publish(self) -> None:
+        m = self.metrics
+        m.set("posts_received", self.posts)
+        m.set("bytes_received", self.bytes)
+        m.set("error_messages", self.error_messages)
+        m.set("dropped_after_close", self.dropped_after_close)
+        if self.last_post_at is not None:
+            m.set("last_post_at", self.last_post_at)
+
+    def run_ticker(self, stop: threading.Event) -> threading.Thread:
+        def loop() -> None:
+            while not stop.wait(TICK_SECONDS):
+                try:
+                    self.tick()
+                except Exception:  # the timer must keep firing whatever one tick ran into
+                    log.exception("spool tick failed")
+
+        thread = threading.Thread(target=loop, name="ticker", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self, timeout: float = 20.0) -> None:
+        """Stop accepting lines, seal the open file and wait until the sealer is done."""
+        deadline = time.monotonic() + timeout / 2
+        with self._lock:
+            self._closed = True
+            while self._file is not None:
+                self._rotate()
+                if self._file is None or time.monotonic() > deadline:
+                    break
+                time.sleep(DISK_RETRY_SECONDS)  # disk full: a last chance before giving up
+            if self._file is not None:
+                log.error(
+                    "stopping with the spool disk full: %d received bytes could not be written"
+                    " (the lines already in %s are kept and sealed on the next start)",
+                    len(self._buffer),
+                    self._file.path,
+                )
+                os.close(self._file.fd)
+                self._file = None
+        self._to_seal.put(None)
+        self._sealer.join(timeout)
+        self.publish()
+
+    # Under self._lock ----------------------------------------------------------------------
+
+    def _ensure_file(self) -> bool:
+        """The open file, created on first use; False while the disk refuses a new one."""
+        if self._file is not None:
+            return True
+        try:
+            self._open_new()
+        except OSError as exc:
+            self._disk_failed(f"cannot create a spool file in {self.dirs.open}: {exc}")
+            return False
+        return True
+
+    def _open_new(self) -> _OpenFile:
+        seq = self.seq.reserve()  # persisted before the number is used
+        name = data_file_name(self.cfg.collector_id, datetime.now(UTC), seq)
+        path = self.dirs.open / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+        self._file = _OpenFile(path=path, fd=fd, opened_at=time.monotonic())
+        return self._file
+
+    def _flush(self) -> bool:
+        """Hand the buffer to the OS; True when it is empty. A write error keeps the rest."""
+        if not self._buffer or self._file is None:
+            return not self._buffer
+        written = 0
+        try:
+            with memoryview(self._buffer) as view:
+                while written < len(view):
+                    written += os.write(self._file.fd, view[written:])
+        except OSError as exc:
+            self._disk_failed(f"cannot write {self._file.path}: {exc}")
+        finally:
+            del self._buffer[:written]
+        if not self._buffer and self._disk_error is not None:
+            log.warning("spool disk writable again: %s", self.dirs.root)
+            self._disk_error = None
+            if self.health is not None:
+                self.health.clear("spool")
+        return not self._buffer
+
+    def _disk_failed(self, message: str) -> None:
+        line = f"spool disk full or failing: {message}; {len(self._buffer)} bytes held in memory"
+        self._disk_error = message
+        self.metrics.set("last_error", line)
+        self.metrics.incr("spool_write_errors")
+        if self.health is not None:
+            self.health.report("spool", DEGRADED, line, failing_after=DISK_FAILING_AFTER)
+        now = time.monotonic()
+        if now - self._disk_logged_at >= DISK_LOG_EVERY_SECONDS:
+            self._disk_logged_at = now
+            log.error("%s", line)
+
+    def _rotate(self) -> None:
+        # A file is sealed only once all its lines are on disk; otherwise retry on the next tick.
+        if not self._flush():
+            return
+        self._to_seal.put(self._file)
+        self._file = None
+
+    # Sealer thread ---------------------------------------------------------------------------
+
+    def _seal_loop(self) -> None:
+        while True:
+            item = self._to_seal.get()
+            if item is None:
+                return
+            sealed = self._seal_with_retries(item)
+            if sealed is None:  # stopping: the file stays in open/, recovered on the next start
+                continue
+            self.metrics.incr("files_sealed")
+            self.metrics.incr("records_sealed", item.records)
+            try:
+                self.on_sealed(sealed)
+            except Exception as exc:  # the shipper finds the file in sealed/ on its next start
+                log.error("could not queue %s for upload: %s", sealed.name, exc)
+
+    def _seal_with_retries(self, item: _OpenFile) -> Path | None:
+        """Seal one file, retrying while the disk refuses (fsync, rename); None if stopping."""
+        fd, target = item.fd, self.dirs.sealed / item.path.name
+        while True:
+            try:
+                return seal_file(item.path, self.dirs, fd=fd)
+            except OSError as exc:
+                fd = None  # seal_file closed it
+                if not item.path.exists() and target.exists():  # renamed; only a dir fsync failed
+                    return target
+                log.error("cannot seal %s: %s", item.path.name, exc)
+                self.metrics.set("last_error", f"cannot seal {item.path.name}: {exc}")
+                if self._closed:
+                    return None
+                time.sleep(DISK_RETRY_SECONDS)
+
+
+def seal_file(path: Path, dirs: SpoolDirs, fd: int | None = None) -> Path:
+    """fsync `path`, rename it into sealed/ atomically, make the rename durable."""
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    target = dirs.sealed / path.name
+    os.rename(path, target)
+    fsync_dir(dirs.sealed)
+    fsync_dir(dirs.open)
+    return target
+
+
+def recover_open_files(dirs: SpoolDirs, quarantine: Quarantine) -> list[Path]:
+    """Seal what a crash left in open/; a torn last line goes to quarantine. Returns sealed paths.
+
+    Lines are appended whole, so only the tail of a file can be torn (a write cut by kill -9
+    or a power loss): everything after the last "\\n" is quarantined and cut off.
+    """
+    sealed = []
+    for path in sorted(_files(dirs.open), key=lambda p: (_seq_of(p) or 0, p.name)):
+        if _seq_of(path) is None:
+            target = dirs.quarantine / f"unknown-{path.name}"
+            os.rename(path, target)
+            log.warning("moved unexpected file %s from open/ to %s", path.name, target)
+            continue
+        _cut_torn_tail(path, quarantine)
+        if path.stat().st_size == 0:
+            path.unlink()
+            continue
+        sealed.append(seal_file(path, dirs))
+        log.info("recovered %s from open/ into sealed/", path.name)
+    return sealed
+
+
+def _cut_torn_tail(path: Path, quarantine: Quarantine) -> None:
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as handle:
+        block = 64 * 1024
+        end = size
+        while end > 0:
+            start = max(0, end - block)
+            handle.seek(start)
+            chunk = handle.read(end - start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        else:
+            keep = 0
+        if keep == size:
+            return
+        handle.seek(keep)
+        tail = handle.read()
+        quarantine.keep(tail, "torn")
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())

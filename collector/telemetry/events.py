@@ -1,0 +1,143 @@
+"""Connection events: when the collector was collecting, and why it was not.
+
+Each event is one small JSON line in its own spool file, written into sealed/ (fsync +
+rename, like a sealed data file) and submitted to the shipper, so it reaches S3 with the same
+guarantees as the posts: compressed, uploaded with a checksum, retried forever, left in the
+spool for the next start when the process stops first. Its object key is
+`{prefix}/_events/dt=YYYY-MM-DD/hour=HH/{name}` (spool.layout.object_key), which the report
+reads and Athena and Hive skip (a folder starting with `_` is hidden to them).
+
+    {"event": "disconnected", "at": "2026-11-27T10:42:40.123Z", "collector_id": "c1",
+     "cause": "stream HTTP 503"}
+
+EVENTS names every kind. The report turns them into "not collecting" spans (from
+disconnected or stop to the next connected) and "quiet" spans (connected, no posts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from collector.spool.layout import SpoolDirs, atomic_write, event_file_name
+
+log = logging.getLogger(__name__)
+
+EVENTS = {
+    "start": "the collector process started",
+    "connected": "the stream connection is open: posts are being received",
+    "disconnected": "the stream connection ended (cause says why); tweepy reconnects",
+    "s3_refusing": "an upload to S3 failed (cause: S3's error code); posts wait in the spool",
+    "s3_recovered": "an upload succeeded again after s3_refusing",
+    "stop": "the collector process is stopping (cause says why)",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    event: str  # one of EVENTS
+    at: datetime  # UTC
+    collector_id: str
+    cause: str | None = None
+
+    def to_json(self) -> bytes:
+        at = self.at.astimezone(UTC)
+        stamp = at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+        doc = {"event": self.event, "at": stamp, "collector_id": self.collector_id}
+        doc["cause"] = self.cause
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, line: bytes | str) -> Event:
+        """ValueError (KeyError, JSON errors) when the line is not an event."""
+        doc = json.loads(line)
+        at = datetime.fromisoformat(doc["at"].replace("Z", "+00:00")).astimezone(UTC)
+        if doc["event"] not in EVENTS:
+            raise ValueError(f"unknown event {doc['event']!r}")
+        return cls(doc["event"], at, str(doc["collector_id"]), doc.get("cause"))
+
+
+class EventLog:
+    """Writes events into the spool; thread-safe; never raises into the caller.
+
+    `submit(path)` hands the sealed file to the shipper (Shipper.submit). When the spool
+    cannot be written (disk full), the event is kept in memory and written before the next
+    one, so the order and the times stay right; the shipper's rescans find every file.
+    """
+
+    def __init__(
+        self,
+        dirs: SpoolDirs,
+        collector_id: str,
+        submit: Callable[[Path], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.dirs = dirs
+        self.collector_id = collector_id
+        self.submit = submit
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._unwritten: list[Event] = []
+        self._last_number = 0
+        self._s3_failing = False
+
+    def record(self, event: str, cause: str | None = None, at: datetime | None = None) -> None:
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}: one of {', '.join(EVENTS)}")
+        item = Event(event, (at or self.clock()).astimezone(UTC), self.collector_id, cause)
+        with self._lock:
+            self._unwritten.append(item)
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        while self._unwritten:
+            item = self._unwritten[0]
+            # Microseconds since the epoch, strictly increasing: a name is never reused, so
+            # an object is never overwritten (uploads are conditional).
+            number = max(self._last_number + 1, time.time_ns() // 1000)
+            path = self.dirs.sealed / event_file_name(self.collector_id, item.at, number)
+            try:
+                atomic_write(path, item.to_json())
+            except OSError as exc:
+                log.warning("cannot write the %s event to %s yet: %s", item.event, path, exc)
+                return
+            self._last_number = number
+            self._unwritten.pop(0)
+            if self.submit is not None:
+                self.submit(path)
+
+    def watch_s3(self, outcome) -> None:
+        """An S3Sink observer: s3_refusing at the first failed upload, s3_recovered after."""
+        if outcome.result == "error":
+            with self._lock:
+                first, self._s3_failing = not self._s3_failing, True
+            if first:
+                status = f" (HTTP {outcome.http_status})" if outcome.http_status else ""
+                self.record("s3_refusing", f"{outcome.error_code}{status}")
+        elif outcome.result in ("created", "existed"):
+            with self._lock:
+                recovered, self._s3_failing = self._s3_failing, False
+            if recovered:
+                self.record("s3_recovered")
+
+
+def read_events(paths: list[Path]) -> tuple[list[Event], list[str]]:
+    """Events from event objects (any codec), oldest first; and one message per bad file."""
+    from collector.sink.codecs import codec_of
+
+    events, problems = [], []
+    for path in paths:
+        try:
+            with open(path, "rb") as raw, codec_of(path.name).reader(raw) as reader:
+                lines = reader.read().splitlines()
+            events += [Event.from_json(line) for line in lines if line.strip()]
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            problems.append(f"{path}: {type(exc).__name__}: {exc}")
+    events.sort(key=lambda e: (e.at, e.collector_id))
+    return events, problems

@@ -1,0 +1,271 @@
+"""status.json (rewritten atomically every few seconds), the 10 s progress line, `collector status`.
+
+status.json fields (a contract for `collector status`, the report and operators):
+    pid, collector_id, state (running|stopping|stopped|exited), started_at, updated_at (ISO UTC),
+    health (healthy|degraded|failing), health_reason (null when healthy; see telemetry.health),
+    connection (connecting|connected|disconnected), connection_since (ISO), stream_url,
+    posts_received, posts_per_second, bytes_received, error_messages, quarantined_lines,
+    reconnects, connects, keep_alives, http_errors, files_sealed, records_sealed,
+    spool_write_errors, dropped_after_close, files_compressed, compress_errors, files_uploaded,
+    bytes_uploaded, upload_errors, pending_files, oldest_pending_seconds, spool_disk_free_percent,
+    cloudwatch_dropped,
+    last_post_at, last_upload_at, last_upload_key, last_error, last_stream_error,
+    cloudwatch_last_error; after a run that ended with a non-zero code (record_exit):
+    state "exited", exit_code, health "failing" and the reason as health_reason
+(the counters and gauges are declared in collector.telemetry.metrics.DECLARED).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from collector.spool.layout import SpoolDirs, atomic_write
+from collector.telemetry.health import FAILING, HEALTHY, Health
+from collector.telemetry.metrics import COUNTER, DECLARED, Metrics
+from collector.telemetry.redact import SECRETS
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL = 2.0
+PROGRESS_INTERVAL = 10.0
+DISCONNECTED_LIMIT = 300.0  # `collector status` fails after 5 minutes without a connection
+STALE_LIMIT = 60.0  # a status file older than this means the process is stuck
+QUIET_SHOWN_AFTER = 300.0  # "connected, no post for N min" is shown after this (not unhealthy)
+EXIT_UNHEALTHY = 1
+EXIT_NOT_RUNNING = 3  # LSB: program is not running
+
+_EPOCH_FIELDS = ("connection_since", "last_post_at")
+
+
+def spool_gauges(dirs: SpoolDirs, now: float | None = None) -> dict[str, float]:
+    """oldest_pending_seconds: age (s) of the oldest file in sealed/ or ready/, measured from its
+    last write (sealing or compression), 0 when nothing is pending; spool_disk_free_percent: the
+    share of the spool's file system still available to the collector (statvfs f_bavail)."""
+    now = time.time() if now is None else now
+    oldest = now
+    for folder in (dirs.sealed, dirs.ready):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # temporaries and checksum sidecars
+            try:
+                oldest = min(oldest, entry.stat().st_mtime)
+            except OSError:
+                continue  # uploaded (deleted) meanwhile
+    gauges: dict[str, float] = {"oldest_pending_seconds": round(max(0.0, now - oldest), 1)}
+    try:
+        disk = os.statvfs(dirs.root)
+        gauges["spool_disk_free_percent"] = round(100.0 * disk.f_bavail / disk.f_blocks, 1)
+    except (OSError, ZeroDivisionError):
+        pass
+    return gauges
+
+
+def iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+class StatusReporter:
+    """Writes status.json every STATUS_INTERVAL and logs a progress line every PROGRESS_INTERVAL."""
+
+    def __init__(
+        self, collector_id: str, dirs: SpoolDirs, metrics: Metrics, health: Health | None = None
+    ) -> None:
+        self.collector_id = collector_id
+        self.health = health or Health()
+        self.dirs = dirs
+        self.metrics = metrics
+        self.started_at = time.time()
+        self.state = "running"
+        self._last_posts = 0
+        self._last_rate_at = time.monotonic()
+        self._rate = 0.0
+        self._progress_posts = 0
+        self._progress_at = time.monotonic()
+        self._rate_lock = threading.Lock()  # snapshot() runs on the status and CloudWatch threads
+
+    def snapshot(self) -> dict:
+        values = {**self.metrics.snapshot(), **spool_gauges(self.dirs)}
+        now = time.monotonic()
+        posts = int(values.get("posts_received", 0) or 0)
+        with self._rate_lock:
+            if now - self._last_rate_at >= 1.0:
+                self._rate = (posts - self._last_posts) / (now - self._last_rate_at)
+                self._last_posts, self._last_rate_at = posts, now
+        status: dict = {
+            "pid": os.getpid(),
+            "collector_id": self.collector_id,
+            "state": self.state,
+            "started_at": iso(self.started_at),
+            "updated_at": iso(time.time()),
+            "connection": values.get("connection", "connecting"),
+            "stream_url": values.get("stream_url"),
+            "posts_per_second": round(self._rate, 1),
+        }
+        status["health"], status["health_reason"] = self.health.state()
+        for metric in DECLARED:
+            if metric.in_status:
+                # a counter not yet incremented is 0; a gauge never measured is unknown (null)
+                status[metric.name] = values.get(metric.name, 0 if metric.kind == COUNTER else None)
+        for name in _EPOCH_FIELDS:
+            status[name] = iso(values.get(name))  # type: ignore[arg-type]
+        for name in (
+            "last_upload_at",
+            "last_upload_key",
+            "last_error",
+            "last_stream_error",
+            "cloudwatch_last_error",
+        ):
+            status[name] = values.get(name)
+        return status
+
+    def write(self) -> dict:
+        self.health.log_change()  # a condition may have turned degraded or failing with time
+        status = self.snapshot()
+        try:
+            atomic_write(self.dirs.status_file, json.dumps(status, indent=1).encode() + b"\n")
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.dirs.status_file, exc)
+        return status
+
+    def progress(self) -> None:
+        values = self.metrics.snapshot()
+        now = time.monotonic()
+        posts = int(values.get("posts_received", 0) or 0)
+        rate = (posts - self._progress_posts) / max(now - self._progress_at, 1e-6)
+        self._progress_posts, self._progress_at = posts, now
+        parts = [f"{posts} posts ({rate:.0f}/s)"]
+        for metric in DECLARED:
+            if metric.progress and metric.name != "posts_received":
+                value = values.get(metric.name, 0) or 0
+                shown = f"{value / 1e6:.1f} MB" if metric.unit == "Bytes" else f"{value}"
+                parts.append(f"{shown} {metric.progress}")
+        parts.append(f"connection {values.get('connection', 'connecting')}")
+        log.info("progress: %s", ", ".join(parts))
+
+    def run(self, stop: threading.Event) -> threading.Thread:
+        def loop() -> None:
+            next_progress = time.monotonic() + PROGRESS_INTERVAL
+            while not stop.wait(STATUS_INTERVAL):
+                self.write()
+                if time.monotonic() >= next_progress:
+                    self.progress()
+                    next_progress += PROGRESS_INTERVAL
+
+        thread = threading.Thread(target=loop, name="status", daemon=True)
+        thread.start()
+        return thread
+
+
+# `collector status` -----------------------------------------------------------------------------
+
+
+def record_exit(dirs: SpoolDirs, collector_id: str, code: int, reason: str) -> None:
+    """Leave why a run ended (exit 78 or 70) in status.json, over the last snapshot if any, so
+    `collector status` shows the reason once the process is gone (supervisor keeps it EXITED).
+
+    A failure to write (no spool folder can be made) is logged, never raised.
+    """
+    try:
+        previous = read_status(dirs) or {}
+    except OSError:
+        previous = {}
+    status = {
+        **previous,
+        "pid": os.getpid(),
+        "collector_id": collector_id,
+        "state": "exited",
+        "exit_code": code,
+        "updated_at": iso(time.time()),
+        "health": FAILING,
+        "health_reason": SECRETS.scrub(reason),
+    }
+    try:
+        dirs.root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # the spool folder itself is the problem, and the exit's own line says so
+    try:
+        atomic_write(dirs.status_file, json.dumps(status, indent=1).encode() + b"\n")
+    except OSError as exc:
+        log.error("cannot write %s: %s", dirs.status_file, exc)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"collector" in cmdline  # a recycled pid belongs to some other program
+
+
+def _age(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    return time.time() - datetime.fromisoformat(stamp).timestamp()
+
+
+def assess(status: dict | None, disconnected_limit: float = DISCONNECTED_LIMIT) -> tuple[int, str]:
+    """(exit code, one-line verdict) for a status.json content.
+
+    Unhealthy (1) when the status file is older than STALE_LIMIT or the stream has not been
+    connected for more than `disconnected_limit` seconds (`collector status --max-disconnected`).
+    """
+    if status is None:
+        return EXIT_NOT_RUNNING, "not running (no status file)"
+    pid = status.get("pid")
+    if status.get("state") == "exited":
+        return EXIT_NOT_RUNNING, (
+            f"not running: exited with code {status.get('exit_code')} at "
+            f"{status.get('updated_at')}: {status.get('health_reason')}"
+        )
+    if status.get("state") == "stopped" or not isinstance(pid, int) or not pid_alive(pid):
+        return EXIT_NOT_RUNNING, f"not running (last update {status.get('updated_at')})"
+    updated = _age(status.get("updated_at"))
+    if updated is not None and updated > STALE_LIMIT:
+        return EXIT_UNHEALTHY, f"running (pid {pid}) but status not updated for {updated:.0f} s"
+    health = status.get("health", HEALTHY)
+    if health != HEALTHY:
+        return EXIT_UNHEALTHY, f"running (pid {pid}), {health}: {status.get('health_reason')}"
+    if status.get("connection") != "connected":
+        since = _age(status.get("connection_since"))
+        if since is not None and since > disconnected_limit:
+            return EXIT_UNHEALTHY, f"running (pid {pid}) but disconnected for {since:.0f} s"
+        return 0, f"running (pid {pid}), healthy, {status.get('connection')}"
+    quiet = _age(status.get("last_post_at") or status.get("started_at"))
+    if quiet is not None and quiet >= QUIET_SHOWN_AFTER:
+        # a quiet rule is normal: shown, not unhealthy
+        return 0, f"running (pid {pid}), healthy, connected, no post for {quiet / 60:.0f} min"
+    return 0, f"running (pid {pid}), healthy, connected"
+
+
+def read_status(dirs: SpoolDirs) -> dict | None:
+    """status.json's content; None when there is none. Other OSErrors (permissions) propagate."""
+    try:
+        return json.loads(dirs.status_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def render(status: dict, verdict: str) -> str:
+    lines = [f"collector {status.get('collector_id')}: {verdict}"]
+    width = max(len(k) for k in status)
+    for key, value in status.items():
+        lines.append(f"  {key.ljust(width)}  {'-' if value is None else value}")
+    return "\n".join(lines)

@@ -1,0 +1,247 @@
+"""`collector export`: the posts the collector shipped to (moto) S3, as Parquet and CSV rows.
+
+The X stand-in streams to `python -m collector run`, which ships to moto; the expected rows are
+computed here, in plain Python, from the exact lines the stand-in sent (its templates joined
+with the sent ids), never from the exporter's SQL. `twarc2 flatten`, the tool researchers
+already use, reads the same S3 objects and must agree on ids and author usernames.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from collector.analysis import export
+from collector.config import TWEET_FIELDS
+from tests.collector_support import (
+    BUCKET,
+    TOKEN,
+    CollectorProcess,
+    object_lines,
+    s3_objects,
+    s3_post_ids,
+    wait_until,
+    write_config,
+)
+from tests.fakes.x_server import FakeXServer
+
+ROOT = Path(__file__).resolve().parents[2]
+POSTS = 300
+REFERENCE_COLUMNS = {"replied_to": "in_reply_to_id", "quoted": "quoted_id"}
+REFERENCE_COLUMNS["retweeted"] = "reposted_id"
+
+
+@dataclass
+class Shipped:
+    config: Path
+    period: list[str]
+    sent: dict[str, dict]  # post id -> the message the stand-in sent
+    objects: dict[str, bytes]  # S3 key -> body
+    stream_query: dict[str, list[str]]  # what the collector asked X for (its default fields)
+
+
+def listed(entities: dict, key: str, pick) -> list | None:
+    return [pick(item) for item in entities[key]] if key in entities else None
+
+
+def expected_row(message: dict) -> dict:
+    """One export row, computed from the X message as the data dictionary describes it."""
+    data, users = message["data"], message.get("includes", {}).get("users", [])
+    references = {r["type"]: r["id"] for r in data.get("referenced_tweets", [])}
+    kinds = [("retweeted", "repost"), ("replied_to", "reply"), ("quoted", "quote")]
+    entities = data.get("entities", {})
+    metrics = data.get("public_metrics", {})
+    row = {
+        "id": data["id"],
+        "created_at": datetime.fromisoformat(data["created_at"].replace("Z", "+00:00")),
+        "author_id": data["author_id"],
+        "author_username": next(u["username"] for u in users if u["id"] == data["author_id"]),
+        "text": data["text"],
+        "lang": data.get("lang"),
+        "conversation_id": data.get("conversation_id"),
+        "post_type": next((k for t, k in kinds if t in references), "original"),
+        "in_reply_to_user_id": data.get("in_reply_to_user_id"),
+        # A list X did not send is null, not empty.
+        "hashtags": listed(entities, "hashtags", lambda h: h["tag"]),
+        "mentions": listed(entities, "mentions", lambda m: m["username"]),
+        "urls": listed(entities, "urls", lambda u: u.get("expanded_url") or u["url"]),
+        "rule_ids": [str(r["id"]) for r in message["matching_rules"]],
+        "rule_tags": [r.get("tag") for r in message["matching_rules"]],
+    }
+    for kind, column in REFERENCE_COLUMNS.items():
+        row[column] = references.get(kind)
+    for name in export._METRICS:
+        row[name] = metrics.get(name)
+    return row
+
+
+@pytest.fixture
+def shipped(s3, aws_env, tmp_path: Path) -> Iterator[Shipped]:
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, count=POSTS, keepalive_interval=1.0).start()
+    config = write_config(tmp_path, server.url, s3_endpoint=aws_env.url, max_records=70)
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: len(server.sent_ids) == POSTS, 30)
+        wait_until(lambda: sorted(s3_post_ids(s3)) == sorted(server.sent_ids), 30, 0.5)
+    finally:
+        assert collector.stop() == 0, collector.log
+        server.stop()
+    sent = {}
+    for post_id in server.sent_ids:
+        sent[post_id] = json.loads(server.post_body(int(post_id)) + server._matching_rules)
+    objects = s3_objects(s3)
+    # At-least-once delivery: the same lines under a second key are still one row per post.
+    key, body = sorted(objects.items())[0]
+    copy_key = key.replace("-000001.", "-900001.")
+    assert copy_key != key
+    s3.put_object(Bucket=BUCKET, Key=copy_key, Body=body)
+    now = datetime.now(UTC)
+    period = ["--from", f"{now - timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}"]
+    period += ["--to", f"{now + timedelta(minutes=5):%Y-%m-%dT%H:%M:%SZ}"]
+    yield Shipped(config, period, sent, objects, server.stream_queries[0])
+
+
+def run_export(shipped: Shipped, tmp_path: Path, fmt: str, out: Path, capsys) -> str:
+    argv = ["--config", str(shipped.config), "--format", fmt, "--out", str(out)]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--no-progress", *shipped.period]
+    assert export.main(argv) == 0
+    return capsys.readouterr().out
+
+
+def test_parquet_rows_and_columns_equal_what_the_stand_in_sent(shipped, tmp_path, capsys):
+    out = run_export(shipped, tmp_path, "parquet", tmp_path / "posts", capsys)
+    assert f"{POSTS} posts (" in out and "23 columns" in out
+    days = sorted(p.name for p in (tmp_path / "posts").iterdir())
+    assert days == sorted({f"dt={m['data']['created_at'][:10]}" for m in shipped.sent.values()})
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    table = con.sql(
+        f"SELECT * FROM read_parquet('{tmp_path / 'posts'}/*/*.parquet', hive_partitioning=true)"
+    )
+    assert table.columns == [*export.EXPORT_COLUMNS, "dt"]
+    rows = [dict(zip(table.columns, values, strict=True)) for values in table.fetchall()]
+    assert len(rows) == POSTS  # the duplicated object added no row
+    expected = {i: expected_row(m) for i, m in shipped.sent.items()}
+    for row in rows:
+        assert row.pop("dt") == row["created_at"].date()
+        assert row == expected[row["id"]], row["id"]
+    assert {r["id"] for r in rows} == set(expected)
+    types = {r["post_type"] for r in rows}
+    assert types == {"original", "reply", "quote", "repost"}
+
+
+def test_csv_has_the_same_rows_lists_as_json_and_times_in_utc(shipped, tmp_path, capsys):
+    run_export(shipped, tmp_path, "csv", tmp_path / "posts.csv", capsys)
+    with open(tmp_path / "posts.csv", newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == export.EXPORT_COLUMNS
+        rows = list(reader)
+    assert len(rows) == POSTS
+    assert [r["id"] for r in rows] == sorted(
+        shipped.sent, key=lambda i: (shipped.sent[i]["data"]["created_at"], i)
+    )
+    for row in rows:
+        want = expected_row(shipped.sent[row["id"]])
+        assert row["created_at"] == shipped.sent[row["id"]]["data"]["created_at"]
+        for name in export._LIST_COLUMNS:
+            assert (json.loads(row[name]) if row[name] else None) == want[name], name
+        for name in ("author_username", "text", "post_type", "reposted_id", "like_count"):
+            assert row[name] == ("" if want[name] is None else str(want[name])), name
+
+
+def test_twarc2_flatten_reads_our_objects_with_the_same_ids_and_authors(shipped, tmp_path, capsys):
+    run_export(shipped, tmp_path, "parquet", tmp_path / "posts.parquet", capsys)
+    exported = dict(
+        duckdb.sql(f"SELECT id, author_username FROM '{tmp_path / 'posts.parquet'}'").fetchall()
+    )
+    lines = [line for key, body in shipped.objects.items() for line in object_lines(body, key)]
+    raw = tmp_path / "stream.jsonl"
+    raw.write_bytes(b"".join(line + b"\n" for line in lines))
+    flat = tmp_path / "flat.jsonl"
+    twarc2 = Path(sys.executable).with_name("twarc2")
+    done = subprocess.run(
+        [str(twarc2), "--bearer-token", "unused", "flatten", str(raw), str(flat)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120, cwd=tmp_path,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    posts = [json.loads(line) for line in flat.read_text().splitlines()]
+    assert len(posts) == POSTS
+    assert {p["id"]: p["author"]["username"] for p in posts} == exported
+
+
+def test_the_collector_asks_x_for_every_field_the_export_reads(shipped) -> None:
+    """X sends only id, text and edit_history_tweet_ids unless tweet.fields names more
+    (https://docs.x.com/x-api/fundamentals/fields): with the collector's default config the
+    post types and the reply, quote and conversation columns would all be empty."""
+    asked = {name: set(values[0].split(",")) for name, values in shipped.stream_query.items()}
+    assert asked["tweet.fields"] >= {
+        "created_at",
+        "author_id",
+        "lang",
+        "conversation_id",
+        "referenced_tweets",  # post_type, in_reply_to_id, quoted_id, reposted_id
+        "in_reply_to_user_id",
+        "public_metrics",
+        "entities",  # hashtags, mentions, urls
+    }
+    assert "author_id" in asked["expansions"] and "username" in asked["user.fields"]
+    # The deploy role writes tweet_fields explicitly: its default asks for the same fields.
+    defaults = yaml.safe_load((ROOT / "roles/collector/defaults/main.yml").read_text())
+    assert defaults["collector_x_tweet_fields"] == list(TWEET_FIELDS)
+
+
+def test_an_existing_folder_is_refused_with_one_line(shipped, tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    argv = ["--config", str(shipped.config), "--out", str(out), "--offline"]
+    argv += ["--cache-dir", str(tmp_path / "cache"), *shipped.period]
+    assert export.main(argv) == 78
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {out}: exists and is not an empty folder")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_out_ending_in_csv_is_a_csv_file_and_a_contradicting_format_one_line(
+    shipped, tmp_path, capsys
+):
+    base = ["--config", str(shipped.config), "--offline", "--cache-dir", str(tmp_path / "cache")]
+    base += shipped.period
+    run_export(shipped, tmp_path, "csv", tmp_path / "first.csv", capsys)  # fills the cache
+    assert export.main([*base, "--out", str(tmp_path / "posts.csv")]) == 0
+    assert (tmp_path / "posts.csv").is_file()
+    assert "csv" in capsys.readouterr().out
+    with (tmp_path / "posts.csv").open(newline="") as f:
+        assert len(list(csv.DictReader(f))) == POSTS
+    assert export.main([*base, "--out", str(tmp_path / "x.csv"), "--format", "parquet"]) == 78
+    err = capsys.readouterr().err
+    assert err == f"error: --out {tmp_path / 'x.csv'} ends in .csv but --format is parquet\n"
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_the_readmes_csv_snippets_keep_every_id_column_as_text() -> None:
+    """pandas and readr read a column of numbers with blanks (quoted_id) as float, which
+    rounds ids over 2^53: README's snippets must name every id column the export writes."""
+    readme = (ROOT / "README.md").read_text()
+    id_columns = [c for c in export.EXPORT_COLUMNS if c == "id" or c.endswith("_id")]
+    for fence, start, end, name in (
+        ("```python\n", "ids = [", "]", r'"([a-z_]+)"'),
+        ("```r\n", "ids <- readr::cols(", ")", r'([a-z_]+) = "c"'),
+    ):
+        snippet = next(b for b in readme.split(fence)[1:] if "read_csv" in b.split("```")[0])
+        listed = snippet.split(start, 1)[1].split(end, 1)[0]
+        assert re.findall(name, listed) == id_columns, fence

@@ -1,0 +1,310 @@
+"""Gap accounting: connection events shipped through the spool, and the report's gaps table.
+
+The events are written by the collector's own EventLog with chosen times and shipped by its
+own Shipper to (moto) S3; the posts are objects with chosen created_at. The report must list
+exactly the 10-minute stop ("not collecting") and the 10-minute quiet spell ("quiet").
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from collector.analysis import report
+from collector.config import load_config
+from collector.sink.shipper import Shipper
+from collector.spool.layout import SpoolDirs, data_file_name, object_key
+from collector.telemetry.events import Event, EventLog, read_events
+from collector.telemetry.metrics import Metrics
+from tests.bench.report_bench import post_line, templates
+from tests.collector_support import (
+    BUCKET,
+    TOKEN,
+    CollectorProcess,
+    object_lines,
+    s3_objects,
+    s3_post_ids,
+    wait_until,
+    write_config,
+)
+from tests.fakes.tcp_proxy import OutageProxy
+from tests.fakes.x_server import OPERATIONAL_DISCONNECT, FakeXServer
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def minutes(n: float) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+def ship_events(config: Path, events: list[tuple[str, datetime, str | None]]) -> None:
+    """Write `events` with the collector's EventLog and ship them with its Shipper."""
+    cfg = load_config(config)
+    dirs = SpoolDirs(cfg.spool.dir)
+    dirs.create()
+    shipper = Shipper(cfg, dirs, Metrics())
+    log = EventLog(dirs, cfg.collector_id, shipper.submit)
+    for kind, at, cause in events:
+        log.record(kind, cause, at=at)
+    shipper.start()
+    assert shipper.drain(time.monotonic() + 30) == 0
+    shipper.stop()
+
+
+def put_posts(s3, times: list[datetime]) -> None:
+    samples = templates()
+    by_hour: dict[datetime, list[bytes]] = {}
+    for i, at in enumerate(times):
+        line = post_line(samples[i % len(samples)], 10**18 + i, at, ["topic"])
+        by_hour.setdefault(at.replace(minute=0, second=0), []).append(line)
+    for seq, (hour, lines) in enumerate(sorted(by_hour.items()), start=1):
+        first = max(hour, times[0])
+        key = object_key("tweets", data_file_name("test-1", first, seq) + ".gz")
+        s3.put_object(Bucket=BUCKET, Key=key, Body=gzip.compress(b"".join(lines)))
+
+
+def every_20_s(start: datetime, end: datetime) -> list[datetime]:
+    count = int((end - start).total_seconds() // 20) + 1
+    return [start + timedelta(seconds=20 * k) for k in range(count)]
+
+
+def gap_rows(page: str) -> list[list[str]]:
+    section = page.split("<h2 id='gaps'>", 1)[1]
+    if "<tbody>" not in section.split("<details", 1)[0]:
+        return []
+    body = section.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    return [
+        [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)]
+        for row in re.findall(r"<tr>(.*?)</tr>", body)
+    ]
+
+
+def test_a_stop_and_a_quiet_spell_are_told_apart(s3, aws_env, tmp_path):
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, "http://127.0.0.1:9", s3_endpoint=aws_env.url)
+    ship_events(
+        config,
+        [
+            ("start", minutes(0), None),
+            ("connected", minutes(0) + timedelta(seconds=2), None),
+            ("stop", minutes(60), "received SIGTERM"),
+            ("start", minutes(69.9), None),
+            ("connected", minutes(70), None),
+            ("s3_refusing", minutes(75), "SlowDown (HTTP 503)"),  # not a collection gap
+            ("s3_recovered", minutes(76), None),
+            ("stop", minutes(90), "received SIGTERM"),
+        ],
+    )
+    # Posts every 20 s while connected, but none from 10:30 to 10:40 (quiet).
+    times = every_20_s(minutes(0) + timedelta(seconds=20), minutes(30))
+    times += every_20_s(minutes(40), minutes(59.9))
+    times += every_20_s(minutes(70) + timedelta(seconds=20), minutes(89.9))
+    put_posts(s3, times)
+
+    out = tmp_path / "report.html"
+    argv = ["--config", str(config), "--out", str(out), "--no-progress"]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--from", "2026-11-20T09:00Z"]
+    argv += ["--to", "2026-11-20T12:00Z"]
+    assert report.main(argv) == 0
+    page = out.read_text()
+    assert gap_rows(page) == [
+        ["2026-11-20 10:30:00Z", "2026-11-20 10:40:00Z", "10 min", "quiet", ""],
+        [
+            "2026-11-20 11:00:00Z",
+            "2026-11-20 11:10:00Z",
+            "10 min",
+            "not collecting",
+            "stopped (received SIGTERM)",
+        ],
+    ]
+    # The hour before the first connection and the time after the last stop are no gaps.
+    assert "before collection: 2026-11-20 09:00:00Z to 2026-11-20 10:00:02Z" in page
+    assert "after the last stop: 2026-11-20 11:30:00Z to 2026-11-20 12:00:00Z" in page
+    assert page.count("<td>s3_refusing</td><td>SlowDown (HTTP 503)</td>") == 1
+
+
+def test_a_disconnection_is_not_collecting_with_its_cause(tmp_path):
+    period = report.Period(minutes(-60), minutes(60))
+    events = [
+        Event("start", minutes(0), "a"),
+        Event("connected", minutes(0), "a"),
+        Event("disconnected", minutes(20), "a", "stream HTTP 503"),
+        Event("connected", minutes(22) + timedelta(seconds=5), "a"),
+    ]
+    account = report.collecting_spans(events, period)
+    assert account.before_collection == (minutes(-60), minutes(0))
+    assert account.after_collection is None
+    assert [(a, b, on, why) for a, b, on, why in account.collecting] == [
+        (minutes(0), minutes(20), True, ""),
+        (minutes(20), minutes(22) + timedelta(seconds=5), False, "stream HTTP 503"),
+        (minutes(22) + timedelta(seconds=5), minutes(60), True, ""),
+    ]
+    assert report.format_duration(timedelta(minutes=2, seconds=5)) == "2 min 5 s"
+    assert report.format_duration(timedelta(hours=2, minutes=5, seconds=9)) == "2 h 5 min"
+    assert report.format_duration(timedelta(days=3, hours=4)) == "3 d 4 h"
+    assert report.format_duration(timedelta(milliseconds=300)) == "under 1 s"
+
+
+def test_the_running_collector_ships_its_events_under_events(s3, aws_env, tmp_path):
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, count=30, keepalive_interval=0.5).start()
+    config = write_config(tmp_path, server.url, s3_endpoint=aws_env.url)
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: len(server.sent_ids) == 30, 30)
+        wait_until(lambda: sorted(s3_post_ids(s3)) == sorted(server.sent_ids), 30, 0.5)
+    finally:
+        assert collector.stop() == 0, collector.log
+        server.stop()
+    assert "everything received was uploaded" in collector.log
+    objects = s3_objects(s3, events=True)
+    assert all(re.match(r"tweets/_events/dt=\d{4}-\d\d-\d\d/hour=\d\d/", k) for k in objects)
+    paths = []
+    for key, body in objects.items():
+        path = tmp_path / "events" / key.rsplit("/", 1)[1]
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(body)
+        paths.append(path)
+        assert len(object_lines(body, key)) == 1
+    events, problems = read_events(paths)
+    assert problems == []
+    assert [e.event for e in events] == ["start", "connected", "stop"]
+    assert events[-1].cause == "received SIGTERM"
+    assert all(e.collector_id == "test-1" for e in events)
+
+
+def test_a_killed_collector_is_not_collecting_from_its_last_post(tmp_path):
+    """kill -9 leaves no stop event: the restart's start closes the span, posts bound it."""
+    import duckdb
+
+    period = report.Period(minutes(0), minutes(60))
+    events = [
+        Event("start", minutes(0), "a"),
+        Event("connected", minutes(0), "a"),
+        Event("start", minutes(30), "a"),  # no stop before it
+        Event("connected", minutes(31), "a"),
+    ]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE TABLE posts (created_at TIMESTAMPTZ)")
+    times = every_20_s(minutes(0), minutes(20)) + every_20_s(minutes(31), minutes(59.9))
+    con.executemany("INSERT INTO posts VALUES (?)", [[t] for t in times])
+    account = report.account_gaps(con, events, period, gap_minutes=5)
+    assert account.gaps == [
+        report.Gap(minutes(20), minutes(31), report.NOT_COLLECTING, report.UNCLEAN_END)
+    ]
+
+
+def span_columns(png: bytes, colour: str) -> set[int]:
+    """x of every pixel column holding the colour (#rrggbb) in the chart's plot area."""
+    import io
+
+    from PIL import Image
+
+    rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    middle = image.height // 2  # below the legend, above the axis labels
+    return {x for x in range(image.width) if image.getpixel((x, middle)) == rgb}
+
+
+def test_the_time_chart_shades_a_stop_apart_from_a_quiet_spell():
+    """Posts per minute alone look the same in a gap and a quiet spell: the chart shades
+    'not collecting' and 'quiet' in their colours, where the gaps table puts them."""
+    import duckdb
+
+    period = report.Period(minutes(0), minutes(60))
+    events = [
+        Event("start", minutes(5), "a"),
+        Event("connected", minutes(5), "a"),
+        Event("stop", minutes(20), "a", "received SIGTERM"),
+        Event("start", minutes(30), "a"),
+        Event("connected", minutes(30), "a"),
+    ]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE TABLE posts (created_at TIMESTAMPTZ)")
+    times = every_20_s(minutes(5), minutes(20)) + every_20_s(minutes(30), minutes(40))
+    times += every_20_s(minutes(52), minutes(60))  # quiet from 40 to 52
+    con.executemany("INSERT INTO posts VALUES (?)", [[t] for t in times])
+    account = report.account_gaps(con, events, period, gap_minutes=5)
+    kinds = [(g.start, g.end, g.kind) for g in account.gaps]
+    assert kinds == [
+        (minutes(20), minutes(30), report.NOT_COLLECTING),
+        (every_20_s(minutes(30), minutes(40))[-1], minutes(52), report.QUIET),
+    ]
+    per_minute = sorted({t.replace(second=0): 0 for t in times}.items())
+    png = report._time_chart(per_minute, "Posts per minute", period, report.chart_spans(account))
+    stopped = span_columns(png, report.SPAN_COLOURS[report.NOT_COLLECTING])
+    quiet = span_columns(png, report.SPAN_COLOURS[report.QUIET])
+    before = span_columns(png, report.SPAN_COLOURS["before collection / after the last stop"])
+    # The period's 60 minutes span about 900 pixels: 10 minutes stopped, 12 quiet, 5 before.
+    assert 120 < len(stopped) < 180 and 150 < len(quiet) < 210 and 50 < len(before) < 100
+    assert max(before) < min(stopped) and max(stopped) < min(quiet)
+
+
+def shipped_events(s3, folder: Path) -> list[Event]:
+    paths = []
+    for key, body in s3_objects(s3, events=True).items():
+        path = folder / key.rsplit("/", 1)[1]
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(body)
+        paths.append(path)
+    events, problems = read_events(paths)
+    assert problems == []
+    return events
+
+
+OPERATIONAL_DISCONNECT_DETAIL = OPERATIONAL_DISCONNECT["errors"][0]["detail"]
+
+
+def test_s3_refusing_and_a_dropped_stream_are_recorded_and_shipped(s3, aws_env, tmp_path):
+    s3.create_bucket(Bucket=BUCKET)
+    proxy = OutageProxy(int(aws_env.url.rsplit(":", 1)[1])).start()
+    server = FakeXServer(token=TOKEN, count=0, keepalive_interval=0.5).start()
+    config = write_config(tmp_path, server.url, s3_endpoint=proxy.url, max_seconds=0.5)
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: server.connections == 1, 20)
+        proxy.down = True
+        server.count = 50
+        wait_until(lambda: len(server.sent_ids) == 50, 20)
+        # boto3 retries a refused connection itself: wait for a failure the shipper saw
+        wait_until(lambda: "failed, retry" in collector.log, 60)
+        server.operational_disconnect()  # X closes the stream; tweepy reconnects at once
+        wait_until(lambda: server.connections == 2, 20)
+        server.count = 80
+        wait_until(lambda: len(server.sent_ids) == 80, 20)
+        proxy.down = False
+        wait_until(lambda: sorted(s3_post_ids(s3)) == sorted(server.sent_ids), 60, 0.5)
+    finally:
+        assert collector.stop() == 0, collector.log
+        server.stop()
+        proxy.stop()
+    events = shipped_events(s3, tmp_path / "events")
+    kinds = [e.event for e in events]
+    assert kinds[:2] == ["start", "connected"] and kinds[-1] == "stop", kinds
+    assert kinds.count("s3_refusing") == kinds.count("s3_recovered") == 1, kinds
+    assert kinds.index("s3_refusing") < kinds.index("s3_recovered"), kinds
+    dropped = [e for e in events if e.event == "disconnected"]
+    closed = "stream closed by X: operational-disconnect: " + OPERATIONAL_DISCONNECT_DETAIL
+    assert [e.cause for e in dropped] == [closed], kinds
+    assert kinds.count("connected") == 2
+
+
+def test_a_collector_that_never_connects_is_not_collecting_with_the_refusal():
+    period = report.Period(minutes(-10), minutes(60))
+    events = [
+        Event("start", minutes(0), "a"),
+        Event("disconnected", minutes(0) + timedelta(seconds=1), "a", "stream HTTP 401"),
+        Event("stop", minutes(1), "a", "exiting: X API rejected the bearer token (HTTP 401)"),
+    ]
+    account = report.collecting_spans(events, period)
+    assert account.before_collection == (minutes(-10), minutes(0))
+    assert account.after_collection == (minutes(1), minutes(60))
+    assert account.collecting == [
+        (minutes(0), minutes(1), False, "never connected (stream HTTP 401)")
+    ]

@@ -1,0 +1,91 @@
+"""Rules: `rules sync` makes the live rules equal to the config and never touches others' rules."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from collector.config import load_config
+from collector.source.rules import RulesAuthError, RulesClient
+from tests.collector_support import TOKEN, run_cli, write_config
+from tests.fakes.x_server import FakeXServer
+
+
+@pytest.fixture
+def x_server() -> Iterator[FakeXServer]:
+    server = FakeXServer(token=TOKEN, count=0).start()
+    yield server
+    server.stop()
+
+
+def live(server: FakeXServer) -> set[tuple[str, str | None]]:
+    return {(r["value"], r.get("tag")) for r in server.rules.values()}
+
+
+def test_sync_adds_missing_deletes_our_stale_rules_and_leaves_others_alone(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    # Someone else's rule on the same app, and a stale rule of ours from an older config.
+    x_server.rules.update(
+        {
+            "1": {"id": "1", "value": "from another team", "tag": "their-tag"},
+            "2": {"id": "2", "value": "no tag at all"},
+            "3": {"id": "3", "value": "old interest", "tag": "test-1:old"},
+            "4": {"id": "4", "value": "python lang:en", "tag": "test-1:python"},
+        }
+    )
+    rules = [("python lang:en", "python"), ("rust lang:en", "rust")]
+    cfg = load_config(write_config(tmp_path, x_server.url, rules=rules))
+    result = RulesClient(cfg, TOKEN).sync()
+    assert live(x_server) == {
+        ("from another team", "their-tag"),
+        ("no tag at all", None),
+        ("python lang:en", "test-1:python"),
+        ("rust lang:en", "test-1:rust"),
+    }
+    assert [r.id for r in result.deleted] == ["3"] and [r.id for r in result.kept] == ["4"]
+    assert "4" in x_server.rules  # unchanged rules keep their id: no churn on the stream
+    again = RulesClient(cfg, TOKEN).sync()
+    assert (again.added, again.deleted) == ([], [])
+
+
+def test_a_changed_tag_replaces_the_rule(tmp_path: Path, x_server: FakeXServer) -> None:
+    x_server.rules["9"] = {"id": "9", "value": "python lang:en", "tag": "test-1:py"}
+    cfg = load_config(write_config(tmp_path, x_server.url, rules=[("python lang:en", "python")]))
+    RulesClient(cfg, TOKEN).sync()
+    assert live(x_server) == {("python lang:en", "test-1:python")}
+
+
+def test_rules_cli_lists_and_syncs(tmp_path: Path, x_server: FakeXServer) -> None:
+    x_server.rules["1"] = {"id": "1", "value": "theirs", "tag": "other"}
+    config = write_config(tmp_path, x_server.url, rules=[("python", "py")])
+    synced = run_cli("rules", "sync", "--config", str(config))
+    assert synced.returncode == 0, synced.stderr
+    assert "added    tag=test-1:py  python" in synced.stdout
+    assert "1 added, 0 deleted, 0 unchanged, 1 of other clients left alone" in synced.stdout
+    listed = run_cli("rules", "list", "--config", str(config))
+    assert listed.returncode == 0
+    assert "1  other  tag=other  theirs" in listed.stdout
+    assert "ours   tag=test-1:py  python" in listed.stdout
+    as_json = json.loads(run_cli("rules", "list", "--json", "--config", str(config)).stdout)
+    assert {r["value"] for r in as_json} == {"theirs", "python"}
+    assert TOKEN not in synced.stdout + synced.stderr + listed.stdout + listed.stderr
+
+
+def test_a_rejected_token_is_an_auth_error(tmp_path: Path, x_server: FakeXServer) -> None:
+    cfg = load_config(write_config(tmp_path, x_server.url))
+    with pytest.raises(RulesAuthError, match="HTTP 401"):
+        RulesClient(cfg, "wrong-token").list()
+    result = run_cli(
+        "rules",
+        "sync",
+        "--config",
+        str(write_config(tmp_path, x_server.url)),
+        env={"X_BEARER_TOKEN": "wrong-token"},
+    )
+    assert result.returncode == 78
+    assert len(result.stderr.strip().splitlines()) == 1 and "HTTP 401" in result.stderr
+    assert "wrong-token" not in result.stderr

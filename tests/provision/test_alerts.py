@@ -1,0 +1,166 @@
+"""Alerts (issue 9): provision.yml with alerts_email makes an SNS topic, its e-mail subscription and
+the CloudWatch alarms; re-runs change nothing; teardown removes them, twice without a change."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.provision.test_provision import Runner, recap
+
+# Every test here reads a footprint built by three ansible-playbook runs against moto.
+pytestmark = pytest.mark.slow
+
+EMAIL = "ops@example.org"
+PREFIX = "twittersnake"  # twittersnake_project in the sandbox inventory
+COLLECTOR_ID = "sandbox-collector"  # collector_id in the sandbox inventory
+
+
+@pytest.fixture(scope="module")
+def alerted(moto_server, tmp_path_factory):
+    """provision with alerts_email: fresh, again, --check."""
+    moto_server.reset()
+    runner = Runner(moto_server.url, tmp_path_factory.mktemp("alerts"))
+    email = ["-e", f"alerts_email={EMAIL}"]
+    runs = [runner.run("provision", *email, *args) for args in ([], [], ["--check"])]
+    return runner, runs
+
+
+def alarms(runner: Runner) -> dict[str, dict]:
+    found = runner.client("cloudwatch").describe_alarms(AlarmNamePrefix=PREFIX)["MetricAlarms"]
+    return {alarm["AlarmName"]: alarm for alarm in found}
+
+
+def topic_arn(runner: Runner) -> str | None:
+    topics = runner.client("sns").list_topics()["Topics"]
+    arns = [t["TopicArn"] for t in topics if t["TopicArn"].endswith(f":{PREFIX}-alerts")]
+    return arns[0] if arns else None
+
+
+def test_a_rerun_with_alerts_changes_nothing(alerted):
+    _, runs = alerted
+    assert recap(runs[0].stdout)["changed"] > 0
+    assert recap(runs[1].stdout)["changed"] == 0, runs[1].stdout[-3000:]
+    assert recap(runs[2].stdout)["changed"] == 0, runs[2].stdout[-3000:]
+
+
+def test_the_topic_mails_alerts_email(alerted):
+    runner, _ = alerted
+    arn = topic_arn(runner)
+    assert arn
+    subscriptions = runner.client("sns").list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", EMAIL)]
+
+
+def test_each_alarm_has_its_threshold_and_notifies_on_alarm_and_ok(alerted):
+    runner, _ = alerted
+    arn = topic_arn(runner)
+    found = alarms(runner)
+    assert set(found) == {
+        f"{PREFIX}-{name}"
+        for name in (
+            "no-posts",
+            "uploads-stuck",
+            "unhealthy",
+            "disk-low",
+            "system-check",
+            "instance-check",
+        )
+    }
+    for alarm in found.values():
+        assert arn in alarm["AlarmActions"] and alarm["OKActions"] == [arn], alarm["AlarmName"]
+        assert alarm["Period"] == 60
+
+    def shape(name: str) -> tuple:
+        a = found[f"{PREFIX}-{name}"]
+        dims = {d["Name"]: d["Value"] for d in a["Dimensions"]}
+        return (
+            a["Namespace"],
+            a["MetricName"],
+            dims,
+            a["Statistic"],
+            a["ComparisonOperator"],
+            a["Threshold"],
+            a["EvaluationPeriods"],
+            a.get("TreatMissingData", "missing"),
+        )
+
+    cid = {"CollectorId": COLLECTOR_ID}
+    # the role's defaults: 30 min without posts, 8 min old pending file, 8 min unhealthy,
+    # under 10 % free for 5 min; 2 / 3 min of failed EC2 status checks
+    assert shape("no-posts") == (
+        "TwitterSnake", "PostsReceived", cid, "Sum", "LessThanThreshold", 1.0, 30, "breaching"
+    )  # fmt: skip
+    assert shape("uploads-stuck") == (
+        "TwitterSnake", "OldestPendingFileAge", cid, "Maximum", "GreaterThanThreshold", 480.0, 1,
+        "ignore",
+    )  # fmt: skip
+    assert shape("unhealthy") == (
+        "TwitterSnake", "Healthy", cid, "Maximum", "LessThanThreshold", 1.0, 8, "breaching"
+    )  # fmt: skip
+    assert shape("disk-low") == (
+        "TwitterSnake", "SpoolDiskFree", cid, "Minimum", "LessThanThreshold", 10.0, 5, "ignore"
+    )  # fmt: skip
+
+    (instance,) = [
+        i
+        for r in runner.client("ec2").describe_instances()["Reservations"]
+        for i in r["Instances"]
+        if i["State"]["Name"] != "terminated"
+    ]
+    iid = {"InstanceId": instance["InstanceId"]}
+    assert shape("system-check") == (
+        "AWS/EC2", "StatusCheckFailed_System", iid, "Maximum", "GreaterThanOrEqualToThreshold",
+        1.0, 2, "missing",
+    )  # fmt: skip
+    assert found[f"{PREFIX}-system-check"]["AlarmActions"] == [
+        "arn:aws:automate:us-east-1:ec2:recover",
+        arn,
+    ]
+    assert shape("instance-check") == (
+        "AWS/EC2", "StatusCheckFailed_Instance", iid, "Maximum", "GreaterThanOrEqualToThreshold",
+        1.0, 3, "missing",
+    )  # fmt: skip
+    assert found[f"{PREFIX}-instance-check"]["AlarmActions"] == [arn]
+
+
+def test_thresholds_follow_the_role_variables(alerted):
+    runner, _ = alerted
+    changed = runner.run(
+        "provision",
+        "-e",
+        f"alerts_email={EMAIL}",
+        "-e",
+        "alerts_no_posts_minutes=120",
+        "-e",
+        "alerts_disk_free_percent=20",
+    )
+    assert recap(changed.stdout)["changed"] == 1  # the looped alarms task, nothing else
+    assert changed.stdout.count("changed: [localhost] => (item=") == 2, changed.stdout[-3000:]
+    found = alarms(runner)
+    assert found[f"{PREFIX}-no-posts"]["EvaluationPeriods"] == 120
+    assert found[f"{PREFIX}-disk-low"]["Threshold"] == 20.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("alerts_email=not-an-address", "alerts_email must be one e-mail address"),
+        ("alerts_no_posts_minutes=0", "alerts_no_posts_minutes must be between 1 and 1440"),
+    ],
+)
+def test_bad_alert_settings_fail_with_one_line(alerted, extra, message):
+    runner, _ = alerted
+    email = [] if extra.startswith("alerts_email") else ["-e", f"alerts_email={EMAIL}"]
+    # only the checks run (tag alerts_preflight): the refusal comes before any AWS call
+    proc = runner.run("provision", *email, "-e", extra, "--tags", "alerts_preflight", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout
+
+
+def test_teardown_removes_alarms_and_topic_and_a_second_changes_nothing(alerted):
+    runner, _ = alerted
+    runner.run("teardown")
+    assert alarms(runner) == {}
+    assert topic_arn(runner) is None
+    assert runner.client("sns").list_subscriptions()["Subscriptions"] == []
+    assert recap(runner.run("teardown").stdout)["changed"] == 0
