@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime
 
 from collector.config import Config
+from collector.errors import EX_CONFIG, EX_OK, EX_SOFTWARE, Fatal
 from collector.source.rules import Refusal, RulesAuthError, RulesClient, RulesError
 from collector.source.stream import open_stream, start_stream
 from collector.spool.layout import SpoolDirs
@@ -26,13 +27,8 @@ from collector.telemetry.status import StatusReporter, record_exit
 
 log = logging.getLogger(__name__)
 
-EX_OK, EX_SOFTWARE, EX_CONFIG = 0, 70, 78
 RULES_RECHECK = 20.0  # s: how often refused rules are checked again (GET rules)
 SHUTDOWN_SECONDS = 25.0  # SIGTERM -> exit within 30 s even when S3 does not answer
-
-
-class Fatal(Exception):
-    """A condition a restart cannot fix (exit 78): bad token, missing bucket."""
 
 
 def _check_bucket(shipper, metrics: Metrics, health: Health, grace: float) -> None:

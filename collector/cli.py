@@ -9,13 +9,12 @@ import os
 import sys
 
 from collector.config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_bearer_token
+from collector.errors import EX_CONFIG
 from collector.spool.layout import SpoolDirs
 from collector.telemetry.redact import SECRETS
 from collector.telemetry.status import DISCONNECTED_LIMIT
 
 log = logging.getLogger("collector")
-
-EX_CONFIG = 78
 
 
 class RedactingFormatter(logging.Formatter):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.errors import ConfigError
 from collector.sink.codecs import CODECS
 from collector.spool.layout import DEFAULT_PREFIX, bucket_name_problem, normalize_prefix
 
@@ -22,10 +23,6 @@ STREAMS = ("filter", "sample")
 # A file spanning more than two hour partitions hides posts from `dt=`/`hour=` queries.
 MAX_ROTATE_SECONDS = 3600
 _COLLECTOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class ConfigError(Exception):
-    """A configuration problem, explained in one line a user can act on."""
 
 
 TWEET_FIELDS = (

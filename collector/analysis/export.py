@@ -37,6 +37,7 @@ import duckdb
 
 from collector.analysis import loader, report
 from collector.analysis.loader import Projection
+from collector.errors import EX_CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         con = report.connect(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 78
+        return EX_CONFIG
     files, sync = report.period_objects(source, period, args)
     if files is None:
         return 1
@@ -221,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         rows = write(con, args.out, args.format)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 78
+        return EX_CONFIG
     except (OSError, duckdb.IOException) as error:
         print(f"error: --out {args.out}: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from collector.analysis import loader
 from collector.analysis.loader import LoadResult, Period
+from collector.errors import EX_CONFIG
 from collector.spool.layout import normalize_prefix
 from collector.telemetry.events import Event, read_events
 
@@ -751,7 +752,7 @@ def run(args: argparse.Namespace) -> int:
         con = connect(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 78
+        return EX_CONFIG
     files, sync = period_objects(source, period, args)
     if files is None:
         return 1

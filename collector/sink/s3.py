@@ -33,32 +33,16 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from collector.errors import BucketMissing, ChecksumConflict, S3AccessDenied, S3Unavailable
 from collector.sink.codecs import codec_of
 from collector.spool.compress import recorded_sha256
 from collector.spool.layout import object_key, prefix_path
-from collector.spool.stages import Held
 from collector.telemetry.redact import SECRETS
 
 log = logging.getLogger(__name__)
 
 # What a PUT can raise that means "S3 cannot be asked now": retried by the stage runner.
 S3_ERRORS: tuple[type[BaseException], ...] = (BotoCoreError, ClientError, OSError)
-
-
-class BucketMissing(Exception):
-    """The configured bucket does not exist (fatal at start: exit 78)."""
-
-
-class S3Unavailable(Exception):
-    """S3 could not be asked (network, 5xx, access denied): retried, never fatal."""
-
-
-class S3AccessDenied(S3Unavailable):
-    """S3 answered 403 to the collector's credentials: retried (a policy can be fixed live)."""
-
-
-class ChecksumConflict(Held):
-    """The object in S3 does not hold the bytes of our file: the file is kept."""
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,10 @@ import requests
 import tweepy
 
 from collector.config import Config, ConfigError, bearer_token_source, load_config
+from collector.errors import RulesAuthError, RulesError
 from collector.source.stream import make_client
 
 log = logging.getLogger(__name__)
-
-
-class RulesError(Exception):
-    """The rules endpoint failed (network, 5xx, 429...): worth retrying later."""
-
-
-class RulesAuthError(RulesError):
-    """The X API rejected the token (401) or refused access (403)."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collector.errors import Held
 from collector.spool.layout import parse_name
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,6 @@ RETRY_BASE = 0.5  # seconds; attempt n waits uniform(0, min(RETRY_CAP, RETRY_BAS
 RETRY_CAP = 60.0
 DRAIN_RETRY_CAP = 1.0  # while draining, retry often until the deadline
 RESCAN_SECONDS = 30.0  # every stage rescans its folder so nothing is ever forgotten
-
-
-class Held(Exception):
-    """Raised by a handler: this one file waits (its own backoff); the stage keeps going."""
 
 
 def full_jitter(attempt: int, base: float, cap: float) -> float:

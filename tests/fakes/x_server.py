@@ -49,6 +49,22 @@ The same knobs over HTTP for processes started through the CLI (no bearer token 
     POST /_fake/control {"rate": 0, "count": 10, "drop_after": 3, "fail_next": [503, 2],
                          "stall": 5, "operational_disconnect": true, "inject": "malformed"}
 
+Extensions: every endpoint family beyond the stream and the rules (usage, counts, search,
+connections, compliance...) lives in its own module `tests/fakes/x_api_<family>.py`, imported
+here by name pattern, which registers on import:
+    @route("GET", "/2/usage/tweets")            def usage(handler, params): ...
+    @route("DELETE", "/2/connections/{id}")     params == {"id": "..."} (query in handler.query)
+    @knob("credits_depleted")                   def _(fake, value): ...   (/_fake/control key)
+    @stats_part                                 def _(fake) -> dict: ...  (merged into stats())
+A module keeps its per-server state in `fake.ext["<family>"]`. Handlers answer with
+`handler.send_json(status, body, headers)`, check the token with `handler.authorized()` (it
+answers 401 itself), read a JSON body with `handler.read_json()`.
+
+The bill: `fake.billed` maps a UTC day ("YYYY-MM-DD", from `fake.clock()`) to the set of post ids
+delivered that day, as X bills pay-per-use reads (a post delivered twice in one UTC day is billed
+once). The stream records what it writes; any endpoint that returns posts calls
+`fake.record_delivered(ids)`.
+
 CLI (used by the sandbox and `make bench`):
     python -m tests.fakes.x_server --host 127.0.0.1 --port P --token-file F [--rate R] [--count N]
         [--rule VALUE ...]   (rules live from the start, so a plain client may connect at once)
@@ -60,16 +76,22 @@ import argparse
 import contextlib
 import copy
 import functools
+import importlib
 import itertools
 import json
 import logging
+import pkgutil
 import random
+import re
 import signal
+import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
@@ -173,6 +195,42 @@ WORDS = tuple(
         "news",
     ]
 )
+
+
+# Extension points (see the module docstring) -------------------------------------------------
+
+RouteHandler = Callable[["_Handler", dict[str, str]], None]
+# (method, compiled path pattern) -> handler; the pattern's {name} parts become params
+ROUTES: list[tuple[str, re.Pattern[str], RouteHandler]] = []
+KNOBS: dict[str, Callable[[FakeXServer, Any], None]] = {}
+STATS_PARTS: list[Callable[[FakeXServer], dict]] = []
+
+
+def route(method: str, path: str) -> Callable[[RouteHandler], RouteHandler]:
+    """Register `handler(handler, params)` for `method` on `path` ("/2/x/{id}" binds "id")."""
+    pattern = re.compile("^" + re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$")
+
+    def register(handler: RouteHandler) -> RouteHandler:
+        ROUTES.append((method, pattern, handler))
+        return handler
+
+    return register
+
+
+def knob(name: str) -> Callable[[Callable[[FakeXServer, Any], None]], Callable]:
+    """Register a /_fake/control key (and FakeXServer.control) handled by `fn(fake, value)`."""
+
+    def register(fn: Callable[[FakeXServer, Any], None]) -> Callable:
+        KNOBS[name] = fn
+        return fn
+
+    return register
+
+
+def stats_part(fn: Callable[[FakeXServer], dict]) -> Callable[[FakeXServer], dict]:
+    """Register `fn(fake) -> dict`, merged into FakeXServer.stats() (/_fake/stats)."""
+    STATS_PARTS.append(fn)
+    return fn
 
 
 def _now_iso() -> str:
@@ -335,6 +393,9 @@ class FakeXServer:
         self.last_post_at: float | None = None
         self.bytes_sent = 0
         self.rules: dict[str, dict[str, str]] = {}
+        self.clock: Callable[[], float] = time.time  # the bill's UTC day comes from it
+        self.billed: dict[str, set[str]] = {}  # UTC day -> ids delivered that day (the bill)
+        self.ext: dict[str, Any] = {}  # per-server state of the x_api_* modules, by family
         self._lock = threading.Lock()
         self._templates = render_templates(samples, pool, seed)
         self._last_id = 0
@@ -418,8 +479,23 @@ class FakeXServer:
         with self._lock:
             self._injections.append(line)
 
+    def record_delivered(self, ids: list[str]) -> None:
+        """Bill `ids` as delivered now: X bills a post once per UTC day, whatever the endpoint."""
+        day = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
+        with self._lock:
+            self.billed.setdefault(day, set()).update(ids)
+
+    def billed_posts(self, day: str | None = None) -> int:
+        """Posts billed on the UTC day `day` ("YYYY-MM-DD"), or over every day."""
+        with self._lock:
+            if day is not None:
+                return len(self.billed.get(day, ()))
+            return sum(len(ids) for ids in self.billed.values())
+
     def stats(self) -> dict:
         return {
+            **{key: value for part in STATS_PARTS for key, value in part(self).items()},
+            "billed": {day: len(ids) for day, ids in self.billed.items()},
             "sent": len(self.sent_ids),
             "bytes_sent": self.bytes_sent,
             "connections": self.connections,
@@ -453,6 +529,9 @@ class FakeXServer:
             self.inject(settings["inject"])
         if "refuse_streams" in settings:
             self.refuse_streams(*(settings["refuse_streams"] or [None]))
+        for key, value in settings.items():
+            if key in KNOBS:
+                KNOBS[key](self, value)
 
     # Posts -------------------------------------------------------------------------------
 
@@ -528,6 +607,42 @@ class _Handler(BaseHTTPRequestHandler):
 
     # Plumbing ---------------------------------------------------------------------------
 
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """The request's query string, parsed (parse_qs)."""
+        return parse_qs(urlsplit(self.path).query)
+
+    def send_json(self, status: int, body: object, headers: dict | None = None) -> None:
+        self._send_json(status, body, headers)
+
+    def authorized(self) -> bool:
+        """True for the right bearer token; otherwise answers X's 401 and returns False."""
+        return self._authorized()
+
+    def read_json(self) -> object:
+        return self._read_json()
+
+    def _extension(self, method: str) -> bool:
+        """Answer from a registered route (x_api_* modules); False when none matches."""
+        path = urlsplit(self.path).path
+        for route_method, pattern, handler in ROUTES:
+            match = pattern.match(path) if route_method == method else None
+            if match:
+                handler(self, match.groupdict())
+                return True
+        return False
+
+    def _not_found(self) -> None:
+        self._send_json(404, {"title": "Not Found Error", "type": "about:blank", "status": 404})
+
+    def do_PUT(self) -> None:  # noqa: N802
+        if not self._extension("PUT"):
+            self._not_found()
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        if not self._extension("DELETE"):
+            self._not_found()
+
     def _send_json(self, status: int, body: object, headers: dict | None = None) -> None:
         payload = _dumps(body)
         self.send_response(status)
@@ -562,8 +677,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == RULES_PATH:
             if self._authorized():
                 self._get_rules()
-        else:
-            self._send_json(404, {"title": "Not Found Error", "type": "about:blank", "status": 404})
+        elif not self._extension("GET"):
+            self._not_found()
 
     def do_POST(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
@@ -574,8 +689,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self._authorized():
                 dry_run = parse_qs(url.query).get("dry_run", ["false"])[0].lower() in ("true", "1")
                 self._post_rules(self._read_json(), dry_run)
-        else:
-            self._send_json(404, {"title": "Not Found Error", "type": "about:blank", "status": 404})
+        elif not self._extension("POST"):
+            self._not_found()
 
     # Rules ------------------------------------------------------------------------------
 
@@ -724,7 +839,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _write_posts(self, posts: list[tuple[str | None, bytes]]) -> None:
         self._write_chunk(b"".join(line for _, line in posts))
         fake = self.fake
-        fake.sent_ids.extend(post_id for post_id, _ in posts if post_id is not None)
+        ids = [post_id for post_id, _ in posts if post_id is not None]
+        fake.sent_ids.extend(ids)
+        fake.record_delivered(ids)
         fake.last_post_at = time.time()
 
     def _stream_posts(self, drop_after: int | None) -> None:
@@ -782,6 +899,16 @@ def _invalid_request(message: str) -> dict:
     }
 
 
+def _load_extensions() -> None:
+    """Import every tests/fakes/x_api_*.py module: each registers its routes and knobs."""
+    if __name__ == "__main__":  # python -m tests.fakes.x_server: one module, one registry
+        sys.modules.setdefault("tests.fakes.x_server", sys.modules[__name__])
+    folder = Path(__file__).resolve().parent
+    for module in sorted(pkgutil.iter_modules([str(folder)]), key=lambda m: m.name):
+        if module.name.startswith("x_api_"):
+            importlib.import_module(f"tests.fakes.{module.name}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -815,6 +942,8 @@ def main(argv: list[str] | None = None) -> None:
         stopped.wait()
     server.stop()
 
+
+_load_extensions()
 
 if __name__ == "__main__":
     main()

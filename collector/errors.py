@@ -1,0 +1,53 @@
+"""Every exception the collector raises on purpose, and its exit codes.
+
+Exit codes are the BSD sysexits (`os.EX_*`) where one fits, as supervisord and systemd read them:
+    EX_OK (0)        a clean stop
+    EX_SOFTWARE (70) a bug or a condition the collector cannot name (a restart may help)
+    EX_CONFIG (78)   a condition a restart cannot fix: bad configuration, a token X rejects, a
+                     bucket that does not exist, every rule refused
+A class's docstring says what raises it and what the caller does with it.
+"""
+
+from __future__ import annotations
+
+import os
+
+EX_OK: int = os.EX_OK
+EX_SOFTWARE: int = os.EX_SOFTWARE
+EX_CONFIG: int = os.EX_CONFIG
+
+
+class ConfigError(Exception):
+    """A configuration problem, explained in one line a user can act on (exit 78)."""
+
+
+class Fatal(Exception):
+    """A condition a restart cannot fix (exit 78): bad token, missing bucket."""
+
+
+class RulesError(Exception):
+    """The rules endpoint failed (network, 5xx, 429...): worth retrying later."""
+
+
+class RulesAuthError(RulesError):
+    """The X API rejected the token (401) or refused access (403)."""
+
+
+class Held(Exception):
+    """Raised by a stage handler: this one file waits (its own backoff); the stage keeps going."""
+
+
+class BucketMissing(Exception):
+    """The configured bucket does not exist (fatal at start: exit 78)."""
+
+
+class S3Unavailable(Exception):
+    """S3 could not be asked (network, 5xx, access denied): retried, never fatal."""
+
+
+class S3AccessDenied(S3Unavailable):
+    """S3 answered 403 to the collector's credentials: retried (a policy can be fixed live)."""
+
+
+class ChecksumConflict(Held):
+    """The object in S3 does not hold the bytes of our file: the file is kept."""
