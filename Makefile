@@ -44,8 +44,8 @@ test-fast: venv debian-packages
 	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow" tests/unit tests/integration
 
 lint: venv
-	$(VENV)/bin/ruff check collector tests
-	$(VENV)/bin/ruff format --check collector tests
+	$(VENV)/bin/ruff check collector tests roles
+	$(VENV)/bin/ruff format --check collector tests roles
 	$(VENV)/bin/yamllint --strict .
 	$(VENV)/bin/ansible-lint --offline --profile production
 
