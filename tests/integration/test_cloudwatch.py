@@ -388,7 +388,8 @@ def test_with_the_defaults_every_stop_is_mailed_within_15_minutes() -> None:
     token revoked, collector or instance dead) or of shipping (S3 refusing, uploads hung) reaches
     ALARM within 15 minutes. Worst case per alarm: the time until the collector can see the
     problem, then the alarm's minutes, plus one minute for the sample that still carried the
-    good value and one for CloudWatch's evaluation (README "Alerts": how soon you hear)."""
+    good value and one for CloudWatch's evaluation (docs/operations.md "Alerts": how soon you
+    hear)."""
     roles = Path(__file__).resolve().parents[2] / "roles"
     alerts = yaml.safe_load((roles / "alerts" / "defaults" / "main.yml").read_text())
     collector = yaml.safe_load((roles / "collector" / "defaults" / "main.yml").read_text())

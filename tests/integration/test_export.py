@@ -233,10 +233,11 @@ def test_out_ending_in_csv_is_a_csv_file_and_a_contradicting_format_one_line(
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_the_readmes_csv_snippets_keep_every_id_column_as_text() -> None:
+def test_the_documented_csv_snippets_keep_every_id_column_as_text() -> None:
     """pandas and readr read a column of numbers with blanks (quoted_id) as float, which
-    rounds ids over 2^53: README's snippets must name every id column the export writes."""
-    readme = (ROOT / "README.md").read_text()
+    rounds ids over 2^53: the snippets of docs/analysis.md must name every id column the
+    export writes."""
+    readme = (ROOT / "docs" / "analysis.md").read_text()
     id_columns = [c for c in export.EXPORT_COLUMNS if c == "id" or c.endswith("_id")]
     for fence, start, end, name in (
         ("```python\n", "ids = [", "]", r'"([a-z_]+)"'),

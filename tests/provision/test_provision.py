@@ -321,7 +321,8 @@ def test_bad_inputs_fail_in_preflight_with_every_problem_and_touch_nothing(
 @pytest.mark.slow  # a whole provision run against moto
 @pytest.mark.slow  # two provision runs against moto
 def test_sandbox_inventory_provisions_unattended_on_a_fresh_checkout(moto_server, tmp_path):
-    """The README's command, in a copy of the tracked files: no key, no .sandbox/, no stdin."""
+    """The command of docs/deploy.md, in a copy of the tracked files: no key, no .sandbox/,
+    no stdin."""
     moto_server.reset()
     checkout = tmp_path / "checkout"
     tracked = subprocess.run(
@@ -368,8 +369,8 @@ def test_sandbox_inventory_provisions_unattended_on_a_fresh_checkout(moto_server
 
 
 def test_a_key_the_endpoint_refuses_says_what_to_pass_not_only_403(moto_iam, tmp_path):
-    """The README's sandbox command against the sandbox's IAM-enforcing moto without its
-    administrator's key: HeadBucket answers a bare 403; the run stops naming what to add."""
+    """The sandbox command of docs/deploy.md against the sandbox's IAM-enforcing moto without
+    its administrator's key: HeadBucket answers a bare 403; the run stops naming what to add."""
     runner = Runner(moto_iam.url, tmp_path)  # signs with the inventory's key "testing"
     proc = runner.run("provision", check=False)
     assert proc.returncode != 0, proc.stdout[-4000:]
