@@ -16,6 +16,7 @@ from typing import Any
 
 from collector.errors import ConfigError
 from collector.sink.codecs import CODECS
+from collector.source.access import ACCESS_LEVELS, DEFAULT_ACCESS_LEVEL, AccessLevel
 from collector.spool.layout import DEFAULT_PREFIX, bucket_name_problem, normalize_prefix
 
 DEFAULT_CONFIG = Path("/etc/twittersnake/collector.toml")
@@ -55,9 +56,17 @@ class XConfig:
     expansions: list[str] = field(default_factory=lambda: ["author_id"])
     user_fields: list[str] = field(default_factory=lambda: ["username", "public_metrics"])
     rules: list[Rule] = field(default_factory=list)
-    # X's rule length limit depends on the access level (512 characters up to 2048 on
-    # Enterprise); unset, X's own answer decides and is shown.
+    # The project's X access level (collector.source.access.ACCESS_LEVELS): the rule count and
+    # length limits applied before X does, and what the stream may use (backfill, recovery,
+    # redundant connections).
+    access_level: str = DEFAULT_ACCESS_LEVEL
+    # An override of the access level's rule length limit (a contract with other limits).
     rule_max_length: int | None = None
+
+    @property
+    def limits(self) -> AccessLevel:
+        """The access level's limits (collector.source.access)."""
+        return ACCESS_LEVELS[self.access_level]
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "expansions": (list, "a list of strings"),
         "user_fields": (list, "a list of strings"),
         "rules": (list, "an array of tables ([[x.rules]])"),
+        "access_level": (str, f"one of {', '.join(ACCESS_LEVELS)} (your X project's access)"),
         "rule_max_length": (int, "a positive integer (X's rule length limit for your access)"),
     },
     "spool": {"dir": (str, "a string (path)")},
@@ -200,20 +210,36 @@ def parse_rules(where: str, items: list[Any]) -> list[Rule]:
 
 
 def rules_problems(
-    rules: list[Rule], stream: str = "filter", max_length: int | None = None
+    rules: list[Rule],
+    stream: str = "filter",
+    max_length: int | None = None,
+    access_level: str = DEFAULT_ACCESS_LEVEL,
 ) -> list[str]:
     """What is wrong with a filtered stream's rules, one line each (empty when nothing is).
 
-    X refuses a value that is already live (DuplicateRule) and a value over the access
-    level's length limit; a filter stream with no rule gets 409 on every connection
-    (https://docs.x.com/x-api/posts/filtered-stream/introduction). The preflight role runs the
+    X refuses a value that is already live (DuplicateRule), a value over the access level's
+    length limit and rules beyond the level's count (collector.source.access); a filter stream
+    with no rule gets 409 on every connection
+    (https://docs.x.com/x-api/posts/filtered-stream/introduction). `max_length` (the
+    x.rule_max_length override) replaces the level's length limit. The preflight role runs the
     same checks on the inventory's rules (the `twittersnake_rules_problems` filter).
     """
     problems: list[str] = []
+    level = ACCESS_LEVELS[access_level]
+    if max_length is None:
+        max_length = level.rule_max_length
+        length_source = f"X's limit for x.access_level = {level.name}"
+    else:
+        length_source = f"x.rule_max_length = {max_length}"
     if stream == "filter" and not rules:
         problems.append(
             "'x.rules' is empty: a filter stream needs at least one rule "
             "(X answers every connection with 409 while no rule is live)"
+        )
+    if len(rules) > level.max_rules:
+        problems.append(
+            f"'x.rules' holds {len(rules)} rules, over the {level.max_rules} X allows a project "
+            f"on x.access_level = {level.name}"
         )
     first_with: dict[str, int] = {}
     for index, rule in enumerate(rules):
@@ -224,10 +250,10 @@ def rules_problems(
             )
         else:
             first_with[rule.value] = index
-        if max_length is not None and len(rule.value) > max_length:
+        if len(rule.value) > max_length:
             problems.append(
                 f"'x.rules[{index}].value' is {len(rule.value)} characters, over "
-                f"x.rule_max_length = {max_length} (X's limit for your access level)"
+                f"{max_length} ({length_source})"
             )
     return problems
 
@@ -255,6 +281,11 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
     if "bearer_token_file" in x_table:
         x_table["bearer_token_file"] = Path(x_table["bearer_token_file"])
     x = XConfig(**x_table, rules=rules)
+    if x.access_level not in ACCESS_LEVELS:
+        raise ConfigError(
+            f"{where}: 'x.access_level' must be one of {', '.join(ACCESS_LEVELS)}, "
+            f"got {x.access_level!r}"
+        )
     if x.rule_max_length is not None:
         _positive(where, "x.rule_max_length", x.rule_max_length)
     if x.stream not in STREAMS:
@@ -265,7 +296,8 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
         raise ConfigError(
             f"{where}: 'x.api_base_url' must be an http:// or https:// URL, got {x.api_base_url!r}"
         )
-    for problem in rules_problems(x.rules, x.stream, x.rule_max_length) if streaming else []:
+    problems = rules_problems(x.rules, x.stream, x.rule_max_length, x.access_level)
+    for problem in problems if streaming else []:
         raise ConfigError(f"{where}: {problem}")
     spool_table = dict(sections["spool"])
     if "dir" in spool_table:
