@@ -19,6 +19,9 @@ Refusals, as X answers them:
         {"errors": [{"value", "details": [...], "title": "UnprocessableEntity",
         "type": ".../problems/invalid-rules"}]} and meta.summary invalid=1 (the shape of X's
         answers quoted in tweepy#1874; the wording of `details` is ours)
+    POST rules, a value X cannot parse (unbalanced parentheses or quotes, an operator X does not
+        know, a dangling OR, a lower-case or): the same invalid-rules error with X's sentence
+        (tests/fakes/x_rule_syntax.py)
     POST rules, a value already live or repeated in the request: 200 with a DuplicateRule
         error naming the id of the rule that holds the value
     GET the filtered stream while no rule is live: 409 ConnectionException with
@@ -93,6 +96,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.x_rule_syntax import rule_syntax_problems
 
 log = logging.getLogger(__name__)
 
@@ -725,6 +730,17 @@ class _Handler(BaseHTTPRequestHandler):
                             "id": holders[value],
                             "title": "DuplicateRule",
                             "type": "https://api.twitter.com/2/problems/duplicate-rules",
+                        }
+                    )
+                    continue
+                syntax = rule_syntax_problems(value)
+                if syntax:
+                    errors.append(
+                        {
+                            "value": value,
+                            "details": syntax,
+                            "title": "UnprocessableEntity",
+                            "type": "https://api.twitter.com/2/problems/invalid-rules",
                         }
                     )
                     continue

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from collector.config import load_config
 from collector.source.rules import RulesAuthError, RulesClient
@@ -89,3 +90,52 @@ def test_a_rejected_token_is_an_auth_error(tmp_path: Path, x_server: FakeXServer
     assert result.returncode == 78
     assert len(result.stderr.strip().splitlines()) == 1 and "HTTP 401" in result.stderr
     assert "wrong-token" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        ("(python OR rust", "Missing closing parenthesis for this one (at position 1)"),
+        ("python OR rust)", "Closing parenthesis without an opening one (at position 15)"),
+        (
+            '"python rust lang:en',
+            'Unmatched double quote: a phrase needs a closing " (at position 1)',
+        ),
+        ("python langg:en", "Reference to invalid operator 'langg:en'. Operator is not available"),
+        ("python OR", "OR must join two clauses: nothing on its right (at position 8)"),
+        ("OR python", "OR must join two clauses: nothing on its left (at position 1)"),
+        ("python or rust", "Ambiguous use of or as a keyword. Use OR to logically join two"),
+    ],
+)
+def test_the_stand_in_refuses_a_rule_x_cannot_parse_as_x_does(
+    x_server: FakeXServer, value: str, detail: str
+) -> None:
+    for dry_run in ("true", "false"):
+        response = requests.post(
+            f"{x_server.url}/2/tweets/search/stream/rules?dry_run={dry_run}",
+            json={"add": [{"value": value, "tag": "t"}, {"value": '(a OR "b c") -is:retweet'}]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
+        body = response.json()
+        assert response.status_code == 200
+        assert body["meta"]["summary"]["invalid"] == 1, body
+        (error,) = body["errors"]
+        assert error["value"] == value and error["title"] == "UnprocessableEntity"
+        assert error["type"].endswith("/problems/invalid-rules")
+        assert error["details"][0].startswith(detail), error
+        assert [r["value"] for r in body["data"]] == ['(a OR "b c") -is:retweet']
+    assert live(x_server) == {('(a OR "b c") -is:retweet', None)}
+
+
+def test_check_fails_on_a_typo_rule_with_x_reason(tmp_path: Path, x_server: FakeXServer) -> None:
+    rules = [("(python OR rust", "langs"), ("python lang:en", "python")]
+    config = write_config(tmp_path, x_server.url, rules=rules)
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL  X rule:")]
+    assert failed == [
+        "FAIL  X rule: x.rules '(python OR rust' (tag test-1:langs): UnprocessableEntity: "
+        "Missing closing parenthesis for this one (at position 1)"
+    ], result.stdout
+    assert x_server.rules == {}  # a dry run: nothing went live
