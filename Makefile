@@ -11,8 +11,15 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Tools the targets run (ansible-playbook, moto_server...) come from the virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv debian-packages test test-fast lint bench demo demo-down sandbox-preflight sandbox-image sandbox-wheelhouse clean
+.DEFAULT_GOAL := venv
 
+## help: this list, one line per target (from the `## target: ...` line above each)
+help:
+	@awk '/^## [a-z-]+: / { sub(/^## /, ""); split($$0, p, ": "); printf "  %-20s %s\n", p[1], substr($$0, length(p[1]) + 3) }' $(MAKEFILE_LIST)
+
+.PHONY: help venv debian-packages test test-fast lint bench demo demo-down sandbox-preflight sandbox-image sandbox-wheelhouse clean
+
+## venv: the virtualenv .venv/ from requirements.txt (rebuilt when it changes)
 venv: $(STAMP)
 
 # --no-compile: byte-compiling ansible's ~30,000 files took half of the install (86 s -> 41 s here);
@@ -23,6 +30,7 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Installs only what is missing, after an `apt-get update`.
+## debian-packages: the Debian packages the sandbox, tests and bench use (apt-get, as root)
 debian-packages:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -36,13 +44,16 @@ debian-packages:
 PYTEST_PARALLEL := -n 2 --dist loadfile --no-loadscope-reorder
 
 # The whole suite: what CI runs (.ci/run).
+## test: the whole suite, all four tiers (what CI runs after lint)
 test: venv debian-packages
 	$(PY) -m pytest $(PYTEST_PARALLEL) tests
 
 # The inner loop: unit and integration tests (stand-in + moto), without those that wait on real timers (slow).
+## test-fast: the inner loop: tests/unit and tests/integration without the slow tests
 test-fast: venv debian-packages
 	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow" tests/unit tests/integration
 
+## lint: ruff, yamllint and ansible-lint
 lint: venv
 	$(VENV)/bin/ruff check collector tests roles
 	$(VENV)/bin/ruff format --check collector tests roles
@@ -51,12 +62,14 @@ lint: venv
 
 # BENCH_ARGS="--posts 1000000" or "--slow-s3 10"; prints posts/s, MB/s, ratio to curl|gzip, peak RSS,
 # CPU seconds per million posts (collector and curl|gzip) and what that sustains on a t3.micro.
+## bench: the collector against curl | gzip -1 (BENCH_ARGS="--posts 1000000" or "--slow-s3 10")
 bench: venv debian-packages
 	$(PY) -m tests.bench.bench $(BENCH_ARGS)
 
 # The whole thing on this machine: the sandbox (moto, X stand-in, a Debian host), site.yml, what landed in S3.
 # The independent steps run in parallel: Debian packages then the Debian root; the venv then the wheelhouse.
 # It ends when the collector is RUNNING and the first object is in S3.
+## demo: the sandbox (moto, X stand-in, a Debian host), then site.yml against it
 demo: sandbox-preflight
 	@$(MAKE) --no-print-directory -j4 sandbox-image sandbox-wheelhouse
 	$(PY) -m tests.sandbox up
@@ -65,20 +78,25 @@ demo: sandbox-preflight
 
 # The sandbox's caches in /var/cache/twittersnake (kept by demo-down): the Debian root (stdlib python3
 # is enough, so it does not wait for the venv) and the wheelhouse the instance installs from.
+## sandbox-image: the sandbox's cached Debian root in /var/cache/twittersnake
 sandbox-image: debian-packages
 	python3 -m tests.sandbox.image
 
+## sandbox-wheelhouse: the sandbox's cached wheelhouse the instance installs from
 sandbox-wheelhouse: venv
 	$(PY) -m tests.sandbox.miniforge
 
 # Stops everything `make demo` started and removes .sandbox/ (the Debian root cache in /var/cache/twittersnake stays).
+## demo-down: stop everything make demo started and remove .sandbox/ (caches stay)
 demo-down:
 	@if [ -x $(PY) ] && [ -d .sandbox ]; then $(PY) -m tests.sandbox down; else rm -rf .sandbox; fi
 
+## sandbox-preflight: refuse in one line unless root on Linux
 sandbox-preflight:
 	@if [ "$$(uname -s)" != Linux ] || [ "$$(id -u)" != 0 ]; then \
 	  echo "error: make demo needs root on Linux (it builds a throwaway Debian host with debootstrap and boots it with systemd-nspawn); run: sudo make demo" >&2; \
 	  exit 1; fi
 
+## clean: remove .venv/ and the tools' caches
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -9,7 +9,8 @@ failing once it has lasted `failing_after` seconds (a brief S3 hiccup is not an 
 refusal that persists is); reporting success clears it.
 
 status.json carries `health` and `health_reason` (null when healthy); `collector status` exits
-0 only when healthy; CloudWatch publishes the same state (the contract of issue 9).
+0 only when healthy; CloudWatch publishes the same state as its `Healthy` metric (0/1),
+which the `twittersnake-unhealthy` alarm watches.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Metrics to CloudWatch (issue 9): the collector between the X stand-in and moto publishes what
+"""Metrics to CloudWatch: the collector between the X stand-in and moto publishes what
 it received and shipped; a CloudWatch outage or refusal costs neither posts nor speed."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.conftest import AccessKey, IamMoto, MotoServer
 from tests.fakes.tcp_proxy import OutageProxy
 from tests.fakes.x_server import FakeXServer
 
-# The metrics issue 9 names, in CloudWatch's words.
+# The metrics the alarms and docs/operations.md name, in CloudWatch's words.
 EXPECTED_METRICS = {
     "PostsReceived",
     "BytesUploaded",
@@ -293,7 +293,7 @@ def test_uploads_refused_by_s3_show_in_the_metrics_and_nothing_is_lost(
         x_server.count = 50
         wait_until(lambda: read_status(tmp_path).get("upload_errors", 0) >= 1, 20)
         refused_at = time.monotonic()
-        # issue 8's health: degraded at the first refusal, failing after the grace; Healthy
+        # the collector's health: degraded at the first refusal, failing after the grace; Healthy
         # is 0 in CloudWatch from the first sample after the refusal, well within the grace
         wait_until(lambda: 0.0 in metric_values(cloudwatch, "Healthy", "Minimum"), 30, 0.2)
         assert time.monotonic() - refused_at < grace, time.monotonic() - refused_at
@@ -384,7 +384,7 @@ def test_a_cloudwatch_that_never_answers_holds_up_neither_uploads_nor_the_stop(
 
 
 def test_with_the_defaults_every_stop_is_mailed_within_15_minutes() -> None:
-    """Issue 9's promise, from the settings the roles deploy: a stop of collection (X refusing,
+    """The alerts' promise, from the settings the roles deploy: a stop of collection (X refusing,
     token revoked, collector or instance dead) or of shipping (S3 refusing, uploads hung) reaches
     ALARM within 15 minutes. Worst case per alarm: the time until the collector can see the
     problem, then the alarm's minutes, plus one minute for the sample that still carried the

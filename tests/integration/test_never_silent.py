@@ -1,6 +1,6 @@
 """Never silent: every state in which nothing is collected or shipped is refused at start or
 shown in `collector status` (health + reason in X's or S3's own words), in the log and in
-status.json. One test per state of issue 8's "Why", named for what the user sees.
+status.json. One test per such state, named for what the user sees.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Alerts (issue 9): provision.yml with alerts_email makes an SNS topic, its e-mail subscription and
+"""Alerts: provision.yml with alerts_email makes an SNS topic, its e-mail subscription and
 the CloudWatch alarms; re-runs change nothing; teardown removes them, twice without a change."""
 
 from __future__ import annotations

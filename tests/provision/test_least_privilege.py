@@ -1,4 +1,4 @@
-"""Least privilege (issue 14), proven on a moto that enforces IAM.
+"""Least privilege, proven on a moto that enforces IAM.
 
 The bucket and the collector's IAM user come from the real roles (provision.yml --tags bucket,iam,
 run as an administrator user on an enforcing moto); the tests then sign as the collector's key

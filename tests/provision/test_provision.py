@@ -1,4 +1,4 @@
-"""Provisioning (issue 3): playbooks/provision.yml and teardown.yml against a moto server."""
+"""Provisioning: playbooks/provision.yml and teardown.yml against a moto server."""
 
 from __future__ import annotations
 

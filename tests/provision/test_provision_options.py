@@ -1,4 +1,4 @@
-"""Provisioning options (issue 3) against moto: SSE-KMS, versioning and the IA transition,
+"""Provisioning options against moto: SSE-KMS, versioning and the IA transition,
 world-open SSH by explicit opt-in, the vault-encrypted credentials file, the day-2 inventory."""
 
 from __future__ import annotations

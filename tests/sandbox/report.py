@@ -80,7 +80,7 @@ def report(world: Sandbox, wait: float = 90) -> int:
         print("   sudo supervisorctl tail twittersnake stderr`")
         return 1
     config = write_report_config(world, buckets[0])
-    print("== see what was collected (HTML report with charts, issue 5):")
+    print("== see what was collected (HTML report with charts):")
     print(f"   {report_command(world, config)}")
     return 0
 

@@ -33,3 +33,22 @@ def test_demo_as_non_root_stops_with_one_clear_line_and_starts_nothing():
         assert sorted(p.name for p in work.iterdir()) == ["Makefile", "requirements.txt"]
     finally:
         shutil.rmtree(work)
+
+
+def test_make_help_lists_every_target_once_with_one_line_each():
+    phony = next(
+        line for line in (REPO / "Makefile").read_text().splitlines() if line.startswith(".PHONY:")
+    )
+    targets = phony.split(":", 1)[1].split()
+    result = subprocess.run(
+        ["make", "-s", "--no-print-directory", "help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    listed = [line.split()[0] for line in lines]
+    assert sorted(listed) == sorted(targets)
+    assert all(len(line.split(None, 1)) == 2 for line in lines), lines
