@@ -63,6 +63,13 @@ A module keeps its per-server state in `fake.ext["<family>"]`. Handlers answer w
 `handler.send_json(status, body, headers)`, check the token with `handler.authorized()` (it
 answers 401 itself), read a JSON body with `handler.read_json()`.
 
+The timeline: from the first stream connection attempt on, while no stream connection is open
+(none made, refused, or dropped) posts keep being made at `rate` posts/s (not when rate is 0)
+and are kept as missed: `fake.missed_posts(start, end)` -> [MissedPost(id, at, rules)], the
+posts X matched against the live rules while nobody was connected, which X does not resend.
+Recent search (x_api_search.py) answers from them. Their ids are snowflakes of the time they
+were made, so `created_at` is that time.
+
 The bill: `fake.billed` maps a UTC day ("YYYY-MM-DD", from `fake.clock()`) to the set of post ids
 delivered that day, as X bills pay-per-use reads (a post delivered twice in one UTC day is billed
 once). The stream records what it writes; any endpoint that returns posts calls
@@ -91,6 +98,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -364,6 +372,19 @@ def _fit_size(msg: dict, target: int, rng: random.Random) -> None:
         data.setdefault("context_annotations", []).append({**filler, "entity": entity})
 
 
+@dataclass(frozen=True)
+class MissedPost:
+    """A post made while no stream connection was open (the timeline)."""
+
+    id: int
+    at: float  # epoch seconds: the time its snowflake holds
+    rules: tuple[str, ...]  # the values of the rules live then (every post matches them all)
+    repost: bool  # rendered as a repost ("RT @user: ", referenced_tweets "retweeted")
+
+
+MISSED_MAX = 200_000  # posts the timeline keeps; older ones are forgotten
+
+
 class FakeXServer:
     """The X API v2 stand-in: filtered/sample stream, rules API, bearer check, fault knobs."""
 
@@ -401,8 +422,12 @@ class FakeXServer:
         self.clock: Callable[[], float] = time.time  # the bill's UTC day comes from it
         self.billed: dict[str, set[str]] = {}  # UTC day -> ids delivered that day (the bill)
         self.ext: dict[str, Any] = {}  # per-server state of the x_api_* modules, by family
+        self.missed: list[MissedPost] = []  # the timeline (oldest first): see missed_posts
+        self._down_since: float | None = None  # time.time() no stream was open from
+        self._timeline_started = False
         self._lock = threading.Lock()
         self._templates = render_templates(samples, pool, seed)
+        self._reposts = [b'"type":"retweeted"' in b"".join(t) for t in self._templates]
         self._last_id = 0
         self._rule_ids = itertools.count(1_900_000_000_000_000_000)
         self._posts_taken = 0
@@ -483,6 +508,59 @@ class FakeXServer:
         line = self._special_line(kind)
         with self._lock:
             self._injections.append(line)
+
+    def missed_posts(
+        self, start: float | None = None, end: float | None = None
+    ) -> list[MissedPost]:
+        """Posts made while no stream connection was open, with start <= at < end (epoch s)."""
+        with self._lock:
+            self._catch_up(time.time())
+            return [
+                post
+                for post in self.missed
+                if (start is None or post.at >= start) and (end is None or post.at < end)
+            ]
+
+    def is_repost(self, post_id: int) -> bool:
+        return self._reposts[post_id % len(self._templates)]
+
+    def _stream_opened(self) -> None:
+        """Under the lock: a 200 answer starts; the timeline stops making missed posts."""
+        self._catch_up(time.time())
+        self.streams_open += 1
+        self._down_since = None
+
+    def _stream_closed(self) -> None:
+        """Under the lock: a 200 answer ended; with none left open, posts are missed again."""
+        self.streams_open -= 1
+        if self.streams_open == 0:
+            self._down_since = time.time()
+
+    def _stream_attempted(self) -> None:
+        """Under the lock: the first connection attempt starts the timeline."""
+        if not self._timeline_started:
+            self._timeline_started = True
+            if self.streams_open == 0:
+                self._down_since = time.time()
+
+    def _catch_up(self, now: float) -> None:
+        """Under the lock: make the posts X matched from _down_since to `now`, at `rate`."""
+        since = self._down_since
+        if since is None or self.rate <= 0 or not self.rules:
+            if since is not None:
+                self._down_since = now
+            return
+        step = 1.0 / self.rate
+        rules = tuple(r["value"] for r in self.rules.values())
+        at = since + step
+        while at < now:
+            millis = int(at * 1000) - SNOWFLAKE_EPOCH_MS
+            sequence = len(self.missed) + self._posts_taken
+            post_id = (millis << 22) | (sequence & 0xFFF)
+            self.missed.append(MissedPost(post_id, at, rules, self.is_repost(post_id)))
+            at += step
+        del self.missed[:-MISSED_MAX]
+        self._down_since = at - step
 
     def record_delivered(self, ids: list[str]) -> None:
         """Bill `ids` as delivered now: X bills a post once per UTC day, whatever the endpoint."""
@@ -815,6 +893,7 @@ class _Handler(BaseHTTPRequestHandler):
             fake.connections += 1
             fake.connection_times.append(time.monotonic())
             fake.stream_queries.append(parse_qs(urlsplit(self.path).query))
+            fake._stream_attempted()
             failure = fake._fail_next.pop(0) if fake._fail_next else None
             drop_after, fake._drop_after = fake._drop_after, None
             refusal = fake.stream_refusal
@@ -836,14 +915,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         with fake._lock:
-            fake.streams_open += 1
+            fake._stream_opened()
         try:
             self._stream_posts(drop_after)
         except (BrokenPipeError, ConnectionResetError, OSError):
             log.debug("stream client went away")
         finally:
             with fake._lock:
-                fake.streams_open -= 1
+                fake._stream_closed()
 
     def _write_chunk(self, data: bytes) -> None:
         fake = self.fake

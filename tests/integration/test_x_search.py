@@ -1,0 +1,160 @@
+"""The X stand-in's timeline and recent search: what matched while no stream was open."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.fakes.x_server import FakeXServer
+
+TOKEN = "t0ken"
+SEARCH = "/2/tweets/search/recent"
+
+
+@pytest.fixture
+def x_server() -> Iterator[FakeXServer]:
+    server = FakeXServer(token=TOKEN, rate=40, keepalive_interval=0.2).start()
+    yield server
+    server.stop()
+
+
+def get(server: FakeXServer, path: str, params: dict | None = None) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    query = f"?{urlencode(params)}" if params else ""
+    conn.request("GET", path + query, headers={"Authorization": f"Bearer {TOKEN}"})
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, json.loads(body) if body.strip() else {}
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def outage(server: FakeXServer, seconds: float) -> tuple[float, float]:
+    """Every stream connection refused with 503 for `seconds`; returns (start, end) epoch."""
+    server.refuse_streams(503)
+    started = time.time()
+    status, _ = get(server, "/2/tweets/search/stream")  # X's timeline runs from the attempt
+    assert status == 503
+    time.sleep(seconds)
+    return started, time.time()
+
+
+def search_all(server: FakeXServer, params: dict) -> tuple[list[dict], list[dict], int]:
+    """Every page: (posts, includes.users, pages)."""
+    posts, users, pages, token = [], [], 0, None
+    while True:
+        status, body = get(server, SEARCH, {**params, **({"next_token": token} if token else {})})
+        assert status == 200, body
+        pages += 1
+        posts += body.get("data", [])
+        users += body.get("includes", {}).get("users", [])
+        token = body["meta"].get("next_token")
+        if not token:
+            return posts, users, pages
+
+
+def test_search_returns_every_post_that_matched_while_no_stream_was_open(x_server):
+    x_server.add_rule("python lang:en", tag="py")
+    x_server.add_rule("snake", tag="snake")
+    start, end = outage(x_server, 1.5)
+    missed = x_server.missed_posts()
+    assert len(missed) >= 40, "posts keep being made at `rate` while no stream is open"
+    assert all(start <= post.at < end + 0.1 for post in missed)
+    x_server.clock = lambda: time.time() + 15  # end_time must lie 10 s before the request
+    params = {
+        "query": "python lang:en",
+        "start_time": iso(start - 2),
+        "end_time": iso(end + 2),
+        "max_results": 10,
+        "tweet.fields": "created_at,author_id",
+        "expansions": "author_id",
+        "user.fields": "username",
+    }
+    posts, users, pages = search_all(x_server, params)
+    originals = [str(p.id) for p in missed if not p.repost]
+    assert sorted(p["id"] for p in posts) == sorted(originals)
+    assert any(p.repost for p in missed), "the outage holds reposts, which search leaves out"
+    assert pages == -(-len(originals) // 10)
+    assert [p["id"] for p in posts] == sorted((p["id"] for p in posts), key=int, reverse=True)
+    assert set(posts[0]) == {"id", "text", "edit_history_tweet_ids", "created_at", "author_id"}
+    assert {p["author_id"] for p in posts} <= {u["id"] for u in users}
+    assert set(users[0]) == {"id", "name", "username"}
+    assert x_server.billed_posts() == len(originals)  # X bills each post returned
+    assert x_server.stats()["search_posts_returned"] == len(originals)
+
+
+def test_search_start_is_inclusive_and_end_exclusive_at_the_second(x_server):
+    x_server.add_rule("python")
+    outage(x_server, 2.2)
+    missed = x_server.missed_posts()
+    x_server.clock = lambda: time.time() + 15
+    cut = int(missed[len(missed) // 2].at)
+    params = {"query": "python", "max_results": 100}
+    params |= {"start_time": iso(cut), "end_time": iso(cut + 1)}
+    posts, _, _ = search_all(x_server, params)
+    inside = {str(p.id) for p in missed if cut <= p.at < cut + 1 and not p.repost}
+    assert {p["id"] for p in posts} == inside and inside
+
+
+def test_a_stream_connection_ends_the_missed_span(x_server):
+    x_server.add_rule("python")
+    outage(x_server, 0.5)
+    x_server.refuse_streams(None)
+    conn = http.client.HTTPConnection("127.0.0.1", x_server.port, timeout=10)
+    conn.request("GET", "/2/tweets/search/stream", headers={"Authorization": f"Bearer {TOKEN}"})
+    response = conn.getresponse()
+    assert response.status == 200
+    response.readline()
+    before = len(x_server.missed_posts())
+    time.sleep(0.5)
+    assert len(x_server.missed_posts()) == before, "nothing is missed while a stream is open"
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter", "message"),
+    [
+        ({"max_results": 5}, "max_results", "is not between 10 and 100"),
+        ({"query": "x" * 513}, "query", "at most 512 characters"),
+        ({"query": "python bio:engineer"}, "query", "Reference to invalid operator 'bio'"),
+        ({"start_time": "OLD"}, "start_time", "must be on or after"),
+        ({"end_time": "NOW"}, "end_time", "minimum of 10 seconds prior to the request time"),
+        ({"next_token": "NOT A TOKEN"}, "next_token", "is not valid"),
+    ],
+)
+def test_search_refuses_what_x_refuses_with_its_problem(x_server, params, parameter, message):
+    now = time.time()
+    times = {"OLD": iso(now - 8 * 86400), "NOW": iso(now)}
+    params = {key: times.get(value, value) for key, value in params.items()}
+    status, body = get(x_server, SEARCH, {"query": "python", **params})
+    assert status == 400
+    assert body["title"] == "Invalid Request"
+    assert list(body["errors"][0]["parameters"]) == [parameter]
+    assert message in body["errors"][0]["message"]
+
+
+def test_search_needs_the_bearer_token(x_server):
+    conn = http.client.HTTPConnection("127.0.0.1", x_server.port, timeout=10)
+    conn.request("GET", f"{SEARCH}?query=python")
+    assert conn.getresponse().status == 401
+
+
+def test_the_7_day_window_follows_the_stand_ins_clock(x_server):
+    x_server.add_rule("python")
+    start, end = outage(x_server, 0.5)
+    x_server.clock = lambda: time.time() + 8 * 86400
+    params = {"query": "python", "start_time": iso(start), "end_time": iso(end + 1)}
+    status, body = get(x_server, SEARCH, params)
+    assert status == 400 and "must be on or after" in body["errors"][0]["message"]
+    x_server.clock = lambda: time.time() + timedelta(days=6).total_seconds()
+    status, body = get(x_server, SEARCH, {**params, "max_results": 100})
+    assert status == 200 and body["meta"]["result_count"] > 0
