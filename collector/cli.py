@@ -1,4 +1,4 @@
-"""`python -m collector run|check|status|rules|report|export --config PATH`."""
+"""`python -m collector run|check|status|rules|report|export|compliance --config PATH`."""
 
 from __future__ import annotations
 
@@ -262,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a period's posts as Parquet or CSV, one row each (collector export --help)",
         add_help=False,
     )
+    sub.add_parser(
+        "compliance",
+        help="X's batch compliance job over the archive's post ids (collector compliance --help)",
+        add_help=False,
+    )
     return parser
 
 
@@ -276,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         from collector.analysis import export
 
         return export.main(argv[1:])
+    if argv[:1] == ["compliance"]:
+        from collector.analysis import compliance
+
+        return compliance.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
+try:
+    import duckdb
+except ImportError:  # the instance lists and reads objects (collector compliance) without it
+    duckdb = None
 
 from collector.sink.codecs import DATA_SUFFIXES
 from collector.spool.layout import prefix_path
@@ -328,7 +331,11 @@ def _insert(
 
 # What a bad file raises (truncated or corrupt compression, unreadable JSON); anything else
 # (a binder error, out of memory) is a bug or a limit and propagates.
-_FILE_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
+_FILE_ERRORS = (
+    (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
+    if duckdb is not None
+    else ()
+)
 
 
 def load_posts(

@@ -1,0 +1,159 @@
+"""`collector compliance`: X's batch compliance jobs over the ids the collector shipped to S3.
+
+The stand-in streams to `python -m collector run`, which ships to moto; the test then marks
+some of the delivered ids deleted, protected or scrub_geo in the stand-in, runs the command,
+and reads the result objects under {prefix}/_compliance/ back from S3.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from collector.analysis import compliance
+from collector.config import load_config
+from tests.collector_support import (
+    BUCKET,
+    TOKEN,
+    CollectorProcess,
+    s3_post_ids,
+    wait_until,
+    write_config,
+)
+from tests.fakes.x_server import FakeXServer
+
+POSTS = 120
+
+
+@dataclass
+class Archive:
+    config: Path
+    server: FakeXServer
+    ids: list[str]
+    period: list[str]
+    cache: Path
+
+
+@pytest.fixture
+def archive(s3, aws_env, tmp_path: Path) -> Iterator[Archive]:
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, count=POSTS, keepalive_interval=1.0).start()
+    config = write_config(tmp_path, server.url, s3_endpoint=aws_env.url, max_records=40)
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: len(server.sent_ids) == POSTS, 30)
+        wait_until(lambda: sorted(s3_post_ids(s3)) == sorted(server.sent_ids), 30, 0.5)
+    finally:
+        assert collector.stop() == 0, collector.log
+    now = datetime.now(UTC)
+    period = ["--from", f"{now - timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}"]
+    period += ["--to", f"{now + timedelta(minutes=5):%Y-%m-%dT%H:%M:%SZ}"]
+    yield Archive(config, server, list(server.sent_ids), period, tmp_path / "cache")
+    server.stop()
+
+
+def mark(archive: Archive) -> dict[str, str]:
+    """Some delivered ids marked on X: id -> reason."""
+    marked = {}
+    for reason, ids in (
+        ("deleted", archive.ids[0:5]),
+        ("protected", archive.ids[50:53]),
+        ("scrub_geo", archive.ids[100:102]),
+    ):
+        archive.server.control({"compliance_mark": {"ids": ids, "reason": reason}})
+        marked.update(dict.fromkeys(ids, reason))
+    return marked
+
+
+def run(archive: Archive, *extra: str) -> int:
+    argv = ["--config", str(archive.config), *archive.period, "--cache-dir", str(archive.cache)]
+    return compliance.main([*argv, "--poll-seconds", "0", *extra])
+
+
+def stored_results(s3) -> dict[str, dict]:
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="tweets/_compliance/").get("Contents", [])
+    results = {}
+    for item in listed:
+        assert item["Key"].startswith(f"tweets/_compliance/dt={datetime.now(UTC):%Y-%m-%d}/")
+        body = s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read().decode()
+        for line in body.splitlines():
+            row = json.loads(line)
+            results[row["id"]] = row
+    return results
+
+
+def test_results_in_s3_hold_exactly_the_ids_x_marked(archive, s3, capsys) -> None:
+    marked = mark(archive)
+    archive.server.control({"compliance_mark": {"ids": ["1"], "reason": "deleted"}})  # not ours
+
+    assert run(archive) == 0
+
+    results = stored_results(s3)
+    assert {i: r["reason"] for i, r in results.items()} == marked
+    row = results[archive.ids[0]]
+    assert set(row) == set(compliance.RESULT_FIELDS)
+    assert row["action"] == "delete" and row["job_id"] and row["redacted_at"]
+    out = capsys.readouterr().out
+    assert f"{POSTS} post ids from" in out
+    assert "8 removed on X" in out and "2 geotags scrubbed" in out
+    assert archive.server.stats()["compliance_uploaded_ids"] == POSTS
+    last = compliance.read_last_run(load_config(archive.config).spool.dir)
+    assert last["ok"] and last["ids_checked"] == POSTS and last["removed"] == 8
+
+
+def test_jobs_over_the_upload_limit_are_split(archive, s3) -> None:
+    marked = mark(archive)
+    archive.server.control({"compliance_max_ids": 50})
+
+    assert run(archive, "--max-ids", "50") == 0
+
+    assert archive.server.stats()["compliance_jobs"] == 3  # 50 + 50 + 20, one after the other
+    assert {i: r["reason"] for i, r in stored_results(s3).items()} == marked
+
+
+def test_a_job_created_before_a_crash_is_picked_up_again(archive, s3) -> None:
+    marked = mark(archive)
+    archive.server.control({"compliance_polls": 3})
+    cfg = load_config(archive.config, streaming=False)
+
+    class Crash(Exception):
+        pass
+
+    def crash(seconds: float) -> None:
+        raise Crash  # the process dies while it waits for X
+
+    runner = compliance.Runner(
+        cfg, TOKEN, s3, compliance.StateDir(cfg.spool.dir), lambda _: None, 0, sleep=crash
+    )
+    from collector.analysis.loader import Period
+
+    now = datetime.now(UTC)
+    state = runner.start(
+        Period(now - timedelta(hours=1), now + timedelta(minutes=5)), archive.cache
+    )
+    with pytest.raises(Crash):
+        runner.execute(state)
+    assert stored_results(s3) == {}
+    assert archive.server.stats()["compliance_jobs"] == 1
+
+    assert run(archive) == 0
+
+    assert archive.server.stats()["compliance_jobs"] == 1  # the same job, not a new one
+    assert {i: r["reason"] for i, r in stored_results(s3).items()} == marked
+
+
+def test_a_failed_job_says_x_reason_and_is_kept_as_the_last_run(archive, s3, capsys) -> None:
+    archive.server.control({"compliance_fail_next": "Internal error while processing the job"})
+
+    assert run(archive) == 1
+
+    err = capsys.readouterr().err
+    assert "failed: Internal error while processing the job" in err
+    last = compliance.read_last_run(load_config(archive.config).spool.dir)
+    assert last["ok"] is False and "Internal error while processing the job" in last["error"]
+    assert stored_results(s3) == {}
