@@ -33,6 +33,20 @@ class RulesAuthError(RulesError):
     """The X API rejected the token (401) or refused access (403)."""
 
 
+class XRequestError(Exception):
+    """An X API request beside the stream (usage, connections) failed: network, 5xx, 429,
+    401. `status` is X's HTTP status (None without an answer); one line in str()."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class XNotAvailable(XRequestError):
+    """X answered 404 or 403: the endpoint is not available to this project or access level
+    (some pay-per-use projects get an empty 404 from /2/usage/credits)."""
+
+
 class Held(Exception):
     """Raised by a stage handler: this one file waits (its own backoff); the stage keeps going."""
 

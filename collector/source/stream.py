@@ -141,6 +141,11 @@ class StreamResponse(requests.Response):
 def make_client(cfg: Config, token: str, client_class=tweepy.StreamingClient, **kwargs):
     """A StreamingClient (or subclass) whose every request goes to cfg.x.api_base_url."""
     client = client_class(token, chunk_size=CHUNK_SIZE, daemon=True, **kwargs)
+    return point_at_base_url(client, cfg)
+
+
+def point_at_base_url(client, cfg: Config):
+    """`client` (any tweepy client) with every request sent to cfg.x.api_base_url."""
     client.session.mount(TWEEPY_HOST, _Redirect(cfg.x.api_base_url))
     return client
 

@@ -61,7 +61,8 @@ here by name pattern, which registers on import:
     @stats_part                                 def _(fake) -> dict: ...  (merged into stats())
 A module keeps its per-server state in `fake.ext["<family>"]`. Handlers answer with
 `handler.send_json(status, body, headers)`, check the token with `handler.authorized()` (it
-answers 401 itself), read a JSON body with `handler.read_json()`.
+answers 401 itself), read a JSON body with `handler.read_json()`; `handler.send_empty(status)`
+answers without a body. Every answer carries X's `api-version` header (knob `api_version`).
 
 The timeline: from the first stream connection attempt on, while no stream connection is open
 (none made, refused, or dropped) posts keep being made at `rate` posts/s (not when rate is 0)
@@ -178,6 +179,9 @@ NAMED_PROBLEMS = {
     "TooManyConnections": PROBLEMS[429],
     "RuleConfigurationIssue": PROBLEMS[409],
 }
+# The `api-version` header X sends with every answer (OpenAPI 2.168: xdevplatform/docs
+# openapi.json `info.version`); the api_version knob changes it, None leaves it out.
+API_VERSION = "2.168"
 RULE_MAX_LENGTH = 512  # X's rule length below Enterprise (2048 there)
 WORDS = tuple(
     [
@@ -407,6 +411,8 @@ class FakeXServer:
         self.close_after_count = False  # end the stream cleanly once `count` posts went out
         self.rule_max_length = RULE_MAX_LENGTH
         self.disconnect_every_connection = False
+        # X's `api-version` response header, on every answer (2.164-2.168 seen in 2026)
+        self.api_version: str | None = API_VERSION
         self.stream_refusal: tuple[int, dict] | None = None
         self.sent_ids: list[str] = []
         self.connections = 0  # stream connection attempts, failed ones included
@@ -597,6 +603,7 @@ class FakeXServer:
             "close_after_count",
             "rule_max_length",
             "disconnect_every_connection",
+            "api_version",
         ):
             if key in settings:
                 setattr(self, key, settings[key])
@@ -698,6 +705,15 @@ class _Handler(BaseHTTPRequestHandler):
     def send_json(self, status: int, body: object, headers: dict | None = None) -> None:
         self._send_json(status, body, headers)
 
+    def send_empty(self, status: int, headers: dict | None = None) -> None:
+        """An answer without a body (X's empty 404 of an endpoint a project cannot use)."""
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self._send_api_version()
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+
     def authorized(self) -> bool:
         """True for the right bearer token; otherwise answers X's 401 and returns False."""
         return self._authorized()
@@ -731,10 +747,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(payload)))
+        self._send_api_version()
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
+
+    def _send_api_version(self) -> None:
+        if self.fake.api_version:
+            self.send_header("api-version", self.fake.api_version)
 
     def _authorized(self) -> bool:
         if self.headers.get("Authorization") == f"Bearer {self.fake.token}":
@@ -912,6 +933,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Transfer-Encoding", "chunked")
+        self._send_api_version()
         self.end_headers()
         self.close_connection = True
         with fake._lock:
