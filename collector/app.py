@@ -72,30 +72,42 @@ def _sync_rules(cfg: Config, token: str, health: Health) -> list[Refusal]:
 
 
 def _report_refused(health: Health, refused: list[Refusal]) -> None:
-    reasons = "; ".join(f"x.rules {refusal.line()}" for refusal in refused)
-    health.report("rules", DEGRADED, f"X refused {len(refused)} rule(s): {reasons}")
+    """The "rules" condition: every configured rule that is not live, named with X's reason."""
+    rejected = [r for r in refused if not r.reason.startswith("X accepts it")]
+    waiting = [r for r in refused if r not in rejected]
+    parts = []
+    if rejected:
+        reasons = "; ".join(f"x.rules {refusal.line()}" for refusal in rejected)
+        parts.append(f"X refused {len(rejected)} rule(s): {reasons}")
+    if waiting:
+        reasons = "; ".join(f"x.rules {refusal.line()}" for refusal in waiting)
+        parts.append(f"{len(waiting)} configured rule(s) not live: {reasons}")
+    health.report("rules", DEGRADED, "; ".join(parts))
 
 
-def _watch_refused_rules(
+def _watch_live_rules(
     cfg: Config, token: str, health: Health, refused: list[Refusal], stop: threading.Event
 ) -> None:
-    """Clear the "rules" condition once a rules-only deploy (`rules sync`, no restart) fixed it:
-    every RULES_RECHECK seconds, the refusals whose value is still configured and not live."""
+    """Compare X's live rules with the config file (re-read: a rules-only deploy changes it
+    without a restart) every x.rules_check_seconds, every RULES_RECHECK seconds while a
+    configured rule is not live: degraded naming each such rule, cleared once all are live."""
 
     def loop() -> None:
-        remaining = refused
-        while remaining and not stop.wait(RULES_RECHECK):
+        missing = refused
+        while not stop.wait(
+            min(RULES_RECHECK, cfg.x.rules_check_seconds) if missing else cfg.x.rules_check_seconds
+        ):
             try:
-                remaining = RulesClient(cfg, token).still_refused(remaining)
+                missing = RulesClient(cfg, token).not_live()
             except RulesError as exc:
-                log.debug("rules recheck failed: %s", exc)
+                log.debug("rules check failed: %s", exc)
                 continue
-            if remaining:
-                _report_refused(health, remaining)
-        if not remaining:
-            health.clear("rules")
+            if missing:
+                _report_refused(health, missing)
+            else:
+                health.clear("rules")
 
-    threading.Thread(target=loop, name="rules-recheck", daemon=True).start()
+    threading.Thread(target=loop, name="rules-check", daemon=True).start()
 
 
 class Collector:
@@ -141,8 +153,8 @@ class Collector:
         shipper.sink.observers.append(self._observe_upload)
         _check_bucket(shipper, self.metrics, self.health, self.cfg.s3.failing_after_seconds)
         refused = _sync_rules(self.cfg, self.token, self.health)
-        if refused:
-            _watch_refused_rules(self.cfg, self.token, self.health, refused, self.background_stop)
+        if self.cfg.x.stream == "filter":
+            _watch_live_rules(self.cfg, self.token, self.health, refused, self.background_stop)
 
         quarantine = Quarantine(self.dirs, self.metrics)
         recovered = recover_open_files(self.dirs, quarantine)

@@ -192,11 +192,14 @@ def cmd_rules(args: argparse.Namespace) -> int:
             if not live and not args.json:
                 print("no live rules")
             return 0
+        if args.check:
+            return _print_rules_diff(client.compare(), args.config)
         result = client.sync()
     except RulesAuthError as exc:
         return _fail(str(exc))
     except RulesError as exc:
-        return _fail(str(exc), 1)
+        # --check: a difference is exit 1, so an X that cannot be asked must not look like one
+        return _fail(str(exc), os.EX_UNAVAILABLE if getattr(args, "check", False) else 1)
     for value, tag in result.added:
         print(f"added    tag={tag}  {value}")
     for rule in result.deleted:
@@ -214,6 +217,28 @@ def cmd_rules(args: argparse.Namespace) -> int:
     for refusal in result.refused:
         print(f"refused  {refusal.line()}")
     return 1 if result.refused else 0
+
+
+RULES_DIFFER, RULES_REFUSED = 1, 2  # `rules sync --check` exit codes besides 0 (in sync)
+
+
+def _print_rules_diff(diff, config: str) -> int:
+    """`rules sync --check`: what a sync would change, one line each, nothing changed."""
+    for value, tag in diff.to_add:
+        print(f"to add     tag={tag}  {value}")
+    for rule in diff.to_delete:
+        print(f"to delete  tag={rule.tag}  {rule.value}")
+    for refusal in diff.refused:
+        print(f"refused    x.rules {refusal.line()}")
+    if diff.in_sync:
+        print(f"the live rules match {config}")
+        return 0
+    print(
+        f"the live rules differ from {config}: {len(diff.to_add)} to add, "
+        f"{len(diff.to_delete)} to delete"
+        + (f", {len(diff.refused)} refused by X (dry run)" if diff.refused else "")
+    )
+    return RULES_REFUSED if diff.refused else RULES_DIFFER
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,9 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     rules_list = with_config(rules_sub.add_parser("list", help="show the live rules"))
     rules_list.add_argument("--json", action="store_true")
     rules_list.set_defaults(func=cmd_rules)
-    with_config(
+    rules_sync = with_config(
         rules_sub.add_parser("sync", help="make the live rules equal to the config")
-    ).set_defaults(func=cmd_rules)
+    )
+    rules_sync.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing: print the difference and X's verdict on missing rules (dry run);"
+        f" exit 0 in sync, {RULES_DIFFER} on a difference, {RULES_REFUSED} when X refuses a rule",
+    )
+    rules_sync.set_defaults(func=cmd_rules)
     # The report imports duckdb and matplotlib: loaded only when asked for (see main), so
     # `run` stays small. Listed here for --help.
     sub.add_parser(

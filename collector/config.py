@@ -62,6 +62,9 @@ class XConfig:
     access_level: str = DEFAULT_ACCESS_LEVEL
     # An override of the access level's rule length limit (a contract with other limits).
     rule_max_length: int | None = None
+    # How often (s) the running collector compares X's live rules with this file (GET rules,
+    # free of charge): a configured rule that is not live shows in `collector status`.
+    rules_check_seconds: float = 120
 
     @property
     def limits(self) -> AccessLevel:
@@ -127,6 +130,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "rules": (list, "an array of tables ([[x.rules]])"),
         "access_level": (str, f"one of {', '.join(ACCESS_LEVELS)} (your X project's access)"),
         "rule_max_length": (int, "a positive integer (X's rule length limit for your access)"),
+        "rules_check_seconds": ((int, float), "a positive number (seconds)"),
     },
     "spool": {"dir": (str, "a string (path)")},
     "rotate": {
@@ -288,6 +292,7 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
         )
     if x.rule_max_length is not None:
         _positive(where, "x.rule_max_length", x.rule_max_length)
+    _positive(where, "x.rules_check_seconds", x.rules_check_seconds)
     if x.stream not in STREAMS:
         raise ConfigError(
             f"{where}: 'x.stream' must be one of {', '.join(STREAMS)}, got {x.stream!r}"

@@ -57,6 +57,24 @@ class SyncResult:
         return [refusal.line() for refusal in self.refused]
 
 
+@dataclass(frozen=True)
+class RulesDiff:
+    """What `sync` would change, found without changing anything (`rules sync --check`).
+
+    to_add: configured (value, tag) pairs that are not live and that X accepts (dry run);
+    to_delete: our live rules that are no longer configured; refused: configured rules X
+    refuses (dry run), with X's reason. A value live under another client's tag is in sync.
+    """
+
+    to_add: list[tuple[str, str]]
+    to_delete: list[LiveRule]
+    refused: list[Refusal]
+
+    @property
+    def in_sync(self) -> bool:
+        return not (self.to_add or self.to_delete or self.refused)
+
+
 def x_rule_reason(error: dict) -> str:
     """X's reason for refusing one rule of a POST .../rules answer (200 with `errors`).
 
@@ -157,6 +175,58 @@ class RulesClient:
             log.error("X refused rule %s", refusal.line())
         return result
 
+    def compare(self, configured: list[tuple[str, str]] | None = None) -> RulesDiff:
+        """The difference between X's live rules and `configured` (default: the config's
+        rules), with X's verdict on each missing rule (POST rules with dry_run=true)."""
+        prefix = tag_prefix(self.cfg)
+        live = self.list()
+        ours = [r for r in live if (r.tag or "").startswith(prefix)]
+        wanted = desired_rules(self.cfg) if configured is None else configured
+        stale = [r for r in ours if (r.value, r.tag) not in wanted]
+        present = {(r.value, r.tag) for r in ours if r not in stale}
+        others = {r.value for r in live if r not in ours}
+        missing = [pair for pair in wanted if pair not in present and pair[0] not in others]
+        # A value live under a stale tag of ours is replaced by sync: X accepted it already.
+        stale_values = {r.value for r in stale}
+        refused = self._dry_run([pair for pair in missing if pair[0] not in stale_values])
+        refused_values = {r.value for r in refused}
+        to_add = [pair for pair in missing if pair[0] not in refused_values]
+        return RulesDiff(to_add=to_add, to_delete=stale, refused=refused)
+
+    def not_live(self) -> list[Refusal]:
+        """The rules in the config file (re-read: a rules-only deploy changes it without a
+        restart) that are not live, each with X's reason (dry run) or, when X would accept
+        it, the command that makes it live."""
+        try:
+            cfg = load_config(self.cfg.path) if self.cfg.path else self.cfg
+        except (ConfigError, TypeError):
+            cfg = self.cfg
+        diff = self.compare(desired_rules(cfg))
+        waiting = [
+            Refusal(
+                value, tag, "X accepts it (dry run) but it is not live: run collector rules sync"
+            )
+            for value, tag in diff.to_add
+        ]
+        return diff.refused + waiting
+
+    def _dry_run(self, pairs: list[tuple[str, str]]) -> list[Refusal]:
+        """X's refusals of these (value, tag) pairs, asked with dry_run=true (nothing changes)."""
+        if not pairs:
+            return []
+        body = self._call(
+            self.client.add_rules,
+            [tweepy.StreamRule(value=v, tag=t) for v, t in pairs],
+            dry_run=True,
+        )
+        refused = []
+        for error in body.get("errors") or []:
+            if isinstance(error, dict) and error.get("title") != "DuplicateRule":
+                value = error.get("value")
+                tag = next((t for v, t in pairs if v == value), None)
+                refused.append(Refusal(value, tag, x_rule_reason(error)))
+        return refused
+
     def validate(self) -> tuple[list[tuple[str, str]], list[Refusal]]:
         """Ask X to check the configured rules without changing anything (dry_run=true).
 
@@ -164,28 +234,6 @@ class RulesClient:
         """
         live_values = {r.value for r in self.list()}
         wanted = desired_rules(self.cfg)
-        to_check = [pair for pair in wanted if pair[0] not in live_values]
-        refused: list[Refusal] = []
-        if to_check:
-            body = self._call(
-                self.client.add_rules,
-                [tweepy.StreamRule(value=v, tag=t) for v, t in to_check],
-                dry_run=True,
-            )
-            for error in body.get("errors") or []:
-                if isinstance(error, dict) and error.get("title") != "DuplicateRule":
-                    value = error.get("value")
-                    tag = next((t for v, t in to_check if v == value), None)
-                    refused.append(Refusal(value, tag, x_rule_reason(error)))
+        refused = self._dry_run([pair for pair in wanted if pair[0] not in live_values])
         refused_values = {r.value for r in refused}
         return [pair for pair in wanted if pair[0] not in refused_values], refused
-
-    def still_refused(self, refused: list[Refusal]) -> list[Refusal]:
-        """The refusals that still hold: the value is still in the config file (re-read: a
-        rules-only deploy changes it without a restart) and still not live."""
-        try:
-            configured = {rule.value for rule in load_config(self.cfg.path).x.rules}
-        except (ConfigError, TypeError):
-            configured = {rule.value for rule in self.cfg.x.rules}
-        live = {rule.value for rule in self.list()}
-        return [r for r in refused if r.value in configured and r.value not in live]

@@ -11,7 +11,14 @@ import requests
 
 from collector.config import load_config
 from collector.source.rules import RulesAuthError, RulesClient
-from tests.collector_support import TOKEN, run_cli, write_config
+from tests.collector_support import (
+    BUCKET,
+    TOKEN,
+    CollectorProcess,
+    run_cli,
+    wait_until,
+    write_config,
+)
 from tests.fakes.x_server import FakeXServer
 
 
@@ -139,3 +146,79 @@ def test_check_fails_on_a_typo_rule_with_x_reason(tmp_path: Path, x_server: Fake
         "Missing closing parenthesis for this one (at position 1)"
     ], result.stdout
     assert x_server.rules == {}  # a dry run: nothing went live
+
+
+def _config_checking_rules_often(tmp_path: Path, url: str, rules) -> Path:
+    config = write_config(tmp_path, url, rules=rules, max_seconds=0.5)
+    config.write_text(config.read_text().replace("[x]\n", "[x]\nrules_check_seconds = 0.5\n", 1))
+    return config
+
+
+def test_status_is_degraded_while_a_configured_rule_is_not_live_naming_it(
+    tmp_path: Path, x_server: FakeXServer, s3
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = _config_checking_rules_often(tmp_path, x_server.url, [("python lang:en", "python")])
+    collector = CollectorProcess(config)
+
+    def status() -> dict:
+        result = run_cli("status", "--json", "--config", str(config))
+        return json.loads(result.stdout) if result.stdout.startswith("{") else {}
+
+    def health_is(health: str) -> dict | None:
+        current = status()
+        return current if current.get("health") == health else None
+
+    try:
+        wait_until(lambda: health_is("healthy"), 30, 0.3)
+        # A rules-only deploy adds a rule X refuses: the file changes, the running collector stays.
+        rules = [("python lang:en", "python"), ("(python OR rust", "langs")]
+        _config_checking_rules_often(tmp_path, x_server.url, rules)
+        assert run_cli("rules", "sync", "--config", str(config)).returncode == 1
+        degraded = wait_until(lambda: health_is("degraded"), 20, 0.3)
+        assert degraded["health_reason"] == (
+            "X refused 1 rule(s): x.rules '(python OR rust' (tag test-1:langs): "
+            "UnprocessableEntity: Missing closing parenthesis for this one (at position 1)"
+        )
+        # The typo fixed and synced: healthy again.
+        rules = [("python lang:en", "python"), ("(python OR rust)", "langs")]
+        _config_checking_rules_often(tmp_path, x_server.url, rules)
+        assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
+        wait_until(lambda: health_is("healthy"), 20, 0.3)
+        # Someone deletes one of our rules on X (the console, another script): named, with the fix.
+        x_server.rules = {
+            i: r for i, r in x_server.rules.items() if r["value"] != "(python OR rust)"
+        }
+        degraded = wait_until(lambda: health_is("degraded"), 20, 0.3)
+        assert degraded["health_reason"] == (
+            "1 configured rule(s) not live: x.rules '(python OR rust)' (tag test-1:langs): "
+            "X accepts it (dry run) but it is not live: run collector rules sync"
+        )
+        check = run_cli("rules", "sync", "--check", "--config", str(config))
+        assert check.returncode == 1
+        assert "to add     tag=test-1:langs  (python OR rust)" in check.stdout
+    finally:
+        assert collector.stop() == 0, collector.log
+
+
+def test_rules_sync_check_changes_nothing_and_exits_by_difference(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    config = write_config(tmp_path, x_server.url, rules=[("python lang:en", "python")])
+    check = run_cli("rules", "sync", "--check", "--config", str(config))
+    assert (check.returncode, x_server.rules) == (1, {}), check.stdout + check.stderr
+    assert check.stdout.splitlines() == [
+        "to add     tag=test-1:python  python lang:en",
+        f"the live rules differ from {config}: 1 to add, 0 to delete",
+    ]
+    assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
+    same = run_cli("rules", "sync", "--check", "--config", str(config))
+    assert same.returncode == 0 and same.stdout == f"the live rules match {config}\n"
+    write_config(tmp_path, x_server.url, rules=[("python langg:en", "python")])
+    refused = run_cli("rules", "sync", "--check", "--config", str(config))
+    assert refused.returncode == 2
+    assert "to delete  tag=test-1:python  python lang:en" in refused.stdout
+    assert (
+        "refused    x.rules 'python langg:en' (tag test-1:python): UnprocessableEntity: "
+        "Reference to invalid operator 'langg:en'." in refused.stdout
+    )
