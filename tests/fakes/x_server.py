@@ -98,6 +98,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -178,6 +179,29 @@ NAMED_PROBLEMS = {
     },
     "TooManyConnections": PROBLEMS[429],
     "RuleConfigurationIssue": PROBLEMS[409],
+    # 402 when the pay-per-use balance is spent: both bodies seen in public reports (the first
+    # in koala73/worldmonitor#7156 and client code quoting X's 402, the second with api.x.com's
+    # problem host); refuse_streams(402, "CreditsDepleted") or (402, "Payment Required").
+    "CreditsDepleted": {
+        "title": "CreditsDepleted",
+        "detail": "Your enrolled account [1234567890] does not have any credits to fulfill "
+        "this request.",
+        "type": "https://api.twitter.com/2/problems/credits",
+    },
+    "Payment Required": {
+        "title": "Payment Required",
+        "detail": "credits depleted",
+        "type": "https://api.x.com/2/problems/credits-depleted",
+    },
+    # The spending limit set in the Developer Console: X documents the behaviour ("When the limit
+    # is reached, API requests will be blocked until the next billing cycle", xdevplatform/docs
+    # x-api/getting-started/pricing.mdx) but not the body; this body's wording is ours, built on
+    # X's words "spending limit" and "billing cycle".
+    "SpendingLimit": {
+        "title": "Payment Required",
+        "detail": "Your spending limit for this billing cycle has been reached.",
+        "type": "https://api.x.com/2/problems/spending-limit",
+    },
 }
 # The `api-version` header X sends with every answer (OpenAPI 2.168: xdevplatform/docs
 # openapi.json `info.version`); the api_version knob changes it, None leaves it out.
@@ -221,6 +245,8 @@ RouteHandler = Callable[["_Handler", dict[str, str]], None]
 ROUTES: list[tuple[str, re.Pattern[str], RouteHandler]] = []
 KNOBS: dict[str, Callable[[FakeXServer, Any], None]] = {}
 STATS_PARTS: list[Callable[[FakeXServer], dict]] = []
+# fn(fake, handler) -> (status, problem) to refuse a stream connection, or None
+STREAM_GATES: list[Callable[[FakeXServer, Any], tuple[int, dict] | None]] = []
 
 
 def route(method: str, path: str) -> Callable[[RouteHandler], RouteHandler]:
@@ -242,6 +268,13 @@ def knob(name: str) -> Callable[[Callable[[FakeXServer, Any], None]], Callable]:
         return fn
 
     return register
+
+
+def stream_gate(fn: Callable[[FakeXServer, Any], tuple[int, dict] | None]) -> Callable:
+    """Register `fn(fake, handler)`, asked before a stream connection is accepted: a
+    (status, problem) answer refuses it (the connection limit, tests/fakes/x_api_connections.py)."""
+    STREAM_GATES.append(fn)
+    return fn
 
 
 def stats_part(fn: Callable[[FakeXServer], dict]) -> Callable[[FakeXServer], dict]:
@@ -428,6 +461,9 @@ class FakeXServer:
         self.clock: Callable[[], float] = time.time  # the bill's UTC day comes from it
         self.billed: dict[str, set[str]] = {}  # UTC day -> ids delivered that day (the bill)
         self.ext: dict[str, Any] = {}  # per-server state of the x_api_* modules, by family
+        # the open stream connections, by id: {"id", "endpoint_name", "connected_at",
+        # "client_ip", "kill" (a threading.Event that ends it, as X's Connections API does)}
+        self.stream_connections: dict[str, dict[str, Any]] = {}
         self.missed: list[MissedPost] = []  # the timeline (oldest first): see missed_posts
         self._down_since: float | None = None  # time.time() no stream was open from
         self._timeline_started = False
@@ -922,6 +958,10 @@ class _Handler(BaseHTTPRequestHandler):
                 refusal = (failure, PROBLEMS.get(failure, {"title": "Error", "status": failure}))
             elif refusal is None and filtered and not fake.rules:
                 refusal = (409, PROBLEMS[409])
+        for gate in STREAM_GATES if refusal is None else []:
+            refusal = gate(fake, self)
+            if refusal is not None:
+                break
         if refusal is not None:
             self._send_json(refusal[0], refusal[1], {"Connection": "close"})
             self.close_connection = True
@@ -936,15 +976,24 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_api_version()
         self.end_headers()
         self.close_connection = True
+        connection = {
+            "id": uuid.uuid4().hex,
+            "endpoint_name": "filtered_stream" if filtered else "sample_stream",
+            "connected_at": _now_iso(),
+            "client_ip": self.client_address[0],
+            "kill": threading.Event(),
+        }
         with fake._lock:
             fake._stream_opened()
+            fake.stream_connections[connection["id"]] = connection
         try:
-            self._stream_posts(drop_after)
+            self._stream_posts(drop_after, connection["kill"])
         except (BrokenPipeError, ConnectionResetError, OSError):
             log.debug("stream client went away")
         finally:
             with fake._lock:
                 fake._stream_closed()
+                fake.stream_connections.pop(connection["id"], None)
 
     def _write_chunk(self, data: bytes) -> None:
         fake = self.fake
@@ -961,12 +1010,15 @@ class _Handler(BaseHTTPRequestHandler):
         fake.record_delivered(ids)
         fake.last_post_at = time.time()
 
-    def _stream_posts(self, drop_after: int | None) -> None:
+    def _stream_posts(self, drop_after: int | None, kill: threading.Event) -> None:
         fake = self.fake
         last_write = time.monotonic()
         sent_here = 0
         next_due = time.monotonic()
         while not fake._stopping.is_set():
+            if kill.is_set():  # ended through the Connections API
+                self.wfile.write(b"0\r\n\r\n")
+                return
             now = time.monotonic()
             if now < fake._stall_until:
                 time.sleep(min(0.05, fake._stall_until - now))
