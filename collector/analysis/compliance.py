@@ -507,6 +507,145 @@ class Runner:
         return outcome
 
 
+# ---------------------------------------------------------------- applied by report and export
+
+
+@dataclass
+class Applied:
+    """What the compliance results did to a period's posts (report and export say it).
+
+    removed: posts left out (deleted, bounced, protected, suspended on X: REMOVED_REASONS),
+    or, with --include-removed, kept although X reported them; geo_blanked: posts whose
+    geotag was blanked (scrub_geo); as_of / job_id: the latest run's completion time and job.
+    """
+
+    included: bool
+    objects: int = 0
+    removed: int = 0
+    geo_blanked: int = 0
+    as_of: str | None = None
+    job_id: str | None = None
+
+    def line(self, prefix_url: str) -> str:
+        if not self.objects:
+            return (
+                f"compliance: no compliance run found under {prefix_url} (run `collector "
+                "compliance`); nothing left out"
+            )
+        run = f"as of the compliance run of {self.as_of} (job {self.job_id})"
+        if self.included:
+            return (
+                f"compliance: NOT applied (--include-removed): {self.removed} posts removed on "
+                f"X are included and {self.geo_blanked} geotags kept, {run}"
+            )
+        return (
+            f"compliance: {self.removed} posts left out (deleted, protected or suspended on X), "
+            f"{self.geo_blanked} geotags blanked, {run}"
+        )
+
+
+def list_results(s3_client, bucket: str, prefix: str) -> list[tuple[str, int]]:
+    """(key, size) of every result object under {prefix}/_compliance/ (every day: a result
+    applies to a post whatever day the post was collected)."""
+    objects = []
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=compliance_prefix(prefix)):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith(".jsonl"):
+                objects.append((item["Key"], item["Size"]))
+    return objects
+
+
+def cached_results(cache_dir: Path, bucket: str, prefix: str) -> list[Path]:
+    folder = cache_dir / bucket / compliance_prefix(prefix)
+    return sorted(folder.rglob("*.jsonl")) if folder.is_dir() else []
+
+
+def load_results(con, files: list[Path]) -> None:
+    """Table `compliance` (id, reason, checked_at, job_id): each id's latest result."""
+    con.execute(
+        "CREATE OR REPLACE TABLE compliance "
+        "(id VARCHAR, reason VARCHAR, checked_at VARCHAR, job_id VARCHAR)"
+    )
+    if not files:
+        return
+    paths = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+    columns = {"id": "VARCHAR", "reason": "VARCHAR", "checked_at": "VARCHAR", "job_id": "VARCHAR"}
+    con.execute(
+        f"""INSERT INTO compliance
+        SELECT id, arg_max(reason, checked_at), max(checked_at), arg_max(job_id, checked_at)
+        FROM read_json({paths}, format='newline_delimited', columns={columns!r})
+        WHERE id IS NOT NULL GROUP BY id"""
+    )
+
+
+def apply(con, files: list[Path], include_removed: bool, geo_columns=()) -> Applied:
+    """Leave the removed posts out of table `posts` and blank `geo_columns` of scrub_geo posts,
+    unless include_removed (then only count them)."""
+    load_results(con, files)
+    applied = Applied(included=include_removed, objects=len(files))
+    if files:
+        latest = con.execute(
+            "SELECT checked_at, job_id FROM compliance ORDER BY checked_at DESC LIMIT 1"
+        ).fetchall()
+        if latest:
+            applied.as_of, applied.job_id = latest[0]
+        else:  # runs that found nothing to do: the newest object's day and job (its name)
+            newest = max(files, key=lambda f: (f.parent.name, f.stat().st_mtime))
+            applied.job_id = newest.name.removesuffix(".jsonl")
+            applied.as_of = newest.parent.name.removeprefix("dt=")
+    removed = _sql_list(REMOVED_REASONS)
+    geo = _sql_list(GEO_REASONS)
+    affected = (
+        "SELECT count(*) FROM posts WHERE id IN (SELECT id FROM compliance WHERE reason IN {})"
+    )
+    applied.removed = con.execute(affected.format(removed)).fetchall()[0][0]
+    applied.geo_blanked = con.execute(affected.format(geo)).fetchall()[0][0]
+    if not include_removed:
+        con.execute(
+            f"DELETE FROM posts WHERE id IN (SELECT id FROM compliance WHERE reason IN {removed})"
+        )
+        if geo_columns:
+            blanks = ", ".join(f"{column} = NULL" for column in geo_columns)
+            con.execute(
+                f"UPDATE posts SET {blanks} "
+                f"WHERE id IN (SELECT id FROM compliance WHERE reason IN {geo})"
+            )
+    return applied
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+def results_for(source, cache_dir: Path, offline: bool) -> list[Path] | None:
+    """The result objects in the local cache (downloaded first unless offline); None after
+    printing one line when S3 refuses."""
+    from collector.analysis import loader
+
+    if offline:
+        return cached_results(cache_dir, source.bucket, source.prefix)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from collector.analysis import report
+
+    s3 = report._s3_client(source)
+    try:
+        listed = list_results(s3, source.bucket, source.prefix)
+        sync = loader.sync_cache(
+            s3, source.bucket, source.prefix, None, cache_dir, progress=False, objects=listed
+        )
+    except (BotoCoreError, ClientError) as error:
+        print(
+            f"error: s3://{source.bucket}/{compliance_prefix(source.prefix)}: {error} "
+            "(the compliance results are needed to leave removed posts out; --include-removed "
+            "goes without them)",
+            file=sys.stderr,
+        )
+        return None
+    return sync.paths
+
+
 # ---------------------------------------------------------------- command
 
 

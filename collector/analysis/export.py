@@ -19,7 +19,12 @@ conversation_id, post_type (original | reply | quote | repost, see loader.POST_T
 in_reply_to_id, quoted_id, reposted_id (data.referenced_tweets ids of type replied_to, quoted,
 retweeted), in_reply_to_user_id, the public_metrics counts (retweet_count, reply_count,
 like_count, quote_count, bookmark_count, impression_count: null when X did not send them),
-hashtags, mentions (usernames), urls (expanded), rule_ids and rule_tags (matching_rules).
+hashtags, mentions (usernames), urls (expanded), rule_ids and rule_tags (matching_rules),
+geo_place_id and geo_coordinates ([longitude, latitude]) from data.geo (null unless tweet.fields
+asks X for geo; blanked for posts X reports as scrub_geo).
+
+Posts X reports removed (deleted, protected, suspended: `collector compliance`) are left out
+and scrub_geo geotags blanked, unless --include-removed.
 Lists are Parquet lists; in CSV they are JSON arrays (`["a","b"]`) and created_at is ISO 8601
 with a `Z`.
 """
@@ -58,7 +63,8 @@ EXPORT_PROJECTION = Projection(
         "referenced_tweets STRUCT(type VARCHAR, id VARCHAR)[], "
         f"public_metrics STRUCT({', '.join(f'{m} BIGINT' for m in _METRICS)}), "
         "entities STRUCT(hashtags STRUCT(tag VARCHAR)[], mentions STRUCT(username VARCHAR)[], "
-        "urls STRUCT(url VARCHAR, expanded_url VARCHAR)[]))",
+        "urls STRUCT(url VARCHAR, expanded_url VARCHAR)[]), "
+        "geo STRUCT(place_id VARCHAR, coordinates STRUCT(type VARCHAR, coordinates DOUBLE[])))",
         "includes": "STRUCT(users STRUCT(id VARCHAR, username VARCHAR)[])",
         "matching_rules": "STRUCT(id VARCHAR, tag VARCHAR)[]",
     },
@@ -68,7 +74,8 @@ EXPORT_PROJECTION = Projection(
         in_reply_to_id VARCHAR, quoted_id VARCHAR, reposted_id VARCHAR,
         in_reply_to_user_id VARCHAR, {", ".join(f"{m} BIGINT" for m in _METRICS)},
         hashtags VARCHAR[], mentions VARCHAR[], urls VARCHAR[],
-        rule_ids VARCHAR[], rule_tags VARCHAR[], dt DATE, hour INTEGER, file VARCHAR
+        rule_ids VARCHAR[], rule_tags VARCHAR[], geo_place_id VARCHAR, geo_coordinates DOUBLE[],
+        dt DATE, hour INTEGER, file VARCHAR
     """,
     select=f"""data.id, data.created_at, data.author_id, {loader.AUTHOR_USERNAME_SQL},
         data.text, data.lang, data.conversation_id, {loader.POST_TYPE_SQL},
@@ -80,6 +87,7 @@ EXPORT_PROJECTION = Projection(
         list_transform(data.entities.urls, lambda u: coalesce(u.expanded_url, u.url)),
         list_transform(matching_rules, lambda r: r.id),
         list_transform(matching_rules, lambda r: r.tag),
+        data.geo.place_id, data.geo.coordinates.coordinates,
         dt, hour, filename""",
 )
 
@@ -87,9 +95,12 @@ EXPORT_COLUMNS = (
     "id created_at author_id author_username text lang conversation_id post_type "
     "in_reply_to_id quoted_id reposted_id in_reply_to_user_id "
     + " ".join(_METRICS)
-    + " hashtags mentions urls rule_ids rule_tags"
+    + " hashtags mentions urls rule_ids rule_tags geo_place_id geo_coordinates"
 ).split()
-_LIST_COLUMNS = ("hashtags", "mentions", "urls", "rule_ids", "rule_tags")
+_LIST_COLUMNS = ("hashtags", "mentions", "urls", "rule_ids", "rule_tags", "geo_coordinates")
+# The post's geotag (data.geo, asked for with tweet.fields=geo): blanked for scrub_geo posts
+# (collector.analysis.compliance).
+GEO_COLUMNS = ("geo_place_id", "geo_coordinates")
 FORMATS = ("parquet", "csv")
 
 
@@ -202,6 +213,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--memory-limit", default="512MB", help="DuckDB memory limit (default 512MB)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    report.add_compliance_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -218,6 +230,10 @@ def run(args: argparse.Namespace) -> int:
     if files is None:
         return 1
     result = loader.load_posts(con, files, period, EXPORT_PROJECTION)
+    applied = report.apply_compliance(con, source, args, GEO_COLUMNS)
+    if applied is None:
+        return 1
+    kept = con.execute("SELECT count(*) FROM posts").fetchall()[0][0]
     try:
         rows = write(con, args.out, args.format)
     except ValueError as error:
@@ -227,8 +243,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --out {args.out}: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
     report.print_skipped(result)
+    print(applied.line(report.compliance_url(source)))
     print(
-        f"{args.out}: {rows} posts ({result.posts - rows} duplicates left out), "
+        f"{args.out}: {rows} posts ({kept - rows} duplicates left out), "
         f"{len(EXPORT_COLUMNS)} columns, {args.format}, {report.provenance(result, sync, started)}"
     )
     return 0

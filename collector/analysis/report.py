@@ -542,6 +542,7 @@ def render_html(
     gap_minutes: float,
     status: dict | None,
     gaps: GapAccount | None = None,
+    compliance_line: str | None = None,
 ) -> str:
     where = f"s3://{source.bucket}/{normalize_prefix(source.prefix)}"
     summary = [
@@ -561,6 +562,8 @@ def render_html(
         ["skipped objects", result.skipped_files],
         ["skipped lines", result.skipped_lines],
     ]
+    if compliance_line:
+        summary.append(["compliance", compliance_line.removeprefix("compliance: ")])
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>TwitterSnake report {html.escape(where)}</title>",
@@ -694,6 +697,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=20, help="rows in the top-N charts (default 20)")
     parser.add_argument("--memory-limit", default="512MB", help="DuckDB memory limit")
     parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    add_compliance_argument(parser)
+
+
+def add_compliance_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--include-removed",
+        action="store_true",
+        help="keep posts X reported deleted, protected or suspended, and their geotags "
+        "(for an audit; collector compliance finds them)",
+    )
+
+
+def apply_compliance(con, source: Source, args: argparse.Namespace, geo_columns=()):
+    """collector.analysis.compliance.apply on table `posts`; None after one line when the
+    results cannot be read and --include-removed was not given."""
+    from collector.analysis import compliance
+
+    cache_dir = args.cache_dir or loader.default_cache_dir()
+    files = compliance.results_for(source, cache_dir, args.offline)
+    if files is None:
+        if not args.include_removed:
+            return None
+        files = []
+    return compliance.apply(con, files, args.include_removed, geo_columns)
+
+
+def compliance_url(source: Source) -> str:
+    from collector.analysis.compliance import compliance_prefix
+
+    return f"s3://{source.bucket}/{compliance_prefix(source.prefix)}"
 
 
 def period_objects(
@@ -758,13 +791,19 @@ def run(args: argparse.Namespace) -> int:
         return 1
     events = period_events(source, period, args)
     result = loader.load_posts(con, files, period)
+    applied = apply_compliance(con, source, args)
+    if applied is None:
+        return 1
+    result.posts = con.execute("SELECT count(*) FROM posts").fetchall()[0][0]
+    compliance_line = applied.line(compliance_url(source))
     figures = compute_figures(con, period, args.top) if result.posts else None
     gaps = account_gaps(con, events, period, args.gap_minutes)
     charts = render_charts(figures, period, gaps) if figures else {}
     status = read_collector_status(source.spool_dir)
     page = render_html(
-        source, period, sync, result, figures, charts, args.gap_minutes, status, gaps
-    )
+        source, period, sync, result, figures, charts, args.gap_minutes, status, gaps,
+        compliance_line,
+    )  # fmt: skip
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(page, encoding="utf-8")
@@ -778,6 +817,7 @@ def run(args: argparse.Namespace) -> int:
     if result.posts == 0:
         print(empty_message(source, period, result))
     print_skipped(result)
+    print(compliance_line)
     print(f"{args.out}: {result.posts} posts {provenance(result, sync, started)}")
     return 0
 

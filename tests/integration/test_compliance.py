@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from collector.analysis import compliance
@@ -60,10 +61,11 @@ def archive(s3, aws_env, tmp_path: Path) -> Iterator[Archive]:
 def mark(archive: Archive) -> dict[str, str]:
     """Some delivered ids marked on X: id -> reason."""
     marked = {}
+    geotagged = [i for i in archive.ids[60:] if b'"place_id"' in archive.server.post_body(int(i))]
     for reason, ids in (
         ("deleted", archive.ids[0:5]),
         ("protected", archive.ids[50:53]),
-        ("scrub_geo", archive.ids[100:102]),
+        ("scrub_geo", geotagged[:2]),
     ):
         archive.server.control({"compliance_mark": {"ids": ids, "reason": reason}})
         marked.update(dict.fromkeys(ids, reason))
@@ -157,3 +159,47 @@ def test_a_failed_job_says_x_reason_and_is_kept_as_the_last_run(archive, s3, cap
     last = compliance.read_last_run(load_config(archive.config).spool.dir)
     assert last["ok"] is False and "Internal error while processing the job" in last["error"]
     assert stored_results(s3) == {}
+
+
+def test_report_and_export_leave_removed_posts_out_and_blank_scrubbed_geotags(
+    archive, s3, tmp_path, capsys
+) -> None:
+    from collector.analysis import export, report
+
+    marked = mark(archive)
+    removed = {i for i, reason in marked.items() if reason != "scrub_geo"}
+    scrubbed = {i for i, reason in marked.items() if reason == "scrub_geo"}
+    assert run(archive, "--no-progress") == 0
+    job_id = next(iter(stored_results(s3).values()))["job_id"]
+    capsys.readouterr()
+    base = ["--config", str(archive.config), "--cache-dir", str(archive.cache), "--no-progress"]
+    base += archive.period
+
+    assert report.main([*base, "--out", str(tmp_path / "r.html")]) == 0
+    out = capsys.readouterr().out
+    assert f"compliance: {len(removed)} posts left out" in out
+    assert f"{len(scrubbed)} geotags blanked" in out and f"(job {job_id})" in out
+    assert f"{POSTS - len(removed)} posts from" in out
+    assert "8 posts left out" in (tmp_path / "r.html").read_text()
+
+    assert export.main([*base, "--out", str(tmp_path / "kept.parquet")]) == 0
+    out = capsys.readouterr().out
+    assert f"compliance: {len(removed)} posts left out" in out
+    rows = dict(
+        duckdb.sql(f"SELECT id, geo_coordinates FROM '{tmp_path / 'kept.parquet'}'").fetchall()
+    )
+    assert set(rows) == set(archive.ids) - removed
+    assert all(rows[i] is None for i in scrubbed)
+    with_geo = [
+        i for i in archive.ids
+        if b'"coordinates":{' in archive.server.post_body(int(i)) and i not in marked
+    ]  # fmt: skip
+    assert with_geo and all(rows[i] for i in with_geo)  # others keep theirs
+
+    assert export.main([*base, "--out", str(tmp_path / "all.csv"), "--include-removed"]) == 0
+    out = capsys.readouterr().out
+    assert f"NOT applied (--include-removed): {len(removed)} posts removed on X" in out
+    ids = duckdb.sql(
+        f"SELECT id::VARCHAR FROM read_csv('{tmp_path / 'all.csv'}', all_varchar=true)"
+    )
+    assert {i for (i,) in ids.fetchall()} == set(archive.ids)

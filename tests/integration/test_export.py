@@ -79,6 +79,8 @@ def expected_row(message: dict) -> dict:
         "urls": listed(entities, "urls", lambda u: u.get("expanded_url") or u["url"]),
         "rule_ids": [str(r["id"]) for r in message["matching_rules"]],
         "rule_tags": [r.get("tag") for r in message["matching_rules"]],
+        "geo_place_id": data.get("geo", {}).get("place_id"),
+        "geo_coordinates": data.get("geo", {}).get("coordinates", {}).get("coordinates"),
     }
     for kind, column in REFERENCE_COLUMNS.items():
         row[column] = references.get(kind)
@@ -123,7 +125,7 @@ def run_export(shipped: Shipped, tmp_path: Path, fmt: str, out: Path, capsys) ->
 
 def test_parquet_rows_and_columns_equal_what_the_stand_in_sent(shipped, tmp_path, capsys):
     out = run_export(shipped, tmp_path, "parquet", tmp_path / "posts", capsys)
-    assert f"{POSTS} posts (" in out and "23 columns" in out
+    assert f"{POSTS} posts (" in out and "25 columns" in out
     days = sorted(p.name for p in (tmp_path / "posts").iterdir())
     assert days == sorted({f"dt={m['data']['created_at'][:10]}" for m in shipped.sent.values()})
     con = duckdb.connect()
