@@ -32,13 +32,28 @@ Refusals, as X answers them:
         operational-disconnect message and closes, as X does during incidents
 
 Post ids are snowflakes of the time they are sent (unique across restarts, as X's) and
-`created_at` is the time the id holds. Each post's author is in `includes.users` (first, as
-the author_id expansion puts it); about 15% of posts are reposts ("RT @user: ",
-referenced_tweets type "retweeted").
+`created_at` is the time the id holds. About 15% of posts are reposts ("RT @user: ",
+referenced_tweets type "retweeted"); some carry media (half with alt text), a poll, a place
+(some with coordinates) or an edit history of two versions.
+
+Fields, as X sends them: only what the request names. Without `tweet.fields` a post is id, text
+and edit_history_tweet_ids; `tweet.fields`, `expansions`, `user.fields`, `media.fields`,
+`poll.fields` and `place.fields` add the rest, `includes` holds the expanded objects (users:
+the author first, as the author_id expansion puts it), each with its default fields plus those
+asked for. A name X does not accept gets X's 400 invalid-request naming it. Any endpoint that
+returns posts renders them the same way:
+    srv.render_post(post_id, query) -> b'{"data": {...}, "includes": {...}}'
+    (query: {"tweet.fields": "a,b", ...} or parse_qs's lists; rendering is cached per field set)
+    srv.messages       # the posts with every field, before a request's fields apply (tests
+                       # may edit them before the first stream)
 
 Knobs, set from tests at runtime (thread-safe; each one-shot knob fires once):
     rate (posts/s, 0 = as fast as possible), count (stop after N posts in total and keep the
     connection open with keep-alives), keepalive_interval (s)
+    note_share (0-1)         share of posts that are long posts: `text` cut near 280 characters,
+                             the full 4,000-character text and its entities in `note_tweet`
+    renamed_fields (bool)    answer with OpenAPI 2.167's spellings: edit_history_post_ids,
+                             note_post, referenced_posts (live X still sends the old ones)
     drop_after(k)            the next stream connection writes k posts, half a line, then closes
     fail_next(status, n)     the next n stream connection attempts get `status` (503, 429, ...)
     stall(seconds)           every open stream sends nothing, not even keep-alives, for that long
@@ -50,7 +65,8 @@ Knobs, set from tests at runtime (thread-safe; each one-shot knob fires once):
 The same knobs over HTTP for processes started through the CLI (no bearer token needed):
     GET /_fake/stats -> {"sent": N, "first_byte_at": epoch, "last_post_at": epoch, ...}
     POST /_fake/control {"rate": 0, "count": 10, "drop_after": 3, "fail_next": [503, 2],
-                         "stall": 5, "operational_disconnect": true, "inject": "malformed"}
+                         "stall": 5, "operational_disconnect": true, "inject": "malformed",
+                         "note_share": 0.1, "renamed_fields": true}
 
 Extensions: every endpoint family beyond the stream and the rules (usage, counts, search,
 connections, compliance...) lives in its own module `tests/fakes/x_api_<family>.py`, imported
@@ -79,6 +95,7 @@ once). The stream records what it writes; any endpoint that returns posts calls
 CLI (used by the sandbox and `make bench`):
     python -m tests.fakes.x_server --host 127.0.0.1 --port P --token-file F [--rate R] [--count N]
         [--rule VALUE ...]   (rules live from the start, so a plain client may connect at once)
+        [--note-share S] [--renamed-fields]
 """
 
 from __future__ import annotations
@@ -99,7 +116,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,10 +137,17 @@ RULES_PATH = "/2/tweets/search/stream/rules"
 SNOWFLAKE_EPOCH_MS = 1_288_834_974_657
 ID_MARK = b"__POST_ID__"
 CREATED_AT_MARK = b"__CREATED_AT_UTC_ISO8601"  # as long as "2026-11-30T00:37:01.815Z"
+EDITABLE_UNTIL_MARK = b"__EDITABLE_UNTIL_ISO8601"  # edit_controls: created_at + 60 min
+EDIT_WINDOW_MS = 60 * 60 * 1000  # a post can be edited for an hour after it is created
 BATCH_BYTES = 256 * 1024  # posts per write when sending as fast as possible
 HUGE_LINE_BYTES = 10 * 1024 * 1024
 AUTHORS = 40  # distinct accounts the posts come from
 REPOST_SHARE = 0.15  # the samples hold originals, replies and quotes; some posts are reposts
+POLL_SHARE = 0.08  # posts with a poll (attachments.poll_ids)
+EDITED_SHARE = 0.05  # posts that are the edited version of an earlier one
+NOTE_CHARS = 4000  # a long post's full text (X Premium allows up to 25,000 characters)
+NOTE_CUT = 280  # `text` of a long post is cut near this many characters
+NOTE_TEMPLATES = 8
 
 OPERATIONAL_DISCONNECT = {
     "errors": [
@@ -304,6 +328,11 @@ def created_at_of(post_id: int) -> bytes:
     return _created_at_ms((post_id >> 22) + SNOWFLAKE_EPOCH_MS)
 
 
+def editable_until_of(post_id: int) -> bytes:
+    """`edit_controls.editable_until` of a post: an hour after the time its id holds."""
+    return _created_at_ms((post_id >> 22) + SNOWFLAKE_EPOCH_MS + EDIT_WINDOW_MS)
+
+
 @functools.lru_cache(maxsize=4096)
 def _created_at_ms(millis: int) -> bytes:
     seconds, ms = divmod(millis, 1000)
@@ -314,20 +343,21 @@ def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def render_templates(samples: Path, pool: int, seed: int) -> list[tuple[bytes, ...]]:
-    """Post templates of 1-8 KB, split where the post id goes (data.id, conversation_id).
+def sample_messages(samples: Path, pool: int, seed: int) -> list[dict]:
+    """Post messages of 1-8 KB holding every field X can send about them, before the request's
+    fields are applied (`project_message`); `data.id` and `conversation_id` are ID_MARK.
 
-    The id is joined in per post, `data.created_at` becomes the time the id holds, the time the
+    Per post the id is joined in, `data.created_at` becomes the time the id holds, the time the
     post is sent (X's `created_at` is the post's creation time, seconds before a stream delivers
     it) and `"matching_rules": [...]}` is appended (`FakeXServer.post_body`). A test may give a
-    template a fixed `created_at` in place of CREATED_AT_MARK.
+    message a fixed `created_at` in place of CREATED_AT_MARK (before the first stream).
     """
     rng = random.Random(seed)
     messages = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
     authors = _author_pool(messages, rng)
     # A few accounts post most of a topic's posts: weights 1, 1/2, 1/3...
     weights = [1 / (rank + 1) for rank in range(len(authors))]
-    templates = []
+    built = []
     for _ in range(pool):
         msg = copy.deepcopy(rng.choice(messages))
         msg.pop("matching_rules", None)
@@ -338,14 +368,90 @@ def render_templates(samples: Path, pool: int, seed: int) -> list[tuple[bytes, .
         _set_author(msg, author)
         if rng.random() < REPOST_SHARE:
             _make_repost(msg, rng.choice(authors), rng)
+        _add_media_details(msg, rng)
+        if rng.random() < POLL_SHARE and "referenced_tweets" not in data:
+            _add_poll(msg, rng)
         _fit_size(msg, rng.randint(1024, 8 * 1024 - 200), rng)
         data["id"] = data["conversation_id"] = ID_MARK.decode()
         data["edit_history_tweet_ids"] = [ID_MARK.decode()]
+        if rng.random() < EDITED_SHARE:  # the version it replaced comes first
+            data["edit_history_tweet_ids"].insert(0, str(rng.randint(10**18, 19 * 10**17)))
+        data["edit_controls"] = {
+            "edits_remaining": 6 - len(data["edit_history_tweet_ids"]),
+            "is_edit_eligible": "referenced_tweets" not in data,
+            "editable_until": EDITABLE_UNTIL_MARK.decode(),
+        }
         for tweet in msg["includes"].get("tweets", []):
             tweet.setdefault("edit_history_tweet_ids", [tweet["id"]])
-        body = _dumps(msg)[:-1]  # without the closing brace: matching_rules goes there
-        templates.append(tuple(body.split(ID_MARK)))
-    return templates
+        built.append(msg)
+    return built
+
+
+def note_messages(messages: list[dict], count: int, seed: int) -> list[dict]:
+    """Long posts (X Premium): NOTE_CHARS characters of text with hashtags, mentions and URLs.
+
+    As X sends them: `text` is cut near NOTE_CUT characters with the entities of that cut,
+    `note_tweet` holds the full text and its entities (asked for with tweet.fields=note_tweet).
+    https://docs.x.com/x-api/fundamentals/data-dictionary (note_tweet)
+    """
+    rng = random.Random(seed + 1)
+    originals = [m for m in messages if "referenced_tweets" not in m["data"]] or messages
+    notes = []
+    for number in range(count):
+        msg = copy.deepcopy(originals[number % len(originals)])
+        users = msg["includes"]["users"]
+        full, entities = _note_text(number, users, rng)
+        cut = full.rfind(" ", 0, NOTE_CUT)
+        data = msg["data"]
+        data["text"] = full[:cut]
+        data["entities"] = {
+            kind: [e for e in found if e["end"] <= cut] for kind, found in entities.items()
+        }
+        data["note_tweet"] = {"text": full, "entities": entities}
+        notes.append(msg)
+    return notes
+
+
+def _note_text(number: int, users: list[dict], rng: random.Random) -> tuple[str, dict]:
+    """A text of exactly NOTE_CHARS characters and its entities (offsets in characters)."""
+    words: list[str] = []
+    entities: dict[str, list[dict]] = {"hashtags": [], "mentions": [], "urls": []}
+    length = 0
+    while True:
+        roll = rng.random()
+        if roll < 0.06:
+            word = f"#{rng.choice(WORDS).title()}{number}x{len(entities['hashtags'])}"
+        elif roll < 0.08:
+            word = f"@{rng.choice(users)['username']}"
+        elif roll < 0.09:
+            word = f"https://t.co/{rng.randint(10**9, 10**10):x}"
+        else:
+            word = rng.choice(WORDS)
+        start = length + (1 if words else 0)
+        if start + len(word) > NOTE_CHARS - 2:
+            break
+        end = start + len(word)
+        if word.startswith("#"):
+            entities["hashtags"].append({"start": start, "end": end, "tag": word[1:]})
+        elif word.startswith("@"):
+            user = next(u for u in users if u["username"] == word[1:])
+            mention = {"start": start, "end": end, "username": user["username"], "id": user["id"]}
+            entities["mentions"].append(mention)
+        elif word.startswith("https://"):
+            expanded = f"https://example.org/{rng.choice(WORDS)}/{len(entities['urls'])}"
+            url = {"start": start, "end": end, "url": word, "expanded_url": expanded}
+            entities["urls"].append({**url, "display_url": expanded[8:]})
+        words.append(word)
+        length = end
+    text = " ".join(words)
+    text += " " + "x" * (NOTE_CHARS - len(text) - 1)
+    return text, entities
+
+
+def split_message(message: dict, selection: FieldSelection, renamed: bool) -> tuple[bytes, ...]:
+    """The message rendered for `selection`, without its closing brace, split at ID_MARK."""
+    body = _dumps(project_message(message, selection, renamed))[:-1]
+    return tuple(body.split(ID_MARK))
 
 
 def _author_pool(messages: list[dict], rng: random.Random) -> list[dict]:
@@ -390,6 +496,26 @@ def _make_repost(msg: dict, original_author: dict, rng: random.Random) -> None:
     includes["tweets"] = [original]
 
 
+def _add_media_details(msg: dict, rng: random.Random) -> None:
+    """Alt text on half of the photos, as people write it (media.fields=alt_text)."""
+    for media in msg.get("includes", {}).get("media", []):
+        if rng.random() < 0.5:
+            media["alt_text"] = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
+
+
+def _add_poll(msg: dict, rng: random.Random) -> None:
+    """A poll of 2-4 options (attachments.poll_ids, includes.polls)."""
+    poll_id = str(rng.randint(10**18, 2 * 10**18))
+    msg["data"].setdefault("attachments", {})["poll_ids"] = [poll_id]
+    options = [
+        {"position": n + 1, "label": rng.choice(WORDS), "votes": rng.randint(0, 500)}
+        for n in range(rng.randint(2, 4))
+    ]
+    poll = {"id": poll_id, "options": options, "voting_status": "closed",
+            "duration_minutes": 1440, "end_datetime": "2026-11-01T12:00:00.000Z"}  # fmt: skip
+    msg.setdefault("includes", {}).setdefault("polls", []).append(poll)
+
+
 def _fit_size(msg: dict, target: int, rng: random.Random) -> None:
     """Grow or shrink a message towards `target` bytes by editing its optional parts."""
     data = msg["data"]
@@ -420,6 +546,286 @@ class MissedPost:
 
 
 MISSED_MAX = 200_000  # posts the timeline keeps; older ones are forgotten
+
+
+# Fields and expansions ------------------------------------------------------------------------
+# What X accepts on the stream (OpenAPI 2.16x, GET /2/tweets/search/stream): a name outside
+# these sets is a 400 invalid-request. https://docs.x.com/x-api/fundamentals/fields,
+# https://docs.x.com/x-api/fundamentals/expansions
+X_TWEET_FIELDS = frozenset(
+    [
+        "article",
+        "attachments",
+        "author_id",
+        "card_uri",
+        "community_id",
+        "context_annotations",
+        "conversation_id",
+        "created_at",
+        "display_text_range",
+        "edit_controls",
+        "edit_history_tweet_ids",
+        "entities",
+        "geo",
+        "id",
+        "in_reply_to_user_id",
+        "lang",
+        "media_metadata",
+        "non_public_metrics",
+        "note_tweet",
+        "organic_metrics",
+        "possibly_sensitive",
+        "promoted_metrics",
+        "public_metrics",
+        "referenced_tweets",
+        "reply_settings",
+        "scopes",
+        "source",
+        "text",
+        "withheld",
+    ]
+)
+X_EXPANSIONS = frozenset(
+    [
+        "article.cover_media",
+        "article.media_entities",
+        "attachments.media_keys",
+        "attachments.media_source_tweet",
+        "attachments.poll_ids",
+        "author_id",
+        "edit_history_tweet_ids",
+        "entities.mentions.username",
+        "entities.note.mentions.username",
+        "geo.place_id",
+        "in_reply_to_user_id",
+        "referenced_tweets.id",
+        "referenced_tweets.id.author_id",
+    ]
+)
+X_USER_FIELDS = frozenset(
+    [
+        "affiliation",
+        "connection_status",
+        "created_at",
+        "description",
+        "entities",
+        "id",
+        "location",
+        "most_recent_tweet_id",
+        "name",
+        "pinned_tweet_id",
+        "profile_banner_url",
+        "profile_image_url",
+        "protected",
+        "public_metrics",
+        "receives_your_dm",
+        "subscription_type",
+        "url",
+        "username",
+        "verified",
+        "verified_type",
+        "withheld",
+    ]
+)
+X_MEDIA_FIELDS = frozenset(
+    [
+        "alt_text",
+        "duration_ms",
+        "height",
+        "media_key",
+        "non_public_metrics",
+        "organic_metrics",
+        "preview_image_url",
+        "promoted_metrics",
+        "public_metrics",
+        "type",
+        "url",
+        "variants",
+        "width",
+    ]
+)
+X_POLL_FIELDS = frozenset(["duration_minutes", "end_datetime", "id", "options", "voting_status"])
+X_PLACE_FIELDS = frozenset(
+    ["contained_within", "country", "country_code", "full_name", "geo", "id", "name", "place_type"]
+)
+# Sent whatever the request names (X's default fields of each object).
+DEFAULT_TWEET = ("id", "text", "edit_history_tweet_ids")
+DEFAULT_USER = ("id", "name", "username")
+DEFAULT_MEDIA = ("media_key", "type")
+DEFAULT_POLL = ("id", "options")
+DEFAULT_PLACE = ("id", "full_name")
+# OpenAPI 2.167's spellings of renamed post fields (live answers still use the old ones).
+RENAMED_FIELDS = {
+    "edit_history_tweet_ids": "edit_history_post_ids",
+    "note_tweet": "note_post",
+    "referenced_tweets": "referenced_posts",
+}
+_OLD_SPELLING = {new: old for old, new in RENAMED_FIELDS.items()}
+# An expansion puts the id field it expands into the post ("The ID that represents the
+# expanded data object will be included directly in the Tweet data object").
+_EXPANSION_FIELDS = {
+    "author_id": "author_id",
+    "in_reply_to_user_id": "in_reply_to_user_id",
+    "referenced_tweets.id": "referenced_tweets",
+    "attachments.media_keys": "attachments",
+    "attachments.poll_ids": "attachments",
+    "geo.place_id": "geo",
+    "edit_history_tweet_ids": "edit_history_tweet_ids",
+}
+_FIELD_PARAMS = (
+    ("tweet.fields", X_TWEET_FIELDS),
+    ("expansions", X_EXPANSIONS),
+    ("user.fields", X_USER_FIELDS),
+    ("media.fields", X_MEDIA_FIELDS),
+    ("poll.fields", X_POLL_FIELDS),
+    ("place.fields", X_PLACE_FIELDS),
+)
+
+
+class InvalidFields(ValueError):
+    """A field or expansion name X does not know: `body` is X's 400 answer."""
+
+    def __init__(self, body: dict) -> None:
+        super().__init__(body["errors"][0]["message"])
+        self.body = body
+
+
+@dataclass(frozen=True)
+class FieldSelection:
+    """What a request asked X for: the names of each `*.fields` parameter and `expansions`
+    (old or renamed spellings both accepted, kept in the old one)."""
+
+    tweet: frozenset[str] = frozenset()
+    expansions: frozenset[str] = frozenset()
+    user: frozenset[str] = frozenset()
+    media: frozenset[str] = frozenset()
+    poll: frozenset[str] = frozenset()
+    place: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, Any] | None) -> FieldSelection:
+        """From a parsed query ({"tweet.fields": ["a,b"]} as parse_qs gives, or plain strings).
+
+        Raises InvalidFields with X's 400 body for a name X does not accept."""
+        chosen = []
+        for param, accepted in _FIELD_PARAMS:
+            raw = (query or {}).get(param) or []
+            values = [raw] if isinstance(raw, str) else list(raw)
+            names = {_OLD_SPELLING.get(n, n) for v in values for n in v.split(",") if n}
+            unknown = sorted(names - accepted)
+            if unknown:
+                raise InvalidFields(_invalid_field(param, unknown, accepted))
+            chosen.append(frozenset(names))
+        return cls(*chosen)
+
+
+def _invalid_field(param: str, unknown: list[str], accepted: frozenset[str]) -> dict:
+    """X's answer to an unknown field name (the shape of the 400s quoted in tweepy issues)."""
+    value, known = ",".join(unknown), ",".join(sorted(accepted))
+    body = _invalid_request(
+        f"The `{param}` query parameter value [{value}] is not one of [{known}]"
+    )
+    body["errors"][0]["parameters"] = {param: [value]}
+    return body
+
+
+def project_message(message: dict, selection: FieldSelection, renamed: bool = False) -> dict:
+    """The message as X sends it for `selection`: the post with its default fields, the fields
+    asked for and the ids its expansions need; `includes` with the expanded objects, each with
+    its default fields and those asked for; with `renamed`, OpenAPI 2.167's spellings."""
+    data, includes = message["data"], message.get("includes", {})
+    expansions = selection.expansions
+    post_fields = set(DEFAULT_TWEET) | selection.tweet
+    post_fields |= {_EXPANSION_FIELDS[e] for e in expansions if e in _EXPANSION_FIELDS}
+    out = {"data": _project_post(data, post_fields, renamed)}
+    tweets_by_id = {t["id"]: t for t in includes.get("tweets", [])}
+    included_tweets = []
+    if "referenced_tweets.id" in expansions:
+        for ref in data.get("referenced_tweets", []):
+            if ref["id"] in tweets_by_id:
+                included_tweets.append(tweets_by_id[ref["id"]])
+    user_ids = _expanded_user_ids(data, included_tweets, expansions, includes)
+    users_by_id = {u["id"]: u for u in includes.get("users", [])}
+    wanted_users = set(DEFAULT_USER) | selection.user
+    users = [_pick(users_by_id[i], wanted_users) for i in user_ids if i in users_by_id]
+    new_includes: dict[str, list] = {}
+    if users:
+        new_includes["users"] = users
+    tweet_fields = set(DEFAULT_TWEET) | selection.tweet
+    if "referenced_tweets.id.author_id" in expansions:
+        tweet_fields.add("author_id")
+    if included_tweets:
+        new_includes["tweets"] = [_project_post(t, tweet_fields, renamed) for t in included_tweets]
+    attachments = data.get("attachments", {})
+    for expansion, key, id_key, ids, defaults, asked in (
+        ("attachments.media_keys", "media", "media_key", attachments.get("media_keys", []),
+         DEFAULT_MEDIA, selection.media),
+        ("attachments.poll_ids", "polls", "id", attachments.get("poll_ids", []),
+         DEFAULT_POLL, selection.poll),
+        ("geo.place_id", "places", "id", [data.get("geo", {}).get("place_id")],
+         DEFAULT_PLACE, selection.place),
+    ):  # fmt: skip
+        if expansion not in expansions:
+            continue
+        by_id = {o[id_key]: o for o in includes.get(key, [])}
+        found = [_pick(by_id[i], set(defaults) | asked) for i in ids if i in by_id]
+        if found:
+            new_includes[key] = found
+    if new_includes:
+        out["includes"] = new_includes
+    return out
+
+
+def _expanded_user_ids(
+    data: dict, included_tweets: list[dict], expansions: frozenset[str], includes: dict
+) -> list[str]:
+    """The ids of the users the expansions ask for, the author first, each once."""
+    by_name = {u["username"].lower(): u["id"] for u in includes.get("users", [])}
+    ids: list[str] = []
+    if "author_id" in expansions:
+        ids.append(data.get("author_id"))
+    if "in_reply_to_user_id" in expansions:
+        ids.append(data.get("in_reply_to_user_id"))
+    if "entities.mentions.username" in expansions:
+        mentions = data.get("entities", {}).get("mentions", [])
+        ids += [by_name.get(m["username"].lower()) for m in mentions]
+    if "entities.note.mentions.username" in expansions:
+        mentions = data.get("note_tweet", {}).get("entities", {}).get("mentions", [])
+        ids += [by_name.get(m["username"].lower()) for m in mentions]
+    if "referenced_tweets.id.author_id" in expansions:
+        ids += [t.get("author_id") for t in included_tweets]
+    return [i for i in dict.fromkeys(ids) if i]
+
+
+def _project_post(post: dict, fields: set[str], renamed: bool) -> dict:
+    if not renamed:
+        return {key: value for key, value in post.items() if key in fields}
+    return {RENAMED_FIELDS.get(k, k): value for k, value in post.items() if k in fields}
+
+
+def _pick(obj: dict, fields: set[str]) -> dict:
+    return {key: value for key, value in obj.items() if key in fields}
+
+
+class _Rendered:
+    """The messages split for one field set: `body(post_id)` joins one in (cheap: the stream
+    renders every post through it, as fast as the client reads)."""
+
+    def __init__(self, parts: list[tuple], note_parts: list[tuple], note_share: float) -> None:
+        self.parts = parts
+        self.note_parts = note_parts
+        self.note_permille = round(note_share * 1000)
+        self.edit_controls = any(EDITABLE_UNTIL_MARK in b"".join(p) for p in parts + note_parts)
+
+    def body(self, post_id: int) -> bytes:
+        if self.note_permille and post_id % 1000 < self.note_permille:
+            parts = self.note_parts[post_id % len(self.note_parts)]
+        else:
+            parts = self.parts[post_id % len(self.parts)]
+        body = str(post_id).encode().join(parts).replace(CREATED_AT_MARK, created_at_of(post_id))
+        if self.edit_controls:
+            body = body.replace(EDITABLE_UNTIL_MARK, editable_until_of(post_id))
+        return body
 
 
 class FakeXServer:
@@ -468,8 +874,16 @@ class FakeXServer:
         self._down_since: float | None = None  # time.time() no stream was open from
         self._timeline_started = False
         self._lock = threading.Lock()
-        self._templates = render_templates(samples, pool, seed)
-        self._reposts = [b'"type":"retweeted"' in b"".join(t) for t in self._templates]
+        # every field X can send about each post; what a request gets is rendered from these
+        self.messages = sample_messages(samples, pool, seed)
+        self.notes = note_messages(self.messages, NOTE_TEMPLATES, seed)
+        self.note_share = 0.0  # share of posts that are long posts (note_tweet)
+        self.renamed_fields = False  # answer with OpenAPI 2.167's spellings (RENAMED_FIELDS)
+        self._rendered: dict[tuple, _Rendered] = {}  # per field set: the split messages
+        self._reposts = [
+            any(r["type"] == "retweeted" for r in m["data"].get("referenced_tweets", []))
+            for m in self.messages
+        ]
         self._last_id = 0
         self._rule_ids = itertools.count(1_900_000_000_000_000_000)
         self._posts_taken = 0
@@ -564,7 +978,9 @@ class FakeXServer:
             ]
 
     def is_repost(self, post_id: int) -> bool:
-        return self._reposts[post_id % len(self._templates)]
+        if self.note_share and post_id % 1000 < round(self.note_share * 1000):
+            return False  # long posts are originals
+        return self._reposts[post_id % len(self.messages)]
 
     def _stream_opened(self) -> None:
         """Under the lock: a 200 answer starts; the timeline stops making missed posts."""
@@ -640,6 +1056,8 @@ class FakeXServer:
             "rule_max_length",
             "disconnect_every_connection",
             "api_version",
+            "note_share",
+            "renamed_fields",
         ):
             if key in settings:
                 setattr(self, key, settings[key])
@@ -666,8 +1084,12 @@ class FakeXServer:
         rules = rules or [{"id": "1", "tag": ""}]
         self._matching_rules = b',"matching_rules":' + _dumps(rules) + b"}\r\n"
 
-    def _take_posts(self, wanted: int) -> list[tuple[str, bytes]]:
-        """Render up to `wanted` posts, honouring `count`; returns (id, line) pairs."""
+    def _take_posts(
+        self, wanted: int, selection: FieldSelection | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Render up to `wanted` posts for `selection` (None: the last stream request's),
+        honouring `count`; returns (id, line) pairs."""
+        rendered = self._rendered_for(selection)
         with self._lock:
             if self.count is not None:
                 wanted = min(wanted, self.count - self._posts_taken)
@@ -676,7 +1098,7 @@ class FakeXServer:
             first = self._next_id(self._posts_taken, wanted)
             self._posts_taken += wanted
         tail = self._matching_rules
-        return [(str(i), self.post_body(i) + tail) for i in range(first, first + wanted)]
+        return [(str(i), rendered.body(i) + tail) for i in range(first, first + wanted)]
 
     def _next_id(self, sequence: int, count: int = 1) -> int:
         """The first of `count` consecutive new ids (under the lock)."""
@@ -684,11 +1106,35 @@ class FakeXServer:
         self._last_id = first + count - 1
         return first
 
-    def post_body(self, post_id: int) -> bytes:
-        """The post with this id as the stand-in renders it, without `matching_rules` and the
-        closing brace: its template (chosen by the id), the id and the `created_at` it holds."""
-        parts = self._templates[post_id % len(self._templates)]
-        return str(post_id).encode().join(parts).replace(CREATED_AT_MARK, created_at_of(post_id))
+    def post_body(
+        self, post_id: int, query: Mapping[str, Any] | FieldSelection | None = None
+    ) -> bytes:
+        """The post with this id as the stand-in renders it for `query` (a parsed query string
+        or a FieldSelection; None: the last stream request's), without `matching_rules` and the
+        closing brace: its message (chosen by the id), the id and the `created_at` it holds."""
+        return self._rendered_for(query).body(post_id)
+
+    def render_post(self, post_id: int, query: Mapping[str, Any] | FieldSelection) -> bytes:
+        """`{"data": {...}, "includes": {...}}` of the post with this id, as X answers a request
+        with this query ({"tweet.fields": "a,b", "expansions": ...} or parse_qs's lists): only
+        the fields and expansions asked for, in the spelling `renamed_fields` picks. For any
+        endpoint that returns posts (search, lookup); raises InvalidFields with X's 400 body."""
+        return self.post_body(post_id, query) + b"}"
+
+    def _rendered_for(self, query: Mapping[str, Any] | FieldSelection | None) -> _Rendered:
+        if query is None:
+            query = self.stream_queries[-1] if self.stream_queries else {}
+        selection = query if isinstance(query, FieldSelection) else FieldSelection.from_query(query)
+        key = (selection, self.renamed_fields, self.note_share)
+        rendered = self._rendered.get(key)
+        if rendered is None:
+            rendered = _Rendered(
+                [split_message(m, selection, self.renamed_fields) for m in self.messages],
+                [split_message(m, selection, self.renamed_fields) for m in self.notes],
+                self.note_share,
+            )
+            self._rendered[key] = rendered
+        return rendered
 
     def _special_line(self, kind: str) -> bytes:
         if kind == "malformed":
@@ -954,6 +1400,10 @@ class _Handler(BaseHTTPRequestHandler):
             failure = fake._fail_next.pop(0) if fake._fail_next else None
             drop_after, fake._drop_after = fake._drop_after, None
             refusal = fake.stream_refusal
+            try:
+                selection = FieldSelection.from_query(fake.stream_queries[-1])
+            except InvalidFields as invalid:
+                selection, refusal = FieldSelection(), (400, invalid.body)
             if failure is not None:
                 refusal = (failure, PROBLEMS.get(failure, {"title": "Error", "status": failure}))
             elif refusal is None and filtered and not fake.rules:
@@ -987,7 +1437,7 @@ class _Handler(BaseHTTPRequestHandler):
             fake._stream_opened()
             fake.stream_connections[connection["id"]] = connection
         try:
-            self._stream_posts(drop_after, connection["kill"])
+            self._stream_posts(drop_after, connection["kill"], selection)
         except (BrokenPipeError, ConnectionResetError, OSError):
             log.debug("stream client went away")
         finally:
@@ -1010,7 +1460,9 @@ class _Handler(BaseHTTPRequestHandler):
         fake.record_delivered(ids)
         fake.last_post_at = time.time()
 
-    def _stream_posts(self, drop_after: int | None, kill: threading.Event) -> None:
+    def _stream_posts(
+        self, drop_after: int | None, kill: threading.Event, selection: FieldSelection
+    ) -> None:
         fake = self.fake
         last_write = time.monotonic()
         sent_here = 0
@@ -1034,13 +1486,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write_posts([(fake._line_id(line), line)])
                 last_write = time.monotonic()
             if drop_after is not None and sent_here >= drop_after:
-                post_id, line = (fake._take_posts(1) or [(None, b'{"data":{"id":"0"}}\r\n')])[0]
+                cut = fake._take_posts(1, selection) or [(None, b'{"data":{"id":"0"}}\r\n')]
+                post_id, line = cut[0]
                 self._write_chunk(line[: len(line) // 2])
                 return  # closing without the terminating chunk: the client sees a cut line
             wanted = 1 if fake.rate > 0 else max(1, BATCH_BYTES // 4500)
             if drop_after is not None:
                 wanted = min(wanted, drop_after - sent_here)
-            posts = fake._take_posts(wanted) if now >= next_due else []
+            posts = fake._take_posts(wanted, selection) if now >= next_due else []
             if posts:
                 self._write_posts(posts)
                 sent_here += len(posts)
@@ -1089,6 +1542,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--close-after-count", action="store_true", help="end the stream then")
     parser.add_argument("--rule", action="append", default=[], help="a rule live from the start")
+    parser.add_argument("--note-share", type=float, default=0.0, help="share of long posts")
+    parser.add_argument("--renamed-fields", action="store_true", help="OpenAPI 2.167 spellings")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = FakeXServer(
@@ -1101,6 +1556,8 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     server.close_after_count = args.close_after_count
+    server.note_share = args.note_share
+    server.renamed_fields = args.renamed_fields
     for value in args.rule:
         server.add_rule(value)
     stopped = threading.Event()

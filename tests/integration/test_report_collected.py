@@ -29,7 +29,7 @@ from tests.collector_support import (
     wait_until,
     write_config,
 )
-from tests.fakes.x_server import ID_MARK, RULES_PATH, FakeXServer
+from tests.fakes.x_server import RULES_PATH, FakeXServer
 
 PREFIX = "tweets"  # write_config's [s3] prefix
 COLLECTOR_ID = "test-1"  # write_config's collector_id; the collector tags rules "{id}:{tag}"
@@ -58,8 +58,7 @@ def template_facts(server: FakeXServer) -> list[tuple[tuple[str, str], str]]:
     """Each template's (author id, username) and post type, read as X's JSON says them."""
     kinds = {"retweeted": "repost", "replied_to": "reply", "quoted": "quote"}
     facts = []
-    for parts in server._templates:
-        message = json.loads(ID_MARK.join(parts) + b"}")
+    for message in server.messages:
         data, includes = message["data"], message["includes"]
         username = next(u["username"] for u in includes["users"] if u["id"] == data["author_id"])
         types = [kinds[r["type"]] for r in data.get("referenced_tweets", [])]
@@ -78,8 +77,7 @@ def spread_templates(server: FakeXServer, now: datetime) -> tuple[list[datetime]
     # The middle of the previous hour, give or take 20 min: each post stays in its hour.
     middle = now.replace(minute=20, second=0, microsecond=0) - timedelta(hours=1)
     created, hashtags = [], []
-    for index, parts in enumerate(server._templates):
-        message = json.loads(ID_MARK.join(parts) + b"}")
+    for index, message in enumerate(server.messages):
         data = message["data"]
         at = middle - timedelta(hours=index % HOURS_SPREAD) + timedelta(seconds=index * 7 % 1200)
         data["created_at"] = at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
@@ -89,8 +87,6 @@ def spread_templates(server: FakeXServer, now: datetime) -> tuple[list[datetime]
         extra += ["DuckDB"] if index % 4 == 0 else []
         entities = data.setdefault("entities", {})
         entities.setdefault("hashtags", []).extend({"start": 0, "end": 1, "tag": t} for t in extra)
-        body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()[:-1]
-        server._templates[index] = tuple(body.split(ID_MARK))
         created.append(at)
         hashtags.append(tags + extra)
     return created, hashtags

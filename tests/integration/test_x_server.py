@@ -12,16 +12,35 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 import pytest
 import requests.adapters
 import tweepy
 
-from tests.fakes.x_server import FakeXServer
+from tests.fakes.x_server import (
+    X_EXPANSIONS,
+    X_MEDIA_FIELDS,
+    X_PLACE_FIELDS,
+    X_POLL_FIELDS,
+    X_TWEET_FIELDS,
+    X_USER_FIELDS,
+    FakeXServer,
+)
 
 TOKEN = "t0ken"
 STREAM = "/2/tweets/search/stream"
 RULES = "/2/tweets/search/stream/rules"
+PRIVATE = {"non_public_metrics", "organic_metrics", "promoted_metrics"}  # user context only
+# Every public field and expansion, as twarc2 asks: X sends only what a request names.
+EVERYTHING = {
+    "tweet.fields": ",".join(sorted(X_TWEET_FIELDS - PRIVATE)),
+    "expansions": ",".join(sorted(X_EXPANSIONS)),
+    "user.fields": ",".join(sorted(X_USER_FIELDS)),
+    "media.fields": ",".join(sorted(X_MEDIA_FIELDS - PRIVATE)),
+    "poll.fields": ",".join(sorted(X_POLL_FIELDS)),
+    "place.fields": ",".join(sorted(X_PLACE_FIELDS)),
+}
 
 
 @pytest.fixture
@@ -31,11 +50,15 @@ def x_server() -> Iterator[FakeXServer]:
     server.stop()
 
 
-def open_stream(server: FakeXServer, path: str = STREAM) -> http.client.HTTPResponse:
+def open_stream(
+    server: FakeXServer, path: str = STREAM, query: dict[str, str] | None = None
+) -> http.client.HTTPResponse:
+    """GET a stream asking for `query` (default: EVERYTHING)."""
     if path == STREAM and not server.rules:
         server.add_rule("python", tag="py")  # X answers 409 while no rule is live
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
+    target = f"{path}?{urlencode(EVERYTHING if query is None else query)}"
+    conn.request("GET", target, headers={"Authorization": f"Bearer {TOKEN}"})
     return conn.getresponse()
 
 
@@ -386,3 +409,108 @@ def test_every_connection_can_end_with_an_operational_disconnect(x_server: FakeX
         assert response.status == 200
         body = response.read()  # the server ends the chunked body after the message
         assert b"OperationalDisconnect" in body
+
+
+def stream_messages(server: FakeXServer, posts: int, query: dict[str, str] | None) -> list[dict]:
+    server.count = len(server.sent_ids) + posts
+    response = open_stream(server, query=query)
+    assert response.status == 200
+    messages = [json.loads(line) for line in read_lines(response, posts) if line.strip()]
+    response.close()
+    return messages
+
+
+def test_a_request_without_fields_gets_only_id_text_and_edit_history(x_server) -> None:
+    messages = stream_messages(x_server, 50, {})
+    for message in messages:
+        assert set(message) == {"data", "matching_rules"}
+        assert set(message["data"]) == {"id", "text", "edit_history_tweet_ids"}
+        assert message["data"]["id"] in message["data"]["edit_history_tweet_ids"]
+
+
+def test_only_the_fields_and_expansions_asked_for_are_sent(x_server) -> None:
+    query = {"tweet.fields": "created_at,lang", "expansions": "author_id,referenced_tweets.id"}
+    query["user.fields"] = "public_metrics"
+    messages = stream_messages(x_server, 200, query)
+    asked = {"id", "text", "edit_history_tweet_ids", "created_at", "lang"}
+    for message in messages:
+        data, includes = message["data"], message["includes"]
+        # an expansion puts the id it expands into the post
+        assert asked <= set(data) <= asked | {"author_id", "referenced_tweets"}
+        assert includes["users"][0]["id"] == data["author_id"]
+        assert all(
+            set(u) == {"id", "name", "username", "public_metrics"} for u in includes["users"]
+        )
+        assert set(includes) <= {"users", "tweets"}
+        for tweet in includes.get("tweets", []):  # tweet.fields apply to included posts too
+            assert set(tweet) <= asked and "author_id" not in tweet
+    assert any("tweets" in m["includes"] for m in messages)
+
+
+def test_everything_asked_builds_every_includes_kind(x_server) -> None:
+    messages = stream_messages(x_server, 400, EVERYTHING)
+    kinds = {kind for m in messages for kind in m.get("includes", {})}
+    assert kinds == {"users", "tweets", "media", "places", "polls"}
+    for message in messages:
+        data, includes = message["data"], message["includes"]
+        users = {u["id"] for u in includes["users"]}
+        # referenced_tweets.id.author_id: the quoted or replied-to post's author is there too
+        assert all(t["author_id"] in users for t in includes.get("tweets", []))
+        for poll in includes.get("polls", []):
+            assert poll["id"] in data["attachments"]["poll_ids"] and poll["options"]
+        for media in includes.get("media", []):
+            assert media["media_key"] in data["attachments"]["media_keys"]
+        assert data["edit_controls"]["editable_until"] > data["created_at"]
+    assert any(len(m["data"]["edit_history_tweet_ids"]) > 1 for m in messages)
+    assert any("alt_text" in media for m in messages for media in m["includes"].get("media", []))
+    assert not any("note_tweet" in m["data"] for m in messages)  # no long posts by default
+
+
+def test_long_posts_carry_their_full_text_and_entities_in_note_tweet(x_server) -> None:
+    x_server.control({"note_share": 1.0})
+    messages = stream_messages(x_server, 20, EVERYTHING)
+    for message in messages:
+        data = message["data"]
+        note = data["note_tweet"]
+        assert len(note["text"]) == 4000 and len(data["text"]) <= 280
+        assert note["text"].startswith(data["text"])
+        tags = re.findall(r"#(\w+)", note["text"])
+        assert [h["tag"] for h in note["entities"]["hashtags"]] == tags
+        for hashtag in note["entities"]["hashtags"]:
+            assert note["text"][hashtag["start"] : hashtag["end"]] == "#" + hashtag["tag"]
+        assert all(h["end"] <= len(data["text"]) for h in data["entities"]["hashtags"])
+    # without tweet.fields=note_tweet only the cut text arrives
+    cut = stream_messages(x_server, 5, {"tweet.fields": "entities"})
+    assert all("note_tweet" not in m["data"] and len(m["data"]["text"]) <= 280 for m in cut)
+
+
+def test_renamed_spellings_carry_the_same_values(x_server) -> None:
+    x_server.control({"note_share": 0.5})
+    post_id = 2_000_000_000_000_000_000
+    old = json.loads(x_server.render_post(post_id, EVERYTHING))
+    x_server.control({"renamed_fields": True})
+    new = json.loads(x_server.render_post(post_id, EVERYTHING))
+    renamed = {"edit_history_tweet_ids": "edit_history_post_ids", "note_tweet": "note_post",
+               "referenced_tweets": "referenced_posts"}  # fmt: skip
+    assert {renamed.get(k, k): v for k, v in old["data"].items()} == new["data"]
+    assert "edit_history_post_ids" in new["data"] and "edit_history_tweet_ids" not in new["data"]
+    # a request may name the new spelling too
+    asked = json.loads(x_server.render_post(post_id, {"tweet.fields": "note_post"}))
+    assert set(asked["data"]) <= {"id", "text", "edit_history_post_ids", "note_post"}
+
+
+def test_render_post_is_what_the_stream_sent(x_server) -> None:
+    query = {"tweet.fields": "author_id,entities", "expansions": "author_id"}
+    messages = stream_messages(x_server, 10, query)
+    for message in messages:
+        message.pop("matching_rules")
+        assert json.loads(x_server.render_post(int(message["data"]["id"]), query)) == message
+
+
+def test_an_unknown_field_is_refused_with_400_naming_it(x_server) -> None:
+    response = open_stream(x_server, query={"tweet.fields": "created_at,bogus_field"})
+    assert response.status == 400
+    body = json.loads(response.read())
+    assert body["title"] == "Invalid Request"
+    assert body["errors"][0]["parameters"] == {"tweet.fields": ["bogus_field"]}
+    assert x_server.sent_ids == []
