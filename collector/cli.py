@@ -1,4 +1,4 @@
-"""`python -m collector run|check|status|rules|report|export|compliance --config PATH`."""
+"""`python -m collector run|check|status|rules|report|export|compliance|purge --config PATH`."""
 
 from __future__ import annotations
 
@@ -299,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="X's batch compliance job over the archive's post ids (collector compliance --help)",
         add_help=False,
     )
+    sub.add_parser(
+        "purge",
+        help="rewrite raw objects without the posts X reports removed (collector purge --help)",
+        add_help=False,
+    )
     return parser
 
 
@@ -317,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         from collector.analysis import compliance
 
         return compliance.main(argv[1:])
+    if argv[:1] == ["purge"]:
+        from collector.analysis import purge
+
+        return purge.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -461,16 +461,28 @@ class Runner:
         key = result_key(self.cfg.s3.prefix, checked, job["id"])
         body = "".join(line + "\n" for line in lines).encode()
         try:
+            # A create, as every put of the collector's key (its policy allows no overwrite).
             self.s3.put_object(
-                Bucket=self.cfg.s3.bucket, Key=key, Body=body, ContentType="application/x-ndjson"
+                Bucket=self.cfg.s3.bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/x-ndjson",
+                IfNoneMatch="*",
             )
-        except (BotoCoreError, ClientError) as exc:
-            needed = f"s3:PutObject on {compliance_prefix(self.cfg.s3.prefix)}*"
-            raise ComplianceError(
-                f"s3://{self.cfg.s3.bucket}/{key}: {str(exc).splitlines()[0]} "
-                f"(the collector's key needs {needed})"
-            ) from None
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "PreconditionFailed":
+                raise self._refused(key, exc) from None
+            # Stored before a crash lost the record of it: the same job, the same lines.
+        except BotoCoreError as exc:
+            raise self._refused(key, exc) from None
         return key, len(results)
+
+    def _refused(self, key: str, exc: Exception) -> ComplianceError:
+        needed = f"s3:PutObject on {compliance_prefix(self.cfg.s3.prefix)}*"
+        return ComplianceError(
+            f"s3://{self.cfg.s3.bucket}/{key}: {str(exc).splitlines()[0]} "
+            f"(the collector's key needs {needed})"
+        )
 
     def _finish(self, run: RunState, error: str | None) -> Outcome:
         removed = geo = 0
