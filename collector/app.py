@@ -15,15 +15,16 @@ import time
 from datetime import UTC, datetime
 
 from collector.config import Config
-from collector.errors import EX_CONFIG, EX_OK, EX_SOFTWARE, Fatal
+from collector.errors import EX_CONFIG, EX_OK, EX_SOFTWARE, Fatal, SpoolLocked
 from collector.source.rules import Refusal, RulesAuthError, RulesClient, RulesError
 from collector.source.stream import open_stream, start_stream
+from collector.spool.guard import Reserve, SpoolLock, reserve_size
 from collector.spool.layout import SpoolDirs
 from collector.spool.writer import Quarantine, SpoolWriter, recover_open_files
 from collector.telemetry.events import EventLog
 from collector.telemetry.health import DEGRADED, Health
 from collector.telemetry.metrics import Metrics
-from collector.telemetry.status import StatusReporter, record_exit
+from collector.telemetry.status import StatusReporter, UploadAgeWatch, record_exit
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,14 @@ class Collector:
         self.stop_cause = "the stream reader ended unexpectedly"
         self.events: EventLog | None = None
         self.exit_reason: str | None = None  # why run() returned non-zero (status.json keeps it)
+        self.lock = SpoolLock(self.dirs)
+        endpoint = cfg.s3.endpoint_url or f"AWS S3 in {cfg.s3.region or 'the default region'}"
+        self.upload_age = UploadAgeWatch(
+            self.health,
+            limit=cfg.rotate.max_seconds,
+            failing_after=cfg.s3.failing_after_seconds,
+            where=f"s3://{cfg.s3.bucket}/{cfg.s3.prefix} at {endpoint}",
+        )
 
     def _stream_event(self, state: str, cause: str | None) -> None:
         # The stop event covers the disconnection the shutdown itself causes.
@@ -143,6 +152,11 @@ class Collector:
             self.dirs.create()
         except OSError as exc:
             raise Fatal(f"spool.dir {self.cfg.spool.dir}: cannot create folders ({exc})") from None
+        # one collector per spool, taken before anything in the spool is touched (recovery
+        # would seal another run's open file under it); released when the process ends
+        self.lock.acquire()
+        reserve = Reserve(self.dirs, reserve_size(self.dirs))
+        reserve.set_aside()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         shipper = Shipper(self.cfg, self.dirs, self.metrics)
@@ -160,8 +174,15 @@ class Collector:
         recovered = recover_open_files(self.dirs, quarantine)
         if recovered:
             log.info("recovered %d unsealed file(s) from a previous run", len(recovered))
-        writer = SpoolWriter(self.cfg, self.dirs, self.metrics, shipper.submit, quarantine)
-        writer.health = self.health
+        writer = SpoolWriter(
+            self.cfg,
+            self.dirs,
+            self.metrics,
+            shipper.submit,
+            quarantine,
+            health=self.health,
+            reserve=reserve,
+        )
         shipper.start()  # uploads what earlier runs left before anything new
         self.events.record("start", at=started_at)
 
@@ -169,7 +190,9 @@ class Collector:
         stream.on_event = self._stream_event
         reader = start_stream(self.cfg, stream)
         writer.run_ticker(self.background_stop)
-        status = StatusReporter(self.cfg.collector_id, self.dirs, self.metrics, self.health)
+        status = StatusReporter(
+            self.cfg.collector_id, self.dirs, self.metrics, self.health, self.upload_age
+        )
         status.write()
         status.run(self.background_stop)
         cloudwatch = self._start_cloudwatch(status)
@@ -192,6 +215,7 @@ class Collector:
         failing after s3.failing_after_seconds; the next confirmed upload clears it."""
         if outcome.result in ("created", "existed"):
             self.health.clear("s3")
+            self.upload_age.confirmed()
         elif outcome.result == "error":
             partition = outcome.key.rsplit("/", 1)[0] + "/"
             status = f" (HTTP {outcome.http_status})" if outcome.http_status else ""
@@ -272,6 +296,9 @@ def run(cfg: Config, token: str) -> int:
     collector = Collector(cfg, token)
     try:
         code = collector.run()
+    except SpoolLocked as exc:
+        log.error("%s", exc)
+        return EX_CONFIG  # status.json belongs to the run that holds the spool: left alone
     except Fatal as exc:
         log.error("%s", exc)
         code, collector.exit_reason = EX_CONFIG, str(exc)

@@ -75,6 +75,8 @@ class XConfig:
 @dataclass(frozen=True)
 class SpoolConfig:
     dir: Path = Path("/var/lib/twittersnake/spool")
+    # after the disk filled, writing resumes once this share of the file system is free again
+    resume_free_percent: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,10 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "rule_max_length": (int, "a positive integer (X's rule length limit for your access)"),
         "rules_check_seconds": ((int, float), "a positive number (seconds)"),
     },
-    "spool": {"dir": (str, "a string (path)")},
+    "spool": {
+        "dir": (str, "a string (path)"),
+        "resume_free_percent": ((int, float), "a number from 0 to 50 (percent of the disk)"),
+    },
     "rotate": {
         "max_records": (int, "a positive integer"),
         "max_bytes": (int, "a positive integer"),
@@ -307,6 +312,12 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
     spool_table = dict(sections["spool"])
     if "dir" in spool_table:
         spool_table["dir"] = Path(spool_table["dir"])
+    resume = spool_table.get("resume_free_percent", SpoolConfig.resume_free_percent)
+    if not 0 <= resume <= 50:
+        raise ConfigError(
+            f"{where}: 'spool.resume_free_percent' must be a number from 0 to 50 (percent of the"
+            f" spool's file system free before writing resumes after a full disk), got {resume}"
+        )
     rotate = RotateConfig(**sections["rotate"])
     for name in ("max_records", "max_bytes", "max_seconds"):
         _positive(where, f"rotate.{name}", getattr(rotate, name))

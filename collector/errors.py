@@ -65,3 +65,7 @@ class S3AccessDenied(S3Unavailable):
 
 class ChecksumConflict(Held):
     """The object in S3 does not hold the bytes of our file: the file is kept."""
+
+
+class SpoolLocked(Exception):
+    """Another `collector run` holds the spool's lock (exit 78, its status.json left alone)."""

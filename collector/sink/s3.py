@@ -24,6 +24,7 @@ s3:GetObject (HeadObject) on {prefix}/*; kms:GenerateDataKey when the bucket use
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,10 +145,23 @@ class S3Sink:
         Returns the outcome ("created" or "existed"); raises ChecksumConflict, or one of
         S3_ERRORS when S3 could not be asked. Every outcome is also passed to report().
         """
-        key = self.key_for(path)
-        size = path.stat().st_size
+        return self._deliver(
+            path.name, path.stat().st_size, recorded_sha256(path), lambda: open(path, "rb")
+        )
+
+    def deliver_as(self, path: Path, name: str, sha256: str) -> PutOutcome:
+        """As deliver(), for the bytes of `path` under the key of the ready file `name`."""
+        return self._deliver(name, path.stat().st_size, sha256, lambda: open(path, "rb"))
+
+    def deliver_bytes(self, name: str, data: bytes, sha256: str) -> PutOutcome:
+        """As deliver(), for a ready file that exists only in memory (`name` as in ready/):
+        the same key, checksum and conditions, so it can never duplicate the file's object."""
+        return self._deliver(name, len(data), sha256, lambda: contextlib.nullcontext(data))
+
+    def _deliver(self, name: str, size: int, expected: str, body) -> PutOutcome:
+        key = self.key_for(Path(name))
         try:
-            created = self._put_confirmed(path, key, size)
+            created = self._put_confirmed(name, body, key, size, expected)
         except ChecksumConflict:
             self.report(PutOutcome(key, "conflict", size))
             raise
@@ -164,44 +178,46 @@ class S3Sink:
         for observer in self.observers:
             observer(outcome)
 
-    def _put_confirmed(self, path: Path, key: str, size: int) -> bool:
-        """True when our PUT created the object, False when S3 already held the same bytes."""
-        expected = recorded_sha256(path)
+    def _put_confirmed(self, name: str, body, key: str, size: int, expected: str) -> bool:
+        """True when our PUT created the object, False when S3 already held the same bytes.
+
+        `body()` opens what to send (a file, or bytes in memory), as a context manager.
+        """
         try:
-            with open(path, "rb") as body:
+            with body() as payload:
                 answer = self.s3.put_object(
                     Bucket=self.bucket,
                     Key=key,
-                    Body=body,
-                    ContentType=codec_of(path.name).content_type,
+                    Body=payload,
+                    ContentType=codec_of(name).content_type,
                     ChecksumAlgorithm="SHA256",
                     IfNoneMatch="*",
                 )
         except ClientError as exc:
             code, status = _error_fields(exc)
             if status == 412 or code == "PreconditionFailed":
-                self._confirm_existing(path, key, expected, size)
+                self._confirm_existing(name, key, expected, size)
                 return False
             raise
         reported = answer.get("ChecksumSHA256")
         if reported is None:  # nothing to compare in the answer: ask for the object's checksum
-            self._confirm_existing(path, key, expected, size)
+            self._confirm_existing(name, key, expected, size)
         elif reported != expected:
             raise ChecksumConflict(
                 f"{self.where(key)}: S3 reports SHA-256 {reported}, the compressor wrote "
-                f"{expected}; keeping {path.name} in the spool (the object is not overwritten)"
+                f"{expected}; keeping {name} in the spool (the object is not overwritten)"
             )
         return True
 
-    def _confirm_existing(self, path: Path, key: str, expected: str, size: int) -> None:
+    def _confirm_existing(self, name: str, key: str, expected: str, size: int) -> None:
         head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         reported = head.get("ChecksumSHA256")
         if reported == expected and head.get("ContentLength") == size:
-            log.info("%s already holds %s (same SHA-256): done", self.where(key), path.name)
+            log.info("%s already holds %s (same SHA-256): done", self.where(key), name)
             return
         raise ChecksumConflict(
             f"CONFLICT {self.where(key)} already exists with different content "
             f"(SHA-256 {reported}, {head.get('ContentLength')} bytes; "
             f"ours {expected}, {size} bytes); "
-            f"keeping {path.name} in the spool, never overwriting"
+            f"keeping {name} in the spool, never overwriting"
         )

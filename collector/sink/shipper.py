@@ -14,11 +14,13 @@ count), so months of AccessDenied do not fill the log; `last_error` and the heal
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+from collector.sink.codecs import codec_named
 from collector.sink.s3 import (
     S3_ERRORS,
     BucketMissing,
@@ -28,7 +30,14 @@ from collector.sink.s3 import (
     S3Unavailable,
     make_client,
 )
-from collector.spool.compress import clean_ready_leftovers, compress_file, sidecar_path
+from collector.spool.compress import (
+    clean_ready_leftovers,
+    compress_file,
+    compress_to_memory,
+    file_sha256,
+    ready_name,
+    sidecar_path,
+)
 from collector.spool.layout import SpoolDirs, fsync_dir
 from collector.spool.stages import RETRY_BASE, RETRY_CAP, Stage, StageRunner
 from collector.telemetry.lograte import RepeatedWarnings
@@ -64,7 +73,13 @@ class Shipper:
         self._warned = False  # a refusal was logged since the last confirmed upload
         self.runner = StageRunner(
             [
-                Stage("compress", dirs.sealed, self._compress, self._compress_failed),
+                Stage(
+                    "compress",
+                    dirs.sealed,
+                    self._compress,
+                    self._compress_failed,
+                    expected=S3_ERRORS,  # with the disk full it uploads from memory itself
+                ),
                 Stage(
                     "upload",
                     dirs.ready,
@@ -133,13 +148,42 @@ class Shipper:
 
     # -- compression ---------------------------------------------------------------------
 
-    def _compress(self, name: str) -> str:
-        ready = compress_file(self.dirs.sealed / name, self.dirs, self.codec, self.level)
+    def _compress(self, name: str) -> str | None:
+        sealed = self.dirs.sealed / name
+        try:
+            ready = compress_file(sealed, self.dirs, self.codec, self.level)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self._ship_from_memory(sealed, exc)
+            return None
         self.metrics.incr("files_compressed")
         self._refresh_pending()
         return ready.name
 
+    def _ship_from_memory(self, sealed: Path, cause: OSError) -> None:
+        """The disk has no room for the compressed copy: compress in memory and upload it
+        under the same key and checksum, then delete the sealed file. Uploads free the disk,
+        so a full spool drains by itself once S3 answers."""
+        log.warning(
+            "spool disk full (%s): uploading %s without a ready/ copy", cause.strerror, sealed.name
+        )
+        codec = codec_named(self.codec)
+        if codec.identity:  # same bytes: straight from the sealed file
+            outcome = self.sink.deliver_as(sealed, sealed.name, file_sha256(sealed))
+        else:
+            name, data, sha256 = compress_to_memory(sealed, self.codec, self.level)
+            outcome = self.sink.deliver_bytes(name, data, sha256)
+        sealed.unlink(missing_ok=True)
+        fsync_dir(self.dirs.sealed)
+        self.metrics.incr("files_compressed")
+        self._uploaded(outcome, sealed.name)
+
     def _compress_failed(self, name: str, exc: BaseException, delay: float, held: bool) -> None:
+        if not isinstance(exc, OSError) or isinstance(exc, ChecksumConflict):
+            # the upload from memory failed: named as the upload it is
+            self._upload_failed(ready_name(name, self.codec), exc, delay, held)
+            return
         # ENOSPC and friends: the sealed file is intact; it is tried again
         message = f"compressing {name} failed, retrying in {delay:.1f} s: {SECRETS.one_line(exc)}"
         log.error("%s", message)
@@ -154,6 +198,9 @@ class Shipper:
         path.unlink(missing_ok=True)
         sidecar_path(path).unlink(missing_ok=True)
         fsync_dir(self.dirs.ready)
+        self._uploaded(outcome, name)
+
+    def _uploaded(self, outcome, name: str) -> None:
         self.metrics.incr("files_uploaded")
         if self._warned:  # S3 takes uploads again: the next refusal is news, logged at once
             self._warned = False

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import BinaryIO
@@ -137,6 +138,22 @@ def compress_file(sealed: Path, dirs: SpoolDirs, codec: str, level: int = 1) -> 
         raise
     _unlink_durably(sealed)
     return target
+
+
+def compress_to_memory(sealed: Path, codec: str, level: int = 1) -> tuple[str, bytes, str]:
+    """(ready name, bytes, base64 SHA-256) of `sealed` through `codec`, without the disk.
+
+    For a full disk: the bytes equal what compress_file would write (gzip without name or
+    mtime, zstd with its checksum), so the object key and checksum are the same either way and
+    an upload of one can never duplicate the other. Memory: the compressed file.
+    """
+    chosen = codec_named(codec)
+    name = ready_name(sealed.name, codec)
+    buffer = io.BytesIO()
+    with open(sealed, "rb") as source:
+        sink = _HashingWriter(buffer)  # type: ignore[arg-type]
+        _encode(source, sink, chosen, level)
+    return name, buffer.getvalue(), b64(sink.digest.digest())
 
 
 def clean_ready_leftovers(dirs: SpoolDirs) -> list[str]:

@@ -70,6 +70,16 @@ class SpoolDirs:
     def status_file(self) -> Path:
         return self.root / "status.json"
 
+    @property
+    def lock_file(self) -> Path:
+        """Held (flock) by the one `collector run` that owns this spool; holds its PID."""
+        return self.root / ".lock"
+
+    @property
+    def reserve_file(self) -> Path:
+        """Space set aside at start for what memory holds when the disk fills (spool.reserve)."""
+        return self.root / ".reserve"
+
     def create(self) -> None:
         for folder in (self.open, self.sealed, self.ready, self.quarantine):
             folder.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,13 @@ the OS within 0.2 s (`tick`). A file is sealed when it reaches max_records, max_
 max_seconds (the ticker fires even when no post arrives): a sealer thread fsyncs it, renames it
 atomically into sealed/ and submits it to the shipper, so the reader never waits on the disk.
 
+A full disk: lines wait in memory (at most the spool's reserve, collector.spool.guard), then the
+reader waits (TCP backpressure to X); nothing received is dropped. A file at its rotation limit
+takes no more lines while it cannot be sealed. Writing resumes only once
+`spool.resume_free_percent` of the file system is free again (hysteresis: the first freed bytes
+would be taken at once and the disk full again). At stop, the reserve is released and what
+memory holds is written into its room.
+
 The sequence number in a file name comes from state.json, which is advanced (atomically,
 fsynced) before the number is used: a crash can skip a number, never reuse one.
 """
@@ -24,10 +31,12 @@ from itertools import repeat
 from pathlib import Path
 
 from collector.config import Config
+from collector.spool.guard import Reserve, free_percent
 from collector.spool.layout import SpoolDirs, atomic_write, data_file_name, fsync_dir, parse_name
 from collector.telemetry.health import DEGRADED, Health
 from collector.telemetry.lograte import RepeatedWarnings
 from collector.telemetry.metrics import Metrics
+from collector.telemetry.status import spool_gauges
 
 log = logging.getLogger(__name__)
 _repeated = RepeatedWarnings(log)
@@ -181,6 +190,8 @@ class SpoolWriter:
         metrics: Metrics,
         on_sealed: Callable[[Path], None],
         quarantine: Quarantine | None = None,
+        health: Health | None = None,
+        reserve: Reserve | None = None,
     ) -> None:
         self.cfg = cfg
         self.dirs = dirs
@@ -202,7 +213,9 @@ class SpoolWriter:
         self.last_post_at: float | None = None
         self.dropped_after_close = 0
         self._disk_error: str | None = None  # the last write error, until a write succeeds
-        self.health: Health | None = None  # set by the app: a failing disk shows in status
+        self.health = health  # a failing disk shows in status
+        self.reserve = reserve  # released at stop when the disk is full (collector.spool.guard)
+        self.resume_free_percent = getattr(cfg.spool, "resume_free_percent", 0.0)
         self._disk_logged_at = -DISK_LOG_EVERY_SECONDS
 
     # Called by the stream thread with one non-empty line or a LineBatch.
@@ -231,9 +244,14 @@ class SpoolWriter:
                 if self._closed:
                     self.dropped_after_close += len(lines)
                     return
-                if len(self._buffer) >= MAX_UNWRITTEN_BYTES:
+                bound = self._memory_bound()
+                if len(self._buffer) >= bound:
                     self._flush()
-                if len(self._buffer) < MAX_UNWRITTEN_BYTES and self._ensure_file():
+                if self._file is not None and self._at_limit():
+                    self._rotate()  # stays open while the disk refuses: it takes no more lines
+                if self._file is not None and self._at_limit():
+                    split = False
+                elif len(self._buffer) < bound and self._ensure_file():
                     if len(lines) == 1 or self._fits(size, len(lines)):
                         self._append(lines, size)
                         return
@@ -246,6 +264,24 @@ class SpoolWriter:
                 return
             # The disk refuses: hold the stream (X sees a slow reader) rather than drop lines.
             time.sleep(DISK_RETRY_SECONDS)
+
+    def _memory_bound(self) -> int:
+        """The most bytes held in memory while the disk refuses: the reserve's size at most, so
+        that at stop everything held fits into the room the released reserve leaves."""
+        if self.reserve is not None and self.reserve.size:
+            return min(MAX_UNWRITTEN_BYTES, self.reserve.size)
+        return MAX_UNWRITTEN_BYTES
+
+    def _at_limit(self) -> bool:
+        current, rotate = self._file, self.cfg.rotate
+        return current.records >= rotate.max_records or current.size >= rotate.max_bytes
+
+    def _may_write(self) -> bool:
+        """After a disk error, writing resumes only once spool.resume_free_percent is free."""
+        if self._disk_error is None or not self.resume_free_percent:
+            return True
+        free = free_percent(self.dirs)
+        return free is None or free >= self.resume_free_percent
 
     def _fits(self, size: int, records: int) -> bool:
         """True when `records` more lines leave the open file below both rotation limits."""
@@ -312,14 +348,29 @@ class SpoolWriter:
         return thread
 
     def close(self, timeout: float = 20.0) -> None:
-        """Stop accepting lines, seal the open file and wait until the sealer is done."""
+        """Stop accepting lines, seal the open file and wait until the sealer is done.
+
+        With the disk full, the reserve set aside at start is released so that what memory
+        holds is written into the open file (sealed, shipped by this or the next run).
+        """
         deadline = time.monotonic() + timeout / 2
         with self._lock:
             self._closed = True
+            self.resume_free_percent = 0.0  # stopping: every free byte is welcome
             while self._file is not None:
                 self._rotate()
                 if self._file is None or time.monotonic() > deadline:
                     break
+                if self.reserve is not None and self.reserve.held:
+                    held, freed = len(self._buffer), self.reserve.release()
+                    log.warning(
+                        "spool disk full at stop: released the %d-byte reserve to write the %d"
+                        " bytes held in memory into %s",
+                        freed,
+                        held,
+                        self._file.path,
+                    )
+                    continue
                 time.sleep(DISK_RETRY_SECONDS)  # disk full: a last chance before giving up
             if self._file is not None:
                 log.error(
@@ -340,6 +391,8 @@ class SpoolWriter:
         """The open file, created on first use; False while the disk refuses a new one."""
         if self._file is not None:
             return True
+        if not self._may_write():
+            return False
         try:
             self._open_new()
         except OSError as exc:
@@ -359,6 +412,9 @@ class SpoolWriter:
         """Hand the buffer to the OS; True when it is empty. A write error keeps the rest."""
         if not self._buffer or self._file is None:
             return not self._buffer
+        if not self._may_write():
+            self._disk_failed(self._disk_error or "waiting for free space", count=False)
+            return False
         written = 0
         try:
             with memoryview(self._buffer) as view:
@@ -375,11 +431,18 @@ class SpoolWriter:
                 self.health.clear("spool")
         return not self._buffer
 
-    def _disk_failed(self, message: str) -> None:
-        line = f"spool disk full or failing: {message}; {len(self._buffer)} bytes held in memory"
+    def _disk_failed(self, message: str, count: bool = True) -> None:
+        pending = spool_gauges(self.dirs)["oldest_pending_seconds"]
+        line = (
+            f"spool disk full or failing: {message}; {len(self._buffer)} bytes held in memory,"
+            f" oldest pending {pending:.0f} s"
+        )
+        if self.resume_free_percent:
+            line += f"; writing resumes at {self.resume_free_percent:g}% free"
         self._disk_error = message
         self.metrics.set("last_error", line)
-        self.metrics.incr("spool_write_errors")
+        if count:
+            self.metrics.incr("spool_write_errors")
         if self.health is not None:
             self.health.report("spool", DEGRADED, line, failing_after=DISK_FAILING_AFTER)
         now = time.monotonic()

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collector.spool.layout import SpoolDirs, atomic_write
-from collector.telemetry.health import FAILING, HEALTHY, Health
+from collector.telemetry.health import DEGRADED, FAILING, HEALTHY, Health
 from collector.telemetry.metrics import COUNTER, DECLARED, Metrics
 from collector.telemetry.redact import SECRETS
 
@@ -39,6 +39,10 @@ STALE_LIMIT = 60.0  # a status file older than this means the process is stuck
 QUIET_SHOWN_AFTER = 300.0  # "connected, no post for N min" is shown after this (not unhealthy)
 EXIT_UNHEALTHY = 1
 EXIT_NOT_RUNNING = 3  # LSB: program is not running
+MIN_PENDING_LIMIT = 10.0  # s: the least age of a pending file that counts as stuck
+# status.json is written padded to at least this size, so that with the disk full it can still
+# be rewritten in place, in blocks it already owns (write_status_file)
+STATUS_FILE_BYTES = 16 * 1024
 
 _EPOCH_FIELDS = ("connection_since", "last_post_at")
 
@@ -70,6 +74,44 @@ def spool_gauges(dirs: SpoolDirs, now: float | None = None) -> dict[str, float]:
     return gauges
 
 
+class UploadAgeWatch:
+    """Health from age, not only from errors: a hung S3 returns no error for minutes.
+
+    Degraded when the oldest pending file (sealed/ or ready/) is older than `limit` seconds and
+    no upload was confirmed in the last `limit` seconds (a backlog that drains is not a hang);
+    failing `failing_after` seconds later. `limit` is one rotation period, at least
+    MIN_PENDING_LIMIT: a file is normally uploaded seconds after it is sealed, so a hang that
+    starts just after a rotation shows within two rotation periods.
+    """
+
+    SOURCE = "uploads"
+
+    def __init__(self, health: Health, limit: float, failing_after: float, where: str) -> None:
+        self.health = health
+        self.limit = max(limit, MIN_PENDING_LIMIT)
+        self.failing_after = failing_after
+        self.where = where
+        self.last_confirmed = time.monotonic()  # the run's start counts as a fresh start
+
+    def confirmed(self) -> None:
+        """An upload was confirmed (created, or already held with the same checksum)."""
+        self.last_confirmed = time.monotonic()
+
+    def check(self, oldest_pending_seconds: float) -> None:
+        since_confirmed = time.monotonic() - self.last_confirmed
+        if oldest_pending_seconds <= self.limit or since_confirmed <= self.limit:
+            self.health.clear(self.SOURCE)
+            return
+        self.health.report(
+            self.SOURCE,
+            DEGRADED,
+            f"uploads to {self.where} pending for {oldest_pending_seconds:.0f} s without a"
+            f" confirmed upload for {since_confirmed:.0f} s (S3 hangs or refuses); files stay"
+            " in the spool",
+            failing_after=self.failing_after,
+        )
+
+
 def iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
@@ -80,9 +122,15 @@ class StatusReporter:
     """Writes status.json every STATUS_INTERVAL and logs a progress line every PROGRESS_INTERVAL."""
 
     def __init__(
-        self, collector_id: str, dirs: SpoolDirs, metrics: Metrics, health: Health | None = None
+        self,
+        collector_id: str,
+        dirs: SpoolDirs,
+        metrics: Metrics,
+        health: Health | None = None,
+        upload_age: UploadAgeWatch | None = None,
     ) -> None:
         self.collector_id = collector_id
+        self.upload_age = upload_age
         self.health = health or Health()
         self.dirs = dirs
         self.metrics = metrics
@@ -96,7 +144,10 @@ class StatusReporter:
         self._rate_lock = threading.Lock()  # snapshot() runs on the status and CloudWatch threads
 
     def snapshot(self) -> dict:
-        values = {**self.metrics.snapshot(), **spool_gauges(self.dirs)}
+        gauges = spool_gauges(self.dirs)
+        if self.upload_age is not None:
+            self.upload_age.check(gauges["oldest_pending_seconds"])
+        values = {**self.metrics.snapshot(), **gauges}
         now = time.monotonic()
         posts = int(values.get("posts_received", 0) or 0)
         with self._rate_lock:
@@ -133,10 +184,7 @@ class StatusReporter:
     def write(self) -> dict:
         self.health.log_change()  # a condition may have turned degraded or failing with time
         status = self.snapshot()
-        try:
-            atomic_write(self.dirs.status_file, json.dumps(status, indent=1).encode() + b"\n")
-        except OSError as exc:
-            log.error("cannot write %s: %s", self.dirs.status_file, exc)
+        write_status_file(self.dirs.status_file, status)
         return status
 
     def progress(self) -> None:
@@ -195,10 +243,39 @@ def record_exit(dirs: SpoolDirs, collector_id: str, code: int, reason: str) -> N
         dirs.root.mkdir(parents=True, exist_ok=True)
     except OSError:
         return  # the spool folder itself is the problem, and the exit's own line says so
+    write_status_file(dirs.status_file, status)
+
+
+def write_status_file(path: Path, status: dict) -> bool:
+    """Write status.json so that `collector status` tells the truth even with the disk full.
+
+    Normally an atomic replace (readers see the old or the new file). The content is padded with
+    spaces (valid JSON whitespace) to STATUS_FILE_BYTES, so when the disk has no room for a new
+    file the same bytes are written in place, over blocks the file already owns; a reader that
+    meets a half-written file reads again (read_status). Returns False (logged) when neither works.
+    """
+    data = json.dumps(status, indent=1).encode() + b"\n"
+    data += b" " * max(0, STATUS_FILE_BYTES - len(data))
     try:
-        atomic_write(dirs.status_file, json.dumps(status, indent=1).encode() + b"\n")
+        atomic_write(path, data)
+        return True
     except OSError as exc:
-        log.error("cannot write %s: %s", dirs.status_file, exc)
+        replace_error = exc
+        path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size < len(data):
+                raise OSError(f"status file is {size} bytes, {len(data)} needed")
+            os.pwrite(fd, data + b" " * (size - len(data)), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    except OSError as exc:
+        log.error("cannot write %s: %s (in place: %s)", path, replace_error, exc)
+        return False
 
 
 def pid_alive(pid: int) -> bool:
@@ -256,11 +333,21 @@ def assess(status: dict | None, disconnected_limit: float = DISCONNECTED_LIMIT) 
 
 
 def read_status(dirs: SpoolDirs) -> dict | None:
-    """status.json's content; None when there is none. Other OSErrors (permissions) propagate."""
-    try:
-        return json.loads(dirs.status_file.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
+    """status.json's content; None when there is none. Other OSErrors (permissions) propagate.
+
+    A file being rewritten in place (disk full: write_status_file) may be read half-written:
+    it is read again, a few times, before it counts as unreadable.
+    """
+    for attempt in range(5):
+        try:
+            return json.loads(dirs.status_file.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            if attempt == 4:
+                return None
+            time.sleep(0.05)
+    return None
 
 
 def render(status: dict, verdict: str) -> str:

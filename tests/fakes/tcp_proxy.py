@@ -3,6 +3,7 @@
 proxy = OutageProxy(target_port).start(); proxy.url   # "http://127.0.0.1:PORT"
 proxy.down = True    # new connections are reset, open ones are cut
 proxy.down = False   # traffic flows again
+proxy.hang = True    # a blackhole: connections are accepted and never answered (open ones cut)
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ class OutageProxy:
         self.target = (host, target_port)
         self._listener = socket.create_server((host, 0))
         self._down = False
+        self._hang = False
+        self._held: list[socket.socket] = []  # accepted while hanging, never answered
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.refused = 0
@@ -40,6 +43,22 @@ class OutageProxy:
             for sock in sockets:
                 _close(sock)
 
+    @property
+    def hang(self) -> bool:
+        return self._hang
+
+    @hang.setter
+    def hang(self, value: bool) -> None:
+        self._hang = value
+        with self._lock:
+            cut = self._open if value else self._held
+            if value:
+                self._open = set()
+            else:
+                self._held = []
+        for sock in cut:
+            _close(sock)
+
     def start(self) -> OutageProxy:
         threading.Thread(target=self._accept, daemon=True).start()
         return self
@@ -59,6 +78,10 @@ class OutageProxy:
                 # linger 0: the client sees a reset, like a dead endpoint
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 _close(client)
+                continue
+            if self._hang:
+                with self._lock:
+                    self._held.append(client)
                 continue
             try:
                 upstream = socket.create_connection(self.target)
