@@ -124,6 +124,7 @@ class Collector:
         self.cloudwatch_stop = threading.Event()
         self.stop_cause = "the stream reader ended unexpectedly"
         self.events: EventLog | None = None
+        self.repairs = None  # collector.source.repair.Repairs when x.repair is "auto"
         self.exit_reason: str | None = None  # why run() returned non-zero (status.json keeps it)
         self.lock = SpoolLock(self.dirs)
         endpoint = cfg.s3.endpoint_url or f"AWS S3 in {cfg.s3.region or 'the default region'}"
@@ -138,6 +139,19 @@ class Collector:
         # The stop event covers the disconnection the shutdown itself causes.
         if self.events is not None and not self.stop_requested.is_set():
             self.events.record(state, cause)
+        if self.repairs is not None and not self.stop_requested.is_set():
+            self.repairs.on_connection(state)
+
+    def _start_repairs(self, writer: SpoolWriter, shipper, quarantine: Quarantine) -> None:
+        """Gap repair (collector.source.repair): spans without connection, searched again."""
+        if self.cfg.x.repair != "auto" or self.cfg.x.stream != "filter":
+            return
+        from collector.source.repair import Repairer, RepairFiles, Repairs
+
+        files = RepairFiles(self.cfg, self.dirs, writer.seq, shipper.submit, quarantine)
+        repairer = Repairer(self.cfg, self.token, files, self.events, self.metrics)
+        self.repairs = Repairs(self.cfg, self.dirs, repairer)
+        self.repairs.run(self.background_stop)
 
     def _on_signal(self, signum: int, frame) -> None:
         if not self.stop_requested.is_set():
@@ -185,6 +199,7 @@ class Collector:
         )
         shipper.start()  # uploads what earlier runs left before anything new
         self.events.record("start", at=started_at)
+        self._start_repairs(writer, shipper, quarantine)
 
         stream = open_stream(self.cfg, self.token, writer.accept, self.metrics, self.health)
         stream.on_event = self._stream_event
@@ -255,6 +270,8 @@ class Collector:
         stream.disconnect()
         reader.join(1.0)
         self.events.record("stop", stream.fatal or self.stop_cause)
+        if self.repairs is not None:
+            self.repairs.on_connection("stop")  # the next process repairs from here
         writer.close()
         if writer.dropped_after_close:
             log.info(

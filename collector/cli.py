@@ -1,4 +1,5 @@
-"""`python -m collector run|check|status|rules|report|export|compliance|purge --config PATH`."""
+"""`python -m collector run|check|status|rules|repair|report|export|compliance|purge --config
+PATH`."""
 
 from __future__ import annotations
 
@@ -241,6 +242,62 @@ def _print_rules_diff(diff, config: str) -> int:
     return RULES_REFUSED if diff.refused else RULES_DIFFER
 
 
+REPAIR_DRAIN_SECONDS = 300.0  # `collector repair` waits this long for its uploads
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    """Repair [--from, --to) by hand: the same search, files and events as the running
+    collector's gap repair (collector.source.repair), in a spool folder of its own."""
+    import time
+
+    from collector.sink.shipper import Shipper
+    from collector.source import repair
+    from collector.spool.writer import Quarantine
+    from collector.telemetry.events import EventLog
+    from collector.telemetry.metrics import Metrics
+
+    try:
+        cfg, token = _config_and_token(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    times = {}
+    for option, text in (("--from", args.from_time), ("--to", args.to_time)):
+        try:
+            times[option] = repair.parse_iso(text)
+        except ValueError:
+            return _fail(f"{option} {text!r}: expected an ISO 8601 time, e.g. 2026-11-28T08:00Z", 2)
+    span = repair.Span(times["--from"], times["--to"])
+    if span.start >= span.end:
+        return _fail(f"--from {args.from_time} must be before --to {args.to_time}", 2)
+    if cfg.x.stream != "filter":
+        return _fail("x.stream is 'sample': gap repair searches per rule (a filter stream)")
+    # A spool of its own beside the collector's: its own uploader, numbers that cannot meet
+    # those of the running collector's repairs (microseconds), the same object layout.
+    dirs = SpoolDirs(cfg.spool.dir / "repair-by-hand")
+    try:
+        dirs.create()
+    except OSError as exc:
+        return _fail(f"spool.dir {cfg.spool.dir}: cannot create {dirs.root} ({exc})")
+    metrics = Metrics()
+    shipper = Shipper(cfg, dirs, metrics)
+    events = EventLog(dirs, cfg.collector_id, shipper.submit)
+    seq = repair.MicrosecondSeq()
+    files = repair.RepairFiles(cfg, dirs, seq, shipper.submit, Quarantine(dirs, metrics))
+    result = repair.Repairer(cfg, token, files, events, metrics).repair(span)
+    shipper.start()
+    remaining = shipper.drain(time.monotonic() + REPAIR_DRAIN_SECONDS)
+    shipper.stop()
+    print(result.summary(), flush=True)
+    for name in result.files:
+        print(f"stored   {name}")
+    if remaining:
+        print(
+            f"{remaining} file(s) not uploaded yet: they stay in {dirs.root}; "
+            "run the same command again to upload them"
+        )
+    return 1 if result.failed or remaining else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="collector", description="X API v2 stream -> local spool -> S3 (TwitterSnake)."
@@ -284,6 +341,18 @@ def build_parser() -> argparse.ArgumentParser:
         f" exit 0 in sync, {RULES_DIFFER} on a difference, {RULES_REFUSED} when X refuses a rule",
     )
     rules_sync.set_defaults(func=cmd_rules)
+    repair_parser = with_config(
+        sub.add_parser(
+            "repair",
+            help="fetch again, by recent search, what each live rule matched in a span "
+            "(gap repair by hand)",
+        )
+    )
+    for option, dest in (("--from", "from_time"), ("--to", "to_time")):
+        repair_parser.add_argument(
+            option, dest=dest, required=True, help="ISO 8601 (UTC if no zone)"
+        )
+    repair_parser.set_defaults(func=cmd_repair)
     # The report imports duckdb and matplotlib: loaded only when asked for (see main), so
     # `run` stays small. Listed here for --help.
     sub.add_parser(

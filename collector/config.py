@@ -65,6 +65,12 @@ class XConfig:
     # How often (s) the running collector compares X's live rules with this file (GET rules,
     # free of charge): a configured rule that is not live shows in `collector status`.
     rules_check_seconds: float = 120
+    # Gap repair (collector.source.repair): "auto" fetches again, by recent search, what each
+    # live rule matched while the stream was not connected; "off" leaves the gaps. The span is
+    # widened by repair_margin_seconds on both sides (duplicates are expected and dropped by
+    # the report and export).
+    repair: str = "auto"
+    repair_margin_seconds: float = 5.0
 
     @property
     def limits(self) -> AccessLevel:
@@ -133,6 +139,8 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "access_level": (str, f"one of {', '.join(ACCESS_LEVELS)} (your X project's access)"),
         "rule_max_length": (int, "a positive integer (X's rule length limit for your access)"),
         "rules_check_seconds": ((int, float), "a positive number (seconds)"),
+        "repair": (str, "one of auto, off (fetch again what the stream missed)"),
+        "repair_margin_seconds": ((int, float), "a number of seconds >= 0"),
     },
     "spool": {
         "dir": (str, "a string (path)"),
@@ -298,6 +306,13 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
     if x.rule_max_length is not None:
         _positive(where, "x.rule_max_length", x.rule_max_length)
     _positive(where, "x.rules_check_seconds", x.rules_check_seconds)
+    if x.repair not in ("auto", "off"):
+        raise ConfigError(f"{where}: 'x.repair' must be one of auto, off, got {x.repair!r}")
+    if not 0 <= x.repair_margin_seconds <= 3600:
+        raise ConfigError(
+            f"{where}: 'x.repair_margin_seconds' must be 0 to 3600 seconds, "
+            f"got {x.repair_margin_seconds}"
+        )
     if x.stream not in STREAMS:
         raise ConfigError(
             f"{where}: 'x.stream' must be one of {', '.join(STREAMS)}, got {x.stream!r}"

@@ -31,7 +31,8 @@ class AccessLevel:
     max_rules: rules per project; rule_max_length: characters per rule value; connections:
     simultaneous filtered-stream connections (a second one is refused with 429
     TooManyConnections); backfill: `backfill_minutes` (0-5) on reconnect; recovery: the Recovery
-    API (start_time/end_time, last 24 h, 2 concurrent jobs).
+    API (start_time/end_time, last 24 h, 2 concurrent jobs); search_query_max_length: characters
+    of a recent search query (512; 4,096 on Enterprise: x-api/posts/search/integrate/build-a-query).
     """
 
     name: str
@@ -40,6 +41,7 @@ class AccessLevel:
     connections: int
     backfill: bool
     recovery: bool
+    search_query_max_length: int = 512
 
 
 ACCESS_LEVELS: dict[str, AccessLevel] = {
@@ -47,7 +49,15 @@ ACCESS_LEVELS: dict[str, AccessLevel] = {
     for level in (
         AccessLevel("pay-per-use", 1000, 1024, 1, backfill=False, recovery=False),
         AccessLevel("pro", 1000, 1024, 1, backfill=False, recovery=False),
-        AccessLevel("enterprise", 25000, 2048, 2, backfill=True, recovery=True),
+        AccessLevel(
+            "enterprise",
+            25000,
+            2048,
+            2,
+            backfill=True,
+            recovery=True,
+            search_query_max_length=4096,
+        ),
     )
 }
 

@@ -90,6 +90,21 @@ def data_file_name(collector_id: str, first_record_at: datetime, seq: int) -> st
     return f"{collector_id}-{stamp}-{seq:06d}.jsonl"
 
 
+# Posts fetched again by gap repair (collector.source.repair) are sealed into files of their
+# own, `{collector_id}-repair-{YYYYMMDDTHHMMSSZ}-{seq:06d}.jsonl`, timed by their first post, so
+# a user tells them apart by name and they land in the partition of their posts.
+REPAIR_LABEL = "repair"
+
+
+def repair_file_name(collector_id: str, first_record_at: datetime, seq: int) -> str:
+    return data_file_name(f"{collector_id}-{REPAIR_LABEL}", first_record_at, seq)
+
+
+def is_repair_name(name: str) -> bool:
+    """True for a repaired-posts file or object name (a key's last part)."""
+    return f"-{REPAIR_LABEL}-" in name.rsplit("/", 1)[-1]
+
+
 def parse_name(name: str) -> tuple[str, datetime, int]:
     """Return (collector_id, first record time, seq) of a spool file name."""
     match = _NAME.match(name)

@@ -136,9 +136,12 @@ class Quarantine:
 
 
 class SeqState:
-    """The next file sequence number, persisted in state.json before it is used."""
+    """The next file sequence number, persisted in state.json before it is used.
+
+    Shared by the spool writer and gap repair (thread-safe)."""
 
     def __init__(self, dirs: SpoolDirs) -> None:
+        self._lock = threading.Lock()
         self.path = dirs.state_file
         state = {}
         if self.path.exists():
@@ -152,10 +155,11 @@ class SeqState:
         self.next_seq = max([int(state.get("next_seq", 1)), *[s + 1 for s in seen if s]])
 
     def reserve(self) -> int:
-        seq = self.next_seq
-        self.next_seq += 1
-        atomic_write(self.path, json.dumps({"next_seq": self.next_seq}).encode() + b"\n")
-        return seq
+        with self._lock:
+            seq = self.next_seq
+            self.next_seq += 1
+            atomic_write(self.path, json.dumps({"next_seq": self.next_seq}).encode() + b"\n")
+            return seq
 
 
 def _files(folder: Path) -> list[Path]:

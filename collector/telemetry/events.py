@@ -36,7 +36,14 @@ EVENTS = {
     "s3_refusing": "an upload to S3 failed (cause: S3's error code); posts wait in the spool",
     "s3_recovered": "an upload succeeded again after s3_refusing",
     "stop": "the collector process is stopping (cause says why)",
+    "repair_started": "gap repair began to fetch again what a span without connection missed "
+    "(detail: from, to)",
+    "repair_done": "gap repair stored what it found (detail: from, to, searched, posts, posts "
+    "per rule, rules not repairable)",
+    "repair_failed": "gap repair could not fetch a span (cause: X's reason, the 7-day window or "
+    "the budget; detail as repair_done)",
 }
+REPAIR_EVENTS = ("repair_started", "repair_done", "repair_failed")
 
 
 @dataclass(frozen=True)
@@ -45,12 +52,15 @@ class Event:
     at: datetime  # UTC
     collector_id: str
     cause: str | None = None
+    detail: dict | None = None  # repair events: the span and the counts (REPAIR_EVENTS)
 
     def to_json(self) -> bytes:
         at = self.at.astimezone(UTC)
         stamp = at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
         doc = {"event": self.event, "at": stamp, "collector_id": self.collector_id}
         doc["cause"] = self.cause
+        if self.detail is not None:
+            doc["detail"] = self.detail
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
     @classmethod
@@ -60,7 +70,9 @@ class Event:
         at = datetime.fromisoformat(doc["at"].replace("Z", "+00:00")).astimezone(UTC)
         if doc["event"] not in EVENTS:
             raise ValueError(f"unknown event {doc['event']!r}")
-        return cls(doc["event"], at, str(doc["collector_id"]), doc.get("cause"))
+        detail = doc.get("detail")
+        detail = detail if isinstance(detail, dict) else None
+        return cls(doc["event"], at, str(doc["collector_id"]), doc.get("cause"), detail)
 
 
 class EventLog:
@@ -87,10 +99,17 @@ class EventLog:
         self._last_number = 0
         self._s3_failing = False
 
-    def record(self, event: str, cause: str | None = None, at: datetime | None = None) -> None:
+    def record(
+        self,
+        event: str,
+        cause: str | None = None,
+        at: datetime | None = None,
+        detail: dict | None = None,
+    ) -> None:
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}: one of {', '.join(EVENTS)}")
-        item = Event(event, (at or self.clock()).astimezone(UTC), self.collector_id, cause)
+        at = (at or self.clock()).astimezone(UTC)
+        item = Event(event, at, self.collector_id, cause, detail)
         with self._lock:
             self._unwritten.append(item)
             self._write_pending()

@@ -84,6 +84,9 @@ DECLARED: tuple[Metric, ...] = (
     Metric("oldest_pending_seconds", "Seconds", GAUGE, cloudwatch="OldestPendingFileAge"),
     Metric("spool_disk_free_percent", "Percent", GAUGE, cloudwatch="SpoolDiskFree"),
     Metric("cloudwatch_dropped", "Count", COUNTER),
+    # gap repair (collector.source.repair): posts search returned, spans waiting for repair
+    Metric("repair_posts_fetched", "Count", COUNTER, progress="repaired"),
+    Metric("repair_pending", "Count", GAUGE),
     Metric("connected", "None", GAUGE, cloudwatch="Connected", read=_connected),
     Metric("healthy", "None", GAUGE, cloudwatch="Healthy", read=_healthy),
 )

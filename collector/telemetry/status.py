@@ -177,6 +177,8 @@ class StatusReporter:
             "last_error",
             "last_stream_error",
             "cloudwatch_last_error",
+            "repair_last",
+            "repair_not_repairable",
         ):
             status[name] = values.get(name)
         return status

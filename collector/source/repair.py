@@ -1,0 +1,643 @@
+"""Gap repair: the posts X matched while the stream was not connected, fetched again by search.
+
+X does not resend what matched while no connection was open. Recent search
+(`GET /2/tweets/search/recent`, every access level: the last 7 days, 100 posts a page, billed
+per post like the stream) finds them again: for each live rule, its value as the query, over
+the span without connection widened by `x.repair_margin_seconds` on both sides. The posts come
+back in X's search shape (`data`, `includes`, `meta`); each becomes one stream-shaped line
+
+    {"data": post, "includes": {the entries this post refers to}, "matching_rules": [{"id", "tag"}]}
+
+(a post found by several rules is one line naming them all), so every reader of the collection
+reads repaired posts as streamed ones. The lines go into the spool as sealed files named
+`{collector_id}-repair-{YYYYMMDDTHHMMSSZ}-{seq}.jsonl` (one per hour of created_at, so the
+object lands in the dt=/hour= partition of its posts) and ship like any other file.
+
+Not repairable (named in the log, `collector status` and the report):
+- a rule with an operator only the stream knows (STREAM_ONLY_OPERATORS: search refuses it);
+- a rule longer than search allows (512 characters, 4,096 on Enterprise: access.py);
+- a span older than search's 7 days.
+What search does not return at all (since 2026-05-04 keyword search returns no reposts;
+accents match differently) is said in docs/collector.md.
+
+Spans come from the connection events (`Repairs.on_connection`): from the first
+`disconnected` (or the stop of the previous process) to the next `connected`. They are kept
+in the spool (`repair.json`, written atomically) until repaired, so a restart repairs what the
+last process left. A repair waits until X can answer for the span's end (search refuses an
+end_time less than 10 seconds old). Each repair is three events: `repair_started`, then
+`repair_done` (posts per rule, rules not repairable) or `repair_failed` (X's reason).
+
+Sources: docs.x.com/x-api/posts/search (recent search: parameters, 7 days, 10-100 results,
+next_token pagination, reverse-chronological order), docs.x.com/x-api/posts/filtered-stream
+(rule operators available to the stream only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import requests
+import tweepy
+
+from collector.config import Config
+from collector.errors import RulesError
+from collector.source.access import access_level
+from collector.source.stream import TWEEPY_HOST, _Redirect
+from collector.spool.layout import SpoolDirs, atomic_write, repair_file_name
+from collector.spool.writer import DATA, Quarantine, SeqState, classify
+from collector.telemetry.health import x_problem_reason
+from collector.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+REPAIR_MODES = ("auto", "off")
+# Operators a filtered-stream rule may use and recent search refuses (docs.x.com, "Build a
+# rule": the operators marked as not available in search).
+STREAM_ONLY_OPERATORS = (
+    "sample:", "bio:", "bio_name:", "bio_location:", "followers_count:", "tweets_count:",
+    "following_count:", "listed_count:", "url_title:", "url_description:", "url_contains:",
+    "source:",
+)  # fmt: skip
+_STREAM_ONLY = re.compile(
+    r"(?<![\w:])-?(" + "|".join(re.escape(op[:-1]) for op in STREAM_ONLY_OPERATORS) + "):"
+)
+SEARCH_WINDOW = timedelta(days=7)  # recent search: the last 7 days
+END_TIME_LAG = timedelta(seconds=10)  # search refuses an end_time less than 10 s old
+WINDOW_SLACK = timedelta(minutes=1)  # start_time this far inside the 7 days, for clock skew
+PAGE_SIZE = 100  # max_results: X's maximum
+CHUNK = timedelta(hours=1)  # one search per rule and hour: one file per hour partition
+SERVER_RETRIES = 3  # 5xx / network errors per page before the repair fails
+RETRY_WAIT = 5.0  # s, doubling
+STATE_FILE = "repair.json"
+BUDGET_RECHECK = 600.0  # s: a repair the budget stopped is tried again after this
+HEARTBEAT_SECONDS = 10.0  # while connected: the time a kill -9 would start a span from
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def iso(value: datetime) -> str:
+    return _utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A half-open UTC interval [start, end) in which the stream was not connected."""
+
+    start: datetime
+    end: datetime
+
+    def to_json(self) -> list[str]:
+        return [iso(self.start), iso(self.end)]
+
+    @classmethod
+    def from_json(cls, pair: list[str]) -> Span:
+        return cls(parse_iso(pair[0]), parse_iso(pair[1]))
+
+    def __str__(self) -> str:
+        return f"{iso(self.start)} to {iso(self.end)}"
+
+
+@dataclass(frozen=True)
+class SearchRule:
+    """A live rule: its value is the query, its id and tag go into matching_rules."""
+
+    id: str
+    value: str
+    tag: str | None
+
+    @property
+    def name(self) -> str:
+        return self.tag or self.value
+
+
+def not_repairable_reason(value: str, query_max_length: int) -> str | None:
+    """Why recent search cannot find what a rule matched (None when it can)."""
+    operator = _STREAM_ONLY.search(value)
+    if operator:
+        return f"'{operator[1]}:' is a stream-only operator: recent search refuses it"
+    if len(value) > query_max_length:
+        return (
+            f"{len(value)} characters, over recent search's {query_max_length}-character query "
+            "limit for this access level"
+        )
+    return None
+
+
+def search_query_max_length(cfg: Config) -> int:
+    return access_level(cfg.x.access_level).search_query_max_length
+
+
+# ---------------------------------------------------------------- stream shape
+
+
+def _ids(values) -> list[str]:
+    return [str(v) for v in values or [] if v is not None]
+
+
+def referenced_includes(post: dict, includes: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The entries of a search page's `includes` that `post` refers to, as the stream sends
+    them with the post: its author first, replied-to and mentioned users, referenced posts
+    and their authors, media, polls and places."""
+    by_id = {
+        kind: {str(e.get("media_key" if kind == "media" else "id")): e for e in entries}
+        for kind, entries in includes.items()
+        if isinstance(entries, list)
+    }
+    tweets = [by_id.get("tweets", {}).get(i) for i in _ids(
+        r.get("id") for r in post.get("referenced_tweets") or post.get("referenced_posts") or []
+    )]  # fmt: skip
+    tweets = [t for t in tweets if t]
+    user_ids = _ids([post.get("author_id"), post.get("in_reply_to_user_id")])
+    user_ids += _ids(m.get("id") for m in (post.get("entities") or {}).get("mentions") or [])
+    user_ids += _ids(t.get("author_id") for t in tweets)
+    attachments = post.get("attachments") or {}
+    wanted = {
+        "users": user_ids,
+        "tweets": [str(t["id"]) for t in tweets],
+        "media": _ids(attachments.get("media_keys")),
+        "polls": _ids(attachments.get("poll_ids")),
+        "places": _ids([(post.get("geo") or {}).get("place_id")]),
+    }
+    chosen: dict[str, list[dict]] = {}
+    for kind, keys in wanted.items():
+        entries, seen = [], set()
+        for key in keys:
+            entry = by_id.get(kind, {}).get(key)
+            if entry is not None and key not in seen:
+                seen.add(key)
+                entries.append(entry)
+        if entries:
+            chosen[kind] = entries
+    return chosen
+
+
+def stream_line(post: dict, includes: dict, rules: list[SearchRule]) -> bytes:
+    """One stream-shaped line (without the line break)."""
+    message: dict = {"data": post}
+    if includes:
+        message["includes"] = includes
+    message["matching_rules"] = [{"id": r.id, "tag": r.tag or ""} for r in rules]
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# ---------------------------------------------------------------- X
+
+
+class RepairFailed(Exception):
+    """X refused or failed a search; the message is X's reason."""
+
+
+class SearchClient:
+    """tweepy's Client.search_recent_tweets pointed at x.api_base_url, page by page."""
+
+    def __init__(self, cfg: Config, token: str, sleep: Callable[[float], None] = time.sleep):
+        self.cfg = cfg
+        # X's 429 carries x-rate-limit-reset: tweepy waits for it and asks again.
+        self.client = tweepy.Client(token, return_type=dict, wait_on_rate_limit=True)
+        self.client.session.mount(TWEEPY_HOST, _Redirect(cfg.x.api_base_url))
+        self.sleep = sleep
+        self.requests = 0
+
+    def pages(self, query: str, start: datetime, end: datetime) -> Iterator[dict]:
+        """Every page of posts matching `query` with start <= created_at < end (seconds)."""
+        token = None
+        while True:
+            page = self._page(query, start, end, token)
+            yield page
+            token = (page.get("meta") or {}).get("next_token")
+            if not token:
+                return
+
+    def _page(self, query: str, start: datetime, end: datetime, token: str | None) -> dict:
+        x = self.cfg.x
+        wait = RETRY_WAIT
+        for attempt in range(SERVER_RETRIES + 1):
+            try:
+                self.requests += 1
+                return (
+                    self.client.search_recent_tweets(
+                        query,
+                        start_time=start,
+                        end_time=end,
+                        max_results=PAGE_SIZE,
+                        next_token=token,
+                        tweet_fields=x.tweet_fields or None,
+                        expansions=x.expansions or None,
+                        user_fields=x.user_fields or None,
+                    )
+                    or {}
+                )
+            except (tweepy.TwitterServerError, requests.RequestException) as exc:
+                if attempt == SERVER_RETRIES:
+                    raise RepairFailed(_reason(exc)) from None
+                log.warning("repair: search failed (%s); again in %.0f s", _reason(exc), wait)
+                self.sleep(wait)
+                wait *= 2
+            except tweepy.HTTPException as exc:
+                raise RepairFailed(_reason(exc)) from None
+        raise AssertionError("unreachable")
+
+
+def _reason(exc: Exception) -> str:
+    """X's own words for a failed search: the problem's title and its errors' messages."""
+    if isinstance(exc, tweepy.HTTPException):
+        response = exc.response
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {}
+        problem = problem if isinstance(problem, dict) else {}
+        messages = [e.get("message") for e in problem.get("errors") or [] if isinstance(e, dict)]
+        if messages and messages[0]:
+            problem = {**problem, "detail": "; ".join(m for m in messages if m)}
+        return x_problem_reason(response.status_code, problem)
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
+
+
+def live_rules(cfg: Config, token: str) -> list[SearchRule]:
+    """The rules live on the stream now (every rule of the project: the stream delivers their
+    posts), or the configured ones when X cannot be asked (ids then unknown: "")."""
+    from collector.source.rules import RulesClient, desired_rules
+
+    try:
+        live = RulesClient(cfg, token).list()
+    except RulesError as exc:
+        log.warning("repair: cannot list the live rules (%s); using the configured ones", exc)
+        return [SearchRule("", value, tag) for value, tag in desired_rules(cfg)]
+    return [SearchRule(r.id, r.value, r.tag) for r in live]
+
+
+# ---------------------------------------------------------------- the spool
+
+
+class MicrosecondSeq:
+    """File numbers for `collector repair` by hand: microseconds since the epoch, increasing,
+    so they never meet the small numbers of the running collector's SeqState."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, time.time_ns() // 1000)
+            return self._last
+
+
+class RepairFiles:
+    """Writes repaired lines as sealed spool files, one or more per hour of created_at.
+
+    The file's sequence number comes from the spool writer's SeqState (shared, so numbers are
+    never reused); each line is checked as a streamed one (classify: a complete JSON data
+    message in UTF-8; anything else goes to quarantine) before it is kept.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        dirs: SpoolDirs,
+        seq: SeqState | MicrosecondSeq,
+        submit: Callable[[Path], None],
+        quarantine: Quarantine,
+    ) -> None:
+        self.cfg = cfg
+        self.dirs = dirs
+        self.seq = seq
+        self.submit = submit
+        self.quarantine = quarantine
+
+    def write(self, first_at: datetime, lines: list[bytes]) -> list[str]:
+        """Seal `lines` into files named from `first_at`; returns the file names."""
+        kept = []
+        for line in lines:
+            kind, reason = classify(line)
+            if kind == DATA:
+                kept.append(line)
+            else:
+                self.quarantine.keep(line, f"repair-{reason or kind}")
+        names = []
+        size = self.cfg.rotate.max_records
+        for index in range(0, len(kept), size):
+            name = repair_file_name(self.cfg.collector_id, first_at, self.seq.reserve())
+            path = self.dirs.sealed / name
+            atomic_write(path, b"".join(line + b"\n" for line in kept[index : index + size]))
+            self.submit(path)
+            names.append(name)
+        return names
+
+
+# ---------------------------------------------------------------- one repair
+
+
+@dataclass
+class RepairResult:
+    span: Span
+    searched: Span | None = None  # the search window (margins, the 7 days)
+    posts: int = 0  # distinct posts fetched again
+    per_rule: dict[str, int] = field(default_factory=dict)  # rule tag (or value) -> posts
+    not_repairable: list[dict] = field(default_factory=list)  # {"rule", "reason"}
+    failed: str | None = None
+    files: list[str] = field(default_factory=list)
+    requests: int = 0
+
+    def detail(self) -> dict:
+        doc: dict = {"from": iso(self.span.start), "to": iso(self.span.end)}
+        if self.searched is not None:
+            doc["searched"] = self.searched.to_json()
+        doc |= {"posts": self.posts, "rules": self.per_rule}
+        doc["not_repairable"] = self.not_repairable
+        doc["requests"] = self.requests
+        if self.failed:
+            doc["failed"] = self.failed
+        return doc
+
+    def summary(self) -> str:
+        if self.failed:
+            return f"repair of {self.span} failed: {self.failed}"
+        counts = ", ".join(f"{name} {n}" for name, n in self.per_rule.items()) or "no rule"
+        text = f"repaired {self.span}: {self.posts} post(s) fetched again ({counts})"
+        if self.not_repairable:
+            names = "; ".join(f"{r['rule']} ({r['reason']})" for r in self.not_repairable)
+            text += f"; not repairable: {names}"
+        return text
+
+
+class Repairer:
+    """Repairs one span at a time: search per rule, lines into the spool, events.
+
+    `events.record(kind, cause, detail=...)` (EventLog) gets repair_started / repair_done /
+    repair_failed; `ledger` (optional: add(ids), exhausted()) counts what search returns as X
+    bills it and stops the repair when the budget is spent.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        token: str,
+        files: RepairFiles,
+        events=None,
+        metrics: Metrics | None = None,
+        ledger=None,
+        clock: Callable[[], float] = time.time,
+        search: SearchClient | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.token = token
+        self.files = files
+        self.events = events
+        self.metrics = metrics or Metrics()
+        self.ledger = ledger
+        self.clock = clock
+        self.search = search or SearchClient(cfg, token)
+
+    def window(self, span: Span) -> Span | None:
+        """The search window: the span with its margins, inside the last 7 days, at whole
+        seconds (start rounded down, end up); None when none of it is searchable any more."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        margin = timedelta(seconds=self.cfg.x.repair_margin_seconds)
+        start = max(span.start - margin, now - SEARCH_WINDOW + WINDOW_SLACK)
+        end = min(span.end + margin, now - END_TIME_LAG)
+        start = start.replace(microsecond=0)
+        end = datetime.fromtimestamp(math.ceil(end.timestamp()), UTC)
+        return Span(start, end) if start < end else None
+
+    def repair(self, span: Span) -> RepairResult:
+        result = RepairResult(span)
+        requests_before = self.search.requests
+        rules = live_rules(self.cfg, self.token)
+        limit = search_query_max_length(self.cfg)
+        searchable = []
+        for rule in rules:
+            reason = not_repairable_reason(rule.value, limit)
+            if reason:
+                result.not_repairable.append({"rule": rule.name, "reason": reason})
+                log.warning("repair: rule %r (tag %s) is not repairable: %s",
+                            rule.value, rule.tag, reason)  # fmt: skip
+            else:
+                searchable.append(rule)
+                result.per_rule[rule.name] = 0
+        self._record("repair_started", f"{span}: {len(searchable)} rule(s) to search", result)
+        window = self.window(span)
+        problem = self._refusal(window)
+        if problem:
+            result.failed = problem
+        else:
+            result.searched = window
+            try:
+                self._search(window, searchable, result)
+            except RepairFailed as exc:
+                result.failed = str(exc)
+        result.requests = self.search.requests - requests_before
+        self._finish(result)
+        return result
+
+    def _refusal(self, window: Span | None) -> str | None:
+        if window is None:
+            return "the span is older than recent search's 7 days"
+        if self.ledger is not None:
+            spent = self.ledger.exhausted()
+            if spent:
+                return f"the budget is spent ({spent}): a repair is billed like the stream"
+        return None
+
+    def _search(self, window: Span, rules: list[SearchRule], result: RepairResult) -> None:
+        start = window.start
+        while start < window.end:
+            end = min(window.end, start.replace(minute=0, second=0) + CHUNK)
+            self._search_chunk(Span(start, end), rules, result)
+            start = end
+
+    def _search_chunk(self, chunk: Span, rules: list[SearchRule], result: RepairResult) -> None:
+        found: dict[str, tuple[dict, dict, list[SearchRule]]] = {}
+        for rule in rules:
+            for page in self.search.pages(rule.value, chunk.start, chunk.end):
+                includes = page.get("includes") or {}
+                posts = page.get("data") or []
+                for post in posts:
+                    entry = found.get(str(post.get("id")))
+                    if entry is None:
+                        found[str(post.get("id"))] = (post, includes, [rule])
+                    elif rule not in entry[2]:
+                        entry[2].append(rule)
+                result.per_rule[rule.name] += len(posts)
+                self._bill([str(p.get("id")) for p in posts])
+        if not found:
+            return
+        lines = [
+            stream_line(post, referenced_includes(post, includes), matched)
+            for post, includes, matched in sorted(found.values(), key=lambda e: int(e[0]["id"]))
+        ]
+        result.files += self.files.write(chunk.start, lines)
+        result.posts += len(found)
+
+    def _bill(self, ids: list[str]) -> None:
+        self.metrics.incr("repair_posts_fetched", len(ids))
+        if self.ledger is not None and ids:
+            self.ledger.add(ids)
+            spent = self.ledger.exhausted()
+            if spent:
+                raise RepairFailed(f"the budget is spent ({spent}); the rest of the span waits")
+
+    def _finish(self, result: RepairResult) -> None:
+        self.metrics.set("repair_last", result.summary())
+        self.metrics.set(
+            "repair_not_repairable",
+            [f"{r['rule']}: {r['reason']}" for r in result.not_repairable] or None,
+        )
+        if result.failed:
+            log.error("%s", result.summary())
+            self._record("repair_failed", result.failed, result)
+        else:
+            log.info("%s", result.summary())
+            self._record("repair_done", result.summary(), result)
+
+    def _record(self, kind: str, cause: str, result: RepairResult) -> None:
+        if self.events is not None:
+            self.events.record(kind, cause, detail=result.detail())
+
+
+# ---------------------------------------------------------------- spans from the events
+
+
+class Repairs:
+    """Turns connection changes into spans and repairs them in a thread, one at a time.
+
+    State (`{spool}/repair.json`): `down_since` (the stream is not connected since then; kept
+    across a stop, so the next process repairs the time it was not running), `alive_at` (the
+    last time the stream was seen connected: the start of the span after a kill -9) and
+    `pending` spans not yet repaired.
+    """
+
+    def __init__(self, cfg: Config, dirs: SpoolDirs, repairer: Repairer | None) -> None:
+        self.cfg = cfg
+        self.path = dirs.root / STATE_FILE
+        self.repairer = repairer
+        self._lock = threading.Lock()
+        self._wake = queue.Queue()
+        state = self._load()
+        self.down_since: datetime | None = state.get("down_since")
+        self.alive_at: datetime | None = state.get("alive_at")
+        self.pending: list[Span] = state.get("pending", [])
+        if self.down_since is None and self.alive_at is not None:
+            # The previous process ended without a disconnect or stop (killed): its last
+            # sign of life starts the span.
+            self.down_since = self.alive_at
+        self.connected = False
+        self._not_before = 0.0  # monotonic: no repair before (after a budget refusal)
+        self.metrics: Metrics | None = repairer.metrics if repairer else None
+
+    def _load(self) -> dict:
+        try:
+            doc = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            log.error("repair state %s is unreadable; starting without pending repairs", self.path)
+            return {}
+        state: dict = {}
+        for key in ("down_since", "alive_at"):
+            if doc.get(key):
+                state[key] = parse_iso(doc[key])
+        state["pending"] = [Span.from_json(pair) for pair in doc.get("pending", [])]
+        return state
+
+    def _save(self) -> None:
+        doc = {
+            "down_since": iso(self.down_since) if self.down_since else None,
+            "alive_at": iso(self.alive_at) if self.alive_at and self.connected else None,
+            "pending": [span.to_json() for span in self.pending],
+        }
+        try:
+            atomic_write(self.path, json.dumps(doc).encode() + b"\n")
+        except OSError as exc:
+            log.warning("cannot write the repair state %s: %s", self.path, exc)
+
+    def on_connection(self, state: str, at: datetime | None = None) -> None:
+        """The stream connected or stopped being connected (`connected` / anything else)."""
+        at = at or datetime.now(UTC)
+        with self._lock:
+            if state == "connected":
+                self.connected = True
+                self.alive_at = at
+                if self.down_since is not None and self.down_since < at:
+                    self.pending.append(Span(self.down_since, at))
+                    self._wake.put(None)
+                self.down_since = None
+            else:
+                if self.connected or self.down_since is None:
+                    self.down_since = at
+                self.connected = False
+            self._save()
+        self._publish()
+
+    def _publish(self) -> None:
+        if self.metrics is not None:
+            self.metrics.set("repair_pending", len(self.pending))
+
+    def heartbeat(self) -> None:
+        with self._lock:
+            if self.connected:
+                self.alive_at = datetime.now(UTC)
+                self._save()
+
+    def due(self, span: Span, now: float) -> float:
+        """Seconds until X can answer for the whole span (margin + search's 10 s lag)."""
+        ready = span.end + timedelta(seconds=self.cfg.x.repair_margin_seconds) + END_TIME_LAG
+        return max(0.0, ready.timestamp() + 1 - now)
+
+    def run_once(self, stop: threading.Event) -> bool:
+        """Repair the oldest pending span once it is due; True when one was repaired."""
+        with self._lock:
+            span = self.pending[0] if self.pending else None
+        if span is None or self.repairer is None:
+            return False
+        wait = max(self.due(span, self.repairer.clock()), self._not_before - time.monotonic())
+        if wait > 0:
+            stop.wait(min(wait, HEARTBEAT_SECONDS))
+            return False
+        result = self.repairer.repair(span)
+        with self._lock:
+            if result.failed and "budget" in result.failed:
+                self._not_before = time.monotonic() + BUDGET_RECHECK
+                return False  # kept: repaired once the budget allows
+            self.pending.remove(span)
+            self._save()
+        self._publish()
+        return True
+
+    def run(self, stop: threading.Event) -> threading.Thread:
+        def loop() -> None:
+            last_beat = 0.0
+            while not stop.is_set():
+                try:
+                    if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                        self.heartbeat()
+                        last_beat = time.monotonic()
+                    if not self.run_once(stop) and not self.pending:  # wait for a span
+                        with contextlib.suppress(queue.Empty):
+                            self._wake.get(timeout=1.0)
+                except Exception:  # a bug must not end the repairs for good
+                    log.exception("repair failed unexpectedly")
+                    stop.wait(RETRY_WAIT)
+
+        thread = threading.Thread(target=loop, name="repair", daemon=True)
+        thread.start()
+        return thread
