@@ -57,6 +57,7 @@ def write_config(
     max_seconds: float = 1,
     compression: str = "gzip",
     extra: str = "",
+    x_extra: str = "",
 ) -> Path:
     token_file = folder / "x_bearer_token"
     token_file.write_text(TOKEN + "\n")
@@ -69,6 +70,7 @@ def write_config(
 api_base_url = "{x_url}"
 bearer_token_file = "{token_file}"
 stream = "{stream}"
+{x_extra}
 {rules_toml}
 [spool]
 dir = "{folder / "spool"}"

@@ -915,6 +915,9 @@ class FakeXServer:
         return self
 
     def stop(self) -> None:
+        with self._lock:  # the timeline ends with the server
+            self._catch_up(time.time())
+            self._down_since = None
         self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()

@@ -1,0 +1,155 @@
+"""Gap repair: what X matched while the stream was not connected is fetched again by recent
+search and stored, in stream shape, beside the streamed posts.
+
+The X stand-in keeps the posts it made while no stream connection was open (its timeline) and
+answers recent search from them; the collector runs as a process against it and moto's S3.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from collector.telemetry.events import read_events
+from tests.collector_support import (
+    BUCKET,
+    TOKEN,
+    object_lines,
+    run_cli,
+    s3_objects,
+    write_config,
+)
+from tests.fakes.x_server import FakeXServer
+
+RULES = [("python lang:en", "python"), ("snake", "snake"), ("bio:engineer", "bio")]
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def repaired_lines(s3) -> dict[str, dict]:
+    """Post id -> message of every line in a -repair- object."""
+    lines = {}
+    for key, body in s3_objects(s3).items():
+        if "-repair-" in key.rsplit("/", 1)[1]:
+            for line in object_lines(body, key):
+                message = json.loads(line)
+                lines[message["data"]["id"]] = message
+    return lines
+
+
+def all_post_ids(s3) -> list[str]:
+    return [
+        json.loads(line)["data"]["id"]
+        for key, body in s3_objects(s3).items()
+        for line in object_lines(body, key)
+    ]
+
+
+def events_in_s3(s3, tmp_path: Path):
+    paths = []
+    for key, body in s3_objects(s3, events=True).items():
+        path = tmp_path / "events" / key.rsplit("/", 1)[1]
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(body)
+        paths.append(path)
+    events, problems = read_events(paths)
+    assert problems == []
+    return events
+
+
+def rule_ids(server: FakeXServer) -> dict[str, str]:
+    """tag (without the collector's prefix) -> live rule id."""
+    return {r["tag"].split(":", 1)[1]: r["id"] for r in server.rules.values()}
+
+
+def connect(server: FakeXServer) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.request("GET", "/2/tweets/search/stream", headers={"Authorization": f"Bearer {TOKEN}"})
+    return conn.getresponse()
+
+
+def outage_while_nobody_streams(server: FakeXServer, seconds: float):
+    """X matches posts for `seconds` while its streams are refused, then a stream connection
+    stays open (nothing more is missed); returns (start, end, the open stream)."""
+    server.refuse_streams(503)
+    assert connect(server).status == 503  # the timeline runs from the first attempt
+    started = time.time()
+    time.sleep(seconds)
+    server.refuse_streams(None)
+    stream = connect(server)
+    assert stream.status == 200
+    return started, time.time(), stream
+
+
+def test_collector_repair_by_hand_stores_what_matched_in_the_span(s3, aws_env, tmp_path):
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=30).start()
+    try:
+        config = write_config(
+            tmp_path, server.url, s3_endpoint=aws_env.url, rules=RULES,
+            x_extra="repair_margin_seconds = 0",
+        )  # fmt: skip
+        assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
+        start, end, stream = outage_while_nobody_streams(server, 2.5)
+        time.sleep(max(0.0, end + 11 - time.time()))  # X answers for an end_time 10 s old
+        missed = server.missed_posts()
+        result = run_cli(
+            "repair", "--config", str(config), "--from", iso(start - 1), "--to", iso(end + 1)
+        )
+        stream.close()
+    finally:
+        server.stop()
+    searchable = {str(p.id) for p in missed if not p.repost}
+    assert result.returncode == 0, result.stderr
+    assert len(searchable) > 40
+    repaired = repaired_lines(s3)
+    assert set(repaired) == searchable
+    assert all_post_ids(s3) == list(repaired)  # one line per post, found by two rules
+    ids = rule_ids(server)
+    for message in repaired.values():
+        assert set(message) == {"data", "includes", "matching_rules"}
+        assert message["includes"]["users"][0]["id"] == message["data"]["author_id"]
+        assert sorted(r["id"] for r in message["matching_rules"]) == sorted(
+            [ids["python"], ids["snake"]]
+        )
+    # X billed what search returned (and what the test's own stream read), once per post
+    assert server.billed_posts() == len(searchable) + len(set(server.sent_ids))
+    out = result.stdout
+    n = len(searchable)
+    assert f"{n} post(s) fetched again (test-1:python {n}, test-1:snake {n})" in out
+    assert "not repairable: test-1:bio ('bio:' is a stream-only operator" in out
+    events = events_in_s3(s3, tmp_path)
+    assert [e.event for e in events] == ["repair_started", "repair_done"]
+    detail = events[-1].detail
+    assert detail["posts"] == n and detail["rules"] == {"test-1:python": n, "test-1:snake": n}
+    assert detail["not_repairable"][0]["rule"] == "test-1:bio"
+
+
+def test_a_span_older_than_search_allows_is_not_repaired_and_says_why(s3, aws_env, tmp_path):
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=30).start()
+    try:
+        config = write_config(tmp_path, server.url, s3_endpoint=aws_env.url)
+        old = time.time() - 8 * 86400
+        result = run_cli(
+            "repair", "--config", str(config), "--from", iso(old), "--to", iso(old + 60)
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 1
+    assert "failed: the span is older than recent search's 7 days" in result.stdout
+    assert [e.event for e in events_in_s3(s3, tmp_path)] == ["repair_started", "repair_failed"]
+
+
+def test_repair_refuses_times_it_cannot_read(tmp_path):
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    result = run_cli("repair", "--config", str(config), "--from", "yesterday", "--to", "now")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "collector: error: --from 'yesterday': expected an ISO 8601 time, e.g. 2026-11-28T08:00Z"
+    )
