@@ -21,9 +21,8 @@ pages remain (the same token always gives the same page), `start_time` inclusive
 `search_returns_reposts` to return them). Refusals are X's 400 "Invalid Request" problem with
 `errors[].parameters` and `message`. Each post returned is billed (fake.record_delivered).
 
-Fields: X sends id, text and edit_history_tweet_ids unless asked; `tweet.fields` adds post
-fields, `expansions=author_id` adds `includes.users` (id, name, username plus `user.fields`),
-`expansions=referenced_tweets.id` adds `includes.tweets`.
+Fields: as the stand-in renders them for any endpoint (FakeXServer.render_post): id, text and
+edit_history_tweet_ids unless `tweet.fields`, `expansions`, `user.fields`... ask for more.
 
 Knobs: search_query_max_length (int), search_returns_reposts (bool),
 search_fail_next ([status, n]: the next n searches get X's problem for that status).
@@ -36,7 +35,15 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
-from tests.fakes.x_server import PROBLEMS, FakeXServer, _Handler, knob, route, stats_part
+from tests.fakes.x_server import (
+    PROBLEMS,
+    FakeXServer,
+    InvalidFields,
+    _Handler,
+    knob,
+    route,
+    stats_part,
+)
 
 FAMILY = "search"
 QUERY_MAX_LENGTH = 512  # 4,096 on Enterprise
@@ -53,8 +60,6 @@ STREAM_ONLY_OPERATORS = (
 _OPERATOR = re.compile(
     r"(?<![\w:])-?(" + "|".join(re.escape(op[:-1]) for op in STREAM_ONLY_OPERATORS) + "):"
 )
-DEFAULT_POST_FIELDS = ("id", "text", "edit_history_tweet_ids")
-DEFAULT_USER_FIELDS = ("id", "name", "username")
 _TOKEN = re.compile(r"^[0-9a-z]{8,40}$")
 
 
@@ -238,38 +243,11 @@ def _token(post_id: int) -> str:
     return text.rjust(8, "0")
 
 
-def _listed(query: dict[str, list[str]], name: str) -> list[str]:
-    return [part for value in query.get(name, []) for part in value.split(",") if part]
-
-
 def render(fake: FakeXServer, post_id: int, query: dict[str, list[str]]) -> tuple[dict, dict]:
-    """(post, includes) of one post as search sends it: only the fields the request asked for.
-
-    Uses the stand-in's renderer of requested fields when it has one (fake.render_post).
-    """
-    renderer = getattr(fake, "render_post", None)
-    if renderer is not None:
-        message = renderer(post_id, query)
-        if isinstance(message, bytes | str):
-            message = json.loads(message)
-        return message["data"], message.get("includes", {})
-    message = json.loads(fake.post_body(post_id) + b"}")
-    data, includes = message["data"], message.get("includes", {})
-    wanted = set(DEFAULT_POST_FIELDS) | set(_listed(query, "tweet.fields"))
-    post = {key: value for key, value in data.items() if key in wanted}
-    expansions = set(_listed(query, "expansions"))
-    chosen: dict[str, list] = {}
-    if "author_id" in expansions:
-        post.setdefault("author_id", data.get("author_id"))
-        user_fields = set(DEFAULT_USER_FIELDS) | set(_listed(query, "user.fields"))
-        chosen["users"] = [
-            {key: value for key, value in user.items() if key in user_fields}
-            for user in includes.get("users", [])
-            if user.get("id") == data.get("author_id")
-        ]
-    if "referenced_tweets.id" in expansions and includes.get("tweets"):
-        chosen["tweets"] = includes["tweets"]
-    return post, {key: value for key, value in chosen.items() if value}
+    """(post, includes) of one post as search sends it: only the fields and expansions the
+    request names (fake.render_post; InvalidFields carries X's 400 for an unknown name)."""
+    message = json.loads(fake.render_post(post_id, query))
+    return message["data"], message.get("includes", {})
 
 
 def _merge(includes: dict[str, list], more: dict[str, list]) -> None:
@@ -314,10 +292,14 @@ def search_recent(handler: _Handler, params: dict[str, str]) -> None:
         handler.send_json(200, {"meta": {"result_count": 0}})
         return
     posts, includes = [], {}
-    for missed in page:
-        post, refers_to = render(fake, missed.id, query)
-        posts.append(post)
-        _merge(includes, refers_to)
+    try:
+        for missed in page:
+            post, refers_to = render(fake, missed.id, query)
+            posts.append(post)
+            _merge(includes, refers_to)
+    except InvalidFields as refusal:
+        handler.send_json(400, refusal.body)
+        return
     meta = {
         "newest_id": str(page[0].id),
         "oldest_id": str(page[-1].id),
