@@ -14,7 +14,7 @@ from collector import cli, config
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"```([a-z]*)\n(.*?)```", re.S)
-INLINE = re.compile(r"`([^`\n]+)`")
+INLINE = re.compile(r"`([^`]+)`")  # a code span may run over a line break
 # `collector status`, `python -m collector rules sync ...`; not `collector.analysis.report`.
 COMMAND = re.compile(r"(?<![\w./-])collector ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?")
 
@@ -42,7 +42,7 @@ def code_of(path: Path) -> list[tuple[str, str]]:
     text = path.read_text()
     blocks = [(lang, body) for lang, body in FENCE.findall(text)]
     prose = FENCE.sub("", text)
-    spans = [("", span) for span in INLINE.findall(prose)]
+    spans = [("", " ".join(span.split())) for span in INLINE.findall(prose)]
     return [
         (lang, "\n".join(line.split(" #")[0] for line in body.splitlines()))
         for lang, body in blocks + spans
