@@ -76,6 +76,16 @@ def result_key(prefix: str, day: datetime, job_id: str) -> str:
     return f"{compliance_prefix(prefix)}dt={day:%Y-%m-%d}/{job_id}.jsonl"
 
 
+def result_key_problem(prefix: str, key: str) -> str | None:
+    """Why `key` is not a result key (result_key: X's job ids are letters and digits), or None;
+    a listed key is data and names a cache file only in this layout (loader.cache_path)."""
+    layout = re.escape(compliance_prefix(prefix)) + r"dt=\d{4}-\d{2}-\d{2}/[A-Za-z0-9_-]+\.jsonl"
+    if re.fullmatch(layout, key):
+        return None
+    expected = f"{compliance_prefix(prefix)}dt=YYYY-MM-DD/{{job_id}}.jsonl"
+    return f"not a compliance result key ({expected})"
+
+
 # ---------------------------------------------------------------- ids of the archive
 
 
@@ -139,6 +149,11 @@ def archive_ids(s3_client, bucket: str, prefix: str, period, cache_dir: Path, pr
     objects = loader.list_objects(s3_client, bucket, prefix, period)
     ids: set[str] = set()
     for number, (key, size) in enumerate(objects, 1):
+        try:  # a key is data: only the collector's layout names a file in the cache
+            loader.cache_path(cache_dir, bucket, prefix, key)
+        except loader.UnsafeKey as refused:
+            log.warning("skipping s3://%s/%s: %s", bucket, key, refused)
+            continue
         ids |= object_ids(s3_client, bucket, key, size, cache_dir)
         progress(f"read {number}/{len(objects)} objects, {len(ids)} post ids")
     return sorted(ids, key=int), len(objects)
@@ -569,8 +584,11 @@ def list_results(s3_client, bucket: str, prefix: str) -> list[tuple[str, int]]:
 
 
 def cached_results(cache_dir: Path, bucket: str, prefix: str) -> list[Path]:
+    from collector.analysis import loader
+
     folder = cache_dir / bucket / compliance_prefix(prefix)
-    return sorted(folder.rglob("*.jsonl")) if folder.is_dir() else []
+    paths = sorted(folder.rglob("*.jsonl")) if folder.is_dir() else []
+    return loader._in_layout(cache_dir, bucket, prefix, paths, result_key_problem)
 
 
 def load_results(con, files: list[Path]) -> None:
@@ -645,8 +663,9 @@ def results_for(source, cache_dir: Path, offline: bool) -> list[Path] | None:
     try:
         listed = list_results(s3, source.bucket, source.prefix)
         sync = loader.sync_cache(
-            s3, source.bucket, source.prefix, None, cache_dir, progress=False, objects=listed
-        )
+            s3, source.bucket, source.prefix, None, cache_dir, progress=False, objects=listed,
+            key_problem=result_key_problem,
+        )  # fmt: skip
     except (BotoCoreError, ClientError) as error:
         print(
             f"error: s3://{source.bucket}/{compliance_prefix(source.prefix)}: {error} "
@@ -655,6 +674,8 @@ def results_for(source, cache_dir: Path, offline: bool) -> list[Path] | None:
             file=sys.stderr,
         )
         return None
+    for skipped in sync.skipped:
+        print(f"skipped compliance object {skipped.file}: {skipped.reason}", file=sys.stderr)
     return sync.paths
 
 

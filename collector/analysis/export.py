@@ -26,7 +26,9 @@ asks X for geo; blanked for posts X reports as scrub_geo).
 Posts X reports removed (deleted, protected, suspended: `collector compliance`) are left out
 and scrub_geo geotags blanked, unless --include-removed.
 Lists are Parquet lists; in CSV they are JSON arrays (`["a","b"]`) and created_at is ISO 8601
-with a `Z`.
+with a `Z`. A CSV text cell that begins with `=`, `+`, `-`, `@`, a tab or a carriage return
+(a post's text, a username) gets a leading `'`, so a spreadsheet shows it as text instead of
+running it as a formula (OWASP, "CSV Injection"); `--csv-raw` writes the cells unchanged.
 """
 
 from __future__ import annotations
@@ -101,14 +103,27 @@ _LIST_COLUMNS = ("hashtags", "mentions", "urls", "rule_ids", "rule_tags", "geo_c
 # The post's geotag (data.geo, asked for with tweet.fields=geo): blanked for scrub_geo posts
 # (collector.analysis.compliance).
 GEO_COLUMNS = ("geo_place_id", "geo_coordinates")
+# The VARCHAR columns: post data a spreadsheet could take for a formula (see the docstring).
+_TEXT_COLUMNS = (
+    *("id", "author_id", "author_username", "text", "lang", "conversation_id", "post_type"),
+    *("in_reply_to_id", "quoted_id", "reposted_id", "in_reply_to_user_id", "geo_place_id"),
+)
+# A spreadsheet starts a formula at these (https://owasp.org/www-community/attacks/CSV_Injection).
+FORMULA_START = r"^[=+\-@\t\r]"
 FORMATS = ("parquet", "csv")
 
 
-def _rows_sql(fmt: str, where: str = "") -> str:
-    """The export's columns of `posts` (for CSV: lists as JSON, times as ISO 8601 `Z`)."""
+def _rows_sql(fmt: str, where: str = "", csv_raw: bool = False) -> str:
+    """The export's columns of `posts` (for CSV: lists as JSON, times as ISO 8601 `Z`, text
+    cells that would start a formula prefixed with `'` unless csv_raw)."""
     columns = []
     for name in EXPORT_COLUMNS:
-        if fmt == "csv" and name in _LIST_COLUMNS:
+        if fmt == "csv" and not csv_raw and name in _TEXT_COLUMNS:
+            columns.append(
+                f"CASE WHEN regexp_matches({name}, '{FORMULA_START}') THEN '''' || {name} "
+                f"ELSE {name} END AS {name}"
+            )
+        elif fmt == "csv" and name in _LIST_COLUMNS:
             columns.append(f"to_json({name}) AS {name}")
         elif fmt == "csv" and name == "created_at":
             columns.append("strftime(created_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS created_at")
@@ -147,7 +162,12 @@ def is_single_file(out: Path, fmt: str) -> bool:
     return out.suffix.lower() == f".{fmt}"
 
 
-def write(con, out: Path, fmt: str) -> int:
+def output_folder(out: Path, fmt: str) -> Path:
+    """The one folder DuckDB may write into besides the cache: --out's, or --out itself."""
+    return out.parent if is_single_file(out, fmt) else out
+
+
+def write(con, out: Path, fmt: str, csv_raw: bool = False) -> int:
     """COPY the `posts` table (EXPORT_PROJECTION) to `out`; returns the rows written.
 
     One row per post, ordered by created_at then id. A folder gets
@@ -159,7 +179,7 @@ def write(con, out: Path, fmt: str) -> int:
     options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER"
     if is_single_file(out, fmt):
         out.parent.mkdir(parents=True, exist_ok=True)
-        return _copy(con, _rows_sql(fmt), out, options)
+        return _copy(con, _rows_sql(fmt, csv_raw=csv_raw), out, options)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(
             f"--out {out}: exists and is not an empty folder "
@@ -173,7 +193,7 @@ def write(con, out: Path, fmt: str) -> int:
         where = f"WHERE created_at::DATE = DATE '{day:%Y-%m-%d}'"
         target = out / f"dt={day:%Y-%m-%d}" / f"posts.{fmt}"
         target.parent.mkdir()
-        rows += _copy(con, _rows_sql(fmt, where), target, options)
+        rows += _copy(con, _rows_sql(fmt, where, csv_raw), target, options)
     return rows
 
 
@@ -214,6 +234,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
     report.add_compliance_argument(parser)
+    parser.add_argument(
+        "--csv-raw",
+        action="store_true",
+        help="CSV: write text cells as they are (by default a cell starting with = + - @ tab "
+        "or CR gets a leading ' so spreadsheets do not run it as a formula)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -222,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         source = report.read_source(args.config)
         period = report.period_from_args(args)
         args.format = output_format(args.out, args.format)
-        con = report.connect(args)
+        con = report.connect(args, output_folder(args.out, args.format))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EX_CONFIG
@@ -230,12 +256,13 @@ def run(args: argparse.Namespace) -> int:
     if files is None:
         return 1
     result = loader.load_posts(con, files, period, EXPORT_PROJECTION)
+    result = report.with_sync_skipped(result, sync)
     applied = report.apply_compliance(con, source, args, GEO_COLUMNS)
     if applied is None:
         return 1
     kept = con.execute("SELECT count(*) FROM posts").fetchall()[0][0]
     try:
-        rows = write(con, args.out, args.format)
+        rows = write(con, args.out, args.format, args.csv_raw)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EX_CONFIG

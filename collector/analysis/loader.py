@@ -6,6 +6,12 @@ Shared by `collector report` and the starter notebook. Objects are listed only i
 from the path), then read with DuckDB's `read_json`. Posts never pass through Python:
 DuckDB parses, projects and aggregates them, within a memory limit.
 
+A bucket's keys are data, not paths: anyone with the collector's key can write any key under
+the prefix. Only keys in the collector's own layout (layout.object_key_problem) become cache
+paths, each checked to stay under the cache root; an object that cannot be read (another key
+layout, an archived storage class, SSE-C, corrupt) is skipped and named, never the end of the
+run. DuckDB runs sandboxed (connect): only the cache and the output are reachable.
+
     period = Period.last(timedelta(hours=24))
     files = sync_cache(s3_client, "my-bucket", "tweets", period, default_cache_dir())
     con = connect()
@@ -17,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,7 +35,7 @@ except ImportError:  # the instance lists and reads objects (collector complianc
     duckdb = None
 
 from collector.sink.codecs import DATA_SUFFIXES
-from collector.spool.layout import prefix_path
+from collector.spool.layout import object_key_problem, prefix_path
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +131,64 @@ def partition_prefix(prefix: str, hour: datetime) -> str:
 
 
 @dataclass
+class Skipped:
+    file: str
+    reason: str
+    lines: int | None = None  # None: the whole file was skipped
+
+
+@dataclass
 class CacheSync:
     paths: list[Path] = field(default_factory=list)
     downloaded: int = 0
     cached: int = 0
     bytes_downloaded: int = 0
+    skipped: list[Skipped] = field(default_factory=list)  # objects refused or unreadable
+
+
+class UnsafeKey(ValueError):
+    """An object key that is not the collector's, or whose cache path leaves the cache."""
+
+
+def cache_path(
+    cache_dir: Path,
+    bucket: str,
+    prefix: str,
+    key: str,
+    key_problem: Callable[[str, str], str | None] = object_key_problem,
+) -> Path:
+    """`{cache_dir}/{bucket}/{key}`, absolute, for a key in the collector's layout.
+
+    Raises UnsafeKey (the reason, for the skipped list) for a key outside the layout
+    (key_problem(prefix, key), by default layout.object_key_problem: `..`, glob characters,
+    absolute forms...) or whose resolved path is not under the cache root (a symlink planted
+    in the cache).
+    """
+    problem = key_problem(prefix, key)
+    if problem:
+        raise UnsafeKey(f"refused key: {problem}")
+    root = (cache_dir / bucket).resolve()
+    path = (root / key).resolve()
+    if not path.is_relative_to(root):
+        raise UnsafeKey(f"refused key: its cache path {path} is outside the cache {root}")
+    return path
+
+
+# S3 answers GetObject for these storage classes with InvalidObjectState until a restore.
+ARCHIVED_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+
+
+def unreadable_reason(error) -> str:
+    """One line for an S3 refusal of one object (botocore ClientError)."""
+    answer = error.response.get("Error", {})
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = answer.get("Code") or str(status)
+    reason = f"unreadable object: {code}: {answer.get('Message') or error}"
+    if code == "InvalidObjectState":
+        reason += " (an archived storage class: restore the object, then run again)"
+    elif code in ("400", "InvalidRequest", "BadRequest"):
+        reason += " (encrypted with a customer-provided key, SSE-C, which the collector never uses)"
+    return reason
 
 
 def list_objects(s3_client, bucket: str, prefix: str, period: Period) -> list[tuple[str, int]]:
@@ -153,23 +212,33 @@ def sync_cache(
     progress: bool = True,
     workers: int = 4,
     objects: list[tuple[str, int]] | None = None,
+    key_problem: Callable[[str, str], str | None] = object_key_problem,
 ) -> CacheSync:
     """Download the period's objects not yet cached (same key and size) and list them all.
 
-    objects: (key, size) to sync instead of the period's post objects (list_objects).
+    objects: (key, size) to sync instead of the period's post objects (list_objects);
+    key_problem: the layout those keys must have (cache_path). A key outside that layout and
+    an object S3 refuses to return (InvalidObjectState for an archived storage class, 400 for
+    SSE-C, 403...) are listed in CacheSync.skipped with the reason, not in paths; any other
+    failure (S3 unreachable) raises.
     """
+    from botocore.exceptions import ClientError
     from tqdm import tqdm
 
     if objects is None:
         objects = list_objects(s3_client, bucket, prefix, period)
-    root = cache_dir / bucket
     sync = CacheSync()
     missing = []
     for key, size in objects:
-        path = root / key
-        sync.paths.append(path)
+        try:
+            path = cache_path(cache_dir, bucket, prefix, key, key_problem)
+        except UnsafeKey as refused:
+            log.warning("skipping s3://%s/%s: %s", bucket, key, refused)
+            sync.skipped.append(Skipped(f"s3://{bucket}/{key}", str(refused)))
+            continue
         if path.is_file() and path.stat().st_size == size:
             sync.cached += 1
+            sync.paths.append(path)
         else:
             missing.append((key, size, path))
     total = sum(size for _, size, _ in missing)
@@ -177,18 +246,30 @@ def sync_cache(
         total=total, unit="B", unit_scale=True, desc="download", disable=not progress or not total
     ) as bar:
 
-        def fetch(item: tuple[str, int, Path]) -> None:
+        def fetch(item: tuple[str, int, Path]) -> Skipped | None:
             key, _, path = item
             path.parent.mkdir(parents=True, exist_ok=True)
             # A partial download never looks cached: it lands under a temporary name first.
             tmp = path.with_name(f".{path.name}.part")
-            s3_client.download_file(bucket, key, str(tmp), Callback=bar.update)
+            try:
+                s3_client.download_file(bucket, key, str(tmp), Callback=bar.update)
+            except ClientError as error:
+                tmp.unlink(missing_ok=True)
+                return Skipped(f"s3://{bucket}/{key}", unreadable_reason(error))
             os.replace(tmp, path)
+            return None
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(fetch, missing))
-    sync.downloaded = len(missing)
-    sync.bytes_downloaded = total
+            outcomes = list(pool.map(fetch, missing))
+    for (_, size, path), refused in zip(missing, outcomes, strict=True):
+        if refused is None:
+            sync.paths.append(path)
+            sync.downloaded += 1
+            sync.bytes_downloaded += size
+        else:
+            log.warning("skipping %s: %s", refused.file, refused.reason)
+            sync.skipped.append(refused)
+    sync.paths.sort()
     return sync
 
 
@@ -228,7 +309,26 @@ def cached_event_files(cache_dir: Path, bucket: str, prefix: str, period: Period
         folder = cache_dir / bucket / day_prefix
         if folder.is_dir():
             paths += sorted(p for p in folder.rglob("*") if p.name.endswith(DATA_SUFFIXES))
-    return paths
+    return _in_layout(cache_dir, bucket, prefix, paths)
+
+
+def _in_layout(
+    cache_dir: Path,
+    bucket: str,
+    prefix: str,
+    paths: list[Path],
+    key_problem: Callable[[str, str], str | None] = object_key_problem,
+) -> list[Path]:
+    """The cached files whose key is in the collector's layout (cache_path), absolute; others
+    (cached by an older version that trusted keys) are left out with a warning naming them."""
+    kept = []
+    for path in paths:
+        key = path.relative_to(cache_dir / bucket).as_posix()
+        try:
+            kept.append(cache_path(cache_dir, bucket, prefix, key, key_problem))
+        except UnsafeKey as refused:
+            log.warning("skipping cached %s: %s", path, refused)
+    return kept
 
 
 def cached_files(cache_dir: Path, bucket: str, prefix: str, period: Period) -> list[Path]:
@@ -238,24 +338,33 @@ def cached_files(cache_dir: Path, bucket: str, prefix: str, period: Period) -> l
         folder = cache_dir / bucket / partition_prefix(prefix, hour)
         if folder.is_dir():
             paths += sorted(p for p in folder.iterdir() if p.name.endswith(DATA_SUFFIXES))
-    return paths
+    return _in_layout(cache_dir, bucket, prefix, paths)
 
 
-def connect(memory_limit: str = "512MB", threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that spills to disk rather than exceeding `memory_limit`."""
+def connect(
+    memory_limit: str = "512MB",
+    threads: int | None = None,
+    allowed_directories: Iterable[Path] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that spills to disk rather than exceeding `memory_limit`, sandboxed.
+
+    Only `allowed_directories` (default: default_cache_dir(); the report passes its cache,
+    export its cache and output) can be read or written: DuckDB's `allowed_directories` with
+    `enable_external_access = false`, then `lock_configuration` so no later statement lifts
+    them ("Securing DuckDB", https://duckdb.org/docs/stable/operations_manual/securing_duckdb/overview).
+    It spills into `.duckdb-tmp/` of the first directory. Raises duckdb.Error for a bad limit.
+    """
+    folders = [Path(d).resolve() for d in (allowed_directories or [default_cache_dir()])]
     con = duckdb.connect(config={"memory_limit": memory_limit})
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
     # Insertion order is irrelevant to every aggregate; dropping it saves memory.
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET temp_directory = ?", [str(folders[0] / ".duckdb-tmp")])
+    con.execute("SET allowed_directories = ?", [[f"{folder}/" for folder in folders]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     return con
-
-
-@dataclass
-class Skipped:
-    file: str
-    reason: str
-    lines: int | None = None  # None: the whole file was skipped
 
 
 @dataclass
@@ -329,13 +438,10 @@ def _insert(
     )
 
 
-# What a bad file raises (truncated or corrupt compression, unreadable JSON); anything else
-# (a binder error, out of memory) is a bug or a limit and propagates.
-_FILE_ERRORS = (
-    (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
-    if duckdb is not None
-    else ()
-)
+# What a bad file raises: truncated or corrupt compression, unreadable JSON, and whatever else
+# an object's content or path makes DuckDB raise (a binder error, a permission error): data
+# from the bucket never ends the run, the object is skipped and named.
+_FILE_ERRORS = (duckdb.Error,) if duckdb is not None else ()
 
 
 def load_posts(
@@ -347,8 +453,8 @@ def load_posts(
     """Create table `posts` (POSTS_COLUMNS) from `files`; report, never raise on, bad files.
 
     Posts whose created_at is outside the period are left out; a line that is not one JSON
-    data message and an object that cannot be read (truncated gzip...) are counted in
-    LoadResult.skipped and logged, the rest still loads.
+    data message and an object that cannot be read (truncated gzip, any DuckDB error on it)
+    are counted in LoadResult.skipped and logged, the rest still loads.
     """
     con.execute(f"CREATE OR REPLACE TABLE raw_lines ({projection.table})")
     result = LoadResult(files=len(files))

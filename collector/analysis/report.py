@@ -102,12 +102,18 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--top {args.top}: expected a number of rows >= 1")
 
 
-def connect(args: argparse.Namespace):
-    """loader.connect with --memory-limit; ValueError naming the option when DuckDB refuses it."""
+def cache_dir(args: argparse.Namespace) -> Path:
+    return args.cache_dir or loader.default_cache_dir()
+
+
+def connect(args: argparse.Namespace, output: Path | None = None):
+    """loader.connect with --memory-limit, DuckDB reaching only the cache (and `output`, a
+    folder export writes into); ValueError naming the option when DuckDB refuses the limit."""
     import duckdb
 
+    allowed = [cache_dir(args)] + ([output] if output is not None else [])
     try:
-        return loader.connect(memory_limit=args.memory_limit)
+        return loader.connect(memory_limit=args.memory_limit, allowed_directories=allowed)
     except duckdb.Error as error:
         reason = str(error).splitlines()[0].removeprefix("Parser Error: ")
         raise ValueError(f"--memory-limit {args.memory_limit}: {reason}") from None
@@ -454,6 +460,12 @@ def render_charts(
     import matplotlib
 
     matplotlib.use("Agg")
+    # Labels are posts' data (hashtags, rule tags, usernames): "$...$" is text, never mathtext.
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        return _render_charts(figures, period, gaps)
+
+
+def _render_charts(figures: Figures, period: Period, gaps: GapAccount | None):
     charts = {}
     if figures.posts_per_bucket:
         title = f"Posts per {figures.bucket}"
@@ -734,16 +746,17 @@ def period_objects(
 ) -> tuple[list[Path] | None, loader.CacheSync | None]:
     """The period's objects in the local cache (downloaded first unless --offline).
 
-    (None, None) after printing one line when S3 refuses or cannot be reached.
+    (None, None) after printing one line when S3 refuses or cannot be reached (the listing);
+    an object S3 refuses alone, or whose key is not the collector's, is in sync.skipped.
     """
-    cache_dir = args.cache_dir or loader.default_cache_dir()
+    cache = cache_dir(args)
     if args.offline:
-        return loader.cached_files(cache_dir, source.bucket, source.prefix, period), None
+        return loader.cached_files(cache, source.bucket, source.prefix, period), None
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         sync = loader.sync_cache(
-            _s3_client(source), source.bucket, source.prefix, period, cache_dir,
+            _s3_client(source), source.bucket, source.prefix, period, cache,
             progress=not args.no_progress,
         )  # fmt: skip
     except (BotoCoreError, ClientError) as error:
@@ -754,22 +767,25 @@ def period_objects(
 
 def period_events(source: Source, period: Period, args: argparse.Namespace) -> list[Event]:
     """The collectors' connection events of the period and its lookback (telemetry.events)."""
-    cache_dir = args.cache_dir or loader.default_cache_dir()
+    cache = cache_dir(args)
     if args.offline:
-        paths = loader.cached_event_files(cache_dir, source.bucket, source.prefix, period)
+        paths = loader.cached_event_files(cache, source.bucket, source.prefix, period)
     else:
         from botocore.exceptions import BotoCoreError, ClientError
 
         s3 = _s3_client(source)
         try:
             listed = loader.list_event_objects(s3, source.bucket, source.prefix, period)
-            paths = loader.sync_cache(
-                s3, source.bucket, source.prefix, period, cache_dir, progress=False,
+            sync = loader.sync_cache(
+                s3, source.bucket, source.prefix, period, cache, progress=False,
                 objects=listed,
-            ).paths  # fmt: skip
+            )  # fmt: skip
         except (BotoCoreError, ClientError) as error:
             print(f"warning: collector events not read: {error}", file=sys.stderr)
             return []
+        paths = sync.paths
+        for skipped in sync.skipped:
+            print(f"skipped event object {skipped.file}: {skipped.reason}", file=sys.stderr)
     events, problems = read_events(paths)
     for problem in problems:
         print(f"skipped event object {problem}", file=sys.stderr)
@@ -790,7 +806,7 @@ def run(args: argparse.Namespace) -> int:
     if files is None:
         return 1
     events = period_events(source, period, args)
-    result = loader.load_posts(con, files, period)
+    result = with_sync_skipped(loader.load_posts(con, files, period), sync)
     applied = apply_compliance(con, source, args)
     if applied is None:
         return 1
@@ -820,6 +836,15 @@ def run(args: argparse.Namespace) -> int:
     print(compliance_line)
     print(f"{args.out}: {result.posts} posts {provenance(result, sync, started)}")
     return 0
+
+
+def with_sync_skipped(result: LoadResult, sync: loader.CacheSync | None) -> LoadResult:
+    """The load's result with the objects the cache sync skipped (refused keys, unreadable
+    objects) counted among the period's objects and listed first among the skipped."""
+    if sync is not None and sync.skipped:
+        result.files += len(sync.skipped)
+        result.skipped[:0] = sync.skipped
+    return result
 
 
 def print_skipped(result) -> None:

@@ -227,6 +227,35 @@ def object_key(prefix: str, ready_name: str) -> str:
     return f"{prefix_path(prefix)}{folder}dt={stamp:%Y-%m-%d}/hour={stamp:%H}/{ready_name}"
 
 
+# A collector writes only names made of these (config: collector_id, the stamp, the codec's
+# extension); anything else in a key (a glob character, a slash, a backslash) is not ours.
+_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def object_key_problem(prefix: str, key: str) -> str | None:
+    """Why `key` is not a key a collector writes under `prefix`, or None when it is one.
+
+    A key from a bucket listing is data: it is accepted only when it is exactly
+    object_key(prefix, its file name), so `..`, glob characters (`*`, `?`, `[`, `{`), absolute
+    forms and keys outside the `dt=`/`hour=` layout are refused before they name a local path.
+    """
+    if not isinstance(key, str) or not key:
+        return "is empty"
+    name = key.rsplit("/", 1)[-1]
+    if not _SAFE_FILE_NAME.match(name):
+        return (
+            "file name may hold only letters, digits, '.', '_' and '-' (a collector's "
+            f"{{collector_id}}-{{YYYYMMDDTHHMMSSZ}}-{{seq}} name), got {name!r}"
+        )
+    try:
+        expected = object_key(prefix, name)
+    except ValueError:
+        return f"{name!r} is not a collector data or event file name"
+    if key != expected:
+        return f"not in the collector's key layout (expected {expected!r})"
+    return None
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename or a new file in `folder` durable."""
     fd = os.open(folder, os.O_RDONLY)

@@ -146,15 +146,42 @@ class EventLog:
                 self.record("s3_recovered")
 
 
+# An event file holds one line of a few hundred bytes; a bigger one is not ours (a
+# decompression bomb under _events/ would otherwise be read whole into memory).
+EVENT_FILE_MAX_BYTES = 64 * 1024
+
+
+def _read_at_most(reader, limit: int) -> bytes:
+    """Up to `limit` bytes (a stream reader's read(n) may return fewer before the end)."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = reader.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def read_events(paths: list[Path]) -> tuple[list[Event], list[str]]:
-    """Events from event objects (any codec), oldest first; and one message per bad file."""
+    """Events from event objects (any codec), oldest first; and one message per bad file.
+
+    A file that decompresses to more than EVENT_FILE_MAX_BYTES is a bad file: at most that
+    many bytes (plus one) are ever decompressed from it.
+    """
     from collector.sink.codecs import codec_of
 
     events, problems = [], []
     for path in paths:
         try:
             with open(path, "rb") as raw, codec_of(path.name).reader(raw) as reader:
-                lines = reader.read().splitlines()
+                data = _read_at_most(reader, EVENT_FILE_MAX_BYTES + 1)
+            if len(data) > EVENT_FILE_MAX_BYTES:
+                raise ValueError(
+                    f"decompresses to more than {EVENT_FILE_MAX_BYTES} bytes (one event is "
+                    "a few hundred): not an event file"
+                )
+            lines = data.splitlines()
             events += [Event.from_json(line) for line in lines if line.strip()]
         except (OSError, ValueError, KeyError, EOFError) as exc:
             problems.append(f"{path}: {type(exc).__name__}: {exc}")

@@ -91,7 +91,7 @@ def embedded_pngs(page: str) -> list[Image.Image]:
 
 
 def load_cache(tmp_path: Path, period: loader.Period):
-    con = loader.connect()
+    con = loader.connect(allowed_directories=[tmp_path / "cache"])
     files = loader.cached_files(tmp_path / "cache", BUCKET, PREFIX, period)
     return con, loader.load_posts(con, files, period)
 

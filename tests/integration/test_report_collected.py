@@ -217,7 +217,7 @@ def test_example_queries_on_duckdb_over_the_reports_cache(collected, tmp_path, c
     assert sorted(str(f.relative_to(tmp_path / "cache" / BUCKET)) for f in files) == sorted(
         collected.object_keys
     )
-    con = loader.connect()
+    con = loader.connect(allowed_directories=[tmp_path / "cache"])
     loader.athena_view(con, files)
 
     def query(name: str) -> list[tuple]:

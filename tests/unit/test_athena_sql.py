@@ -23,7 +23,7 @@ def cached_posts(tmp_path):
 
 
 def run(files, name):
-    con = loader.connect()
+    con = loader.connect(allowed_directories=[files[0].parents[3]])
     loader.athena_view(con, files)
     return con.execute(loader.example_query(name)).fetchall()
 
