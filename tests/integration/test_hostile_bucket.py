@@ -136,9 +136,7 @@ def test_a_traversal_key_writes_nothing_outside_the_cache(bucket, capsys):
     assert ": 5 posts from 3 objects" in out and "2 objects and 0 lines skipped" in out
 
 
-def test_a_traversal_key_among_compliance_results_writes_nothing_outside_the_cache(
-    bucket, capsys
-):
+def test_a_traversal_compliance_key_writes_nothing_outside_the_cache(bucket, capsys):
     escape = f"{PREFIX}/_compliance/dt=2026-12-01/../../../../../victim/1.jsonl"
     bucket.put(escape, b'{"id": "100", "reason": "deleted"}\n')
     bucket.put_posts(1, posts(100, 5))
