@@ -17,6 +17,14 @@ from typing import Any
 from collector.errors import ConfigError
 from collector.sink.codecs import CODECS
 from collector.source.access import ACCESS_LEVELS, DEFAULT_ACCESS_LEVEL, AccessLevel
+from collector.source.fields import (
+    COMPACT,
+    FULL,
+    PARAMETERS,
+    PROFILES,
+    FieldSet,
+    explicit_field_set,
+)
 from collector.spool.layout import DEFAULT_PREFIX, bucket_name_problem, normalize_prefix
 
 DEFAULT_CONFIG = Path("/etc/twittersnake/collector.toml")
@@ -26,16 +34,7 @@ MAX_ROTATE_SECONDS = 3600
 _COLLECTOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-TWEET_FIELDS = (
-    "created_at",
-    "author_id",
-    "lang",
-    "public_metrics",
-    "entities",
-    "referenced_tweets",
-    "conversation_id",
-    "in_reply_to_user_id",
-)
+TWEET_FIELDS = COMPACT.tweet_fields  # what the report and `export` read at the least
 
 
 @dataclass(frozen=True)
@@ -49,12 +48,10 @@ class XConfig:
     api_base_url: str = "https://api.x.com"
     bearer_token_file: Path = Path("/etc/twittersnake/x_bearer_token")
     stream: str = "filter"
-    # X sends only id, text and edit_history_tweet_ids unless asked: these are the fields the
-    # report and `export` read (referenced_tweets: post types; conversation_id and
-    # in_reply_to_user_id: export columns). https://docs.x.com/x-api/fundamentals/fields
-    tweet_fields: list[str] = field(default_factory=lambda: list(TWEET_FIELDS))
-    expansions: list[str] = field(default_factory=lambda: ["author_id"])
-    user_fields: list[str] = field(default_factory=lambda: ["username", "public_metrics"])
+    # X sends only id, text and edit_history_tweet_ids unless asked
+    # (https://docs.x.com/x-api/fundamentals/fields): `x.fields = "full"` (every field and
+    # expansion), "compact", or the per-kind lists (x.tweet_fields, x.expansions, ...).
+    fields: FieldSet = FULL
     rules: list[Rule] = field(default_factory=list)
     # The project's X access level (collector.source.access.ACCESS_LEVELS): the rule count and
     # length limits applied before X does, and what the stream may use (backfill, recovery,
@@ -132,9 +129,8 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "api_base_url": (str, "a string"),
         "bearer_token_file": (str, "a string (path)"),
         "stream": (str, "a string"),
-        "tweet_fields": (list, "a list of strings"),
-        "expansions": (list, "a list of strings"),
-        "user_fields": (list, "a list of strings"),
+        "fields": (str, f"one of {', '.join(map(repr, PROFILES))} (or give per-kind lists)"),
+        **{kind: (list, "a list of strings") for kind in PARAMETERS},
         "rules": (list, "an array of tables ([[x.rules]])"),
         "access_level": (str, f"one of {', '.join(ACCESS_LEVELS)} (your X project's access)"),
         "rule_max_length": (int, "a positive integer (X's rule length limit for your access)"),
@@ -289,6 +285,28 @@ def _endpoint(where: str, name: str, url: str) -> None:
         )
 
 
+def _field_set(where: str, x_table: dict[str, Any]) -> FieldSet:
+    """x.fields (a profile) or the per-kind lists, taken out of `x_table`; FULL when neither."""
+    profile = x_table.pop("fields", None)
+    lists = {kind: x_table.pop(kind) for kind in PARAMETERS if kind in x_table}
+    if profile is not None and lists:
+        raise ConfigError(
+            f"{where}: 'x.fields' and 'x.{next(iter(lists))}' are both set: give a profile "
+            "(x.fields) or per-kind lists, not both"
+        )
+    if lists:
+        try:
+            return explicit_field_set(lists)
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from None
+    if profile is None:
+        return FULL
+    if profile not in PROFILES:
+        choices = ", ".join(map(repr, PROFILES))
+        raise ConfigError(f"{where}: 'x.fields' must be one of {choices}, got {profile!r}")
+    return PROFILES[profile]
+
+
 def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = True) -> Config:
     """The typed config; ConfigError names the key. streaming=False (the report) skips the rules."""
     top = _check_section(where, "", data)
@@ -297,6 +315,7 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
     rules = parse_rules(where, x_table.pop("rules", []))
     if "bearer_token_file" in x_table:
         x_table["bearer_token_file"] = Path(x_table["bearer_token_file"])
+    x_table["fields"] = _field_set(where, x_table)
     x = XConfig(**x_table, rules=rules)
     if x.access_level not in ACCESS_LEVELS:
         raise ConfigError(

@@ -382,12 +382,7 @@ def open_stream(
 
 
 def start_stream(cfg: Config, stream: XStream) -> threading.Thread:
-    params = {
-        "tweet_fields": cfg.x.tweet_fields or None,
-        "expansions": cfg.x.expansions or None,
-        "user_fields": cfg.x.user_fields or None,
-        "threaded": True,
-    }
+    params = {**cfg.x.fields.tweepy_arguments(), "threaded": True}
     if cfg.x.stream == "filter":
         return stream.filter(**params)
     return stream.sample(**params)

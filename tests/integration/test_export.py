@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from collector.analysis import export
-from collector.config import TWEET_FIELDS
+from collector.source.fields import COMPACT, FULL
 from tests.collector_support import (
     BUCKET,
     TOKEN,
@@ -185,25 +185,21 @@ def test_twarc2_flatten_reads_our_objects_with_the_same_ids_and_authors(shipped,
     assert {p["id"]: p["author"]["username"] for p in posts} == exported
 
 
-def test_the_collector_asks_x_for_every_field_the_export_reads(shipped) -> None:
-    """X sends only id, text and edit_history_tweet_ids unless tweet.fields names more
-    (https://docs.x.com/x-api/fundamentals/fields): with the collector's default config the
-    post types and the reply, quote and conversation columns would all be empty."""
-    asked = {name: set(values[0].split(",")) for name, values in shipped.stream_query.items()}
-    assert asked["tweet.fields"] >= {
-        "created_at",
-        "author_id",
-        "lang",
-        "conversation_id",
-        "referenced_tweets",  # post_type, in_reply_to_id, quoted_id, reposted_id
-        "in_reply_to_user_id",
-        "public_metrics",
-        "entities",  # hashtags, mentions, urls
-    }
-    assert "author_id" in asked["expansions"] and "username" in asked["user.fields"]
-    # The deploy role writes tweet_fields explicitly: its default asks for the same fields.
+def test_the_default_profile_asks_x_for_the_full_set_the_docs_list(shipped) -> None:
+    """X sends only id, text and edit_history_tweet_ids unless the request names more
+    (https://docs.x.com/x-api/fundamentals/fields): the stand-in recorded what the collector,
+    left at its defaults, asked for; it is the set docs/collector.md lists, which holds every
+    field the export reads."""
+    asked = {name: values[0] for name, values in shipped.stream_query.items()}
+    documented = (ROOT / "docs/collector.md").read_text().split("```text\n", 1)[1]
+    lines = [line.strip() for line in documented.split("```")[0].splitlines() if line.strip()]
+    listed = dict(line.split("=", 1) for line in lines)
+    assert asked == listed == FULL.query()
+    assert set(COMPACT.tweet_fields) <= set(asked["tweet.fields"].split(","))
+    assert "note_tweet" in asked["tweet.fields"]
+    # The deploy role asks for the same profile unless the inventory says otherwise.
     defaults = yaml.safe_load((ROOT / "roles/collector/defaults/main.yml").read_text())
-    assert defaults["collector_x_tweet_fields"] == list(TWEET_FIELDS)
+    assert defaults["collector_x_fields"] == "full"
 
 
 def test_an_existing_folder_is_refused_with_one_line(shipped, tmp_path, capsys):

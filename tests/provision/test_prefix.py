@@ -62,8 +62,9 @@ RENDER = """
 """
 
 
-def render_roles(tmp_path: Path, prefix: str) -> dict[str, object]:
-    """The IAM policy, Athena location and collector.toml the roles write for `prefix`."""
+def render_roles(tmp_path: Path, prefix: str, **extra_vars: object) -> dict[str, object]:
+    """The IAM policy, Athena location and collector.toml the roles write for `prefix` (and
+    any other inventory variables given)."""
     out = tmp_path / "rendered"
     out.mkdir(exist_ok=True)
     playbook = tmp_path / "render.yml"
@@ -74,6 +75,7 @@ def render_roles(tmp_path: Path, prefix: str) -> dict[str, object]:
         "twittersnake_credentials_file": str(tmp_path / "creds.yml"),
         "twittersnake_repo_url": "https://example.invalid/repo.git",
         "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+        **extra_vars,
     }
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     proc = subprocess.run(

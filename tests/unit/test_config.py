@@ -259,3 +259,47 @@ def test_the_documented_example_loads_and_shows_the_defaults(tmp_path: Path) -> 
     minimal += '[[x.rules]]\nvalue = "python lang:en"\ntag = "python"\n'
     defaults = load_config(write(tmp_path, minimal))
     assert shown == defaults
+
+
+MINIMAL = '[[x.rules]]\nvalue = "python"\n[s3]\nbucket = "bkt"\n'
+
+
+def test_the_full_capture_profile_is_the_default_and_compact_is_the_old_set(tmp_path) -> None:
+    from collector.source.fields import COMPACT, FULL
+
+    assert load_config(write(tmp_path, MINIMAL)).x.fields == FULL
+    compact = load_config(write(tmp_path, '[x]\nfields = "compact"\n' + MINIMAL))
+    assert compact.x.fields == COMPACT
+    query = FULL.query()
+    assert (
+        "note_tweet" in query["tweet.fields"]
+        and "referenced_tweets.id.author_id" in query["expansions"]
+    )
+    assert set(query) == {"tweet.fields", "expansions", "user.fields", "media.fields",
+                          "poll.fields", "place.fields"}  # fmt: skip
+    assert "non_public_metrics" not in query["tweet.fields"]  # the author's own token only
+
+
+def test_per_kind_lists_ask_for_exactly_those_names(tmp_path) -> None:
+    cfg = load_config(write(tmp_path, FULL))
+    assert cfg.x.fields.query() == {
+        "tweet.fields": "created_at,author_id,lang,public_metrics,entities",
+        "expansions": "author_id",
+        "user.fields": "username,public_metrics",
+    }
+    media = '[x]\nmedia_fields = ["alt_text", "type"]\n' + MINIMAL
+    assert load_config(write(tmp_path, media)).x.fields.query() == {"media.fields": "alt_text,type"}
+
+
+@pytest.mark.parametrize(
+    ("x_table", "named"),
+    [
+        ('fields = "everything"', "'x.fields' must be one of 'full', 'compact', got 'everything'"),
+        ('fields = "full"\ntweet_fields = ["lang"]', "'x.fields' and 'x.tweet_fields' are both"),
+        ('tweet_fields = ["lang", "langs"]', "'x.tweet_fields' holds 'langs', which X's stream"),
+        ('poll_fields = ["options", "votes"]', "'x.poll_fields' holds 'votes'"),
+        ("fields = 3", "'x.fields' must be one of 'full', 'compact'"),
+    ],
+)
+def test_a_wrong_capture_profile_is_one_line_naming_the_key(tmp_path, x_table, named) -> None:
+    assert named in error_of(tmp_path, f"[x]\n{x_table}\n" + MINIMAL)
