@@ -292,6 +292,15 @@ OTHER_PREFLIGHT_MESSAGES = [
     "twittersnake_bucket must be a bare bucket name",
     "'collector_x_rules' is empty",
 ]
+# Typos that opened SSH to everyone with a loose check: a /0 after a host address (host bits
+# set), IPv6's world spelled 0::/0, the world in two /1 halves, a /4.
+WORLD_IN_DISGUISE = {"network_admin_cidrs": ["203.0.113.7/0", "0::/0", "0.0.0.0/1", "128.0.0.0/1"]}
+WORLD_IN_DISGUISE_MESSAGES = [
+    "network_admin_cidrs entry '203.0.113.7/0' has host bits set: it means 0.0.0.0/0 "
+    "(4294967296 addresses); for one address write 203.0.113.7/32",
+    "network_admin_cidrs opens SSH to the world (0.0.0.0/0 or ::/0): ::/0, 0.0.0.0/1, "
+    "128.0.0.0/1 (wider than /8 IPv4 or /32 IPv6 counts as the world)",
+]
 
 
 @pytest.mark.parametrize(
@@ -299,8 +308,9 @@ OTHER_PREFLIGHT_MESSAGES = [
     [
         (BAD_INPUTS, PREFLIGHT_MESSAGES),
         (OTHER_BAD_INPUTS, OTHER_PREFLIGHT_MESSAGES),
+        (WORLD_IN_DISGUISE, WORLD_IN_DISGUISE_MESSAGES),
     ],
-    ids=["every-rule-broken", "the-other-way"],
+    ids=["every-rule-broken", "the-other-way", "the-world-in-disguise"],
 )
 def test_bad_inputs_fail_in_preflight_with_every_problem_and_touch_nothing(
     moto_server, tmp_path, extra, messages
