@@ -6,10 +6,12 @@ and wrong types are errors naming the key, so a typo fails at start instead of b
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,6 +342,12 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
         raise ConfigError(
             f"{where}: 'x.api_base_url' must be an http:// or https:// URL, got {x.api_base_url!r}"
         )
+    if x.api_base_url.startswith("http://") and not is_loopback_url(x.api_base_url):
+        raise ConfigError(
+            f"{where}: 'x.api_base_url' must be an https:// URL (over http:// the bearer token "
+            "crosses the network in clear text); http:// is for a loopback host only "
+            f"(127.0.0.1, ::1, localhost), got {x.api_base_url!r}"
+        )
     problems = rules_problems(x.rules, x.stream, x.rule_max_length, x.access_level)
     for problem in problems if streaming else []:
         raise ConfigError(f"{where}: {problem}")
@@ -404,6 +412,17 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
         s3=s3,
         cloudwatch=cloudwatch,
     )
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is this machine: localhost, 127.0.0.0/8 or ::1."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(path: str | os.PathLike[str], streaming: bool = True) -> Config:

@@ -121,3 +121,23 @@ def test_secrets_never_reach_the_logs(tmp_path: Path, x_server: FakeXServer, s3,
     for text in (collector.log, status):
         assert TOKEN not in text
         assert secret_key not in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://api.x.com", "http://203.0.113.7:8080", "http://127.0.0.1.example.com", "http://[::2]"],
+)
+def test_a_plain_http_x_api_url_off_this_machine_exits_78_naming_the_key(
+    tmp_path: Path, url: str
+) -> None:
+    """The bearer token would cross the network in clear text: refused before any request."""
+    config = write_config(tmp_path, url)
+    error = run_and_expect_78(config, "'x.api_base_url' must be an https:// URL", url)
+    assert "loopback host only" in error
+
+
+def test_plain_http_to_a_loopback_x_is_accepted(tmp_path: Path, x_server) -> None:
+    for url in (x_server.url, x_server.url.replace("127.0.0.1", "localhost")):
+        config = write_config(tmp_path, url)
+        done = run_cli("check", "--config", str(config), timeout=60)
+        assert "api_base_url" not in done.stderr, done.stderr
