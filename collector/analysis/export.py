@@ -132,19 +132,7 @@ def _rows_sql(fmt: str, where: str = "", csv_raw: bool = False) -> str:
     return f"SELECT {', '.join(columns)} FROM posts {where} ORDER BY posts.created_at, posts.id"
 
 
-def drop_duplicates(con) -> int:
-    """Keep one row per post id (the copy in the first object by name); returns rows dropped.
-
-    At-least-once delivery can put a post in two objects; most periods have none, and then
-    the table is left as it is (a window over every column costs as much as the export).
-    """
-    duplicates = con.execute("SELECT count(*) - count(DISTINCT id) FROM posts").fetchall()[0][0]
-    if duplicates:
-        con.execute(
-            "CREATE OR REPLACE TABLE posts AS SELECT * FROM posts "
-            "QUALIFY row_number() OVER (PARTITION BY id ORDER BY file) = 1"
-        )
-    return duplicates
+drop_duplicates = loader.drop_duplicates  # one row per post id, the streamed copy first
 
 
 def output_format(out: Path, fmt: str | None) -> str:

@@ -371,6 +371,7 @@ def connect(
 class LoadResult:
     files: int = 0
     posts: int = 0
+    duplicates: int = 0  # copies of a post id left out (drop_duplicates)
     skipped: list[Skipped] = field(default_factory=list)
 
     @property
@@ -482,6 +483,28 @@ def load_posts(
     con.execute("ALTER TABLE raw_lines RENAME TO posts")
     result.posts = con.execute("SELECT count(*) FROM posts").fetchall()[0][0]
     return result
+
+
+# A row read from an object of posts fetched again by gap repair (collector.source.repair):
+# `{collector_id}-repair-{YYYYMMDDTHHMMSSZ}-{seq}.jsonl...` (spool.layout.repair_file_name).
+REPAIRED_SQL = r"regexp_matches(file, '-repair-[0-9]{8}T[0-9]{6}Z-[0-9]+\.jsonl[^/]*$')"
+
+
+def drop_duplicates(con: duckdb.DuckDBPyConnection) -> int:
+    """Keep one row per post id in `posts`; returns the rows dropped.
+
+    The streamed copy is kept before one fetched again by gap repair, then the copy in the first
+    object by name. At-least-once delivery and the repair's margins put a post in two objects;
+    most periods have none, and then the table is left as it is (a window over every column
+    costs as much as the export).
+    """
+    duplicates = con.execute("SELECT count(*) - count(DISTINCT id) FROM posts").fetchall()[0][0]
+    if duplicates:
+        con.execute(
+            "CREATE OR REPLACE TABLE posts AS SELECT * FROM posts QUALIFY row_number() "
+            f"OVER (PARTITION BY id ORDER BY {REPAIRED_SQL}, file) = 1"
+        )
+    return duplicates
 
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"

@@ -21,7 +21,7 @@ import logging
 import sys
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from collector.analysis import loader
 from collector.analysis.loader import LoadResult, Period
 from collector.errors import EX_CONFIG
 from collector.spool.layout import normalize_prefix
-from collector.telemetry.events import Event, read_events
+from collector.telemetry.events import REPAIR_EVENTS, Event, read_events
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,8 @@ def floor_time(value: datetime, step: timedelta) -> datetime:
 class Figures:
     bucket: str  # "minute", "hour" or "day"
     posts_per_bucket: list[tuple[datetime, int]]
+    # of those, the posts fetched again by gap repair (not streamed), per bucket
+    repaired_per_bucket: list[tuple[datetime, int]]
     posts_per_hour: list[tuple[datetime, int]]
     rules: list[tuple[str, int]]
     hashtags: list[tuple[str, int]]
@@ -194,6 +196,9 @@ def compute_figures(con, period: Period, top: int) -> Figures:
     return Figures(
         bucket=bucket,
         posts_per_bucket=con.execute(per.format(unit=bucket)).fetchall(),
+        repaired_per_bucket=con.execute(
+            per.format(unit=bucket).replace("GROUP BY", f"WHERE {loader.REPAIRED_SQL} GROUP BY")
+        ).fetchall(),
         posts_per_hour=con.execute(per.format(unit="hour")).fetchall(),
         rules=_unnested_counts(con, "rule_tags", 1000),
         hashtags=_unnested_counts(con, "hashtags", top),
@@ -224,6 +229,7 @@ class Gap:
     end: datetime
     kind: str  # NOT_COLLECTING, QUIET or NO_POSTS
     cause: str = ""
+    repair: str = ""  # NOT_COLLECTING: what gap repair fetched again (repair_state)
 
     @property
     def length(self) -> timedelta:
@@ -255,6 +261,7 @@ def collecting_spans(events: list[Event], period: Period) -> GapAccount:
     that never said `stop` (killed) ends its connection there.
     """
     account = GapAccount([], [e for e in events if period.start <= e.at < period.end], [])
+    events = [e for e in events if e.event not in REPAIR_EVENTS]  # not about the connection
     connected: set[str] = set()
     spans: list[tuple[datetime, datetime, bool, str]] = []
     since, cause = None, ""
@@ -346,8 +353,55 @@ def account_gaps(con, events: list[Event], period: Period, gap_minutes: float) -
             gaps.append(Gap(start, end, NOT_COLLECTING, UNCLEAN_END))
         elif any(a <= start and end <= b and on for a, b, on, _ in account.collecting):
             gaps.append(Gap(start, end, QUIET))
-    account.gaps = _merge_adjacent(sorted(gaps, key=lambda g: g.start))
+    repairs = [e for e in events if e.event in ("repair_done", "repair_failed") and e.detail]
+    account.gaps = [
+        replace(g, repair=repair_state(g, repairs)) if g.kind == NOT_COLLECTING else g
+        for g in _merge_adjacent(sorted(gaps, key=lambda g: g.start))
+    ]
     return account
+
+
+REPAIRED, PARTLY_REPAIRED, NOT_REPAIRED = "repaired", "partly repaired", "not repaired"
+NO_REPAIR_RECORDED = (
+    f"{NOT_REPAIRED} (no repair recorded: x.repair off, or collected before gap repair)"
+)
+_REPAIR_SLACK = timedelta(seconds=2)  # repair spans are whole seconds, events milliseconds
+
+
+def repair_state(gap: Gap, repairs: list[Event]) -> str:
+    """What gap repair did for a "not collecting" gap, from its repair_done / repair_failed
+    events (collector.source.repair): `repaired (N posts fetched again)`, `partly repaired
+    (...; not repairable: rule ...)` or `not repaired (why)`."""
+
+    def span(event: Event) -> tuple[datetime, datetime]:
+        return loader.parse_time(event.detail["from"]), loader.parse_time(event.detail["to"])
+
+    touching = []
+    for event in repairs:
+        try:
+            start, end = span(event)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if start < gap.end + _REPAIR_SLACK and end > gap.start - _REPAIR_SLACK:
+            touching.append((event, start, end))
+    if not touching:
+        return NO_REPAIR_RECORDED
+    done = [(e, a, b) for e, a, b in touching if e.event == "repair_done"]
+    if not done:
+        return f"{NOT_REPAIRED} ({touching[-1][0].cause or 'repair failed'})"
+    posts = sum(int(e.detail.get("posts") or 0) for e, _, _ in done)
+    rules = sorted(
+        {r.get("rule", "?") for e, _, _ in done for r in e.detail.get("not_repairable") or []}
+    )
+    covered = min(a for _, a, _ in done) <= gap.start + _REPAIR_SLACK
+    covered = covered and max(b for _, _, b in done) >= gap.end - _REPAIR_SLACK
+    fetched = f"{posts} posts fetched again"
+    if covered and not rules:
+        return f"{REPAIRED} ({fetched})"
+    notes = [fetched] + ([f"not repairable: {', '.join(rules)}"] if rules else [])
+    if not covered:
+        notes.append("part of the span not searched")
+    return f"{PARTLY_REPAIRED} ({'; '.join(notes)})"
 
 
 def _merge_adjacent(gaps: list[Gap]) -> list[Gap]:
@@ -365,6 +419,8 @@ def _merge_adjacent(gaps: list[Gap]) -> list[Gap]:
 # ---------------------------------------------------------------- charts (matplotlib)
 
 DATA_COLOUR = "#1d9bf0"  # every bar; tests count its pixels
+REPAIRED_COLOUR = "#8e6bd8"  # posts fetched again by gap repair, stacked on the streamed ones
+REPAIRED_LABEL = "fetched again by gap repair"
 # Behind the bars of the time chart, so a gap and a quiet spell do not look alike.
 SPAN_COLOURS = {
     NOT_COLLECTING: "#f4a6a6",
@@ -402,9 +458,11 @@ def _time_chart(
     title: str,
     period: Period,
     spans: list[tuple[datetime, datetime, str]] = (),
+    repaired: list[tuple[datetime, int]] = (),
 ) -> bytes:
     """Bars of posts per bucket; the x axis covers the whole period (whole buckets), in UTC.
-    `spans` (chart_spans) are shaded behind the bars, with a legend."""
+    `spans` (chart_spans) are shaded behind the bars, with a legend; the `repaired` part of
+    each bar (posts fetched again by gap repair) is a shade of its own on top."""
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
@@ -415,10 +473,18 @@ def _time_chart(
         label = None if kind in labelled else kind
         labelled.add(kind)
         ax.axvspan(start, end, color=SPAN_COLOURS[kind], linewidth=0, zorder=0, label=label)
+    fetched = dict(repaired)
     ax.bar(
-        [t for t, _ in points], [n for _, n in points], width=step, align="edge",
-        color=DATA_COLOUR, linewidth=0,
+        [t for t, _ in points], [n - fetched.get(t, 0) for t, n in points], width=step,
+        align="edge", color=DATA_COLOUR, linewidth=0,
     )  # fmt: skip
+    if fetched:
+        streamed = {t: n - fetched.get(t, 0) for t, n in points}
+        ax.bar(
+            list(fetched), list(fetched.values()), bottom=[streamed.get(t, 0) for t in fetched],
+            width=step, align="edge", color=REPAIRED_COLOUR, linewidth=0, label=REPAIRED_LABEL,
+        )  # fmt: skip
+        labelled.add(REPAIRED_LABEL)
     left = floor_time(period.start, step)
     right = floor_time(period.end - timedelta(microseconds=1), step) + step
     ax.set_xlim(left, right)
@@ -469,7 +535,9 @@ def _render_charts(figures: Figures, period: Period, gaps: GapAccount | None):
     charts = {}
     if figures.posts_per_bucket:
         title = f"Posts per {figures.bucket}"
-        chart = _time_chart(figures.posts_per_bucket, title, period, chart_spans(gaps))
+        chart = _time_chart(
+            figures.posts_per_bucket, title, period, chart_spans(gaps), figures.repaired_per_bucket
+        )
         charts["posts_over_time"] = (title, chart)
     rankings = [
         ("post_types", "Post types", figures.post_types),
@@ -562,6 +630,7 @@ def render_html(
         ["period", f"{_when(period.start)} to {_when(period.end)}"],
         ["objects", result.files],
         ["posts", result.posts],
+        ["duplicate copies left out (one row per post id)", result.duplicates],
     ]
     if sync is not None:
         summary.append(["downloaded / already cached", f"{sync.downloaded} / {sync.cached}"])
@@ -628,7 +697,10 @@ def _gaps_section(account: GapAccount, gap_minutes: float) -> str:
         "<h2 id='gaps'>Gaps</h2><p>"
         f"<b>{NOT_COLLECTING}</b>: the collector was stopped or its stream disconnected "
         f"(from its connection events); <b>{QUIET}</b>: connected, but no post for more than "
-        f"{gap_minutes:g} minutes.</p>"
+        f"{gap_minutes:g} minutes. <b>repair</b>: what gap repair fetched again by X's recent "
+        "search for a gap without connection (its repair events): repaired, partly repaired "
+        "(rules search cannot run, or part of the span), not repaired (why). Search returns no "
+        "reposts and matches accents differently from the stream.</p>"
     ]
     if not account.events and not account.collecting:
         parts.append(
@@ -646,10 +718,10 @@ def _gaps_section(account: GapAccount, gap_minutes: float) -> str:
     if notes:
         parts.append("<p>" + "<br>".join(html.escape(n) for n in notes) + "</p>")
     rows = [
-        [_when(g.start), _when(g.end), format_duration(g.length), g.kind, g.cause]
+        [_when(g.start), _when(g.end), format_duration(g.length), g.kind, g.cause, g.repair]
         for g in account.gaps
     ]
-    headers = ["from", "to", "length", "kind", "cause"]
+    headers = ["from", "to", "length", "kind", "cause", "repair"]
     parts.append(_table(headers, rows) if rows else "<p>None.</p>")
     if account.events:
         events = [[_when(e.at), e.collector_id, e.event, e.cause or ""] for e in account.events]
@@ -810,6 +882,7 @@ def run(args: argparse.Namespace) -> int:
     applied = apply_compliance(con, source, args)
     if applied is None:
         return 1
+    result.duplicates = loader.drop_duplicates(con)  # one row per post id
     result.posts = con.execute("SELECT count(*) FROM posts").fetchall()[0][0]
     compliance_line = applied.line(compliance_url(source))
     figures = compute_figures(con, period, args.top) if result.posts else None

@@ -112,13 +112,14 @@ def test_a_stop_and_a_quiet_spell_are_told_apart(s3, aws_env, tmp_path):
     assert report.main(argv) == 0
     page = out.read_text()
     assert gap_rows(page) == [
-        ["2026-11-20 10:30:00Z", "2026-11-20 10:40:00Z", "10 min", "quiet", ""],
+        ["2026-11-20 10:30:00Z", "2026-11-20 10:40:00Z", "10 min", "quiet", "", ""],
         [
             "2026-11-20 11:00:00Z",
             "2026-11-20 11:10:00Z",
             "10 min",
             "not collecting",
             "stopped (received SIGTERM)",
+            "not repaired (no repair recorded: x.repair off, or collected before gap repair)",
         ],
     ]
     # The hour before the first connection and the time after the last stop are no gaps.
@@ -195,7 +196,13 @@ def test_a_killed_collector_is_not_collecting_from_its_last_post(tmp_path):
     con.executemany("INSERT INTO posts VALUES (?)", [[t] for t in times])
     account = report.account_gaps(con, events, period, gap_minutes=5)
     assert account.gaps == [
-        report.Gap(minutes(20), minutes(31), report.NOT_COLLECTING, report.UNCLEAN_END)
+        report.Gap(
+            minutes(20),
+            minutes(31),
+            report.NOT_COLLECTING,
+            report.UNCLEAN_END,
+            report.NO_REPAIR_RECORDED,
+        )
     ]
 
 
@@ -307,4 +314,45 @@ def test_a_collector_that_never_connects_is_not_collecting_with_the_refusal():
     assert account.after_collection == (minutes(1), minutes(60))
     assert account.collecting == [
         (minutes(0), minutes(1), False, "never connected (stream HTTP 401)")
+    ]
+
+
+def repair_event(kind: str, start: datetime, end: datetime, cause: str = "", **detail) -> Event:
+    doc = {"from": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "to": end.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return Event(kind, end + timedelta(seconds=12), "a", cause, {**doc, **detail})
+
+
+def test_the_gaps_table_says_what_gap_repair_fetched_again():
+    gap = report.Gap(minutes(20), minutes(23), report.NOT_COLLECTING, "stream HTTP 503")
+    whole = (minutes(20) - timedelta(seconds=5), minutes(23) + timedelta(seconds=5))
+    done = repair_event("repair_done", *whole, posts=180, not_repairable=[])
+    assert report.repair_state(gap, [done]) == "repaired (180 posts fetched again)"
+    bio = [{"rule": "c1:bio", "reason": "'bio:' is a stream-only operator"}]
+    partly = repair_event("repair_done", *whole, posts=90, not_repairable=bio)
+    assert report.repair_state(gap, [partly]) == (
+        "partly repaired (90 posts fetched again; not repairable: c1:bio)"
+    )
+    half = repair_event("repair_done", minutes(21), minutes(23), posts=60, not_repairable=[])
+    assert report.repair_state(gap, [half]) == (
+        "partly repaired (60 posts fetched again; part of the span not searched)"
+    )
+    failed = repair_event("repair_failed", *whole, "the span is older than recent search's 7 days")
+    assert report.repair_state(gap, [failed]) == (
+        "not repaired (the span is older than recent search's 7 days)"
+    )
+    elsewhere = repair_event("repair_done", minutes(40), minutes(41), posts=5, not_repairable=[])
+    assert report.repair_state(gap, [elsewhere]).startswith("not repaired (no repair recorded")
+    # repair events are not connection events: the spans stay what the connection says
+    events = [
+        Event("start", minutes(0), "a"),
+        Event("connected", minutes(0), "a"),
+        Event("disconnected", minutes(20), "a", "stream HTTP 503"),
+        Event("connected", minutes(23), "a"),
+        done,
+    ]
+    account = report.collecting_spans(events, report.Period(minutes(0), minutes(60)))
+    assert [(a, b, on) for a, b, on, _ in account.collecting] == [
+        (minutes(0), minutes(20), True),
+        (minutes(20), minutes(23), False),
+        (minutes(23), minutes(60), True),
     ]

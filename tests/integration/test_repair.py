@@ -7,19 +7,29 @@ answers recent search from them; the collector runs as a process against it and 
 
 from __future__ import annotations
 
+import csv
+import html
 import http.client
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from collector.telemetry.events import read_events
 from tests.collector_support import (
     BUCKET,
     TOKEN,
+    CollectorProcess,
     object_lines,
     run_cli,
     s3_objects,
+    wait_until,
     write_config,
 )
 from tests.fakes.x_server import FakeXServer
@@ -153,3 +163,114 @@ def test_repair_refuses_times_it_cannot_read(tmp_path):
     assert result.stderr.strip() == (
         "collector: error: --from 'yesterday': expected an ISO 8601 time, e.g. 2026-11-28T08:00Z"
     )
+
+
+def report_gap_rows(page: str) -> list[list[str]]:
+    section = page.split("<h2 id='gaps'>", 1)[1].split("<details", 1)[0]
+    body = section.split("<tbody>", 1)[1].split("</tbody>", 1)[0] if "<tbody>" in section else ""
+    return [
+        [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)]
+        for row in re.findall(r"<tr>(.*?)</tr>", body)
+    ]
+
+
+@pytest.mark.slow
+def test_a_stream_outage_is_repaired_in_stream_shape_counted_once_and_shown(s3, aws_env, tmp_path):
+    """The stream is down (503 on every connection) while X keeps matching; once it is back,
+    every post X matched in the outage (search returns no reposts) is in S3 in stream shape,
+    the stream-only rule is named not repairable, and report, export and twarc2 read them."""
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=20, keepalive_interval=0.5).start()
+    config = write_config(
+        tmp_path, server.url, s3_endpoint=aws_env.url, rules=RULES,
+        x_extra="repair_margin_seconds = 1",
+    )  # fmt: skip
+    collector = CollectorProcess(config)
+    period_start = time.time() - 60
+    try:
+        wait_until(lambda: server.streams_open == 1 and len(server.sent_ids) > 20, 30)
+        server.refuse_streams(503)
+        server.operational_disconnect()
+        wait_until(lambda: server.streams_open == 0, 10)
+        time.sleep(3)
+        server.refuse_streams(None)  # tweepy's next attempt (5 s after the 503) gets through
+        wait_until(lambda: server.streams_open == 1, 30)
+        missed = server.missed_posts()  # nothing is missed while the stream is open
+        wait_until(lambda: repaired_lines(s3), 60, 0.5)
+        wait_until(lambda: "repaired" in (status_of(tmp_path).get("repair_last") or ""), 20)
+        status = status_of(tmp_path)
+    finally:
+        code = collector.stop()
+        server.stop()
+    assert code == 0, collector.log
+    searchable = {str(p.id) for p in missed if not p.repost}
+    reposts = {str(p.id) for p in missed if p.repost}
+    assert len(searchable) >= 40, "the outage lasted a few seconds at 20 posts/s"
+    repaired = repaired_lines(s3)
+    stored = all_post_ids(s3)
+    assert searchable <= set(stored), "every post X matched in the outage is stored"
+    assert searchable <= set(repaired)
+    assert not reposts & set(stored), "search returns no reposts: they stay missing"
+    ids = rule_ids(server)
+    for post_id in searchable:
+        message = repaired[post_id]
+        assert list(message) == ["data", "includes", "matching_rules"]
+        assert message["includes"]["users"][0]["id"] == message["data"]["author_id"]
+        assert {r["id"] for r in message["matching_rules"]} == {ids["python"], ids["snake"]}
+    assert "not repairable: test-1:bio ('bio:' is a stream-only operator" in status["repair_last"]
+    assert status["repair_not_repairable"] == [
+        "test-1:bio: 'bio:' is a stream-only operator: recent search refuses it"
+    ]
+    assert status["repair_posts_fetched"] >= len(searchable)
+    assert "repair: rule 'bio:engineer' (tag test-1:bio) is not repairable" in collector.log
+
+    # The report counts every post once and shows the gap as repaired but for the bio rule.
+    window = ["--from", iso(period_start), "--to", iso(time.time() + 60)]
+    out = tmp_path / "report.html"
+    result = run_cli(
+        "report", "--config", str(config), "--out", str(out), "--no-progress",
+        "--cache-dir", str(tmp_path / "cache"), *window,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"{out}: {len(set(stored))} posts" in result.stdout
+    page = out.read_text()
+    outage_rows = [row for row in report_gap_rows(page) if row[3] == "not collecting"]
+    assert len(outage_rows) == 1, report_gap_rows(page)
+    assert outage_rows[0][5].startswith("partly repaired (")
+    assert "posts fetched again; not repairable: test-1:bio)" in outage_rows[0][5]
+
+    # export: one row per post, repaired ones included
+    csv_out = tmp_path / "posts.csv"
+    result = run_cli(
+        "export", "--config", str(config), "--out", str(csv_out), "--no-progress",
+        "--cache-dir", str(tmp_path / "cache"), *window,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with csv_out.open() as handle:
+        exported = [row["id"] for row in csv.DictReader(handle)]
+    assert sorted(exported) == sorted(set(stored))
+
+    # twarc2 flatten reads a repaired object like a streamed one
+    key, body = next((k, b) for k, b in s3_objects(s3).items() if "-repair-" in k)
+    raw = tmp_path / "repaired.jsonl"
+    raw.write_bytes(b"".join(line + b"\n" for line in object_lines(body, key)))
+    flat = tmp_path / "flat.jsonl"
+    twarc2 = Path(sys.executable).with_name("twarc2")
+    done = subprocess.run(
+        [str(twarc2), "--bearer-token", "unused", "flatten", str(raw), str(flat)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120, cwd=tmp_path,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in flat.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [
+        json.loads(line)["data"]["id"] for line in object_lines(body, key)
+    ]
+    assert all(r["author"]["id"] == r["author_id"] for r in rows)
+
+
+def status_of(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "spool" / "status.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
