@@ -150,6 +150,7 @@ class Collector:
 
         files = RepairFiles(self.cfg, self.dirs, writer.seq, shipper.submit, quarantine)
         repairer = Repairer(self.cfg, self.token, files, self.events, self.metrics)
+        repairer.announce()
         self.repairs = Repairs(self.cfg, self.dirs, repairer)
         self.repairs.run(self.background_stop)
 

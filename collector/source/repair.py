@@ -53,6 +53,7 @@ import tweepy
 from collector.config import Config
 from collector.errors import RulesError
 from collector.source.access import access_level
+from collector.source.rules import desired_rules
 from collector.source.stream import TWEEPY_HOST, _Redirect
 from collector.spool.layout import SpoolDirs, atomic_write, repair_file_name
 from collector.spool.writer import DATA, Quarantine, SeqState, classify
@@ -275,7 +276,7 @@ def _reason(exc: Exception) -> str:
 def live_rules(cfg: Config, token: str) -> list[SearchRule]:
     """The rules live on the stream now (every rule of the project: the stream delivers their
     posts), or the configured ones when X cannot be asked (ids then unknown: "")."""
-    from collector.source.rules import RulesClient, desired_rules
+    from collector.source.rules import RulesClient
 
     try:
         live = RulesClient(cfg, token).list()
@@ -407,6 +408,17 @@ class Repairer:
         self.ledger = ledger
         self.clock = clock
         self.search = search or SearchClient(cfg, token)
+
+    def announce(self) -> None:
+        """Name the configured rules search cannot repair, once at start (log and status)."""
+        limit = search_query_max_length(self.cfg)
+        named = []
+        for value, tag in desired_rules(self.cfg):
+            reason = not_repairable_reason(value, limit)
+            if reason:
+                named.append(f"{tag}: {reason}")
+                log.warning("repair: rule %r (tag %s) is not repairable: %s", value, tag, reason)
+        self.metrics.set("repair_not_repairable", named or None)
 
     def window(self, span: Span) -> Span | None:
         """The search window: the span with its margins, inside the last 7 days, at whole
