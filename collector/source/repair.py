@@ -240,9 +240,7 @@ class SearchClient:
                         end_time=end,
                         max_results=PAGE_SIZE,
                         next_token=token,
-                        tweet_fields=x.tweet_fields or None,
-                        expansions=x.expansions or None,
-                        user_fields=x.user_fields or None,
+                        **x.fields.tweepy_arguments(),  # the fields the stream asks for
                     )
                     or {}
                 )
