@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from collector.config import Config
 from collector.errors import EX_CONFIG, EX_OK, EX_SOFTWARE, Fatal, SpoolLocked
+from collector.source.budget import BudgetGuard
 from collector.source.rules import Refusal, RulesAuthError, RulesClient, RulesError
 from collector.source.stream import open_stream, start_stream
 from collector.spool.guard import Reserve, SpoolLock, reserve_size
@@ -23,6 +24,7 @@ from collector.spool.layout import SpoolDirs
 from collector.spool.writer import Quarantine, SpoolWriter, recover_open_files
 from collector.telemetry.events import EventLog
 from collector.telemetry.health import DEGRADED, Health
+from collector.telemetry.ledger import BillingLedger
 from collector.telemetry.metrics import Metrics
 from collector.telemetry.status import StatusReporter, UploadAgeWatch, record_exit
 
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 
 RULES_RECHECK = 20.0  # s: how often refused rules are checked again (GET rules)
 SHUTDOWN_SECONDS = 25.0  # SIGTERM -> exit within 30 s even when S3 does not answer
+# Seconds since the epoch: the billing ledger's UTC day and the budget's renewals read it
+# (a test launcher may replace it to change the day without waiting for midnight).
+clock = time.time
 
 
 def _check_bucket(shipper, metrics: Metrics, health: Health, grace: float) -> None:
@@ -134,9 +139,13 @@ class Collector:
             failing_after=cfg.s3.failing_after_seconds,
             where=f"s3://{cfg.s3.bucket}/{cfg.s3.prefix} at {endpoint}",
         )
+        self.ledger: BillingLedger | None = None
 
     def _stream_event(self, state: str, cause: str | None) -> None:
-        # The stop event covers the disconnection the shutdown itself causes.
+        # The stop event covers the disconnection the shutdown itself causes; a pause by the
+        # budget is recorded as budget_paused (with its figures) by the BudgetGuard.
+        if state == "paused":
+            return
         if self.events is not None and not self.stop_requested.is_set():
             self.events.record(state, cause)
         if self.repairs is not None and not self.stop_requested.is_set():
@@ -149,7 +158,9 @@ class Collector:
         from collector.source.repair import Repairer, RepairFiles, Repairs
 
         files = RepairFiles(self.cfg, self.dirs, writer.seq, shipper.submit, quarantine)
-        repairer = Repairer(self.cfg, self.token, files, self.events, self.metrics)
+        repairer = Repairer(
+            self.cfg, self.token, files, self.events, self.metrics, ledger=self.ledger
+        )
         repairer.announce()
         self.repairs = Repairs(self.cfg, self.dirs, repairer)
         self.repairs.run(self.background_stop)
@@ -198,16 +209,30 @@ class Collector:
             health=self.health,
             reserve=reserve,
         )
+        self.ledger = BillingLedger(self.dirs.ledger, self.cfg.budget, clock)
+        writer.ledger = self.ledger
         shipper.start()  # uploads what earlier runs left before anything new
         self.events.record("start", at=started_at)
         self._start_repairs(writer, shipper, quarantine)
 
         stream = open_stream(self.cfg, self.token, writer.accept, self.metrics, self.health)
         stream.on_event = self._stream_event
-        reader = start_stream(self.cfg, stream)
+        guard = BudgetGuard(
+            self.ledger,
+            stream,
+            lambda: start_stream(self.cfg, stream),
+            self.health,
+            self._stream_event,
+        )
+        guard.start(self.background_stop)
         writer.run_ticker(self.background_stop)
         status = StatusReporter(
-            self.cfg.collector_id, self.dirs, self.metrics, self.health, self.upload_age
+            self.cfg.collector_id,
+            self.dirs,
+            self.metrics,
+            self.health,
+            self.upload_age,
+            ledger=self.ledger,
         )
         status.write()
         status.run(self.background_stop)
@@ -222,9 +247,9 @@ class Collector:
         )
 
         while not self.stop_requested.wait(0.25):
-            if stream.fatal or not reader.is_alive():
+            if stream.fatal or guard.reader_ended():
                 break
-        return self._shutdown(stream, reader, writer, shipper, status, cloudwatch)
+        return self._shutdown(stream, guard, writer, shipper, status, cloudwatch)
 
     def _observe_upload(self, outcome) -> None:
         """Every PUT outcome: S3's refusals (code + key prefix) become the "s3" condition,
@@ -263,17 +288,19 @@ class Collector:
         )
         return publisher
 
-    def _shutdown(self, stream, reader, writer: SpoolWriter, shipper, status, cloudwatch) -> int:
+    def _shutdown(self, stream, guard, writer: SpoolWriter, shipper, status, cloudwatch) -> int:
         deadline = time.monotonic() + SHUTDOWN_SECONDS
         status.state = "stopping"
         # tweepy checks the flag after each line or keep-alive; a line read meanwhile is still
         # kept. An idle socket is not waited for: the reader is a daemon thread.
         stream.disconnect()
-        reader.join(1.0)
+        if guard.reader is not None:
+            guard.reader.join(1.0)
         self.events.record("stop", stream.fatal or self.stop_cause)
         if self.repairs is not None:
             self.repairs.on_connection("stop")  # the next process repairs from here
         writer.close()
+        self.ledger.close()
         if writer.dropped_after_close:
             log.info(
                 "%d line(s) arrived after the stop and were not kept", writer.dropped_after_close

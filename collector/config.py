@@ -113,6 +113,35 @@ class CloudWatchConfig:
     interval_seconds: float = 60
 
 
+# X's list price for Posts: Read, per post returned (https://docs.x.com/x-api/getting-started/pricing).
+USD_PER_POST = 0.005
+ON_EXHAUSTED = ("pause", "continue")
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """What the collector may spend on X (collector/telemetry/ledger.py meters it).
+
+    posts_per_day: billable posts per UTC day (None: no daily limit).
+    usd_per_month: USD per billing cycle (None: no monthly limit).
+    usd_per_post: the price of one billed post (X's list price for Posts: Read).
+    billing_cycle_day: the day of the month the cycle starts (00:00 UTC; a day past the end
+        of a short month is its last day).
+    on_exhausted: "pause" (close the stream until the day or cycle ends) or "continue"
+        (meter and alarm only).
+    """
+
+    posts_per_day: int | None = None
+    usd_per_month: float | None = None
+    usd_per_post: float = USD_PER_POST
+    billing_cycle_day: int = 1
+    on_exhausted: str = "pause"
+
+    @property
+    def limited(self) -> bool:
+        return self.posts_per_day is not None or self.usd_per_month is not None
+
+
 @dataclass(frozen=True)
 class Config:
     collector_id: str
@@ -122,6 +151,7 @@ class Config:
     s3: S3Config
     path: Path | None = None
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
 # key -> (expected type, description used in messages)
@@ -164,8 +194,15 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "endpoint_url": (str, "a string"),
         "interval_seconds": ((int, float), "a positive number"),
     },
+    "budget": {
+        "posts_per_day": (int, "a positive integer (billable posts per UTC day)"),
+        "usd_per_month": ((int, float), "a positive number (USD per billing cycle)"),
+        "usd_per_post": ((int, float), "a positive number (USD per billed post, X's price)"),
+        "billing_cycle_day": (int, "an integer from 1 to 31 (day of the month)"),
+        "on_exhausted": (str, 'a string ("pause" or "continue")'),
+    },
 }
-_SECTIONS = ("x", "spool", "rotate", "s3", "cloudwatch")
+_SECTIONS = ("x", "spool", "rotate", "s3", "cloudwatch", "budget")
 
 
 def _type_name(value: Any) -> str:
@@ -398,6 +435,7 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
     cloudwatch = CloudWatchConfig(**sections["cloudwatch"])
     _endpoint(where, "cloudwatch.endpoint_url", cloudwatch.endpoint_url)
     _positive(where, "cloudwatch.interval_seconds", cloudwatch.interval_seconds)
+    budget = _budget(where, sections["budget"])
     collector_id = top.get("collector_id") or socket.gethostname()
     if not _COLLECTOR_ID.match(collector_id):
         raise ConfigError(
@@ -411,6 +449,7 @@ def parse_config(data: dict[str, Any], where: str = "config", streaming: bool = 
         rotate=rotate,
         s3=s3,
         cloudwatch=cloudwatch,
+        budget=budget,
     )
 
 
@@ -423,6 +462,24 @@ def is_loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _budget(where: str, table: dict[str, Any]) -> BudgetConfig:
+    budget = BudgetConfig(**table)
+    for name in ("posts_per_day", "usd_per_month", "usd_per_post"):
+        if getattr(budget, name) is not None:
+            _positive(where, f"budget.{name}", getattr(budget, name))
+    if not 1 <= budget.billing_cycle_day <= 31:
+        raise ConfigError(
+            f"{where}: 'budget.billing_cycle_day' must be an integer from 1 to 31 "
+            f"(the day of the month X's billing cycle starts), got {budget.billing_cycle_day}"
+        )
+    if budget.on_exhausted not in ON_EXHAUSTED:
+        raise ConfigError(
+            f"{where}: 'budget.on_exhausted' must be one of {', '.join(ON_EXHAUSTED)}, "
+            f"got {budget.on_exhausted!r}"
+        )
+    return budget
 
 
 def load_config(path: str | os.PathLike[str], streaming: bool = True) -> Config:

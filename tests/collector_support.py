@@ -109,12 +109,14 @@ def run_cli(
 class CollectorProcess:
     """`python -m collector run --config PATH` as a child process, its output in a log file."""
 
-    def __init__(self, config: Path, env: dict | None = None) -> None:
+    def __init__(self, config: Path, env: dict | None = None, clock_file: Path | None = None):
+        """clock_file: run under tests.clocked, whose clock the file moves (OffsetClock)."""
         self.config = config
         self.log_path = config.parent / f"collector-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in wait)
+        program = ["collector"] if clock_file is None else ["tests.clocked", str(clock_file)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "collector", "run", "--config", str(config)],
+            [sys.executable, "-m", *program, "run", "--config", str(config)],
             cwd=REPO,
             env={**os.environ, **(env or {})},
             stdout=self._log,

@@ -184,6 +184,7 @@ class XStream(tweepy.StreamingClient):
         # on_event(state, cause) at each change of connection state (collector.telemetry.events)
         self.on_event: Callable[[str, str | None], None] | None = None
         self.stopping = False
+        self.paused_reason: str | None = None  # set while the budget holds the stream closed
         self._wake = threading.Event()  # ends a backoff wait on stop
         self._connected_at: float | None = None
         self._generation = 0
@@ -264,6 +265,17 @@ class XStream(tweepy.StreamingClient):
         self.stopping = True
         self._wake.set()
         super().disconnect()
+
+    def pause(self, reason: str) -> None:
+        """Close the connection on purpose (the budget is spent): no reconnect until resume()."""
+        self.paused_reason = reason
+        self.disconnect()
+
+    def resume(self) -> None:
+        """Allow connections again after pause(); start_stream then opens one."""
+        self.paused_reason = None
+        self.stopping = False
+        self._wake.clear()
 
     def _ended(self) -> float | None:
         """Seconds the connection that just ended was open (None: it never opened)."""
@@ -362,6 +374,10 @@ class XStream(tweepy.StreamingClient):
         self.metrics.set("last_error", self.fatal)
 
     def on_disconnect(self) -> None:
+        if self.paused_reason is not None:
+            self._set_state("paused", self.paused_reason)
+            log.info("stream closed: %s", self.paused_reason)
+            return
         self._set_state("disconnected", "stream reader stopped")
         log.info("stream reader stopped")
 

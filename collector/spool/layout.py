@@ -63,6 +63,11 @@ class SpoolDirs:
         return self.root / "quarantine"
 
     @property
+    def ledger(self) -> Path:
+        """The billing ledger's day files (collector.telemetry.ledger)."""
+        return self.root / "ledger"
+
+    @property
     def state_file(self) -> Path:
         return self.root / "state.json"
 

@@ -34,6 +34,7 @@ from collector.config import Config
 from collector.spool.guard import Reserve, free_percent
 from collector.spool.layout import SpoolDirs, atomic_write, data_file_name, fsync_dir, parse_name
 from collector.telemetry.health import DEGRADED, Health
+from collector.telemetry.ledger import BillingLedger
 from collector.telemetry.lograte import RepeatedWarnings
 from collector.telemetry.metrics import Metrics
 from collector.telemetry.status import spool_gauges
@@ -220,12 +221,16 @@ class SpoolWriter:
         self.health = health  # a failing disk shows in status
         self.reserve = reserve  # released at stop when the disk is full (collector.spool.guard)
         self.resume_free_percent = getattr(cfg.spool, "resume_free_percent", 0.0)
+        # set by the app: counts every data line's post as X bills it (telemetry.ledger)
+        self.ledger: BillingLedger | None = None
         self._disk_logged_at = -DISK_LOG_EVERY_SECONDS
 
     # Called by the stream thread with one non-empty line or a LineBatch.
     def accept(self, line: bytes | LineBatch) -> None:
         if type(line) is LineBatch:
             if _all_data(line):
+                if self.ledger is not None:
+                    self.ledger.add_lines(line)
                 self._store(line)
             else:
                 for one in line:
@@ -238,6 +243,8 @@ class SpoolWriter:
         if kind == ERRORS:
             self._stream_error(line)
             return
+        if self.ledger is not None:
+            self.ledger.add_lines([line])
         self._store([line])
 
     def _store(self, lines: list[bytes]) -> None:
@@ -328,6 +335,8 @@ class SpoolWriter:
                     self._rotate()
                 else:
                     self._flush()
+        if self.ledger is not None:
+            self.ledger.sync()
         self.publish()
 
     def publish(self) -> None:

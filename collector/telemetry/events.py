@@ -42,6 +42,8 @@ EVENTS = {
     "per rule, rules not repairable)",
     "repair_failed": "gap repair could not fetch a span (cause: X's reason, the 7-day window or "
     "the budget; detail as repair_done)",
+    "budget_paused": "the budget is spent: the stream is closed on purpose until the UTC day or "
+    "the billing cycle renews it (cause: the figures); `connected` follows the renewal",
 }
 REPAIR_EVENTS = ("repair_started", "repair_done", "repair_failed")
 

@@ -30,6 +30,20 @@ def _healthy(status: dict) -> int:
     return int(status.get("health") == "healthy")
 
 
+def _figure(name: str) -> Callable[[dict], float | None]:
+    """A reader of a spend figure the billing ledger puts in the snapshot (None without one)."""
+
+    def read(status: dict) -> float | None:
+        value = status.get(name)
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    return read
+
+
+def _budget_paused(status: dict) -> int:
+    return int(status.get("connection") == "paused")
+
+
 @dataclass(frozen=True)
 class Metric:
     """One declared metric.
@@ -89,6 +103,30 @@ DECLARED: tuple[Metric, ...] = (
     Metric("repair_pending", "Count", GAUGE),
     Metric("connected", "None", GAUGE, cloudwatch="Connected", read=_connected),
     Metric("healthy", "None", GAUGE, cloudwatch="Healthy", read=_healthy),
+    # What X bills (collector.telemetry.ledger): today's unique posts, the cycle's USD so far
+    # and at its end at the last hour's rate, and 1 while the budget holds the stream closed.
+    Metric(
+        "billable_posts_today",
+        "Count",
+        GAUGE,
+        cloudwatch="BillablePosts",
+        read=_figure("billable_posts_today"),
+    ),
+    Metric(
+        "spend_usd_cycle",
+        "None",
+        GAUGE,
+        cloudwatch="EstimatedSpendUSD",
+        read=_figure("spend_usd_cycle"),
+    ),
+    Metric(
+        "spend_usd_cycle_forecast",
+        "None",
+        GAUGE,
+        cloudwatch="EstimatedSpendUSDForecast",
+        read=_figure("spend_usd_cycle_forecast"),
+    ),
+    Metric("budget_paused", "None", GAUGE, cloudwatch="BudgetPaused", read=_budget_paused),
 )
 PUBLISHED = tuple(m for m in DECLARED if m.cloudwatch)
 

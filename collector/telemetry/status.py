@@ -10,7 +10,13 @@ status.json fields (a contract for `collector status`, the report and operators)
     bytes_uploaded, upload_errors, pending_files, oldest_pending_seconds, spool_disk_free_percent,
     cloudwatch_dropped,
     last_post_at, last_upload_at, last_upload_key, last_error, last_stream_error,
-    cloudwatch_last_error; after a run that ended with a non-zero code (record_exit):
+    cloudwatch_last_error;
+    the spend figures (collector.telemetry.ledger.BillingLedger.figures): billable_posts_today,
+    billable_posts_cycle, spend_usd_today, spend_usd_cycle, spend_usd_last_hour,
+    spend_usd_cycle_forecast, billing_cycle_start, monthly_cap_used_percent, budget {posts_per_day,
+    usd_per_month, usd_per_post, billing_cycle_day, on_exhausted, remaining_posts_today};
+    connection is "paused" while the budget holds the stream closed;
+    after a run that ended with a non-zero code (record_exit):
     state "exited", exit_code, health "failing" and the reason as health_reason
 (the counters and gauges are declared in collector.telemetry.metrics.DECLARED).
 """
@@ -128,9 +134,11 @@ class StatusReporter:
         metrics: Metrics,
         health: Health | None = None,
         upload_age: UploadAgeWatch | None = None,
+        ledger=None,
     ) -> None:
         self.collector_id = collector_id
         self.upload_age = upload_age
+        self.ledger = ledger  # collector.telemetry.ledger.BillingLedger: the spend figures
         self.health = health or Health()
         self.dirs = dirs
         self.metrics = metrics
@@ -181,6 +189,8 @@ class StatusReporter:
             "repair_not_repairable",
         ):
             status[name] = values.get(name)
+        if self.ledger is not None:
+            status.update(self.ledger.figures())
         return status
 
     def write(self) -> dict:

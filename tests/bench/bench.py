@@ -5,7 +5,10 @@ The collector run is timed from the first byte the stand-in sends until the last
 object in moto S3; the curl run until gzip has written its last byte. CPU seconds (user + sys)
 are those of the collector process, and of bash + curl + gzip for the pipeline.
 
-    python -m tests.bench.bench [--posts 100000] [--slow-s3 10] [--skip-collector]
+    python -m tests.bench.bench [--posts 100000] [--slow-s3 10] [--skip-collector] [--ledger-only]
+
+It ends with the billing ledger's memory for a million ids in one UTC day, in its own process
+(tests/bench/ledger_bench.py), beside a Python set of id strings.
 """
 
 from __future__ import annotations
@@ -233,7 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--posts", type=int, default=100_000)
     parser.add_argument("--slow-s3", type=float, default=1.0, help="slow S3 down by this factor")
     parser.add_argument("--skip-collector", action="store_true", help="only the curl baseline")
+    parser.add_argument("--ledger-only", action="store_true", help="only the ledger's memory")
     args = parser.parse_args(argv)
+    if args.ledger_only:
+        report_ledger()
+        return
     # moto takes any credentials; never let the bench pick up a real profile.
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     os.environ.update(AWS_DEFAULT_REGION="us-east-1")
@@ -263,6 +270,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'t3.micro baseline':<22} {sustained:>9.0f} posts/s sustained at the collector's CPU")
     print(f"{'':<22} {'':>9} per post (baseline: 0.2 CPU s/s, 10 % of 2 vCPUs)")
     print(f"{'objects in S3':<22} {result['objects']:>9}  (S3 slowed {args.slow_s3:g}x)")
+    report_ledger()
+
+
+def report_ledger() -> None:
+    """The billing ledger's RSS for 1,000,000 ids, then a set of str's, each in its own process."""
+    for extra in ([], ["--python-set"]):
+        command = [sys.executable, "-m", "tests.bench.ledger_bench", *extra]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+        print(done.stdout.rstrip())
 
 
 if __name__ == "__main__":

@@ -45,6 +45,10 @@ EXPECTED_METRICS = {
     "Connected",
     "Healthy",
     "SpoolDiskFree",
+    "BillablePosts",
+    "EstimatedSpendUSD",
+    "EstimatedSpendUSDForecast",
+    "BudgetPaused",
 }
 
 
@@ -139,6 +143,10 @@ def test_collector_publishes_what_it_received_and_uploaded(
     # the stop itself closes the stream (counted); nothing else did
     assert sum(metric_values(cloudwatch, "Reconnects", "Sum")) == final["reconnects"] <= 1
     assert set(metric_values(cloudwatch, "Healthy", "Minimum")) == {1.0}
+    # what X bills: 150 unique posts today at the list price, never paused
+    assert max(metric_values(cloudwatch, "BillablePosts", "Maximum")) == 150
+    assert max(metric_values(cloudwatch, "EstimatedSpendUSD", "Maximum")) == pytest.approx(0.75)
+    assert set(metric_values(cloudwatch, "BudgetPaused", "Maximum")) == {0.0}
     assert min(metric_values(cloudwatch, "FilesPending", "Minimum")) == 0
     assert min(metric_values(cloudwatch, "OldestPendingFileAge", "Minimum")) == 0
     disk = os.statvfs(tmp_path)

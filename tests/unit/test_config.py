@@ -303,3 +303,32 @@ def test_per_kind_lists_ask_for_exactly_those_names(tmp_path) -> None:
 )
 def test_a_wrong_capture_profile_is_one_line_naming_the_key(tmp_path, x_table, named) -> None:
     assert named in error_of(tmp_path, f"[x]\n{x_table}\n" + MINIMAL)
+
+
+def test_the_budget_is_optional_and_defaults_to_x_list_price(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, FULL))
+    assert cfg.budget.posts_per_day is None and cfg.budget.usd_per_month is None
+    assert cfg.budget.usd_per_post == 0.005 and cfg.budget.billing_cycle_day == 1
+    assert cfg.budget.on_exhausted == "pause" and not cfg.budget.limited
+    text = FULL + "[budget]\nposts_per_day = 1000\nusd_per_month = 150\non_exhausted = 'continue'\n"
+    cfg = load_config(write(tmp_path, text))
+    assert (cfg.budget.posts_per_day, cfg.budget.usd_per_month) == (1000, 150)
+    assert cfg.budget.on_exhausted == "continue" and cfg.budget.limited
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("posts_per_day = 0", "'budget.posts_per_day' must be positive, got 0"),
+        ("posts_per_day = 1.5", "'budget.posts_per_day' must be a positive integer"),
+        ("usd_per_month = -5", "'budget.usd_per_month' must be positive, got -5"),
+        ("usd_per_post = '0.005'", "'budget.usd_per_post' must be a positive number"),
+        ("billing_cycle_day = 32", "'budget.billing_cycle_day' must be an integer from 1 to 31"),
+        ("on_exhausted = 'stop'", "'budget.on_exhausted' must be one of pause, continue"),
+        ("posts_per_month = 5", "unknown key 'budget.posts_per_month'"),
+    ],
+)
+def test_a_budget_mistake_is_one_line_naming_the_key(
+    tmp_path: Path, table: str, expected: str
+) -> None:
+    assert expected in error_of(tmp_path, FULL + f"[budget]\n{table}\n")

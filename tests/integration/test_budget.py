@@ -1,0 +1,141 @@
+"""Spend under control: the ledger equals X's bill post for post, the budget pauses the stream
+and the next UTC day reopens it (a movable clock: no test waits for midnight)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.clocked import OffsetClock, seconds_to_midnight
+from tests.collector_support import (
+    BUCKET,
+    TOKEN,
+    CollectorProcess,
+    run_cli,
+    wait_until,
+    write_config,
+)
+from tests.fakes.x_server import FakeXServer
+from tests.integration.test_gaps import shipped_events
+
+
+@pytest.fixture
+def clock(tmp_path: Path) -> OffsetClock:
+    clock = OffsetClock(tmp_path / "clock-offset")
+    clock.set(0)
+    return clock
+
+
+@pytest.fixture
+def x_server(clock: OffsetClock) -> Iterator[FakeXServer]:
+    server = FakeXServer(token=TOKEN, keepalive_interval=1.0, count=0)
+    server.clock = clock  # the bill's UTC day moves with the collector's
+    server.start()
+    yield server
+    server.stop()
+
+
+def status_of(config: Path) -> tuple[int, dict]:
+    result = run_cli("status", "--json", "--config", str(config))
+    return result.returncode, json.loads(result.stdout)
+
+
+def ledger_ids(config: Path, day: str) -> set[str]:
+    path = config.parent / "spool" / "ledger" / f"{day}.u64"
+    return {str(i) for i in np.fromfile(path, dtype="<u8")} if path.exists() else set()
+
+
+def utc_day(clock: OffsetClock) -> str:
+    return datetime.fromtimestamp(clock(), UTC).strftime("%Y-%m-%d")
+
+
+def test_the_ledger_after_a_restart_and_a_day_change_equals_xs_bill(
+    tmp_path: Path, x_server: FakeXServer, clock: OffsetClock, s3
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url, max_seconds=0.5)
+    first_day = utc_day(clock)
+    collector = CollectorProcess(config, clock_file=clock.path)
+    try:
+        x_server.count = 300
+        wait_until(lambda: len(ledger_ids(config, first_day)) == 300, 30)
+    finally:
+        assert collector.stop() == 0
+    collector = CollectorProcess(config, clock_file=clock.path)  # a restart: the day goes on
+    try:
+        wait_until(lambda: x_server.connections == 2, 20)
+        x_server.count = 500
+        wait_until(lambda: status_of(config)[1].get("billable_posts_today") == 500, 30, 0.5)
+        clock.set(seconds_to_midnight(clock) + 60)  # one minute into the next UTC day
+        second_day = utc_day(clock)
+        x_server.count = 700
+        wait_until(lambda: len(ledger_ids(config, second_day)) == 200, 30)
+        code, status = wait_until(
+            lambda: (r := status_of(config))[1].get("billable_posts_today") == 200 and r, 30, 0.5
+        )
+    finally:
+        assert collector.stop() == 0
+    assert set(x_server.billed) == {first_day, second_day}
+    for day, ids in x_server.billed.items():
+        assert ledger_ids(config, day) == ids, day
+    assert status["billable_posts_cycle"] in (200, 700)  # a new month starts a new cycle
+    assert status["spend_usd_today"] == pytest.approx(1.0)  # 200 posts at $0.005
+
+
+def test_posts_per_day_pauses_the_stream_and_the_next_utc_day_resumes_it(
+    tmp_path: Path, x_server: FakeXServer, clock: OffsetClock, s3
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(
+        tmp_path, x_server.url, max_seconds=0.5, extra="[budget]\nposts_per_day = 1000\n"
+    )
+    x_server.rate, x_server.count = 100, None
+    day = utc_day(clock)
+    collector = CollectorProcess(config, clock_file=clock.path)
+    try:
+        code, status = wait_until(
+            lambda: (r := status_of(config))[1].get("connection") == "paused" and r, 40, 0.5
+        )
+        billed = x_server.billed_posts(day)
+        assert 1000 <= billed <= 1100  # at most one second of posts over, at 100 posts/s
+        code, status = wait_until(lambda: (r := status_of(config))[0] == 1 and r, 10, 0.5)
+        # X bills what it wrote before it saw the close; posts still in the socket when the
+        # collector closed it never reached the collector (at most a few at 100 posts/s)
+        counted = status["billable_posts_today"]
+        assert 1000 <= counted <= billed and status["health"] == "degraded"
+        assert ledger_ids(config, day) <= x_server.billed[day]
+        assert len(ledger_ids(config, day)) == counted
+        assert status["health_reason"] == (
+            f"budget reached: {counted:,} posts today (posts_per_day 1,000); paused until 00:00 UTC"
+        )
+        connections = x_server.connections
+        wait_until(lambda: x_server.streams_open == 0, 10)
+        # no connection while paused, and nothing more billed
+        with pytest.raises(AssertionError):
+            wait_until(lambda: x_server.connections > connections, 3)
+        assert x_server.billed_posts(day) == billed
+        human = run_cli("status", "--config", str(config))
+        assert human.returncode == 1 and "budget reached: " in human.stdout
+
+        clock.set(seconds_to_midnight(clock) + 1)  # the next UTC day
+        next_day = utc_day(clock)
+        wait_until(lambda: x_server.connections == connections + 1, 10)
+        code, status = wait_until(
+            lambda: (r := status_of(config))[0] == 0 and r[1]["connection"] == "connected" and r,
+            20,
+            0.5,
+        )
+        wait_until(lambda: x_server.billed_posts(next_day) >= 50, 10)
+    finally:
+        assert collector.stop() == 0
+    assert ledger_ids(config, next_day) <= x_server.billed[next_day]
+    events = [e for e in shipped_events(s3, tmp_path / "events") if e.event == "budget_paused"]
+    assert len(events) == 1
+    assert events[0].cause.startswith("1,0") and "posts today (posts_per_day 1,000), $5." in (
+        events[0].cause
+    )
