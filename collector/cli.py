@@ -160,6 +160,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"cannot read {exc.filename}: {exc.strerror}", 4)
     code, verdict = status.assess(current, disconnected_limit=args.max_disconnected)
+    from collector.analysis.compliance import read_last_run
+
+    last_run = read_last_run(cfg.spool.dir)
+    code, verdict = status.assess_compliance(code, verdict, last_run)
+    if current is not None and last_run is not None:
+        current = {**current, "compliance_last_run": status.compliance_summary(last_run)}
     if args.json:
         text = json.dumps({**(current or {}), "verdict": verdict, "healthy": code == 0}, indent=1)
     elif current is None:

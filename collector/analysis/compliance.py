@@ -422,6 +422,8 @@ class Runner:
         name = job_name(self.cfg.collector_id, run.run_id, number)
         of = f"job {number}/{len(run.jobs)}"
         job = jobs.get(record.job_id) if record.job_id else None
+        if job is not None and job["status"] in ("failed", "expired"):
+            job, record.uploaded = None, False  # X gave up on it: this run's ids go in a new job
         if job is None:
             # A job X made before a crash that left no id behind carries our name.
             job = next((j for j in jobs.running() if j.get("name") == name), None)

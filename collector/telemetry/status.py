@@ -344,6 +344,31 @@ def assess(status: dict | None, disconnected_limit: float = DISCONNECTED_LIMIT) 
     return 0, f"running (pid {pid}), healthy, connected"
 
 
+def assess_compliance(code: int, verdict: str, last_run: dict | None) -> tuple[int, str]:
+    """The verdict with the last `collector compliance` run folded in: a failed run makes a
+    healthy collector degraded (exit 1) with X's (or S3's) reason; a collector that is not
+    running keeps its own verdict."""
+    if not last_run or last_run.get("ok", True) or code != 0:
+        return code, verdict
+    return EXIT_UNHEALTHY, (
+        f"{verdict.split(', healthy')[0]}, degraded: compliance run failed at "
+        f"{last_run.get('finished_at')}: {last_run.get('error')}"
+    )
+
+
+def compliance_summary(last_run: dict | None) -> str | None:
+    """One line for `collector status`: the last compliance run, its counts or its error."""
+    if not last_run:
+        return None
+    if not last_run.get("ok"):
+        return f"failed at {last_run.get('finished_at')}: {last_run.get('error')}"
+    return (
+        f"ok at {last_run.get('finished_at')}: {last_run.get('ids_checked')} ids checked, "
+        f"{last_run.get('removed')} removed, {last_run.get('scrub_geo')} geotags scrubbed "
+        f"(jobs {', '.join(last_run.get('jobs') or []) or '-'})"
+    )
+
+
 def read_status(dirs: SpoolDirs) -> dict | None:
     """status.json's content; None when there is none. Other OSErrors (permissions) propagate.
 

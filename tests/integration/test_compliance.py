@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from collector.analysis import compliance
-from collector.config import load_config
+from collector.config import TWEET_FIELDS, load_config
 from tests.collector_support import (
     BUCKET,
     TOKEN,
@@ -45,6 +45,8 @@ def archive(s3, aws_env, tmp_path: Path) -> Iterator[Archive]:
     s3.create_bucket(Bucket=BUCKET)
     server = FakeXServer(token=TOKEN, count=POSTS, keepalive_interval=1.0).start()
     config = write_config(tmp_path, server.url, s3_endpoint=aws_env.url, max_records=40)
+    fields = json.dumps([*TWEET_FIELDS, "geo"])  # the geotag scrub_geo is about
+    config.write_text(config.read_text().replace("[x]\n", f"[x]\ntweet_fields = {fields}\n", 1))
     collector = CollectorProcess(config)
     try:
         wait_until(lambda: len(server.sent_ids) == POSTS, 30)
@@ -61,7 +63,8 @@ def archive(s3, aws_env, tmp_path: Path) -> Iterator[Archive]:
 def mark(archive: Archive) -> dict[str, str]:
     """Some delivered ids marked on X: id -> reason."""
     marked = {}
-    geotagged = [i for i in archive.ids[60:] if b'"place_id"' in archive.server.post_body(int(i))]
+    others = archive.ids[5:50] + archive.ids[53:]
+    geotagged = [i for i in others if b'"place_id"' in archive.server.post_body(int(i))]
     for reason, ids in (
         ("deleted", archive.ids[0:5]),
         ("protected", archive.ids[50:53]),
@@ -203,3 +206,27 @@ def test_report_and_export_leave_removed_posts_out_and_blank_scrubbed_geotags(
         f"SELECT id::VARCHAR FROM read_csv('{tmp_path / 'all.csv'}', all_varchar=true)"
     )
     assert {i for (i,) in ids.fetchall()} == set(archive.ids)
+
+
+def test_collector_status_shows_the_last_run_and_a_failed_one_degrades_it(archive) -> None:
+    from tests.collector_support import run_cli
+
+    collector = CollectorProcess(archive.config)
+    try:
+        wait_until(lambda: run_cli("status", "--config", str(archive.config)).returncode == 0)
+        archive.server.control({"compliance_fail_next": "Job failed: storage unavailable"})
+        assert run(archive, "--no-progress") == 1
+        failed = run_cli("status", "--config", str(archive.config))
+        assert failed.returncode == 1
+        first = failed.stdout.splitlines()[0]
+        assert "degraded: compliance run failed at" in first
+        assert first.endswith("Job failed: storage unavailable")
+
+        mark(archive)
+        assert run(archive, "--no-progress") == 0  # resumes: a new job for the failed one
+        ok = run_cli("status", "--config", str(archive.config))
+        assert ok.returncode == 0, ok.stdout
+        shown = next(line for line in ok.stdout.splitlines() if "compliance_last_run" in line)
+        assert f"{POSTS} ids checked, 8 removed, 2 geotags scrubbed" in shown
+    finally:
+        assert collector.stop() == 0, collector.log
