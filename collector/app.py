@@ -147,7 +147,8 @@ class Collector:
         if state == "paused":
             return
         if self.events is not None and not self.stop_requested.is_set():
-            self.events.record(state, cause)
+            version = self.metrics.snapshot().get("x_api_version") if state == "connected" else None
+            self.events.record(state, cause, api_version=version)  # type: ignore[arg-type]
         if self.repairs is not None and not self.stop_requested.is_set():
             self.repairs.on_connection(state)
 

@@ -61,6 +61,10 @@ class XConfig:
     access_level: str = DEFAULT_ACCESS_LEVEL
     # An override of the access level's rule length limit (a contract with other limits).
     rule_max_length: int | None = None
+    # On X's 429 TooManyConnections, end the app's other filtered-stream connections through
+    # X's Connections API (a dead earlier run X still counts); false when another client
+    # streams with the same app (collector.source.connections).
+    clear_stale_connections: bool = True
     # How often (s) the running collector compares X's live rules with this file (GET rules,
     # free of charge): a configured rule that is not live shows in `collector status`.
     rules_check_seconds: float = 120
@@ -166,6 +170,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "rules": (list, "an array of tables ([[x.rules]])"),
         "access_level": (str, f"one of {', '.join(ACCESS_LEVELS)} (your X project's access)"),
         "rule_max_length": (int, "a positive integer (X's rule length limit for your access)"),
+        "clear_stale_connections": (bool, "a boolean (true or false)"),
         "rules_check_seconds": ((int, float), "a positive number (seconds)"),
         "repair": (str, "one of auto, off (fetch again what the stream missed)"),
         "repair_margin_seconds": ((int, float), "a number of seconds >= 0"),

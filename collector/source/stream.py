@@ -28,6 +28,8 @@ import requests
 import tweepy
 
 from collector.config import Config, bearer_token_source
+from collector.errors import XNotAvailable, XRequestError
+from collector.source.account import ACCOUNT_STATES, AccountState, account_state
 from collector.spool.writer import LineBatch
 from collector.telemetry.health import DEGRADED, FAILING, Health, x_problem_reason
 from collector.telemetry.lograte import RepeatedWarnings
@@ -45,6 +47,8 @@ SHORT_CONNECTION = 10.0  # s: a connection X ends sooner counts as a failed atte
 RECONNECT_BASE, RECONNECT_CAP = 1.0, 320.0
 STREAM_DEGRADED_AFTER = 30.0  # s: a stream problem shorter than this is a blip, not a state
 STREAM_FAILING_AFTER = 120.0  # s: a stream problem that lasts this long is failing
+STALE_RECONNECT = 1.0  # s: the wait after ending stale connections through X's Connections API
+STALE_CLEAR_INTERVAL = 60.0  # s: at most one Connections API clean-up this often
 
 
 class _Redirect(requests.adapters.HTTPAdapter):
@@ -186,6 +190,15 @@ class XStream(tweepy.StreamingClient):
         self.stopping = False
         self.paused_reason: str | None = None  # set while the budget holds the stream closed
         self._wake = threading.Event()  # ends a backoff wait on stop
+        # Account-level refusals (collector.source.account): the wait before the next attempt,
+        # by ACCOUNT_STATES key (tests shorten them); resume_in is set while paused.
+        self.account_retry = {k: s.retry_seconds for k, s in ACCOUNT_STATES.items()}
+        self.resume_in: float | None = None
+        self.cfg: Config | None = None  # for X's usage and Connections APIs (open_stream sets it)
+        self.token = token
+        self.api_version: str | None = None  # X's `api-version` header of the last answer
+        self._stale_cleared_at: float | None = None
+        self._connections_api_problem: str | None = None
         self._connected_at: float | None = None
         self._generation = 0
         self._short_attempts = 0
@@ -199,6 +212,10 @@ class XStream(tweepy.StreamingClient):
     def _remember_problem(self, response, *args, **kwargs):
         """Keep X's problem JSON of a refused stream connection (tweepy passes only the code)."""
         url = response.url
+        version = response.headers.get("api-version")
+        if version and "/stream" in url and "/rules" not in url:
+            self.api_version = version
+            self.metrics.set("x_api_version", version)
         if response.status_code >= 400 and "/stream" in url and "/rules" not in url:
             try:
                 problem = response.json()
@@ -343,6 +360,14 @@ class XStream(tweepy.StreamingClient):
         reason = x_problem_reason(status_code, problem)
         self._set_state("disconnected", f"stream {reason}")
         self.metrics.set("last_stream_error", reason)
+        state = account_state(status_code, problem)
+        if state is not None:
+            self.metrics.set("last_error", f"X stream refused: {reason}")
+            if state.key == "too-many-connections":
+                self._too_many_connections(state, reason)
+            else:
+                self._account_refusal(state, reason)
+            return
         if status_code in FATAL_STATUSES or status_code == 409:
             what = FATAL_STATUSES.get(status_code, "refused the filtered stream")
             if status_code == 401:
@@ -367,6 +392,110 @@ class XStream(tweepy.StreamingClient):
             f"http-{status_code}", "stream refused: %s; tweepy backs off and retries", reason
         )
 
+    def _pause(self, seconds: float) -> None:
+        """End tweepy's connection loop now (no backoff of its own); the runner (`run`)
+        connects again after `seconds`."""
+        self.resume_in = seconds
+        tweepy.StreamingClient.disconnect(self)
+
+    def _account_refusal(self, state: AccountState, said: str) -> None:
+        """402 credits, the spending limit, the monthly cap: failing at once, with the reason,
+        the day it lifts and the remedy; one attempt per the state's retry interval."""
+        retry = self.account_retry[state.key] or RECONNECT_CAP
+        lifts = f"; {self._lift_day()}" if state.lifts_with_cycle else ""
+        text = f"{state.reason}{lifts} ({said}): {state.remedy}"
+        self.health.report("stream", state.health, text, degraded_after=0.0)
+        self.warnings.warning(
+            f"account-{state.key}", "stream refused: %s; next attempt in %.0f s", text, retry
+        )
+        self._pause(retry)
+
+    def _lift_day(self) -> str:
+        """When the billing cycle resets, from X's GET /2/usage/tweets cap_reset_day."""
+        from datetime import UTC, datetime
+
+        from collector.source.usage import post_usage
+
+        if self.cfg is None:
+            return "lifts when the billing cycle resets"
+        try:
+            usage = post_usage(self.cfg, self.token, days=1)
+        except XRequestError as exc:
+            return f"lifts when the billing cycle resets (cap_reset_day unknown: {exc})"
+        day = usage.cap_resets_on(datetime.now(UTC).date())
+        if day is None:
+            return "lifts when the billing cycle resets"
+        return f"lifts on {day.isoformat()}"
+
+    def _too_many_connections(self, state: AccountState, said: str) -> None:
+        """429 TooManyConnections: end the stale connections through X's Connections API and
+        reconnect within seconds; else tweepy's 429 backoff, with the reason in the health."""
+        fallback = self._clear_stale_connections()
+        if fallback is None:
+            return  # paused: reconnecting in STALE_RECONNECT s
+        text = f"{state.reason} ({said}): {fallback}; retrying with tweepy's backoff"
+        self.health.report("stream", state.health, text, degraded_after=0.0)
+        self.warnings.warning("account-too-many-connections", "stream refused: %s", text)
+
+    def _clear_stale_connections(self) -> str | None:
+        """None once stale connections were ended (and the reconnect is scheduled); otherwise
+        why not, in words for the health reason."""
+        from collector.source.connections import end_stale_connections
+
+        if self.cfg is None or not self.cfg.x.clear_stale_connections:
+            return (
+                "x.clear_stale_connections = false: stop the other client of this X app, or "
+                "set it to true so the collector ends stale connections"
+            )
+        if self._connections_api_problem:
+            return f"X's Connections API is not available: {self._connections_api_problem}"
+        now = self.clock()
+        if (
+            self._stale_cleared_at is not None
+            and now - self._stale_cleared_at < STALE_CLEAR_INTERVAL
+        ):
+            return (
+                f"stale connections were ended {now - self._stale_cleared_at:.0f} s ago and X "
+                "still refuses: another client of this X app may be connected"
+            )
+        self._stale_cleared_at = now
+        try:
+            ended = end_stale_connections(self.cfg, self.token)
+        except XNotAvailable as exc:
+            self._connections_api_problem = str(exc)
+            return f"X's Connections API is not available to this project: {exc}"
+        except XRequestError as exc:
+            return f"X's Connections API failed: {exc}"
+        if not ended:
+            return "X's Connections API lists no other filtered-stream connection to end"
+        log.warning(
+            "ended %d stale filtered-stream connection(s) through X's Connections API: %s; "
+            "reconnecting",
+            len(ended),
+            ", ".join(c.line() for c in ended),
+        )
+        self.health.report(
+            "stream",
+            FAILING,
+            f"X refused the connection (TooManyConnections): ended {len(ended)} stale "
+            "connection(s) through X's Connections API; reconnecting",
+            degraded_after=0.0,
+        )
+        self._pause(STALE_RECONNECT)
+        return None
+
+    def run(self, connect: Callable[[], object]) -> None:
+        """Call `connect` (tweepy's filter or sample, blocking) again after each pause for an
+        account-level refusal, until stopped or the reader ends for another reason."""
+        while True:
+            self.resume_in = None
+            connect()
+            wait = self.resume_in
+            if wait is None or self.stopping or self.fatal:
+                return
+            if self._wake.wait(wait):
+                return
+
     def on_exception(self, exception: Exception) -> None:
         # One line, no traceback: it could carry data; the app decides what to do next.
         self.fatal = self.fatal or f"stream reader failed: {type(exception).__name__}: {exception}"
@@ -378,6 +507,8 @@ class XStream(tweepy.StreamingClient):
             self._set_state("paused", self.paused_reason)
             log.info("stream closed: %s", self.paused_reason)
             return
+        if self.resume_in is not None and not self.stopping:
+            return  # paused for an account-level refusal: `run` connects again
         self._set_state("disconnected", "stream reader stopped")
         log.info("stream reader stopped")
 
@@ -392,13 +523,19 @@ def open_stream(
     """Create the stream client; `start_stream` connects it in a background thread."""
     stream = make_client(cfg, token, XStream, on_line=on_line, metrics=metrics, health=health)
     stream.token_source = bearer_token_source(cfg)
+    stream.cfg = cfg
     path = "search" if cfg.x.stream == "filter" else "sample"
     metrics.set("stream_url", f"{cfg.x.api_base_url.rstrip('/')}/2/tweets/{path}/stream")
     return stream
 
 
 def start_stream(cfg: Config, stream: XStream) -> threading.Thread:
-    params = {**cfg.x.fields.tweepy_arguments(), "threaded": True}
-    if cfg.x.stream == "filter":
-        return stream.filter(**params)
-    return stream.sample(**params)
+    """The reader thread: tweepy's connection loop, started again after each pause for an
+    account-level refusal (XStream.run)."""
+    params = cfg.x.fields.tweepy_arguments()
+    method = stream.filter if cfg.x.stream == "filter" else stream.sample
+    reader = threading.Thread(
+        target=stream.run, args=(lambda: method(**params),), name="stream-reader", daemon=True
+    )
+    reader.start()
+    return reader

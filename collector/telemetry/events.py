@@ -9,6 +9,10 @@ reads and Athena and Hive skip (a folder starting with `_` is hidden to them).
 
     {"event": "disconnected", "at": "2026-11-27T10:42:40.123Z", "collector_id": "c1",
      "cause": "stream HTTP 503"}
+    {"event": "connected", ..., "cause": null, "api_version": "2.168"}
+
+A `connected` event carries X's `api-version` response header, so a report can tell which API
+version (X renames fields between versions) wrote which objects.
 
 EVENTS names every kind. The report turns them into "not collecting" spans (from
 disconnected or stop to the next connected) and "quiet" spans (connected, no posts).
@@ -55,6 +59,7 @@ class Event:
     collector_id: str
     cause: str | None = None
     detail: dict | None = None  # repair events: the span and the counts (REPAIR_EVENTS)
+    api_version: str | None = None  # X's `api-version` header (connected events)
 
     def to_json(self) -> bytes:
         at = self.at.astimezone(UTC)
@@ -63,6 +68,8 @@ class Event:
         doc["cause"] = self.cause
         if self.detail is not None:
             doc["detail"] = self.detail
+        if self.api_version:
+            doc["api_version"] = self.api_version
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
     @classmethod
@@ -74,7 +81,14 @@ class Event:
             raise ValueError(f"unknown event {doc['event']!r}")
         detail = doc.get("detail")
         detail = detail if isinstance(detail, dict) else None
-        return cls(doc["event"], at, str(doc["collector_id"]), doc.get("cause"), detail)
+        return cls(
+            doc["event"],
+            at,
+            str(doc["collector_id"]),
+            doc.get("cause"),
+            detail,
+            api_version=doc.get("api_version"),
+        )
 
 
 class EventLog:
@@ -107,11 +121,12 @@ class EventLog:
         cause: str | None = None,
         at: datetime | None = None,
         detail: dict | None = None,
+        api_version: str | None = None,
     ) -> None:
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}: one of {', '.join(EVENTS)}")
         at = (at or self.clock()).astimezone(UTC)
-        item = Event(event, at, self.collector_id, cause, detail)
+        item = Event(event, at, self.collector_id, cause, detail, api_version=api_version)
         with self._lock:
             self._unwritten.append(item)
             self._write_pending()

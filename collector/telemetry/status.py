@@ -4,6 +4,7 @@ status.json fields (a contract for `collector status`, the report and operators)
     pid, collector_id, state (running|stopping|stopped|exited), started_at, updated_at (ISO UTC),
     health (healthy|degraded|failing), health_reason (null when healthy; see telemetry.health),
     connection (connecting|connected|disconnected), connection_since (ISO), stream_url,
+    x_api_version (X's `api-version` header of the last stream answer),
     posts_received, posts_per_second, bytes_received, error_messages, quarantined_lines,
     reconnects, connects, keep_alives, http_errors, files_sealed, records_sealed,
     spool_write_errors, dropped_after_close, files_compressed, compress_errors, files_uploaded,
@@ -170,6 +171,7 @@ class StatusReporter:
             "updated_at": iso(time.time()),
             "connection": values.get("connection", "connecting"),
             "stream_url": values.get("stream_url"),
+            "x_api_version": values.get("x_api_version"),
             "posts_per_second": round(self._rate, 1),
         }
         status["health"], status["health_reason"] = self.health.state()

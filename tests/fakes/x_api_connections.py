@@ -23,6 +23,9 @@ through the Connections API. Pay-per-use allows 1 connection, Enterprise 2
 collectors against one stand-in without caring about the count.
 
 Knobs (FakeXServer.control or POST /_fake/control):
+    access_level "pay-per-use" | "pro" | "enterprise"
+                                       the project's limits as X documents them: connections
+                                       (1, 1, 2) and rule length (1,024, 1,024, 2,048)
     connection_limit N | null          connections allowed (null: no limit)
     stale_connection S                 hold one stale filtered-stream connection for S seconds
                                        (0 ends every stale one)
@@ -60,6 +63,9 @@ FIELDS = (
 )
 ENDPOINTS = ("filtered_stream", "sample_stream")
 DELETE_LIMIT, WINDOW = 25, 15 * 60.0
+# X's filtered-stream limits per access level (xdevplatform/docs
+# x-api/posts/filtered-stream/introduction.mdx): (connections, rule length)
+ACCESS_LEVELS = {"pay-per-use": (1, 1024), "pro": (1, 1024), "enterprise": (2, 2048)}
 
 
 class ConnectionsState:
@@ -206,6 +212,13 @@ def delete_uuids(handler, params: dict) -> None:
 @knob("connection_limit")
 def _limit(fake, value) -> None:
     state(fake).limit = None if value is None else int(value)
+
+
+@knob("access_level")
+def _access_level(fake, name) -> None:
+    connections, rule_length = ACCESS_LEVELS[name]
+    state(fake).limit = connections
+    fake.rule_max_length = rule_length
 
 
 @knob("stale_connection")

@@ -236,7 +236,7 @@ def test_a_usage_cap_429_shows_failing_with_xs_title_and_detail(
             in status["health_reason"]
         )
         human = run_cli("status", "--config", str(config))
-        assert human.returncode == 1 and "failing: X refuses the stream" in human.stdout
+        assert human.returncode == 1 and "failing: X monthly cap reached; lifts on" in human.stdout
     finally:
         assert collector.stop() == 0, collector.log
     assert "UsageCapExceeded" in collector.log

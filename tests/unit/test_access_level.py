@@ -121,3 +121,11 @@ def test_the_preflight_filter_applies_the_level_in_inventory_words() -> None:
     assert rules_problem_lines(rules, "filter", 0, "enterprise") == []
     (wrong,) = rules_problem_lines(rules, "filter", 0, "premium")
     assert wrong.startswith("collector_x_access_level must be one of pay-per-use, pro, enterprise")
+
+
+def test_clear_stale_connections_defaults_to_true_and_must_be_a_boolean(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path)).x.clear_stale_connections is True
+    off = load_config(write(tmp_path, "clear_stale_connections = false"))
+    assert off.x.clear_stale_connections is False
+    message = load_error(write(tmp_path, 'clear_stale_connections = "no"'))
+    assert "'x.clear_stale_connections' must be a boolean (true or false), got a string" in message

@@ -1,0 +1,238 @@
+"""X's account states as the collector lives with them: 402 credits, the spending limit, the
+monthly cap, stale connections (TooManyConnections), and X's api-version in status and events.
+
+The stream reader runs in this process against the stand-in with the retry intervals shortened
+(XStream.account_retry), so no test waits minutes; the collector process tests check what an
+operator sees (`collector status`, exit codes, the connected event in S3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from collector.config import load_config
+from collector.source.account import ACCOUNT_STATES, account_state
+from collector.source.stream import open_stream, start_stream
+from collector.telemetry.events import read_events
+from collector.telemetry.health import FAILING, HEALTHY, Health
+from collector.telemetry.metrics import Metrics
+from tests.collector_support import (
+    BUCKET,
+    TOKEN,
+    CollectorProcess,
+    run_cli,
+    s3_objects,
+    wait_until,
+    write_config,
+)
+from tests.fakes.x_server import NAMED_PROBLEMS, FakeXServer
+
+
+@pytest.fixture
+def x_server() -> Iterator[FakeXServer]:
+    server = FakeXServer(token=TOKEN, keepalive_interval=0.5, rate=50).start()
+    yield server
+    server.stop()
+
+
+class Reader:
+    """The stream reader (XStream) of a config, in this process."""
+
+    def __init__(self, tmp_path: Path, server: FakeXServer, **retry: float) -> None:
+        self.cfg = load_config(write_config(tmp_path, server.url))
+        server.add_rule("python lang:en", tag="test-1:python")
+        self.lines: list = []
+        self.health = Health()
+        self.stream = open_stream(self.cfg, TOKEN, self.lines.append, Metrics(), self.health)
+        self.stream.account_retry.update(retry)
+
+    def __enter__(self) -> Reader:
+        self.thread = start_stream(self.cfg, self.stream)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.disconnect()
+        self.thread.join(5)
+
+    def posts(self) -> int:
+        return sum(len(batch) if isinstance(batch, list) else 1 for batch in self.lines)
+
+
+def gaps(server: FakeXServer) -> list[float]:
+    times = server.connection_times
+    return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+
+
+@pytest.mark.parametrize("title", ["CreditsDepleted", "Payment Required"])
+def test_xs_402_bodies_both_mean_credits_depleted(title: str) -> None:
+    state = account_state(402, NAMED_PROBLEMS[title])
+    assert state is ACCOUNT_STATES["credits"] and state.retry_seconds == 300
+    assert account_state(402, NAMED_PROBLEMS["SpendingLimit"]) is ACCOUNT_STATES["spending-limit"]
+    capped = account_state(429, NAMED_PROBLEMS["UsageCapExceeded"])
+    assert capped is ACCOUNT_STATES["usage-cap"] and capped.retry_seconds == 3600
+    assert account_state(429, NAMED_PROBLEMS["TooManyConnections"]).key == "too-many-connections"
+    assert account_state(503, {"title": "Service Unavailable"}) is None
+
+
+@pytest.mark.parametrize("title", ["CreditsDepleted", "Payment Required"])
+def test_credits_depleted_fails_at_once_retries_on_its_interval_and_resumes_by_itself(
+    tmp_path: Path, x_server: FakeXServer, title: str
+) -> None:
+    x_server.refuse_streams(402, title)
+    with Reader(tmp_path, x_server, credits=1.5) as reader:
+        wait_until(lambda: reader.health.state()[0] == FAILING, 5)
+        reason = reader.health.state()[1]
+        assert "X credits depleted (pay-per-use balance)" in reason
+        assert "add credits or enable auto-recharge in the X Developer Console" in reason
+        wait_until(lambda: x_server.connections >= 3, 10)
+        assert all(gap >= 1.4 for gap in gaps(x_server)), gaps(x_server)  # no faster retries
+        x_server.refuse_streams(None)
+        refused_until = time.monotonic()
+        wait_until(lambda: reader.posts() >= 5, 10)
+        # the next attempt after X accepts: the interval, not tweepy's doubling backoff
+        assert time.monotonic() - refused_until < 4
+        wait_until(lambda: reader.health.state()[0] == HEALTHY, 15)
+
+
+def test_the_monthly_cap_names_the_day_it_lifts_and_retries_on_its_interval(
+    tmp_path: Path, x_server: FakeXServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    x_server.control({"usage_cycle_day": 1, "refuse_streams": [429, "UsageCapExceeded"]})
+    today = datetime.now(UTC).date()
+    lifts = (today.replace(day=28) + timedelta(days=4)).replace(day=1)
+    caplog.set_level(logging.INFO)
+    with Reader(tmp_path, x_server, **{"usage-cap": 2.0}) as reader:
+        wait_until(lambda: reader.health.state()[0] == FAILING, 5)
+        reason = reader.health.state()[1]
+        assert f"X monthly cap reached; lifts on {lifts.isoformat()}" in reason
+        assert "UsageCapExceeded" in reason
+        time.sleep(5)
+        attempts = x_server.connections
+    assert 2 <= attempts <= 4 and all(gap >= 1.9 for gap in gaps(x_server))
+    assert x_server.stats()["usage_requests"] == attempts  # cap_reset_day asked once a refusal
+    stream_lines = [r for r in caplog.records if r.name.startswith("collector.source")]
+    assert len(stream_lines) <= attempts, [r.getMessage() for r in stream_lines]
+
+
+def test_the_spending_limit_fails_until_the_cycle_lifts(tmp_path, x_server) -> None:
+    x_server.refuse_streams(402, "SpendingLimit")
+    with Reader(tmp_path, x_server) as reader:
+        wait_until(lambda: reader.health.state()[0] == FAILING, 5)
+        reason = reader.health.state()[1]
+        assert reason.startswith("X spending limit reached for this billing cycle; lifts on ")
+        assert "raise the spending limit in the X Developer Console" in reason
+        time.sleep(1)
+        assert x_server.connections == 1  # the next attempt is an hour away
+
+
+def test_a_stale_connection_is_ended_through_the_connections_api_and_posts_flow(
+    tmp_path: Path, x_server: FakeXServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    x_server.control({"connection_limit": 1, "stale_connection": 600})
+    caplog.set_level(logging.WARNING)
+    started = time.monotonic()
+    with Reader(tmp_path, x_server) as reader:
+        wait_until(lambda: reader.posts() >= 5, 15)
+        assert time.monotonic() - started < 15
+    assert x_server.stats()["connections_deleted"] == 1
+    (ended,) = [r.getMessage() for r in caplog.records if r.name == "collector.source.stream"]
+    assert ended.startswith(
+        "ended 1 stale filtered-stream connection(s) through X's Connections API: "
+    )
+
+
+def test_without_the_connections_api_the_reason_says_so_and_tweepy_backs_off(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    x_server.control({"connection_limit": 1, "stale_connection": 600, "connections_api": 404})
+    with Reader(tmp_path, x_server) as reader:
+        wait_until(lambda: reader.health.state()[0] == FAILING, 5)
+        reason = reader.health.state()[1]
+        assert "TooManyConnections" in reason
+        assert "X's Connections API is not available to this project" in reason
+        assert "HTTP 404" in reason and "retrying with tweepy's backoff" in reason
+        time.sleep(2)
+        assert x_server.connections == 1  # tweepy's 429 backoff starts at 60 s
+
+
+def test_clear_stale_connections_false_leaves_other_clients_alone(tmp_path, x_server) -> None:
+    x_server.control({"connection_limit": 1, "stale_connection": 600})
+    reader = Reader(tmp_path, x_server)
+    config = write_config(tmp_path, x_server.url)
+    text = config.read_text().replace("[x]\n", "[x]\nclear_stale_connections = false\n")
+    config.write_text(text)
+    reader.stream.cfg = load_config(config)
+    with reader:
+        wait_until(lambda: reader.health.state()[0] == FAILING, 5)
+        assert "x.clear_stale_connections = false" in reader.health.state()[1]
+    assert x_server.stats()["connections_deleted"] == 0
+
+
+# The collector process: what an operator sees ----------------------------------------------
+
+
+def status_of(config: Path) -> tuple[int, dict]:
+    result = run_cli("status", "--json", "--config", str(config))
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_status_exits_1_with_the_credits_reason_within_5_s(tmp_path, x_server, s3) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    x_server.refuse_streams(402, "CreditsDepleted")
+    config = write_config(tmp_path, x_server.url)
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: x_server.connections >= 1, 20)
+        refused_at = time.monotonic()
+        code, status = wait_until(
+            lambda: (r := status_of(config))[1].get("health") == FAILING and r, 10, 0.2
+        )
+        assert time.monotonic() - refused_at < 5
+        assert code == 1 and "credits" in status["health_reason"]
+        assert "auto-recharge" in status["health_reason"]
+        assert status["x_api_version"] == "2.168"
+    finally:
+        assert collector.stop() == 0, collector.log
+
+
+def test_a_restart_after_kill_9_ends_the_stale_connection_and_records_the_api_version(
+    tmp_path, x_server, s3, aws_env
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url, s3_endpoint=aws_env.url)
+    first = CollectorProcess(config)
+    wait_until(lambda: x_server.stats()["sent"] >= 5, 20)
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    # X still counts the dead connection: one place, held
+    x_server.control({"connection_limit": 1, "stale_connection": 600, "api_version": "2.167"})
+    sent_before = x_server.stats()["sent"]
+    second = CollectorProcess(config)
+    started = time.monotonic()
+    try:
+        wait_until(lambda: x_server.stats()["sent"] >= sent_before + 5, 15)
+        assert time.monotonic() - started < 15
+        status = wait_until(
+            lambda: (s := status_of(config)[1]).get("x_api_version") == "2.167" and s, 10, 0.5
+        )
+        assert status["connection"] == "connected"
+    finally:
+        assert second.stop() == 0, second.log
+    assert "ended 1 stale filtered-stream connection(s)" in second.log
+    paths = []
+    for key, body in s3_objects(s3, events=True).items():
+        path = tmp_path / "events" / key.rsplit("/", 1)[1]
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(body)
+        paths.append(path)
+    events, problems = read_events(paths)
+    assert problems == []
+    versions = [e.api_version for e in events if e.event == "connected"]
+    assert versions[0] == "2.168" and versions[-1] == "2.167"
