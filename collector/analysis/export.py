@@ -79,7 +79,7 @@ EXPORT_PROJECTION = Projection(
         rule_ids VARCHAR[], rule_tags VARCHAR[], geo_place_id VARCHAR, geo_coordinates DOUBLE[],
         dt DATE, hour INTEGER, file VARCHAR
     """,
-    select=f"""data.id, data.created_at, data.author_id, {loader.AUTHOR_USERNAME_SQL},
+    select=f"""data.id, {loader.CREATED_AT_SQL}, data.author_id, {loader.AUTHOR_USERNAME_SQL},
         data.text, data.lang, data.conversation_id, {loader.POST_TYPE_SQL},
         {_REF.format(kind="replied_to")}, {_REF.format(kind="quoted")},
         {_REF.format(kind="retweeted")}, data.in_reply_to_user_id,
@@ -110,6 +110,21 @@ _TEXT_COLUMNS = (
 )
 # A spreadsheet starts a formula at these (https://owasp.org/www-community/attacks/CSV_Injection).
 FORMULA_START = r"^[=+\-@\t\r]"
+# What people type (may hold any character): control characters other than tab, line feed
+# and carriage return (which CSV quotes) are written as JSON writes them, \u0000 to \u001f and
+# \u007f: a raw NUL ends a C string and stops many CSV readers (R's read.csv, Excel).
+_TYPED_COLUMNS = ("text", "author_username")
+_ESCAPED = [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]
+
+
+def _escaped_sql(column: str) -> str:
+    """SQL for `column` with the control characters of _ESCAPED as \\uXXXX."""
+    expression = column
+    for code in _ESCAPED:
+        expression = f"replace({expression}, chr({code}), '\\u{code:04x}')"
+    return expression
+
+
 FORMATS = ("parquet", "csv")
 
 
@@ -118,13 +133,16 @@ def _rows_sql(fmt: str, where: str = "", csv_raw: bool = False) -> str:
     cells that would start a formula prefixed with `'` unless csv_raw)."""
     columns = []
     for name in EXPORT_COLUMNS:
+        value = _escaped_sql(name) if fmt == "csv" and name in _TYPED_COLUMNS else name
         if fmt == "csv" and not csv_raw and name in _TEXT_COLUMNS:
             columns.append(
-                f"CASE WHEN regexp_matches({name}, '{FORMULA_START}') THEN '''' || {name} "
-                f"ELSE {name} END AS {name}"
+                f"CASE WHEN regexp_matches({name}, '{FORMULA_START}') THEN '''' || {value} "
+                f"ELSE {value} END AS {name}"
             )
         elif fmt == "csv" and name in _LIST_COLUMNS:
             columns.append(f"to_json({name}) AS {name}")
+        elif value != name:
+            columns.append(f"{value} AS {name}")
         elif fmt == "csv" and name == "created_at":
             columns.append("strftime(created_at, '%Y-%m-%dT%H:%M:%S.%gZ') AS created_at")
         else:

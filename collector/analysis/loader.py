@@ -20,6 +20,7 @@ run. DuckDB runs sandboxed (connect): only the cache and the output are reachabl
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -77,6 +78,15 @@ POST_TYPE_SQL = f"""CASE
 DOMAINS_SQL = r"""list_filter(list_transform(data.entities.urls, lambda u: regexp_replace(lower(
     regexp_extract(coalesce(u.expanded_url, u.url), '^[A-Za-z][A-Za-z0-9+.-]*://([^/:?#]+)', 1)),
     '^www\.', '')), lambda d: d IS NOT NULL AND d <> '')"""
+
+# A post without created_at (X sends it only when tweet.fields asks for it) is dated by its id:
+# X's ids are snowflakes, milliseconds since X's epoch in the bits above the lowest 22
+# (https://docs.x.com/resources/fundamentals/x-ids).
+SNOWFLAKE_EPOCH_MS = 1_288_834_974_657
+CREATED_AT_SQL = (
+    "coalesce(data.created_at, "
+    f"epoch_ms((try_cast(data.id AS BIGINT) >> 22) + {SNOWFLAKE_EPOCH_MS})::TIMESTAMPTZ)"
+)
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -415,7 +425,7 @@ class Projection:
 REPORT_PROJECTION = Projection(
     _JSON_COLUMNS,
     POSTS_COLUMNS,
-    f"""data.id, data.created_at, data.lang, data.author_id, {AUTHOR_USERNAME_SQL},
+    f"""data.id, {CREATED_AT_SQL}, data.lang, data.author_id, {AUTHOR_USERNAME_SQL},
         {POST_TYPE_SQL},
         list_transform(data.entities.hashtags, lambda h: lower(h.tag)),
         list_transform(data.entities.mentions, lambda m: m.username),
@@ -433,10 +443,62 @@ def _insert(
         INSERT INTO raw_lines
         SELECT {projection.select}
         FROM {_read_json(files, projection.json_columns)}
-        WHERE data.id IS NULL OR (data.created_at >= ? AND data.created_at < ?)
+        WHERE data.id IS NULL OR ({CREATED_AT_SQL} >= ? AND {CREATED_AT_SQL} < ?)
         """,
         [period.start, period.end],
     )
+
+
+def _without_lone_surrogates(value: object) -> object:
+    """`value` with every lone UTF-16 surrogate in its strings replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if isinstance(value, dict):
+        return {key: _without_lone_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    return value
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= char <= "\udfff" for char in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
+
+
+def _repair_surrogates(path: Path) -> Path | None:
+    """The data lines of `path` that hold a lone UTF-16 surrogate escape, with U+FFFD in its
+    place, in a file beside it (`.NAME.repaired`, inside the folders DuckDB may read, never
+    listed as an object); None when there are none.
+
+    JSON allows `"\\ud83d"` without its pair (RFC 8259, section 8.2) and X sends it in post
+    text; DuckDB refuses the line ("no low surrogate in string"). The standard library reads
+    it, so the post is kept with a replacement character, as a lenient UTF-16 decoder does.
+    """
+    import json
+
+    from collector.sink.codecs import codec_of
+
+    repaired = []
+    with open(path, "rb") as raw, io.BufferedReader(codec_of(path.name).reader(raw)) as lines:
+        for line in lines:
+            if b"\\u" not in line:
+                continue
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and "data" in message and _has_lone_surrogate(message):
+                repaired.append(json.dumps(_without_lone_surrogates(message)).encode())
+    if not repaired:
+        return None
+    target = path.with_name(f".{path.name}.repaired")
+    target.write_bytes(b"\n".join(repaired) + b"\n")
+    return target
 
 
 # What a bad file raises: truncated or corrupt compression, unreadable JSON, and whatever else
@@ -472,6 +534,7 @@ def load_posts(
                     reason = str(error).splitlines()[0]
                     log.warning("skipping %s: %s", path, reason)
                     result.skipped.append(Skipped(str(path), reason))
+    _load_repaired(con, period, projection)
     bad_lines = con.execute(
         "SELECT file, count(*) FROM raw_lines WHERE id IS NULL GROUP BY file ORDER BY file"
     ).fetchall()
@@ -505,6 +568,35 @@ def drop_duplicates(con: duckdb.DuckDBPyConnection) -> int:
             f"OVER (PARTITION BY id ORDER BY {REPAIRED_SQL}, file) = 1"
         )
     return duplicates
+
+
+def _load_repaired(con: duckdb.DuckDBPyConnection, period: Period, projection: Projection) -> None:
+    """Load the posts DuckDB could not read only for a lone surrogate (_repair_surrogates),
+    under their own file's name, and count one bad line less for each."""
+    failed = con.execute(
+        "SELECT file, count(*) FROM raw_lines WHERE id IS NULL GROUP BY file"
+    ).fetchall()
+    for file, bad in failed:
+        try:
+            repaired = _repair_surrogates(Path(file))
+        except (OSError, EOFError, ValueError) as error:
+            log.debug("cannot look for lone surrogates in %s: %s", file, error)
+            continue
+        if repaired is None:
+            continue
+        try:
+            _insert(con, [repaired], period, projection)
+            # every repaired line is one of the file's bad lines, inside the period or not
+            lines = repaired.read_bytes().count(b"\n")
+        finally:
+            repaired.unlink(missing_ok=True)
+        con.execute("UPDATE raw_lines SET file = ? WHERE file = ?", [file, str(repaired)])
+        con.execute(
+            "DELETE FROM raw_lines WHERE rowid IN (SELECT rowid FROM raw_lines "
+            "WHERE id IS NULL AND file = ? LIMIT ?)",
+            [file, min(lines, bad)],
+        )
+        log.info("read %d post(s) with a lone UTF-16 surrogate (U+FFFD) in %s", lines, file)
 
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"

@@ -44,6 +44,8 @@ class Health:
         self._lock = threading.Lock()
         self._conditions: dict[str, _Condition] = {}
         self._logged: tuple[str, str] = (HEALTHY, "")
+        # When the last condition was cleared (epoch s): errors from before it are history.
+        self.recovered_at: float | None = None
 
     def report(
         self,
@@ -69,6 +71,8 @@ class Health:
     def clear(self, source: str) -> None:
         with self._lock:
             found = self._conditions.pop(source, None)
+            if found is not None and not self._conditions:
+                self.recovered_at = time.time()
         if found is not None:
             self.log_change()
 

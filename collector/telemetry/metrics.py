@@ -11,6 +11,7 @@ Units are CloudWatch's StandardUnit names
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,6 +139,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._counters: Counter[str] = Counter()
         self._values: dict[str, object] = {}
+        self._set_at: dict[str, float] = {}
 
     def incr(self, name: str, amount: int = 1) -> None:
         with self._lock:
@@ -146,6 +148,12 @@ class Metrics:
     def set(self, name: str, value: object) -> None:
         with self._lock:
             self._values[name] = value
+            self._set_at[name] = time.time()
+
+    def set_at(self, name: str) -> float | None:
+        """When `name` was last set (epoch seconds), None if never."""
+        with self._lock:
+            return self._set_at.get(name)
 
     def snapshot(self) -> dict[str, object]:
         with self._lock:

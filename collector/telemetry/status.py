@@ -10,7 +10,8 @@ status.json fields (a contract for `collector status`, the report and operators)
     spool_write_errors, dropped_after_close, files_compressed, compress_errors, files_uploaded,
     bytes_uploaded, upload_errors, pending_files, oldest_pending_seconds, spool_disk_free_percent,
     cloudwatch_dropped,
-    last_post_at, last_upload_at, last_upload_key, last_error, last_stream_error,
+    last_post_at, last_upload_at, last_upload_key, last_error (null once the collector is healthy
+    again after it: then resolved_error), last_error_at, resolved_error, last_stream_error,
     cloudwatch_last_error;
     the spend figures (collector.telemetry.ledger.BillingLedger.figures): billable_posts_today,
     billable_posts_cycle, spend_usd_today, spend_usd_cycle, spend_usd_last_hour,
@@ -193,6 +194,19 @@ class StatusReporter:
             status[name] = values.get(name)
         if self.ledger is not None:
             status.update(self.ledger.figures())
+        # An error from before the last recovery is history, not the present: a healthy status
+        # shows it as resolved_error, never as a current last_error.
+        error_at = self.metrics.set_at("last_error")
+        recovered_at = self.health.recovered_at
+        status["last_error_at"] = iso(error_at)
+        status["resolved_error"] = None
+        if (
+            status["last_error"]
+            and status["health"] == HEALTHY
+            and None not in (error_at, recovered_at)
+            and error_at <= recovered_at
+        ):
+            status["resolved_error"], status["last_error"] = status["last_error"], None
         return status
 
     def write(self) -> dict:

@@ -26,10 +26,12 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlencode
 
 import boto3
 from isal import igzip  # the counting below must not slow the machine more than needed
 
+from collector.config import XConfig
 from tests.conftest import REPO, MotoServer, free_port, wait_for_http
 
 TOKEN = "bench-token"
@@ -107,7 +109,9 @@ def run_curl_gzip(workdir: Path, posts: int) -> dict:
     x = FakeX(workdir, posts, close_after_count=True)
     out = workdir / "curl.jsonl.gz"
     pipeline = (
-        f"curl -sN -H 'Authorization: Bearer {TOKEN}' {x.url}/2/tweets/search/stream"
+        # the fields the collector asks for, so both runs get the same lines
+        f"curl -sN -H 'Authorization: Bearer {TOKEN}' '{x.url}/2/tweets/search/stream"
+        f"?{urlencode(XConfig().fields.query())}'"
         f" | gzip -1 > {out}"
     )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -58,7 +58,10 @@ Knobs, set from tests at runtime (thread-safe; each one-shot knob fires once):
     fail_next(status, n)     the next n stream connection attempts get `status` (503, 429, ...)
     stall(seconds)           every open stream sends nothing, not even keep-alives, for that long
     operational_disconnect() the open stream sends the operational-disconnect message and closes
-    inject(kind)             the open stream sends one special line: "malformed", "non_utf8",
+    inject(kind)             the open stream sends one special line: "malformed",
+                             "balanced_cut" (cut where its braces balance), "non_utf8",
+                             "lone_surrogate" (a post whose text starts with \\ud83d alone),
+                             "control_chars" (a post whose text starts with a\\u0000b\\u0007),
                              "huge" (a 10 MB data post, its id lands in sent_ids) or
                              "partial_errors" (a data post that also carries "errors")
 
@@ -1142,6 +1145,18 @@ class FakeXServer:
     def _special_line(self, kind: str) -> bytes:
         if kind == "malformed":
             return b'{"data":{"id":"123","text":"cut in the middle\r\n'
+        if kind == "balanced_cut":  # cut where its braces happen to balance: not JSON
+            return b'{"data":{"id":"125","text":"cut here }}\r\n'
+        if kind == "lone_surrogate":  # a post whose text holds half a UTF-16 pair, as X sends
+            with self._lock:
+                post_id = self._next_id(self._posts_taken)
+            line = self.post_body(post_id).replace(b'"text":"', b'"text":"\\ud83d ', 1)
+            return line + self._matching_rules
+        if kind == "control_chars":  # a post whose text holds NUL and BEL, escaped as X does
+            with self._lock:
+                post_id = self._next_id(self._posts_taken)
+            line = self.post_body(post_id).replace(b'"text":"', b'"text":"a\\u0000b\\u0007 ', 1)
+            return line + self._matching_rules
         if kind == "non_utf8":
             return b'{"data":{"id":"124","text":"\xff\xfe\xc3\x28"}}\r\n'
         if kind == "huge":

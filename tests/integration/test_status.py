@@ -175,3 +175,30 @@ def test_every_counter_the_code_keeps_is_in_status_json(tmp_path: Path) -> None:
     assert written == status
     assert sorted(names["incr"] - set(written)) == []
     assert sorted(names["set"] - set(written)) == []
+
+
+def test_an_error_from_before_the_recovery_is_shown_as_resolved_not_current(
+    tmp_path: Path, x_server: FakeXServer, s3
+) -> None:
+    """X refuses one connection (503): last_error names it while it matters; once the stream is
+    back and healthy, status shows it as resolved_error, and last_error is empty."""
+    s3.create_bucket(Bucket=BUCKET)
+    x_server.fail_next(503, 1)
+    config = write_config(tmp_path, x_server.url, max_seconds=0.5)
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: x_server.connections >= 2, 30)  # tweepy's own backoff, a few seconds
+        x_server.count = 5
+
+        def recovered() -> dict | None:
+            code, status = status_json(config)
+            return status if code == 0 and status.get("resolved_error") else None
+
+        status = wait_until(recovered, 20, 0.3)
+        assert status["health"] == "healthy" and status["last_error"] is None
+        assert "503" in status["resolved_error"], status
+        assert status["last_error_at"] is not None
+        shown = run_cli("status", "--config", str(config)).stdout
+        assert "last_error " in shown and "resolved_error " in shown
+    finally:
+        assert collector.stop() == 0, collector.log
