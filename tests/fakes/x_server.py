@@ -304,6 +304,19 @@ def stream_gate(fn: Callable[[FakeXServer, Any], tuple[int, dict] | None]) -> Ca
     return fn
 
 
+# fn(fake, query, selection) -> (lines, close_after) or None: stream lines sent before the live
+# posts of an accepted connection (backfill_minutes), or instead of them (Recovery).
+STREAM_REPLAYS: list[Callable[..., tuple[list[tuple[str, bytes]], bool] | None]] = []
+
+
+def stream_replay(fn: Callable[..., tuple[list[tuple[str, bytes]], bool] | None]) -> Callable:
+    """Register `fn(fake, query, selection)`: (id, line) pairs an accepted stream connection
+    sends first, and whether it then ends (a Recovery job) instead of streaming live posts
+    (tests/fakes/x_api_recovery.py)."""
+    STREAM_REPLAYS.append(fn)
+    return fn
+
+
 def stats_part(fn: Callable[[FakeXServer], dict]) -> Callable[[FakeXServer], dict]:
     """Register `fn(fake) -> dict`, merged into FakeXServer.stats() (/_fake/stats)."""
     STATS_PARTS.append(fn)
@@ -1444,6 +1457,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_api_version()
         self.end_headers()
         self.close_connection = True
+        replay, replay_only = [], False
+        for hook in STREAM_REPLAYS:
+            answer = hook(fake, fake.stream_queries[-1], selection)
+            if answer is not None:
+                replay, replay_only = replay + answer[0], replay_only or answer[1]
+        if replay_only:  # a Recovery job: the period again, then the end; not the live stream
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
+                if replay:
+                    self._write_posts(replay)
+                self.wfile.write(b"0\r\n\r\n")
+            return
         connection = {
             "id": uuid.uuid4().hex,
             "endpoint_name": "filtered_stream" if filtered else "sample_stream",
@@ -1455,6 +1479,8 @@ class _Handler(BaseHTTPRequestHandler):
             fake._stream_opened()
             fake.stream_connections[connection["id"]] = connection
         try:
+            if replay:  # backfill: what matched before the connection, oldest first
+                self._write_posts(replay)
             self._stream_posts(drop_after, connection["kill"], selection)
         except (BrokenPipeError, ConnectionResetError, OSError):
             log.debug("stream client went away")

@@ -158,3 +158,66 @@ def test_the_7_day_window_follows_the_stand_ins_clock(x_server):
     x_server.clock = lambda: time.time() + timedelta(days=6).total_seconds()
     status, body = get(x_server, SEARCH, {**params, "max_results": 100})
     assert status == 200 and body["meta"]["result_count"] > 0
+
+
+def stream_lines(server: FakeXServer, params: dict, posts: int | None = None) -> list[dict]:
+    """Data lines of one stream connection: `posts` of them, or all until X ends it."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    path = f"/2/tweets/search/stream?{urlencode(params)}"
+    conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
+    response = conn.getresponse()
+    assert response.status == 200, response.read()
+    lines = []
+    while posts is None or len(lines) < posts:
+        line = response.readline()
+        if not line:
+            break
+        if line.strip():
+            lines.append(json.loads(line))
+    conn.close()
+    return lines
+
+
+def test_backfill_and_recovery_are_enterprise_only_as_x_answers(x_server):
+    x_server.add_rule("python")
+    for params in ({"backfill_minutes": 2}, {"start_time": iso(time.time() - 60)}):
+        status, body = get(x_server, "/2/tweets/search/stream", params)
+        assert status == 400 and body["title"] == "Invalid Request"
+        assert list(body["errors"][0]["parameters"]) == [next(iter(params))]
+        assert "Enterprise only" in body["errors"][0]["message"]
+    x_server.control({"access_level": "enterprise"})
+    status, body = get(x_server, "/2/tweets/search/stream", {"backfill_minutes": 6})
+    assert status == 400 and "is not between 0 and 5" in body["errors"][0]["message"]
+    old = iso(time.time() - 25 * 3600)
+    status, body = get(x_server, "/2/tweets/search/stream", {"start_time": old})
+    assert status == 400 and "must be on or after" in body["errors"][0]["message"]
+
+
+def test_backfill_sends_what_matched_while_disconnected_first_oldest_first(x_server):
+    x_server.add_rule("python", tag="py")
+    x_server.control({"access_level": "enterprise"})
+    outage(x_server, 1.0)
+    x_server.refuse_streams(None)
+    lines = stream_lines(x_server, {"backfill_minutes": 1, "tweet.fields": "created_at"}, 45)
+    missed = [str(p.id) for p in x_server.missed_posts()]
+    assert len(missed) >= 30
+    assert [m["data"]["id"] for m in lines[: len(missed)]] == missed  # every one, reposts too
+    assert int(lines[len(missed)]["data"]["id"]) > int(missed[-1])  # then the live stream
+    assert all(m["matching_rules"][0]["tag"] == "py" for m in lines)
+    assert set(lines[0]["data"]) == {"id", "text", "edit_history_tweet_ids", "created_at"}
+    assert x_server.billed_posts() >= len(missed) + 1
+
+
+def test_recovery_restreams_a_period_then_ends(x_server):
+    x_server.add_rule("python")
+    x_server.control({"access_level": "enterprise"})
+    before = stream_lines(x_server, {}, 20)  # streamed: Recovery sends them again
+    start, end = outage(x_server, 1.0)
+    x_server.refuse_streams(None)
+    missed = [str(p.id) for p in x_server.missed_posts()]
+    window = {"start_time": iso(start - 5), "end_time": iso(end + 1)}
+    lines = stream_lines(x_server, window)  # ends by itself
+    ids = [m["data"]["id"] for m in lines]
+    assert ids == sorted(ids, key=int)
+    assert set(missed) <= set(ids)
+    assert {m["data"]["id"] for m in before} <= set(ids)
