@@ -3,6 +3,8 @@ the CloudWatch alarms; re-runs change nothing; teardown removes them, twice with
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.provision.test_provision import Runner, recap
@@ -49,6 +51,29 @@ def test_the_topic_mails_alerts_email(alerted):
     assert arn
     subscriptions = runner.client("sns").list_subscriptions_by_topic(TopicArn=arn)["Subscriptions"]
     assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", EMAIL)]
+
+
+def test_only_cloudwatch_alarms_publish_and_only_the_account_manages_the_topic(alerted):
+    """SNS's default policy lets any principal of the account publish; ours names CloudWatch
+    (this account's alarms, against the confused deputy) and nobody else."""
+    runner, _ = alerted
+    arn = topic_arn(runner)
+    account = arn.split(":")[4]
+    attributes = runner.client("sns").get_topic_attributes(TopicArn=arn)["Attributes"]
+    statements = {s["Sid"]: s for s in json.loads(attributes["Policy"])["Statement"]}
+    assert set(statements) == {"CloudWatchAlarmsPublish", "AccountManages"}
+    publish = statements["CloudWatchAlarmsPublish"]
+    assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert publish["Action"] == "sns:Publish" and publish["Resource"] == arn
+    assert publish["Condition"] == {
+        "ArnLike": {"aws:SourceArn": f"arn:aws:cloudwatch:us-east-1:{account}:alarm:{PREFIX}-*"},
+        "StringEquals": {"aws:SourceAccount": account},
+    }
+    manage = statements["AccountManages"]
+    assert manage["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"}
+    assert "sns:Publish" not in manage["Action"] and manage["Resource"] == arn
+    assert all(s["Effect"] == "Allow" for s in statements.values())
+    assert all(s["Principal"] not in ("*", {"AWS": "*"}) for s in statements.values())
 
 
 def test_each_alarm_has_its_threshold_and_notifies_on_alarm_and_ok(alerted):
