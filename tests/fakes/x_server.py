@@ -28,6 +28,10 @@ Refusals, as X answers them:
         connection_issue "RuleConfigurationIssue" (body quoted in tweepy#1934)
     refuse_streams(429, "UsageCapExceeded"): every stream connection gets X's usage-capped
         problem (body quoted in xdevplatform/xdk#25) until refuse_streams(None)
+    refuse_streams(402, "CreditsDepleted" | "Payment Required"): X's two credits-depleted
+        bodies; refuse_streams(402, "SpendingLimit"): the spending limit (NAMED_PROBLEMS)
+    the connection limit, stale connections and the Connections API:
+        tests/fakes/x_api_connections.py; the usage endpoints: tests/fakes/x_api_usage.py
     disconnect_every_connection = True: every stream connection is accepted (200), sends the
         operational-disconnect message and closes, as X does during incidents
 

@@ -162,6 +162,20 @@ def test_without_the_connections_api_the_reason_says_so_and_tweepy_backs_off(
         assert x_server.connections == 1  # tweepy's 429 backoff starts at 60 s
 
 
+@pytest.mark.slow  # tweepy's real 429 backoff (60 s)
+def test_without_the_connections_api_posts_flow_after_tweepys_backoff(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    x_server.control({"connection_limit": 1, "stale_connection": 5, "connections_api": 404})
+    started = time.monotonic()
+    with Reader(tmp_path, x_server) as reader:
+        wait_until(lambda: reader.health.state()[0] == FAILING, 5)
+        assert "Connections API is not available" in reader.health.state()[1]
+        wait_until(lambda: reader.posts() >= 5, 75, 0.5)  # X dropped the stale one meanwhile
+    assert 55 <= time.monotonic() - started <= 75
+    assert x_server.connections == 2 and x_server.stats()["connections_deleted"] == 0
+
+
 def test_clear_stale_connections_false_leaves_other_clients_alone(tmp_path, x_server) -> None:
     x_server.control({"connection_limit": 1, "stale_connection": 600})
     reader = Reader(tmp_path, x_server)
