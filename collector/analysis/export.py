@@ -14,14 +14,23 @@ column).
 
 Columns (EXPORT_COLUMNS), from the X API v2 post object
 (https://docs.x.com/x-api/fundamentals/data-dictionary#tweet): id, created_at (UTC),
-author_id, author_username (the `includes.users` entry whose id is author_id), text, lang,
-conversation_id, post_type (original | reply | quote | repost, see loader.POST_TYPE_SQL),
+author_id, author_username (the `includes.users` entry whose id is author_id), text (the full
+text: a long post's note_tweet text when X sent one), lang, conversation_id, post_type
+(original | reply | quote | repost, see loader.POST_TYPE_SQL),
 in_reply_to_id, quoted_id, reposted_id (data.referenced_tweets ids of type replied_to, quoted,
 retweeted), in_reply_to_user_id, the public_metrics counts (retweet_count, reply_count,
 like_count, quote_count, bookmark_count, impression_count: null when X did not send them),
-hashtags, mentions (usernames), urls (expanded), rule_ids and rule_tags (matching_rules),
-geo_place_id and geo_coordinates ([longitude, latitude]) from data.geo (null unless tweet.fields
-asks X for geo; blanked for posts X reports as scrub_geo).
+hashtags, mentions (usernames), urls (expanded; all three of the full text), rule_ids and
+rule_tags (matching_rules), geo_place_id and geo_coordinates ([longitude, latitude]) from
+data.geo (null unless tweet.fields asks X for geo; blanked for posts X reports as scrub_geo).
+Then, in this order: text_truncated (X's cut `text` of a long post, else null), media_types,
+media_urls, media_alt_texts (includes.media of attachments.media_keys, in order), poll_options
+and poll_votes (includes.polls), place_full_name, place_country_code, place_bbox (includes.places
+of geo.place_id; blanked with the geotag), possibly_sensitive, reply_settings,
+edit_history_tweet_ids and edited_from_id (the version this post replaced), quoted_author_id,
+quoted_author_username, replied_to_author_id, replied_to_author_username (includes.tweets and
+includes.users). X's renamed spellings (referenced_posts, note_post, edit_history_post_ids) are
+read as the old ones. docs/analysis.md describes each column.
 
 Posts X reports removed (deleted, protected, suspended: `collector compliance`) are left out
 and scrub_geo geotags blanked, unless --include-removed.
@@ -48,7 +57,7 @@ from collector.errors import EX_CONFIG
 
 log = logging.getLogger(__name__)
 
-_REF = "list_filter(data.referenced_tweets, lambda r: r.type = '{kind}')[1].id"
+_REF = f"list_filter({loader.REFERENCES_SQL}, lambda r: r.type = '{{kind}}')[1].id"
 _METRICS = (
     "retweet_count",
     "reply_count",
@@ -57,17 +66,43 @@ _METRICS = (
     "bookmark_count",
     "impression_count",
 )
+_EDIT_HISTORY = loader.either_spelling("edit_history_tweet_ids")
+# The objects of includes.* that belong to the post, by the ids it holds.
+_MEDIA = "list_transform(data.attachments.media_keys, lambda k: list_filter(includes.media, lambda m: m.media_key = k)[1])"  # noqa: E501
+_POLL = "list_filter(includes.polls, lambda p: p.id = data.attachments.poll_ids[1])[1]"
+_PLACE = "list_filter(includes.places, lambda p: p.id = data.geo.place_id)[1]"
+
+
+def _referenced_author(kind: str) -> tuple[str, str]:
+    """SQL of (author id, username) of the post this one quotes or replies to, from the
+    includes.tweets entry (the referenced_tweets.id.author_id expansion) and includes.users."""
+    author = f"list_filter(includes.tweets, lambda t: t.id = {_REF.format(kind=kind)})[1].author_id"
+    return author, f"list_filter(includes.users, lambda u: u.id = {author})[1].username"
+
+
+_QUOTED_AUTHOR = _referenced_author("quoted")
+_REPLIED_TO_AUTHOR = _referenced_author("replied_to")
 
 EXPORT_PROJECTION = Projection(
     json_columns={
         "data": "STRUCT(id VARCHAR, created_at TIMESTAMPTZ, text VARCHAR, lang VARCHAR, "
         "author_id VARCHAR, conversation_id VARCHAR, in_reply_to_user_id VARCHAR, "
-        "referenced_tweets STRUCT(type VARCHAR, id VARCHAR)[], "
+        f"{loader.both_spellings('referenced_tweets', loader.REFERENCES_TYPE)}, "
+        f"{loader.both_spellings('note_tweet', loader.NOTE_TYPE)}, "
+        f"{loader.both_spellings('edit_history_tweet_ids', 'VARCHAR[]')}, "
         f"public_metrics STRUCT({', '.join(f'{m} BIGINT' for m in _METRICS)}), "
-        "entities STRUCT(hashtags STRUCT(tag VARCHAR)[], mentions STRUCT(username VARCHAR)[], "
-        "urls STRUCT(url VARCHAR, expanded_url VARCHAR)[]), "
-        "geo STRUCT(place_id VARCHAR, coordinates STRUCT(type VARCHAR, coordinates DOUBLE[])))",
-        "includes": "STRUCT(users STRUCT(id VARCHAR, username VARCHAR)[])",
+        f"entities {loader.ENTITIES_TYPE}, "
+        "geo STRUCT(place_id VARCHAR, coordinates STRUCT(type VARCHAR, coordinates DOUBLE[])), "
+        "attachments STRUCT(media_keys VARCHAR[], poll_ids VARCHAR[]), "
+        "possibly_sensitive BOOLEAN, reply_settings VARCHAR)",
+        "includes": "STRUCT(users STRUCT(id VARCHAR, username VARCHAR)[], "
+        "tweets STRUCT(id VARCHAR, author_id VARCHAR)[], "
+        "media STRUCT(media_key VARCHAR, type VARCHAR, url VARCHAR, preview_image_url VARCHAR, "
+        "alt_text VARCHAR)[], "
+        "polls STRUCT(id VARCHAR, "
+        "options STRUCT(position INTEGER, label VARCHAR, votes BIGINT)[])[], "
+        "places STRUCT(id VARCHAR, full_name VARCHAR, country_code VARCHAR, "
+        "geo STRUCT(bbox DOUBLE[]))[])",
         "matching_rules": "STRUCT(id VARCHAR, tag VARCHAR)[]",
     },
     table=f"""
@@ -77,19 +112,37 @@ EXPORT_PROJECTION = Projection(
         in_reply_to_user_id VARCHAR, {", ".join(f"{m} BIGINT" for m in _METRICS)},
         hashtags VARCHAR[], mentions VARCHAR[], urls VARCHAR[],
         rule_ids VARCHAR[], rule_tags VARCHAR[], geo_place_id VARCHAR, geo_coordinates DOUBLE[],
+        text_truncated VARCHAR, media_types VARCHAR[], media_urls VARCHAR[],
+        media_alt_texts VARCHAR[], poll_options VARCHAR[], poll_votes BIGINT[],
+        place_full_name VARCHAR, place_country_code VARCHAR, place_bbox DOUBLE[],
+        possibly_sensitive BOOLEAN, reply_settings VARCHAR, edit_history_tweet_ids VARCHAR[],
+        edited_from_id VARCHAR, quoted_author_id VARCHAR, quoted_author_username VARCHAR,
+        replied_to_author_id VARCHAR, replied_to_author_username VARCHAR,
         dt DATE, hour INTEGER, file VARCHAR
     """,
     select=f"""data.id, {loader.CREATED_AT_SQL}, data.author_id, {loader.AUTHOR_USERNAME_SQL},
-        data.text, data.lang, data.conversation_id, {loader.POST_TYPE_SQL},
+        {loader.FULL_TEXT_SQL}, data.lang, data.conversation_id, {loader.POST_TYPE_SQL},
         {_REF.format(kind="replied_to")}, {_REF.format(kind="quoted")},
         {_REF.format(kind="retweeted")}, data.in_reply_to_user_id,
         {", ".join(f"data.public_metrics.{m}" for m in _METRICS)},
-        list_transform(data.entities.hashtags, lambda h: h.tag),
-        list_transform(data.entities.mentions, lambda m: m.username),
-        list_transform(data.entities.urls, lambda u: coalesce(u.expanded_url, u.url)),
+        list_transform({loader.ENTITIES_SQL}.hashtags, lambda h: h.tag),
+        list_transform({loader.ENTITIES_SQL}.mentions, lambda m: m.username),
+        list_transform({loader.ENTITIES_SQL}.urls, lambda u: coalesce(u.expanded_url, u.url)),
         list_transform(matching_rules, lambda r: r.id),
         list_transform(matching_rules, lambda r: r.tag),
         data.geo.place_id, data.geo.coordinates.coordinates,
+        CASE WHEN {loader.NOTE_SQL}.text IS NOT NULL THEN data.text END,
+        list_transform({_MEDIA}, lambda m: m.type),
+        list_transform({_MEDIA}, lambda m: coalesce(m.url, m.preview_image_url)),
+        list_transform({_MEDIA}, lambda m: m.alt_text),
+        list_transform({_POLL}.options, lambda o: o.label),
+        list_transform({_POLL}.options, lambda o: o.votes),
+        {_PLACE}.full_name, {_PLACE}.country_code, {_PLACE}.geo.bbox,
+        data.possibly_sensitive, data.reply_settings, {_EDIT_HISTORY},
+        CASE WHEN list_position({_EDIT_HISTORY}, data.id) > 1
+             THEN {_EDIT_HISTORY}[list_position({_EDIT_HISTORY}, data.id) - 1] END,
+        {_QUOTED_AUTHOR[0]}, {_QUOTED_AUTHOR[1]},
+        {_REPLIED_TO_AUTHOR[0]}, {_REPLIED_TO_AUTHOR[1]},
         dt, hour, filename""",
 )
 
@@ -98,22 +151,39 @@ EXPORT_COLUMNS = (
     "in_reply_to_id quoted_id reposted_id in_reply_to_user_id "
     + " ".join(_METRICS)
     + " hashtags mentions urls rule_ids rule_tags geo_place_id geo_coordinates"
+    # added later, after the columns above (their order is kept for existing scripts)
+    " text_truncated media_types media_urls media_alt_texts poll_options poll_votes"
+    " place_full_name place_country_code place_bbox possibly_sensitive reply_settings"
+    " edit_history_tweet_ids edited_from_id quoted_author_id quoted_author_username"
+    " replied_to_author_id replied_to_author_username"
 ).split()
-_LIST_COLUMNS = ("hashtags", "mentions", "urls", "rule_ids", "rule_tags", "geo_coordinates")
-# The post's geotag (data.geo, asked for with tweet.fields=geo): blanked for scrub_geo posts
-# (collector.analysis.compliance).
-GEO_COLUMNS = ("geo_place_id", "geo_coordinates")
+_LIST_COLUMNS = (
+    "hashtags", "mentions", "urls", "rule_ids", "rule_tags", "geo_coordinates", "media_types",
+    "media_urls", "media_alt_texts", "poll_options", "poll_votes", "place_bbox",
+    "edit_history_tweet_ids",
+)  # fmt: skip
+# The post's geotag (data.geo, asked for with tweet.fields=geo, and its place): blanked for
+# scrub_geo posts (collector.analysis.compliance).
+GEO_COLUMNS = (
+    "geo_place_id", "geo_coordinates", "place_full_name", "place_country_code", "place_bbox",
+)  # fmt: skip
 # The VARCHAR columns: post data a spreadsheet could take for a formula (see the docstring).
 _TEXT_COLUMNS = (
     *("id", "author_id", "author_username", "text", "lang", "conversation_id", "post_type"),
     *("in_reply_to_id", "quoted_id", "reposted_id", "in_reply_to_user_id", "geo_place_id"),
+    *("text_truncated", "place_full_name", "place_country_code", "reply_settings"),
+    *("edited_from_id", "quoted_author_id", "quoted_author_username", "replied_to_author_id"),
+    "replied_to_author_username",
 )
 # A spreadsheet starts a formula at these (https://owasp.org/www-community/attacks/CSV_Injection).
 FORMULA_START = r"^[=+\-@\t\r]"
 # What people type (may hold any character): control characters other than tab, line feed
 # and carriage return (which CSV quotes) are written as JSON writes them, \u0000 to \u001f and
 # \u007f: a raw NUL ends a C string and stops many CSV readers (R's read.csv, Excel).
-_TYPED_COLUMNS = ("text", "author_username")
+_TYPED_COLUMNS = (
+    *("text", "author_username", "text_truncated", "quoted_author_username"),
+    "replied_to_author_username",
+)
 _ESCAPED = [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]
 
 

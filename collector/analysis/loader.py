@@ -44,12 +44,38 @@ log = logging.getLogger(__name__)
 # to rotate.max_seconds (default 300 s) more, so the hour before the period is listed too.
 PARTITION_MARGIN = timedelta(hours=1)
 
+# X's OpenAPI 2.167 renames post fields while live answers still use the old names: every
+# reader names both spellings (old first) and takes whichever the message holds.
+RENAMED_FIELDS = {
+    "edit_history_tweet_ids": "edit_history_post_ids",
+    "note_tweet": "note_post",
+    "referenced_tweets": "referenced_posts",
+}
+ENTITIES_TYPE = (
+    "STRUCT(hashtags STRUCT(tag VARCHAR)[], mentions STRUCT(username VARCHAR)[], "
+    "urls STRUCT(url VARCHAR, expanded_url VARCHAR)[])"
+)
+REFERENCES_TYPE = "STRUCT(type VARCHAR, id VARCHAR)[]"
+# A long post's full text and its entities (`text` is cut near 280 characters).
+NOTE_TYPE = f"STRUCT(text VARCHAR, entities {ENTITIES_TYPE})"
+
+
+def both_spellings(name: str, sql_type: str) -> str:
+    """`name TYPE, new_name TYPE` for a read_json STRUCT of `data` (RENAMED_FIELDS)."""
+    return f"{name} {sql_type}, {RENAMED_FIELDS[name]} {sql_type}"
+
+
+def either_spelling(name: str, struct: str = "data") -> str:
+    """SQL: the field under whichever spelling the message holds."""
+    return f"coalesce({struct}.{name}, {struct}.{RENAMED_FIELDS[name]})"
+
+
 # Only what the report and the example queries use; read_json skips every other field.
 _JSON_COLUMNS = {
     "data": "STRUCT(id VARCHAR, created_at TIMESTAMPTZ, lang VARCHAR, author_id VARCHAR, "
-    "referenced_tweets STRUCT(type VARCHAR, id VARCHAR)[], "
-    "entities STRUCT(hashtags STRUCT(tag VARCHAR)[], mentions STRUCT(username VARCHAR)[], "
-    "urls STRUCT(url VARCHAR, expanded_url VARCHAR)[]))",
+    f"{both_spellings('referenced_tweets', REFERENCES_TYPE)}, "
+    f"{both_spellings('note_tweet', NOTE_TYPE)}, "
+    f"entities {ENTITIES_TYPE})",
     "includes": "STRUCT(users STRUCT(id VARCHAR, username VARCHAR)[])",
     "matching_rules": "STRUCT(id VARCHAR, tag VARCHAR)[]",
 }
@@ -67,17 +93,27 @@ AUTHOR_USERNAME_SQL = "list_filter(includes.users, lambda u: u.id = data.author_
 # One type per post from data.referenced_tweets[].type: a repost ("retweeted") first, then a
 # reply ("replied_to"; a reply that quotes is a reply), then a quote ("quoted"), else original.
 POST_TYPES = ("original", "reply", "quote", "repost")
-_REFERENCE_TYPES = "list_transform(data.referenced_tweets, lambda r: r.type)"
+REFERENCES_SQL = either_spelling("referenced_tweets")
+_REFERENCE_TYPES = f"list_transform({REFERENCES_SQL}, lambda r: r.type)"
 POST_TYPE_SQL = f"""CASE
     WHEN list_contains({_REFERENCE_TYPES}, 'retweeted') THEN 'repost'
     WHEN list_contains({_REFERENCE_TYPES}, 'replied_to') THEN 'reply'
     WHEN list_contains({_REFERENCE_TYPES}, 'quoted') THEN 'quote'
     ELSE 'original' END"""
+# A long post's note (note_tweet or note_post); its text and entities are the full text's.
+NOTE_SQL = either_spelling("note_tweet")
+# The full text: the note's when X sent one, else `text` (a post that was never cut).
+FULL_TEXT_SQL = f"coalesce({NOTE_SQL}.text, data.text)"
+# Entities of the full text: hashtags, mentions and URLs past the cut are only in the note.
+ENTITIES_SQL = f"coalesce({NOTE_SQL}.entities, data.entities)"
 # Host of each entities.urls[].expanded_url (the t.co url when X sent no expansion), lower
 # case, without a leading "www.".
-DOMAINS_SQL = r"""list_filter(list_transform(data.entities.urls, lambda u: regexp_replace(lower(
+DOMAINS_SQL = (
+    f"list_filter(list_transform({ENTITIES_SQL}.urls, lambda u: regexp_replace(lower("
+    r"""
     regexp_extract(coalesce(u.expanded_url, u.url), '^[A-Za-z][A-Za-z0-9+.-]*://([^/:?#]+)', 1)),
     '^www\.', '')), lambda d: d IS NOT NULL AND d <> '')"""
+)
 
 # A post without created_at (X sends it only when tweet.fields asks for it) is dated by its id:
 # X's ids are snowflakes, milliseconds since X's epoch in the bits above the lowest 22
@@ -427,8 +463,8 @@ REPORT_PROJECTION = Projection(
     POSTS_COLUMNS,
     f"""data.id, {CREATED_AT_SQL}, data.lang, data.author_id, {AUTHOR_USERNAME_SQL},
         {POST_TYPE_SQL},
-        list_transform(data.entities.hashtags, lambda h: lower(h.tag)),
-        list_transform(data.entities.mentions, lambda m: m.username),
+        list_transform({ENTITIES_SQL}.hashtags, lambda h: lower(h.tag)),
+        list_transform({ENTITIES_SQL}.mentions, lambda m: m.username),
         {DOMAINS_SQL},
         list_transform(matching_rules, lambda r: coalesce(r.tag, r.id)),
         dt, hour, filename""",
@@ -603,6 +639,22 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 EXAMPLE_QUERIES = ("posts_per_hour", "top_hashtags", "posts_per_rule")
 
 
+# read_json's columns for the Athena-shaped view: the columns of sql/athena_table.sql.
+_ATHENA_JSON_COLUMNS = {
+    **_JSON_COLUMNS,
+    "data": "STRUCT(id VARCHAR, created_at TIMESTAMPTZ, lang VARCHAR, author_id VARCHAR, "
+    f"text VARCHAR, entities {ENTITIES_TYPE}, "
+    f"{both_spellings('note_tweet', NOTE_TYPE)}, "
+    f"{both_spellings('referenced_tweets', REFERENCES_TYPE)}, "
+    f"{both_spellings('edit_history_tweet_ids', 'VARCHAR[]')})",
+}
+
+
+def _athena_entities(entities: str) -> str:
+    return f"""{{'hashtags': list_transform({entities}.hashtags, lambda h: h.tag),
+                 'mentions': list_transform({entities}.mentions, lambda m: m.username)}}"""
+
+
 def athena_view(con: duckdb.DuckDBPyConnection, files: list[Path], name: str = "posts") -> None:
     """A DuckDB view shaped like the Athena table (sql/athena_table.sql), for its queries.
 
@@ -611,18 +663,26 @@ def athena_view(con: duckdb.DuckDBPyConnection, files: list[Path], name: str = "
     """
     if not files:
         raise ValueError("no objects to query")
+    notes = ", ".join(
+        f"""'{spelling}': {{'text': data.{spelling}.text,
+                           'entities': {_athena_entities(f"data.{spelling}.entities")}}}"""
+        for spelling in ("note_tweet", RENAMED_FIELDS["note_tweet"])
+    )
+    renamed = ", ".join(
+        f"'{spelling}': data.{spelling}"
+        for old in ("referenced_tweets", "edit_history_tweet_ids")
+        for spelling in (old, RENAMED_FIELDS[old])
+    )
     con.execute(
         f"""
         CREATE OR REPLACE VIEW {name} AS
         SELECT {{'id': data.id, 'created_at': strftime(data.created_at, '%Y-%m-%dT%H:%M:%S.%gZ'),
-                 'lang': data.lang, 'author_id': data.author_id,
-                 'entities': {{
-                   'hashtags': list_transform(data.entities.hashtags, lambda h: h.tag),
-                   'mentions': list_transform(data.entities.mentions, lambda m: m.username)}}
+                 'lang': data.lang, 'author_id': data.author_id, 'text': data.text,
+                 'entities': {_athena_entities("data.entities")}, {notes}, {renamed}
                }} AS data,
                list_transform(matching_rules, lambda r: r.tag) AS matching_rules,
                strftime(dt, '%Y-%m-%d') AS dt, lpad(hour::VARCHAR, 2, '0') AS hour
-        FROM {_read_json(files)}
+        FROM {_read_json(files, _ATHENA_JSON_COLUMNS)}
         WHERE data.id IS NOT NULL
         """
     )

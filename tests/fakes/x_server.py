@@ -827,6 +827,12 @@ def _pick(obj: dict, fields: set[str]) -> dict:
     return {key: value for key, value in obj.items() if key in fields}
 
 
+def is_note(post_id: int, permille: int) -> bool:
+    """Whether the post with this id is a long post when `permille` of posts are (a hash of
+    the id, so ids of any spacing get the share)."""
+    return (post_id * 0x9E3779B97F4A7C15 >> 24) % 1000 < permille
+
+
 class _Rendered:
     """The messages split for one field set: `body(post_id)` joins one in (cheap: the stream
     renders every post through it, as fast as the client reads)."""
@@ -838,7 +844,7 @@ class _Rendered:
         self.edit_controls = any(EDITABLE_UNTIL_MARK in b"".join(p) for p in parts + note_parts)
 
     def body(self, post_id: int) -> bytes:
-        if self.note_permille and post_id % 1000 < self.note_permille:
+        if self.note_permille and is_note(post_id, self.note_permille):
             parts = self.note_parts[post_id % len(self.note_parts)]
         else:
             parts = self.parts[post_id % len(self.parts)]
@@ -1001,7 +1007,7 @@ class FakeXServer:
             ]
 
     def is_repost(self, post_id: int) -> bool:
-        if self.note_share and post_id % 1000 < round(self.note_share * 1000):
+        if self.note_share and is_note(post_id, round(self.note_share * 1000)):
             return False  # long posts are originals
         return self._reposts[post_id % len(self.messages)]
 

@@ -45,8 +45,11 @@ def archive(s3, aws_env, tmp_path: Path) -> Iterator[Archive]:
     s3.create_bucket(Bucket=BUCKET)
     server = FakeXServer(token=TOKEN, count=POSTS, keepalive_interval=1.0).start()
     config = write_config(tmp_path, server.url, s3_endpoint=aws_env.url, max_records=40)
-    fields = json.dumps([*TWEET_FIELDS, "geo"])  # the geotag scrub_geo is about
-    config.write_text(config.read_text().replace("[x]\n", f"[x]\ntweet_fields = {fields}\n", 1))
+    fields = json.dumps([*TWEET_FIELDS, "geo"])  # the geotag scrub_geo is about, and its place
+    places = 'expansions = ["author_id", "geo.place_id"]\nplace_fields = ["country_code", "geo"]\n'
+    config.write_text(
+        config.read_text().replace("[x]\n", f"[x]\ntweet_fields = {fields}\n{places}", 1)
+    )
     collector = CollectorProcess(config)
     try:
         wait_until(lambda: len(server.sent_ids) == POSTS, 30)
@@ -193,6 +196,12 @@ def test_report_and_export_leave_removed_posts_out_and_blank_scrubbed_geotags(
     )
     assert set(rows) == set(archive.ids) - removed
     assert all(rows[i] is None for i in scrubbed)
+    places = duckdb.sql(
+        f"SELECT id, place_full_name, place_country_code, place_bbox "
+        f"FROM '{tmp_path / 'kept.parquet'}'"
+    ).fetchall()
+    assert all(place == [None, None, None] for i, *place in places if i in scrubbed)
+    assert any(place[0] for i, *place in places if i not in scrubbed)  # others keep theirs
     with_geo = [
         i for i in archive.ids
         if b'"coordinates":{' in archive.server.post_body(int(i)) and i not in marked

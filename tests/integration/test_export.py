@@ -58,17 +58,19 @@ def listed(entities: dict, key: str, pick) -> list | None:
 
 def expected_row(message: dict) -> dict:
     """One export row, computed from the X message as the data dictionary describes it."""
-    data, users = message["data"], message.get("includes", {}).get("users", [])
+    data, includes = message["data"], message.get("includes", {})
+    users = includes.get("users", [])
     references = {r["type"]: r["id"] for r in data.get("referenced_tweets", [])}
     kinds = [("retweeted", "repost"), ("replied_to", "reply"), ("quoted", "quote")]
-    entities = data.get("entities", {})
+    note = data.get("note_tweet")  # a long post: the full text and its entities
+    entities = note["entities"] if note else data.get("entities", {})
     metrics = data.get("public_metrics", {})
     row = {
         "id": data["id"],
         "created_at": datetime.fromisoformat(data["created_at"].replace("Z", "+00:00")),
         "author_id": data["author_id"],
         "author_username": next(u["username"] for u in users if u["id"] == data["author_id"]),
-        "text": data["text"],
+        "text": note["text"] if note else data["text"],
         "lang": data.get("lang"),
         "conversation_id": data.get("conversation_id"),
         "post_type": next((k for t, k in kinds if t in references), "original"),
@@ -86,13 +88,52 @@ def expected_row(message: dict) -> dict:
         row[column] = references.get(kind)
     for name in export._METRICS:
         row[name] = metrics.get(name)
+    row.update(added_columns(data, includes, references))
+    return row
+
+
+def added_columns(data: dict, includes: dict, references: dict) -> dict:
+    """The columns after geo_coordinates, from X's objects (includes.* by the post's ids)."""
+    by_key = {m["media_key"]: m for m in includes.get("media", [])}
+    keys = data.get("attachments", {}).get("media_keys")
+    media = None if keys is None else [by_key.get(k) or {} for k in keys]
+    poll_ids = data.get("attachments", {}).get("poll_ids") or [None]
+    poll = next((p for p in includes.get("polls", []) if p["id"] == poll_ids[0]), None)
+    place_id = data.get("geo", {}).get("place_id")
+    place = next((p for p in includes.get("places", []) if p["id"] == place_id), {})
+    history = data.get("edit_history_tweet_ids")
+    position = history.index(data["id"]) if history and data["id"] in history else 0
+    tweets = {t["id"]: t for t in includes.get("tweets", [])}
+    urls = None if media is None else [m.get("url") or m.get("preview_image_url") for m in media]
+    row = {
+        "text_truncated": data["text"] if "note_tweet" in data else None,
+        "media_types": None if media is None else [m.get("type") for m in media],
+        "media_urls": urls,
+        "media_alt_texts": None if media is None else [m.get("alt_text") for m in media],
+        "poll_options": [o["label"] for o in poll["options"]] if poll else None,
+        "poll_votes": [o["votes"] for o in poll["options"]] if poll else None,
+        "place_full_name": place.get("full_name"),
+        "place_country_code": place.get("country_code"),
+        "place_bbox": place.get("geo", {}).get("bbox"),
+        "possibly_sensitive": data.get("possibly_sensitive"),
+        "reply_settings": data.get("reply_settings"),
+        "edit_history_tweet_ids": history,
+        "edited_from_id": history[position - 1] if position > 0 else None,
+    }
+    for kind, prefix in (("quoted", "quoted_author"), ("replied_to", "replied_to_author")):
+        author = tweets.get(references.get(kind), {}).get("author_id")
+        row[f"{prefix}_id"] = author
+        row[f"{prefix}_username"] = next((u["username"] for u in includes.get("users", [])
+                                          if u["id"] == author), None)  # fmt: skip
     return row
 
 
 @pytest.fixture
 def shipped(s3, aws_env, tmp_path: Path) -> Iterator[Shipped]:
     s3.create_bucket(Bucket=BUCKET)
-    server = FakeXServer(token=TOKEN, count=POSTS, keepalive_interval=1.0).start()
+    server = FakeXServer(token=TOKEN, count=POSTS, keepalive_interval=1.0)
+    server.note_share = 0.1  # some long posts (X Premium): their text is in note_tweet
+    server.start()
     config = write_config(tmp_path, server.url, s3_endpoint=aws_env.url, max_records=70)
     collector = CollectorProcess(config)
     try:
@@ -125,7 +166,7 @@ def run_export(shipped: Shipped, tmp_path: Path, fmt: str, out: Path, capsys) ->
 
 def test_parquet_rows_and_columns_equal_what_the_stand_in_sent(shipped, tmp_path, capsys):
     out = run_export(shipped, tmp_path, "parquet", tmp_path / "posts", capsys)
-    assert f"{POSTS} posts (" in out and "25 columns" in out
+    assert f"{POSTS} posts (" in out and f"{len(export.EXPORT_COLUMNS)} columns" in out
     days = sorted(p.name for p in (tmp_path / "posts").iterdir())
     assert days == sorted({f"dt={m['data']['created_at'][:10]}" for m in shipped.sent.values()})
     con = duckdb.connect()
@@ -244,3 +285,21 @@ def test_the_documented_csv_snippets_keep_every_id_column_as_text() -> None:
         snippet = next(b for b in readme.split(fence)[1:] if "read_csv" in b.split("```")[0])
         listed = snippet.split(start, 1)[1].split(end, 1)[0]
         assert re.findall(name, listed) == id_columns, fence
+
+
+def test_a_4000_character_note_comes_out_with_its_full_text_and_every_hashtag(
+    shipped, tmp_path, capsys
+):
+    run_export(shipped, tmp_path, "parquet", tmp_path / "posts.parquet", capsys)
+    notes = {i: m["data"] for i, m in shipped.sent.items() if "note_tweet" in m["data"]}
+    assert notes, "the stand-in sent no long post"
+    rows = duckdb.sql(
+        f"SELECT id, text, text_truncated, hashtags FROM '{tmp_path / 'posts.parquet'}'"
+    ).fetchall()
+    exported = {row[0]: row[1:] for row in rows}
+    for post_id, data in notes.items():
+        text, truncated, hashtags = exported[post_id]
+        assert len(text) == 4000 and text == data["note_tweet"]["text"]
+        assert truncated == data["text"] and len(truncated) <= 280
+        assert hashtags == re.findall(r"#(\w+)", text)  # every hashtag, past the cut too
+        assert len(hashtags) > len(data["entities"]["hashtags"])

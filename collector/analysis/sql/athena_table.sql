@@ -4,7 +4,9 @@
 -- (which creates the same table through the Glue API) or by hand before pasting into the console.
 -- Arrays of one-field structs are deliberate: Trino's UNNEST expands them to a plain column,
 -- which is what lets the example queries run unchanged on DuckDB (collector.analysis.loader.athena_view).
--- Athena reads .jsonl.gz and .jsonl.zst by their extension.
+-- Athena reads .jsonl.gz and .jsonl.zst by their extension. Fields X renamed in OpenAPI 2.167
+-- (note_tweet -> note_post, referenced_tweets -> referenced_posts, edit_history_tweet_ids ->
+-- edit_history_post_ids) are columns under both names: a query takes coalesce(old, new).
 CREATE EXTERNAL TABLE IF NOT EXISTS ${database}.${table} (
   data struct<
     id: string,
@@ -12,10 +14,13 @@ CREATE EXTERNAL TABLE IF NOT EXISTS ${database}.${table} (
     lang: string,
     author_id: string,
     text: string,
-    entities: struct<
-      hashtags: array<struct<tag: string>>,
-      mentions: array<struct<username: string>>
-    >
+    entities: struct<hashtags: array<struct<tag: string>>, mentions: array<struct<username: string>>>,
+    note_tweet: struct<text: string, entities: struct<hashtags: array<struct<tag: string>>, mentions: array<struct<username: string>>>>,
+    note_post: struct<text: string, entities: struct<hashtags: array<struct<tag: string>>, mentions: array<struct<username: string>>>>,
+    referenced_tweets: array<struct<type: string, id: string>>,
+    referenced_posts: array<struct<type: string, id: string>>,
+    edit_history_tweet_ids: array<string>,
+    edit_history_post_ids: array<string>
   >,
   matching_rules array<struct<tag: string>>
 )
