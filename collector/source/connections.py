@@ -25,6 +25,7 @@ import tweepy
 from collector.config import Config
 from collector.errors import XNotAvailable, XRequestError
 from collector.source.stream import point_at_base_url
+from collector.source.usage import REQUEST_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class StreamConnection:
 
 
 def _request(cfg: Config, token: str, method: str, route: str, **kwargs) -> requests.Response:
-    client = point_at_base_url(tweepy.Client(bearer_token=token), cfg)
+    client = point_at_base_url(tweepy.Client(bearer_token=token), cfg, REQUEST_TIMEOUT)
     try:
         return client.request(method, route, **kwargs)
     except (tweepy.NotFound, tweepy.Forbidden) as exc:

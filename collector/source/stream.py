@@ -54,13 +54,16 @@ STALE_CLEAR_INTERVAL = 60.0  # s: at most one Connections API clean-up this ofte
 class _Redirect(requests.adapters.HTTPAdapter):
     """Send what tweepy addresses to api.twitter.com to the configured base URL instead."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, timeout: float | None = None) -> None:
         super().__init__(pool_maxsize=4)
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout  # s: for requests that name none (tweepy's Client never does)
 
     def send(self, request, **kwargs):
         if request.url.startswith(TWEEPY_HOST):
             request.url = self.base_url + request.url[len(TWEEPY_HOST) :]
+        if kwargs.get("timeout") is None and self.timeout is not None:
+            kwargs["timeout"] = self.timeout
         return super().send(request, **kwargs)
 
     def build_response(self, req, resp) -> requests.Response:
@@ -148,9 +151,11 @@ def make_client(cfg: Config, token: str, client_class=tweepy.StreamingClient, **
     return point_at_base_url(client, cfg)
 
 
-def point_at_base_url(client, cfg: Config):
-    """`client` (any tweepy client) with every request sent to cfg.x.api_base_url."""
-    client.session.mount(TWEEPY_HOST, _Redirect(cfg.x.api_base_url))
+def point_at_base_url(client, cfg: Config, timeout: float | None = None):
+    """`client` (any tweepy client) with every request sent to cfg.x.api_base_url; `timeout`
+    (s) bounds the requests that set none (tweepy's Client sets none: a silent server would
+    otherwise hold the caller, the stream reader included, forever)."""
+    client.session.mount(TWEEPY_HOST, _Redirect(cfg.x.api_base_url, timeout))
     return client
 
 

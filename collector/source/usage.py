@@ -30,6 +30,8 @@ from collector.source.stream import point_at_base_url
 
 log = logging.getLogger(__name__)
 
+REQUEST_TIMEOUT = 30.0  # s: connect and read, per request
+
 USAGE_FIELDS = (
     "project_id",
     "project_cap",
@@ -73,7 +75,7 @@ class Credits:
 
 
 def _client(cfg: Config, token: str) -> tweepy.Client:
-    return point_at_base_url(tweepy.Client(bearer_token=token), cfg)
+    return point_at_base_url(tweepy.Client(bearer_token=token), cfg, REQUEST_TIMEOUT)
 
 
 def _get(cfg: Config, token: str, route: str, params: dict | None = None) -> requests.Response:

@@ -115,3 +115,25 @@ def test_a_refused_usage_request_is_one_line_naming_the_endpoint(tmp_path: Path,
     assert caught.value.status == 401
     assert str(caught.value).startswith("X API /2/usage/tweets: HTTP 401")
     assert "\n" not in str(caught.value)
+
+
+def test_a_silent_server_ends_the_request_after_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import time
+
+    from collector.source import usage
+
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        port = silent.getsockname()[1]
+        cfg = load_config(write_config(tmp_path, f"http://127.0.0.1:{port}"))
+        monkeypatch.setattr(usage, "REQUEST_TIMEOUT", 0.5)
+        started = time.monotonic()
+        with pytest.raises(XRequestError) as caught:
+            post_usage(cfg, TOKEN)
+        assert time.monotonic() - started < 5
+        assert str(caught.value).startswith("X API /2/usage/tweets: ReadTimeout")
+    finally:
+        silent.close()
