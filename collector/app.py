@@ -18,7 +18,7 @@ from collector.config import Config
 from collector.errors import EX_CONFIG, EX_OK, EX_SOFTWARE, Fatal, SpoolLocked
 from collector.source.budget import BudgetGuard
 from collector.source.rules import Refusal, RulesAuthError, RulesClient, RulesError
-from collector.source.stream import open_stream, start_stream
+from collector.source.stream import backfills, open_stream, start_stream
 from collector.spool.guard import Reserve, SpoolLock, reserve_size
 from collector.spool.layout import SpoolDirs
 from collector.spool.writer import Quarantine, SpoolWriter, recover_open_files
@@ -163,6 +163,7 @@ class Collector:
             self.cfg, self.token, files, self.events, self.metrics, ledger=self.ledger
         )
         repairer.announce()
+        repairer.backfilled_reconnects = backfills(self.cfg)  # Enterprise: backfill_minutes
         self.repairs = Repairs(self.cfg, self.dirs, repairer)
         self.repairs.run(self.background_stop)
 

@@ -395,7 +395,12 @@ def repair_state(gap: Gap, repairs: list[Event]) -> str:
     )
     covered = min(a for _, a, _ in done) <= gap.start + _REPAIR_SLACK
     covered = covered and max(b for _, _, b in done) >= gap.end - _REPAIR_SLACK
+    methods = {e.detail.get("method", "search") for e, _, _ in done}
     fetched = f"{posts} posts fetched again"
+    if methods == {"backfill"}:
+        fetched = "backfill_minutes on the reconnect"
+    elif "recovery" in methods:
+        fetched += " by Recovery"
     if covered and not rules:
         return f"{REPAIRED} ({fetched})"
     notes = [fetched] + ([f"not repairable: {', '.join(rules)}"] if rules else [])

@@ -54,7 +54,7 @@ from collector.config import Config
 from collector.errors import RulesError
 from collector.source.access import access_level
 from collector.source.rules import desired_rules
-from collector.source.stream import TWEEPY_HOST, _Redirect
+from collector.source.stream import BACKFILL_MINUTES, TWEEPY_HOST, _Redirect
 from collector.spool.layout import SpoolDirs, atomic_write, repair_file_name
 from collector.spool.writer import DATA, Quarantine, SeqState, classify
 from collector.telemetry.health import x_problem_reason
@@ -74,6 +74,9 @@ _STREAM_ONLY = re.compile(
     r"(?<![\w:])-?(" + "|".join(re.escape(op[:-1]) for op in STREAM_ONLY_OPERATORS) + "):"
 )
 SEARCH_WINDOW = timedelta(days=7)  # recent search: the last 7 days
+RECOVERY_WINDOW = timedelta(hours=24)  # Enterprise Recovery: the last 24 hours
+# A drop this long or shorter is in what backfill_minutes sends on the reconnect (Enterprise).
+BACKFILL = timedelta(minutes=BACKFILL_MINUTES) - timedelta(seconds=2)
 END_TIME_LAG = timedelta(seconds=10)  # search refuses an end_time less than 10 s old
 WINDOW_SLACK = timedelta(minutes=1)  # start_time this far inside the 7 days, for clock skew
 PAGE_SIZE = 100  # max_results: X's maximum
@@ -200,6 +203,22 @@ def stream_line(post: dict, includes: dict, rules: list[SearchRule]) -> bytes:
 
 
 # ---------------------------------------------------------------- X
+
+
+SNOWFLAKE_EPOCH_MS = 1_288_834_974_657  # X's ids hold their time: https://docs.x.com/x-ids
+
+
+def _recovered_post(line: bytes) -> tuple[str, datetime, list[str]] | None:
+    """(id, created_at from the id, matching rule tags) of a Recovery data line; None for
+    a keep-alive or anything that is not a data message."""
+    if not line or classify(line)[0] != DATA:
+        return None
+    message = json.loads(line)
+    post_id = str(message["data"]["id"])
+    millis = (int(post_id) >> 22) + SNOWFLAKE_EPOCH_MS
+    at = datetime.fromtimestamp(millis / 1000, UTC)
+    tags = [r.get("tag") or r.get("id") for r in message.get("matching_rules") or []]
+    return post_id, at, [str(t) for t in tags]
 
 
 class RepairFailed(Exception):
@@ -356,6 +375,8 @@ class RepairResult:
     failed: str | None = None
     files: list[str] = field(default_factory=list)
     requests: int = 0
+    method: str = "search"  # "search", "backfill" (Enterprise) or "recovery" (Enterprise)
+    note: str = ""
 
     def detail(self) -> dict:
         doc: dict = {"from": iso(self.span.start), "to": iso(self.span.end)}
@@ -364,6 +385,7 @@ class RepairResult:
         doc |= {"posts": self.posts, "rules": self.per_rule}
         doc["not_repairable"] = self.not_repairable
         doc["requests"] = self.requests
+        doc["method"] = self.method
         if self.failed:
             doc["failed"] = self.failed
         return doc
@@ -371,8 +393,11 @@ class RepairResult:
     def summary(self) -> str:
         if self.failed:
             return f"repair of {self.span} failed: {self.failed}"
+        if self.method == "backfill":
+            return f"repaired {self.span} by backfill: {self.note}"
         counts = ", ".join(f"{name} {n}" for name, n in self.per_rule.items()) or "no rule"
-        text = f"repaired {self.span}: {self.posts} post(s) fetched again ({counts})"
+        how = " by Recovery" if self.method == "recovery" else ""
+        text = f"repaired {self.span}{how}: {self.posts} post(s) fetched again ({counts})"
         if self.not_repairable:
             names = "; ".join(f"{r['rule']} ({r['reason']})" for r in self.not_repairable)
             text += f"; not repairable: {names}"
@@ -406,6 +431,8 @@ class Repairer:
         self.ledger = ledger
         self.clock = clock
         self.search = search or SearchClient(cfg, token)
+        # the running collector's connections ask for backfill_minutes (stream.backfills)
+        self.backfilled_reconnects = False
 
     def announce(self) -> None:
         """Name the configured rules search cannot repair, once at start (log and status)."""
@@ -413,6 +440,8 @@ class Repairer:
         named = []
         for value, tag in desired_rules(self.cfg):
             reason = not_repairable_reason(value, limit)
+            if reason and access_level(self.cfg.x.access_level).recovery:
+                reason += " (Enterprise: by search only, for spans older than Recovery's 24 h)"
             if reason:
                 named.append(f"{tag}: {reason}")
                 log.warning("repair: rule %r (tag %s) is not repairable: %s", value, tag, reason)
@@ -430,6 +459,82 @@ class Repairer:
         return Span(start, end) if start < end else None
 
     def repair(self, span: Span) -> RepairResult:
+        level = access_level(self.cfg.x.access_level)
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        if level.backfill and self.backfilled_reconnects and span.end - span.start <= BACKFILL:
+            return self._by_backfill(span)
+        if level.recovery and span.start - self._margin() >= now - RECOVERY_WINDOW + WINDOW_SLACK:
+            return self._by_recovery(span)
+        return self._by_search(span)
+
+    def _margin(self) -> timedelta:
+        return timedelta(seconds=self.cfg.x.repair_margin_seconds)
+
+    def _by_backfill(self, span: Span) -> RepairResult:
+        """A drop X's backfill_minutes covered on the reconnect (Enterprise): nothing to fetch."""
+        result = RepairResult(span, method="backfill")
+        result.searched = Span(span.end - BACKFILL, span.end)
+        self._record("repair_started", f"{span}: backfill_minutes on the reconnect", result)
+        result.note = f"the reconnect asked X for the last {BACKFILL_MINUTES} minutes"
+        self._finish(result)
+        return result
+
+    def _by_recovery(self, span: Span) -> RepairResult:
+        """Enterprise Recovery: the filtered stream with start_time/end_time re-streams the
+        period (every live rule, stream-only operators too), then ends."""
+        result = RepairResult(span, method="recovery")
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        start = (span.start - self._margin()).replace(microsecond=0)
+        end = min(span.end + self._margin(), now)
+        end = datetime.fromtimestamp(math.ceil(end.timestamp()), UTC)
+        result.searched = Span(start, end)
+        self._record("repair_started", f"{span}: Recovery", result)
+        try:
+            self._recover(result.searched, result)
+        except RepairFailed as exc:
+            result.failed = str(exc)
+        result.requests = 1
+        self._finish(result)
+        return result
+
+    def _recover(self, window: Span, result: RepairResult) -> None:
+        params = {
+            name.replace("_fields", ".fields"): ",".join(values)
+            for name, values in self.cfg.x.fields.tweepy_arguments().items()
+            if values
+        }
+        params |= {"start_time": iso(window.start), "end_time": iso(window.end)}
+        session = requests.Session()
+        url = f"{self.cfg.x.api_base_url.rstrip('/')}/2/tweets/search/stream"
+        headers = {"Authorization": f"Bearer {self.token}"}
+        hour, lines, seen = None, [], set()
+        try:
+            with session.get(url, params=params, headers=headers, stream=True,
+                             timeout=(10, 120)) as response:  # fmt: skip
+                if response.status_code != 200:
+                    raise RepairFailed(_reason(tweepy.HTTPException(response)))
+                for line in response.iter_lines():
+                    post = _recovered_post(line)
+                    if post is None or post[0] in seen:
+                        continue
+                    seen.add(post[0])
+                    post_hour = post[1].replace(minute=0, second=0, microsecond=0)
+                    if lines and post_hour != hour:  # one file per hour partition
+                        result.files += self.files.write(hour, lines)
+                        lines = []
+                    hour = post_hour
+                    lines.append(line)
+                    for rule in post[2]:
+                        result.per_rule[rule] = result.per_rule.get(rule, 0) + 1
+                    self._bill([post[0]])
+        except requests.RequestException as exc:
+            raise RepairFailed(_reason(exc)) from None
+        finally:
+            if lines:
+                result.files += self.files.write(hour, lines)
+            result.posts = len(seen)
+
+    def _by_search(self, span: Span) -> RepairResult:
         result = RepairResult(span)
         requests_before = self.search.requests
         rules = live_rules(self.cfg, self.token)

@@ -534,10 +534,21 @@ def open_stream(
     return stream
 
 
+BACKFILL_MINUTES = 5  # X's maximum (docs.x.com/x-api/fundamentals/recovery-and-redundancy)
+
+
+def backfills(cfg: Config) -> bool:
+    """True when the filtered stream connects with backfill_minutes: gap repair on, Enterprise."""
+    return cfg.x.repair == "auto" and cfg.x.limits.backfill
+
+
 def start_stream(cfg: Config, stream: XStream) -> threading.Thread:
     """The reader thread: tweepy's connection loop, started again after each pause for an
     account-level refusal (XStream.run)."""
     params = cfg.x.fields.tweepy_arguments()
+    if cfg.x.stream == "filter" and backfills(cfg):
+        # Enterprise: every connection asks X for what matched in the last minutes (gap repair)
+        params["backfill_minutes"] = BACKFILL_MINUTES
     method = stream.filter if cfg.x.stream == "filter" else stream.sample
     reader = threading.Thread(
         target=stream.run, args=(lambda: method(**params),), name="stream-reader", daemon=True

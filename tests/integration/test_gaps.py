@@ -340,6 +340,10 @@ def test_the_gaps_table_says_what_gap_repair_fetched_again():
     assert report.repair_state(gap, [failed]) == (
         "not repaired (the span is older than recent search's 7 days)"
     )
+    backfill = repair_event("repair_done", *whole, posts=0, not_repairable=[], method="backfill")
+    assert report.repair_state(gap, [backfill]) == "repaired (backfill_minutes on the reconnect)"
+    recovery = repair_event("repair_done", *whole, posts=75, not_repairable=[], method="recovery")
+    assert report.repair_state(gap, [recovery]) == "repaired (75 posts fetched again by Recovery)"
     elsewhere = repair_event("repair_done", minutes(40), minutes(41), posts=5, not_repairable=[])
     assert report.repair_state(gap, [elsewhere]).startswith("not repaired (no repair recorded")
     # repair events are not connection events: the spans stay what the connection says

@@ -274,3 +274,69 @@ def status_of(folder: Path) -> dict:
         return json.loads((folder / "spool" / "status.json").read_text())
     except (FileNotFoundError, ValueError):
         return {}
+
+
+def test_enterprise_repairs_a_span_by_recovery_with_every_rule(s3, aws_env, tmp_path):
+    """On Enterprise, Recovery re-streams the period: stream-only operators are no obstacle and
+    reposts come back too (search would leave both out)."""
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=30).start()
+    server.control({"access_level": "enterprise"})
+    try:
+        config = write_config(
+            tmp_path, server.url, s3_endpoint=aws_env.url, rules=RULES,
+            x_extra='repair_margin_seconds = 0\naccess_level = "enterprise"',
+        )  # fmt: skip
+        assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
+        start, end, stream = outage_while_nobody_streams(server, 2.0)
+        missed = server.missed_posts()
+        stream.close()
+        result = run_cli(
+            "repair", "--config", str(config), "--from", iso(start - 1), "--to", iso(end + 1)
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    fetched = int(re.search(r"by Recovery: (\d+) post\(s\) fetched again", result.stdout)[1])
+    assert fetched >= len(missed)  # and what the stream sent in the period: X re-streams it all
+    repaired = repaired_lines(s3)
+    assert {str(p.id) for p in missed} <= set(repaired)
+    assert any(p.repost for p in missed)
+    ids = rule_ids(server)
+    for post in missed:
+        rules = {r["id"] for r in repaired[str(post.id)]["matching_rules"]}
+        assert rules == {ids["python"], ids["snake"], ids["bio"]}
+    (done,) = [e for e in events_in_s3(s3, tmp_path) if e.event == "repair_done"]
+    assert done.detail["method"] == "recovery" and done.detail["not_repairable"] == []
+
+
+@pytest.mark.slow
+def test_enterprise_short_drop_is_backfilled_on_the_reconnect(s3, aws_env, tmp_path):
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=20, keepalive_interval=0.5).start()
+    server.control({"access_level": "enterprise"})
+    config = write_config(
+        tmp_path, server.url, s3_endpoint=aws_env.url, rules=RULES,
+        x_extra='repair_margin_seconds = 1\naccess_level = "enterprise"',
+    )  # fmt: skip
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: server.streams_open == 1 and len(server.sent_ids) > 20, 30)
+        server.refuse_streams(503)
+        server.operational_disconnect()
+        wait_until(lambda: server.streams_open == 0, 10)
+        time.sleep(3)
+        server.refuse_streams(None)
+        wait_until(lambda: server.streams_open == 1, 30)
+        missed = server.missed_posts()
+        wait_until(lambda: "backfill" in (status_of(tmp_path).get("repair_last") or ""), 40)
+        wait_until(lambda: {str(p.id) for p in missed} <= set(all_post_ids(s3)), 20, 0.5)
+    finally:
+        code = collector.stop()
+        server.stop()
+    assert code == 0, collector.log
+    assert all(q.get("backfill_minutes") == ["5"] for q in server.stream_queries)
+    assert len(missed) >= 40 and any(p.repost for p in missed)
+    assert not repaired_lines(s3), "backfill comes on the stream: nothing to search"
+    (done,) = [e for e in events_in_s3(s3, tmp_path) if e.event == "repair_done"]
+    assert done.detail["method"] == "backfill"
