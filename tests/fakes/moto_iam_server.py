@@ -13,14 +13,22 @@ not. This launcher maps the signing name to the IAM prefix before moto evaluates
 
 moto also hands identity policies no request context, so it ignores their Condition blocks: a
 leaked collector key could list the whole bucket and overwrite objects on moto, and not on AWS.
-This launcher gives the statements the three condition keys the collector's policy uses and
+This launcher gives the statements the condition keys the collector's policy uses and
 evaluates them as AWS does ("IAM JSON policy elements: Condition operators",
 https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html):
 `s3:prefix` (the `prefix` query parameter of a list, s3:ListBucket), `s3:if-none-match` (the
 If-None-Match header, s3:PutObject; "Enforce conditional writes on Amazon S3 buckets",
 https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes-enforce.html) and
 `cloudwatch:namespace` (PutMetricData's Namespace; "Using condition keys to limit access to
-CloudWatch namespaces", https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/iam-cw-condition-keys-namespace.html).
+CloudWatch namespaces", https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/iam-cw-condition-keys-namespace.html),
+`s3:x-amz-storage-class` and `s3:x-amz-server-side-encryption-customer-algorithm` (the
+x-amz-storage-class and x-amz-server-side-encryption-customer-algorithm headers of a PUT;
+"Actions, resources, and condition keys for Amazon S3",
+https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html) and
+`aws:SourceIp` (the address the request came from, on every service; "AWS global condition
+context keys", https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-sourceip)
+with the IpAddress / NotIpAddress operators. On loopback, a client bound to 127.0.0.2 comes
+from another address than the collector's 127.0.0.1.
 A key the request does not carry fails every operator but Null and the ...IfExists ones.
 Conditions on other keys stay unevaluated, as in moto.
 A statement whose condition fails does not apply; moto then refuses the request (it treats a
@@ -31,17 +39,34 @@ no other statement allows the action).
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import json
 import re
 from urllib.parse import parse_qs, urlsplit
 
 import botocore.parsers
+import flask
 from moto.iam import access_control
 from moto.server import main
 
 IAM_PREFIX_BY_SIGNING_NAME = {"monitoring": "cloudwatch"}
 # The condition keys this launcher supplies; statements on others keep moto's behaviour.
-EVALUATED_KEYS = ("s3:prefix", "s3:if-none-match", "cloudwatch:namespace")
+EVALUATED_KEYS = (
+    "s3:prefix",
+    "s3:if-none-match",
+    "s3:x-amz-storage-class",
+    "s3:x-amz-server-side-encryption-customer-algorithm",
+    "cloudwatch:namespace",
+    "aws:SourceIp",
+)
+# The S3 request headers whose value is the condition key of the same name.
+S3_HEADER_KEYS = {
+    "If-None-Match": "s3:if-none-match",
+    "x-amz-storage-class": "s3:x-amz-storage-class",
+    "x-amz-server-side-encryption-customer-algorithm": (
+        "s3:x-amz-server-side-encryption-customer-algorithm"
+    ),
+}
 
 _request_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "request_context", default=None
@@ -71,6 +96,8 @@ def request_parameters(headers, body: bytes) -> dict:
 def request_context(action: str, path: str, headers, body: bytes = b"") -> dict[str, str]:
     """The evaluated condition keys this request carries (absent keys are left out)."""
     context: dict[str, str] = {}
+    if flask.has_request_context() and flask.request.remote_addr:
+        context["aws:SourceIp"] = flask.request.remote_addr
     if action == "cloudwatch:PutMetricData":
         namespace = request_parameters(headers, body).get("Namespace")
         if namespace is not None:
@@ -81,9 +108,10 @@ def request_context(action: str, path: str, headers, body: bytes = b"") -> dict[
     query = parse_qs(urlsplit(path).query, keep_blank_values=True)
     if action == "s3:ListBucket" and "prefix" in query:
         context["s3:prefix"] = query["prefix"][0]
-    if_none_match = headers.get("If-None-Match")
-    if if_none_match is not None:
-        context["s3:if-none-match"] = if_none_match
+    for header, key in S3_HEADER_KEYS.items():
+        value = headers.get(header)
+        if value is not None:
+            context[key] = value
     return context
 
 
@@ -121,6 +149,10 @@ def _operator_holds(operator: str, key: str, expected, context: dict[str, str]) 
         return any(_like(actual, v) for v in values)
     if base == "StringNotLike":
         return not any(_like(actual, v) for v in values)
+    if base in ("IpAddress", "NotIpAddress"):
+        address = ipaddress.ip_address(actual)
+        inside = any(address in ipaddress.ip_network(v, strict=False) for v in values)
+        return inside if base == "IpAddress" else not inside
     return False  # an operator this launcher cannot evaluate on a key it supplies: not allowed
 
 

@@ -4,6 +4,7 @@ proxy = OutageProxy(target_port).start(); proxy.url   # "http://127.0.0.1:PORT"
 proxy.down = True    # new connections are reset, open ones are cut
 proxy.down = False   # traffic flows again
 proxy.hang = True    # a blackhole: connections are accepted and never answered (open ones cut)
+OutageProxy(target_port, source_address="127.0.0.2")   # traffic from another loopback address
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ import threading
 
 
 class OutageProxy:
-    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_port: int, host: str = "127.0.0.1", source_address: str | None = None
+    ) -> None:
         self.target = (host, target_port)
+        # The address its upstream connections come from (e.g. 127.0.0.2: another client).
+        self.source = (source_address, 0) if source_address else None
         self._listener = socket.create_server((host, 0))
         self._down = False
         self._hang = False
@@ -84,7 +89,7 @@ class OutageProxy:
                     self._held.append(client)
                 continue
             try:
-                upstream = socket.create_connection(self.target)
+                upstream = socket.create_connection(self.target, source_address=self.source)
             except OSError:
                 _close(client)
                 continue

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import boto3
 import botocore.exceptions
 import botocore.parsers
 import pytest
@@ -41,11 +42,14 @@ from tests.collector_support import (
 )
 from tests.conftest import REPO, AccessKey, IamMoto, enforcing_moto_server
 from tests.fakes.http_recorder import Exchange, RecordingProxy
+from tests.fakes.tcp_proxy import OutageProxy
 from tests.fakes.x_server import FakeXServer
 
 USER = "twittersnake-collector"
 PREFIX = "tweets"  # what tests.collector_support.write_config configures
 OTHER_BUCKET = "someone-elses-bucket"
+# twittersnake_collector_source_cidrs in the sandbox inventory: the collector's address.
+SOURCE_CIDR = "127.0.0.1/32"
 
 
 def error_code(excinfo: pytest.ExceptionInfo) -> str:
@@ -294,7 +298,10 @@ def test_collector_publishes_metrics_and_nothing_else_in_cloudwatch(grant):
         ComparisonOperator="LessThanThreshold",
     )
     statement = grant.statements["PublishMetricsInNamespace"]
-    assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": NAMESPACE}}
+    assert statement["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": NAMESPACE},
+        "IpAddress": {"aws:SourceIp": [SOURCE_CIDR]},
+    }
 
 
 @pytest.mark.slow  # the `grant` footprint: ansible-playbook runs against moto
@@ -324,24 +331,77 @@ def test_puts_are_creates_only_and_lists_stay_under_the_prefix(grant):
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/dt=2026-01-01/", Delimiter="/")
     assert [p["Prefix"] for p in listed["CommonPrefixes"]] == [f"{PREFIX}/dt=2026-01-01/hour=00/"]
     assert grant.statements["CreateObjectsUnderPrefix"]["Condition"] == {
-        "Null": {"s3:if-none-match": "false"}
+        "StringEquals": {"s3:if-none-match": "*"},
+        "StringEqualsIfExists": {"s3:x-amz-storage-class": "STANDARD"},
+        "Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "true"},
+        "IpAddress": {"aws:SourceIp": [SOURCE_CIDR]},
     }
     assert grant.statements["ListUnderPrefix"]["Condition"] == {
-        "StringLike": {"s3:prefix": [f"{PREFIX}/*"]}
+        "StringLike": {"s3:prefix": [f"{PREFIX}/*"]},
+        "IpAddress": {"aws:SourceIp": [SOURCE_CIDR]},
     }
-    assert "Condition" not in grant.statements["ReadObjectsUnderPrefix"]
+    assert grant.statements["ReadObjectsUnderPrefix"]["Condition"] == {
+        "IpAddress": {"aws:SourceIp": [SOURCE_CIDR]}
+    }
 
 
 @pytest.mark.slow  # the `grant` footprint: ansible-playbook runs against moto
-def test_bucket_keeps_versions_and_expires_noncurrent_ones_after_30_days(grant):
-    fresh, rerun = grant.runs
-    assert recap_changed(fresh.stdout) > 0
-    assert recap_changed(rerun.stdout) == 0, rerun.stdout[-3000:]
-    s3 = grant.moto.client("s3")
-    assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
-    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
-    assert rule["ID"] == "twittersnake-expire-noncurrent" and rule["Status"] == "Enabled"
-    assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+def test_a_put_that_would_overwrite_archive_or_lock_away_is_refused(grant):
+    """What the key could still do with a header of its choosing: If-None-Match naming an ETag
+    (not `*`) overwrites, an archived storage class makes the object unreadable until restored
+    (the report would skip it), SSE-C makes it readable only with the writer's key."""
+    s3 = grant.s3()
+    key = f"{PREFIX}/dt=2026-01-01/hour=00/test-1-000004.jsonl.gz"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"{}\n", IfNoneMatch="*")
+    new = f"{PREFIX}/dt=2026-01-01/hour=00/test-1-000005.jsonl.gz"
+    sse_c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32}
+    for target, kwargs in (
+        (key, {"IfNoneMatch": '"x"'}),
+        (new, {"IfNoneMatch": "*", "StorageClass": "DEEP_ARCHIVE"}),
+        (new, {"IfNoneMatch": "*", "StorageClass": "GLACIER"}),
+        (new, {"IfNoneMatch": "*", **sse_c}),
+    ):
+        code = refused(s3.put_object, Bucket=BUCKET, Key=target, Body=b"forged\n", **kwargs)
+        assert code == "AccessDenied", kwargs
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"{}\n"
+    admin = grant.moto.client("s3")
+    assert "Contents" not in admin.list_objects_v2(Bucket=BUCKET, Prefix=new)
+    # The standard class, said out loud, is what the collector may write.
+    s3.put_object(Bucket=BUCKET, Key=new, Body=b"{}\n", IfNoneMatch="*", StorageClass="STANDARD")
+
+
+@pytest.mark.slow  # the `grant` footprint: ansible-playbook runs against moto
+def test_the_key_is_useless_from_another_address(grant):
+    """aws:SourceIp: the key works from the collector's address only (the instance's Elastic IP
+    on AWS, 127.0.0.1 in the sandbox). From 127.0.0.2, through a forwarder bound to it, the
+    forged `Healthy=1` that would keep the alarms quiet, a create, a read and a list are all
+    refused; the same requests from 127.0.0.1 pass."""
+    forged = {"Namespace": NAMESPACE, "MetricData": [{"MetricName": "Healthy", "Value": 1.0}]}
+    mine = f"{PREFIX}/dt=2026-01-01/hour=00/test-1-000006.jsonl.gz"
+    grant.moto.client("cloudwatch", grant.collector).put_metric_data(**forged)
+    grant.s3().put_object(Bucket=BUCKET, Key=mine, Body=b"{}", IfNoneMatch="*")
+
+    port = int(grant.moto.url.rsplit(":", 1)[1])
+    elsewhere = OutageProxy(port, source_address="127.0.0.2").start()
+    try:
+
+        def client(service: str):
+            return boto3.client(
+                service, endpoint_url=elsewhere.url, region_name="us-east-1",
+                aws_access_key_id=grant.collector.access_key_id,
+                aws_secret_access_key=grant.collector.secret_access_key,
+            )  # fmt: skip
+
+        s3 = client("s3")
+        refused_in_cloudwatch(client("cloudwatch").put_metric_data, **forged)
+        new = f"{PREFIX}/dt=2026-01-01/hour=00/test-1-000007.jsonl.gz"
+        assert refused(s3.put_object, Bucket=BUCKET, Key=new, Body=b"{}", IfNoneMatch="*") == (
+            "AccessDenied"
+        )
+        assert refused(s3.get_object, Bucket=BUCKET, Key=mine) == "AccessDenied"
+        assert refused(s3.list_objects_v2, Bucket=BUCKET, Prefix=f"{PREFIX}/") == "AccessDenied"
+    finally:
+        elsewhere.stop()
 
 
 # -- the collector's own requests, on the wire ----------------------------------------------------
