@@ -15,7 +15,7 @@ Endpoints (same paths, status codes and JSON shapes as api.x.com):
     Wrong or missing bearer token: 401 with the API's problem JSON.
 
 Refusals, as X answers them:
-    POST rules, a value over `rule_max_length` (512, X's limit below Enterprise): 200 with
+    POST rules, a value over `rule_max_length` (1,024, X's pay-per-use limit): 200 with
         {"errors": [{"value", "details": [...], "title": "UnprocessableEntity",
         "type": ".../problems/invalid-rules"}]} and meta.summary invalid=1 (the shape of X's
         answers quoted in tweepy#1874; the wording of `details` is ours)
@@ -237,7 +237,7 @@ NAMED_PROBLEMS = {
 # The `api-version` header X sends with every answer (OpenAPI 2.168: xdevplatform/docs
 # openapi.json `info.version`); the api_version knob changes it, None leaves it out.
 API_VERSION = "2.168"
-RULE_MAX_LENGTH = 512  # X's rule length below Enterprise (2048 there)
+RULE_MAX_LENGTH = 1024  # X's rule length on pay-per-use (2048 on Enterprise: knob access_level)
 WORDS = tuple(
     [
         "python",

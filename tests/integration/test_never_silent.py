@@ -31,7 +31,14 @@ from tests.collector_support import (
 )
 from tests.fakes.x_server import FakeXServer
 
-LONG_RULE = "(python OR rust OR golang) " * 22  # 594 characters: over X's 512 below Enterprise
+# 1,080 characters: over X's 1,024 on pay-per-use (the stand-in's level), within the 2,048 of the
+# enterprise level the configs below claim, so X, not the collector's own check, refuses it
+LONG_RULE = "(python OR rust OR golang) " * 40
+
+
+def claiming_enterprise(config: Path) -> Path:
+    config.write_text(config.read_text().replace("[x]\n", '[x]\naccess_level = "enterprise"\n'))
+    return config
 
 
 @pytest.fixture
@@ -59,13 +66,13 @@ def wait_for_health(config: Path, health: str, timeout: float = 60) -> tuple[int
 
 def test_a_refused_only_rule_exits_78_with_xs_reason(tmp_path: Path, x_server, s3) -> None:
     s3.create_bucket(Bucket=BUCKET)
-    config = write_config(tmp_path, x_server.url, rules=[(LONG_RULE, "langs")])
+    config = claiming_enterprise(write_config(tmp_path, x_server.url, rules=[(LONG_RULE, "langs")]))
 
     check = run_cli("check", "--config", str(config))
     assert check.returncode == 1, check.stdout
     (refused,) = [line for line in check.stdout.splitlines() if line.startswith("FAIL  X rule")]
     assert "x.rules" in refused and "(tag test-1:langs)" in refused
-    assert "UnprocessableEntity" in refused and "512" in refused
+    assert "UnprocessableEntity" in refused and "1024" in refused
     assert x_server.rules == {}  # a dry run changes nothing
 
     collector = CollectorProcess(config)
@@ -86,7 +93,7 @@ def test_one_refused_rule_streams_the_others_and_shows_degraded(
 ) -> None:
     s3.create_bucket(Bucket=BUCKET)
     rules = [("python lang:en", "python"), (LONG_RULE, "langs")]
-    config = write_config(tmp_path, x_server.url, rules=rules, max_seconds=0.5)
+    config = claiming_enterprise(write_config(tmp_path, x_server.url, rules=rules, max_seconds=0.5))
     collector = CollectorProcess(config)
     try:
         wait_until(lambda: x_server.connections == 1, 20)

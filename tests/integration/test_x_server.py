@@ -379,14 +379,14 @@ def test_usage_cap_refusal_is_xs_usage_capped_problem(x_server: FakeXServer) -> 
 
 def test_rules_over_the_length_limit_are_refused_inside_a_200(x_server: FakeXServer) -> None:
     client = tweepy_client(x_server)
-    long_value = "python " * 80  # 560 characters
+    long_value = "python " * 150  # 1,050 characters: over pay-per-use's 1,024
     response = client.add_rules(
         [tweepy.StreamRule(long_value, tag="long"), tweepy.StreamRule("short", tag="s")]
     )
     (error,) = response.errors
     assert error["title"] == "UnprocessableEntity" and error["value"] == long_value
     assert error["type"] == "https://api.twitter.com/2/problems/invalid-rules"
-    assert "512" in error["details"][0]
+    assert "1024" in error["details"][0]
     assert [r.value for r in response.data] == ["short"]
     assert response.meta["summary"]["invalid"] == 1
 
