@@ -416,20 +416,33 @@ def test_files_under_etc_twittersnake_have_private_modes(sandbox):
     assert modes["/etc/twittersnake/collector.toml"][0] == "640"
 
 
-def test_bad_token_ends_in_fatal_or_exited_not_a_restart_loop(sandbox):
+def test_a_bad_token_stops_the_deploy_with_xs_answer_and_leaves_the_collector_running(sandbox):
+    before = sandbox.pid()
     result = sandbox.site(vault_x_bearer_token="not-the-token")
-    # The play may fail on the restart (the collector refuses to start): that is the honest outcome.
+    sandbox.extra.pop("vault_x_bearer_token")
+    assert result.returncode != 0
+    # X's answer on one line, before anything is installed: the running collector is untouched
+    assert re.search(r"HTTP 401: Unauthorized: X rejected the bearer token", result.stdout)
+    assert "not-the-token" not in result.stdout
+    assert sandbox.state() == "RUNNING" and sandbox.pid() == before
+    assert sandbox.ssh(f"cat {TOKEN_FILE}").strip() != "not-the-token"
+
+
+def test_a_token_x_revokes_ends_in_fatal_or_exited_not_a_restart_loop(sandbox):
+    # the token stops working while the collector runs (revoked on X's side): a restart meets 401
+    sandbox.ssh(
+        f"echo not-the-token > {TOKEN_FILE} && supervisorctl restart twittersnake", check=False
+    )
     deadline = time.monotonic() + 60
     while sandbox.state() not in ("FATAL", "EXITED") and time.monotonic() < deadline:
         time.sleep(1)
-    assert sandbox.state() in ("FATAL", "EXITED"), result.stdout[-3000:]
+    assert sandbox.state() in ("FATAL", "EXITED")
     time.sleep(5)
     assert sandbox.state() in ("FATAL", "EXITED")  # stays down: no loop
     log = sandbox.ssh(f"tail -n 50 {LOG}")
     assert re.search(r"401|rejected|unauthori", log, re.I), log
     assert "not-the-token" not in log
-    # Put the good token back; the collector comes back.
-    sandbox.extra.pop("vault_x_bearer_token")
+    # The deploy writes the good token back; the collector comes back.
     good = sandbox.site()
     assert good.returncode == 0, good.stdout[-3000:]
     sandbox.wait_running()
