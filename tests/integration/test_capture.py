@@ -187,3 +187,20 @@ def test_the_report_counts_the_hashtags_mentions_and_domains_of_the_full_text(tm
     cut = [t for m in messages for t in re.findall(r"#(\w+)", m["data"].get(spelling, {}).get(
         "text", "")) if f"#{t}" not in m["data"]["text"]]  # fmt: skip
     assert cut and all(tag.lower() in hashtags for tag in cut)  # past the cut, still counted
+
+
+def test_the_collector_knows_the_names_the_stand_in_accepts() -> None:
+    """Two copies of X's lists (the collector's and the stand-in's, which answers 400 for any
+    other name) must agree, or a profile could ask for a name X refuses."""
+    from collector.source.fields import ACCEPTED
+    from tests.fakes import x_server
+
+    stand_in = {
+        "tweet_fields": x_server.X_TWEET_FIELDS,
+        "expansions": x_server.X_EXPANSIONS,
+        "user_fields": x_server.X_USER_FIELDS,
+        "media_fields": x_server.X_MEDIA_FIELDS,
+        "poll_fields": x_server.X_POLL_FIELDS,
+        "place_fields": x_server.X_PLACE_FIELDS,
+    }
+    assert {kind: set(names) for kind, names in ACCEPTED.items()} == stand_in
