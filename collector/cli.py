@@ -94,7 +94,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         report(False, "config", str(exc))
         return EX_CONFIG
     report(
-        True, "config", f"{args.config} (collector_id {cfg.collector_id}, {cfg.x.stream} stream)"
+        True,
+        "config",
+        f"{args.config} (collector_id {cfg.collector_id}, {cfg.x.stream} stream, "
+        f"access level {cfg.x.access_level}: up to {cfg.x.limits.max_rules} rules of "
+        f"{cfg.x.rule_max_length or cfg.x.limits.rule_max_length} characters)",
     )
     try:
         token = read_bearer_token(cfg)

@@ -129,3 +129,9 @@ def test_clear_stale_connections_defaults_to_true_and_must_be_a_boolean(tmp_path
     assert off.x.clear_stale_connections is False
     message = load_error(write(tmp_path, 'clear_stale_connections = "no"'))
     assert "'x.clear_stale_connections' must be a boolean (true or false), got a string" in message
+
+
+def test_check_says_which_access_level_and_limits_it_applies(tmp_path: Path) -> None:
+    check = run_cli("check", "--config", str(write(tmp_path, 'access_level = "enterprise"')))
+    (line,) = [line for line in check.stdout.splitlines() if line.startswith("ok    config:")]
+    assert "access level enterprise: up to 25000 rules of 2048 characters" in line
