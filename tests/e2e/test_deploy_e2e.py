@@ -267,8 +267,12 @@ def test_private_repository_is_cloned_with_the_deploy_key_and_the_pinned_host_ke
     host_key = sandbox.vars["twittersnake_repo_host_key"]
     assert url.startswith("ssh://")
     assert sandbox.ssh("git -C /opt/twittersnake/src remote get-url origin").strip() == url
-    key = "/etc/twittersnake/secrets/repo_deploy_key"
-    assert sandbox.ssh(f"stat -c '%a %U' {key}").split() == ["600", "twittersnake"]
+    key = "/etc/twittersnake/deploy/repo_deploy_key"
+    assert sandbox.ssh(f"stat -c '%a %U' {key}").split() == ["600", "root"]
+    # Root only: the service user (and a notebook running as it) cannot read it.
+    assert sandbox.ssh(f"stat -c '%a %U' {Path(key).parent}").split() == ["700", "root"]
+    unreadable = sandbox.ssh(f"sudo -u twittersnake cat {key} 2>&1", check=False)
+    assert "Permission denied" in unreadable, unreadable
     assert sandbox.ssh("cat /etc/twittersnake/repo_known_hosts").strip() == host_key
     # The server lets nobody in without the deploy key (ubuntu has no key of its own)...
     ssh = "ssh -o BatchMode=yes -o IdentitiesOnly=yes"
