@@ -255,6 +255,28 @@ def _print_rules_diff(diff, config: str) -> int:
 REPAIR_DRAIN_SECONDS = 300.0  # `collector repair` waits this long for its uploads
 
 
+def _billing_ledger(cfg: Config):
+    """(lock, ledger): the collector's billing ledger when no `collector run` holds the spool
+    (the repair's posts count and the budget applies), else (lock, None) after saying so."""
+    from collector.errors import SpoolLocked
+    from collector.spool.guard import SpoolLock
+    from collector.telemetry.ledger import BillingLedger
+
+    main = SpoolDirs(cfg.spool.dir)
+    lock = SpoolLock(main)
+    try:
+        main.root.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except (SpoolLocked, OSError) as exc:
+        print(
+            f"budget: not checked here ({exc}); the running collector's ledger does not count "
+            "this repair's posts",
+            flush=True,
+        )
+        return lock, None
+    return lock, BillingLedger(main.ledger, cfg.budget)
+
+
 def cmd_repair(args: argparse.Namespace) -> int:
     """Repair [--from, --to) by hand: the same search, files and events as the running
     collector's gap repair (collector.source.repair), in a spool folder of its own."""
@@ -293,11 +315,22 @@ def cmd_repair(args: argparse.Namespace) -> int:
     events = EventLog(dirs, cfg.collector_id, shipper.submit)
     seq = repair.MicrosecondSeq()
     files = repair.RepairFiles(cfg, dirs, seq, shipper.submit, Quarantine(dirs, metrics))
-    result = repair.Repairer(cfg, token, files, events, metrics).repair(span)
+    lock, ledger = _billing_ledger(cfg)
+    try:
+        result = repair.Repairer(cfg, token, files, events, metrics, ledger=ledger).repair(span)
+    finally:
+        if ledger is not None:
+            ledger.close()
+        lock.release()
     shipper.start()
     remaining = shipper.drain(time.monotonic() + REPAIR_DRAIN_SECONDS)
     shipper.stop()
     print(result.summary(), flush=True)
+    price = cfg.budget.usd_per_post
+    print(
+        f"cost: X bills up to ${result.posts * price:,.2f} for these {result.posts} post(s) "
+        f"(${price} each; a post already billed this UTC day is not billed again)"
+    )
     for name in result.files:
         print(f"stored   {name}")
     if remaining:

@@ -489,7 +489,10 @@ class Repairer:
         end = datetime.fromtimestamp(math.ceil(end.timestamp()), UTC)
         result.searched = Span(start, end)
         self._record("repair_started", f"{span}: Recovery", result)
+        spent = self._spent()
         try:
+            if spent:
+                raise RepairFailed(f"the budget is spent ({spent}): Recovery is billed per post")
             self._recover(result.searched, result)
         except RepairFailed as exc:
             result.failed = str(exc)
@@ -567,11 +570,16 @@ class Repairer:
     def _refusal(self, window: Span | None) -> str | None:
         if window is None:
             return "the span is older than recent search's 7 days"
-        if self.ledger is not None:
-            spent = self.ledger.exhausted()
-            if spent:
-                return f"the budget is spent ({spent}): a repair is billed like the stream"
+        spent = self._spent()
+        if spent:
+            return f"the budget is spent ({spent}): a repair is billed like the stream"
         return None
+
+    def _spent(self):
+        """The ledger's Exhausted when the budget is spent and `budget.on_exhausted` pauses."""
+        if self.ledger is None or self.cfg.budget.on_exhausted != "pause":
+            return None
+        return self.ledger.exhausted()
 
     def _search(self, window: Span, rules: list[SearchRule], result: RepairResult) -> None:
         start = window.start
@@ -581,33 +589,38 @@ class Repairer:
             start = end
 
     def _search_chunk(self, chunk: Span, rules: list[SearchRule], result: RepairResult) -> None:
+        """Search each rule over one hour; store what was found even when a search fails or
+        the budget stops the repair (received posts are never dropped)."""
         found: dict[str, tuple[dict, dict, list[SearchRule]]] = {}
-        for rule in rules:
-            for page in self.search.pages(rule.value, chunk.start, chunk.end):
-                includes = page.get("includes") or {}
-                posts = page.get("data") or []
-                for post in posts:
-                    entry = found.get(str(post.get("id")))
-                    if entry is None:
-                        found[str(post.get("id"))] = (post, includes, [rule])
-                    elif rule not in entry[2]:
-                        entry[2].append(rule)
-                result.per_rule[rule.name] += len(posts)
-                self._bill([str(p.get("id")) for p in posts])
-        if not found:
-            return
-        lines = [
-            stream_line(post, referenced_includes(post, includes), matched)
-            for post, includes, matched in sorted(found.values(), key=lambda e: int(e[0]["id"]))
-        ]
-        result.files += self.files.write(chunk.start, lines)
-        result.posts += len(found)
+        try:
+            for rule in rules:
+                for page in self.search.pages(rule.value, chunk.start, chunk.end):
+                    includes = page.get("includes") or {}
+                    posts = page.get("data") or []
+                    for post in posts:
+                        entry = found.get(str(post.get("id")))
+                        if entry is None:
+                            found[str(post.get("id"))] = (post, includes, [rule])
+                        elif rule not in entry[2]:
+                            entry[2].append(rule)
+                    result.per_rule[rule.name] += len(posts)
+                    self._bill([str(p.get("id")) for p in posts])
+        finally:
+            if found:
+                lines = [
+                    stream_line(post, referenced_includes(post, includes), matched)
+                    for post, includes, matched in sorted(
+                        found.values(), key=lambda e: int(e[0]["id"])
+                    )
+                ]
+                result.files += self.files.write(chunk.start, lines)
+                result.posts += len(found)
 
     def _bill(self, ids: list[str]) -> None:
         self.metrics.incr("repair_posts_fetched", len(ids))
         if self.ledger is not None and ids:
             self.ledger.add(ids)
-            spent = self.ledger.exhausted()
+            spent = self._spent()
             if spent:
                 raise RepairFailed(f"the budget is spent ({spent}); the rest of the span waits")
 

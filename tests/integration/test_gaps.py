@@ -360,3 +360,16 @@ def test_the_gaps_table_says_what_gap_repair_fetched_again():
         (minutes(20), minutes(23), False),
         (minutes(23), minutes(60), True),
     ]
+
+
+def test_the_time_chart_shades_repaired_posts_on_top_of_the_streamed_ones():
+    period = report.Period(minutes(0), minutes(60))
+    points = [(minutes(m), 10) for m in range(0, 60)]
+    repaired = [(minutes(m), 9) for m in range(20, 25)]  # a 5-minute gap filled by repair
+    png = report._time_chart(points, "Posts per minute", period, (), repaired)
+    purple = span_columns(png, report.REPAIRED_COLOUR)
+    blue = span_columns(png, report.DATA_COLOUR)
+    assert purple and blue and not purple & blue
+    assert min(purple) > min(blue) and max(purple) < max(blue)  # in the middle, where the gap was
+    plain = report._time_chart(points, "Posts per minute", period)
+    assert not span_columns(plain, report.REPAIRED_COLOUR)

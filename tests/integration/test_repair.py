@@ -340,3 +340,30 @@ def test_enterprise_short_drop_is_backfilled_on_the_reconnect(s3, aws_env, tmp_p
     assert not repaired_lines(s3), "backfill comes on the stream: nothing to search"
     (done,) = [e for e in events_in_s3(s3, tmp_path) if e.event == "repair_done"]
     assert done.detail["method"] == "backfill"
+
+
+def test_a_repair_honours_the_budget_and_keeps_what_it_fetched(s3, aws_env, tmp_path):
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=60).start()
+    try:
+        config = write_config(
+            tmp_path, server.url, s3_endpoint=aws_env.url, x_extra="repair_margin_seconds = 0",
+            extra="[budget]\nposts_per_day = 20\n",
+        )  # fmt: skip
+        assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
+        start, end, stream = outage_while_nobody_streams(server, 2.5)
+        missed = {str(p.id) for p in server.missed_posts() if not p.repost}
+        time.sleep(max(0.0, end + 11 - time.time()))
+        result = run_cli(
+            "repair", "--config", str(config), "--from", iso(start - 1), "--to", iso(end + 1)
+        )
+        stream.close()
+    finally:
+        server.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "failed: the budget is spent (" in result.stdout
+    assert len(missed) > 100
+    kept = set(repaired_lines(s3))
+    # the first page (100 posts, newest first) spent the budget of 20: it is stored, X billed it
+    assert len(kept) == 100 and kept < missed
+    assert "cost: X bills up to $" in result.stdout
