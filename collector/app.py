@@ -315,7 +315,7 @@ class Collector:
             cloudwatch.join()
         status.state = "stopped"
         status.write()
-        status.progress()
+        status.progress(final=True)
         if remaining:
             log.warning(
                 "stopped with %d file(s) left in the spool %s; they are uploaded on the next start",

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 2.0
 PROGRESS_INTERVAL = 10.0
+# s: while nothing changes (X refusing for hours: the monthly cap, credits spent) the progress
+# line is logged this seldom, so the log holds a few lines an hour, not 360
+PROGRESS_UNCHANGED_INTERVAL = 3600.0
 DISCONNECTED_LIMIT = 300.0  # `collector status` fails after 5 minutes without a connection
 STALE_LIMIT = 60.0  # a status file older than this means the process is stuck
 QUIET_SHOWN_AFTER = 300.0  # "connected, no post for N min" is shown after this (not unhealthy)
@@ -151,6 +154,7 @@ class StatusReporter:
         self._rate = 0.0
         self._progress_posts = 0
         self._progress_at = time.monotonic()
+        self._progress_logged: tuple[float, tuple[int, list[str]] | None] = (0.0, None)
         self._rate_lock = threading.Lock()  # snapshot() runs on the status and CloudWatch threads
 
     def snapshot(self) -> dict:
@@ -215,20 +219,26 @@ class StatusReporter:
         write_status_file(self.dirs.status_file, status)
         return status
 
-    def progress(self) -> None:
+    def progress(self, final: bool = False) -> None:
+        """Log the progress line; the same figures again only after PROGRESS_UNCHANGED_INTERVAL
+        (the final line at a stop is always logged)."""
         values = self.metrics.snapshot()
         now = time.monotonic()
         posts = int(values.get("posts_received", 0) or 0)
         rate = (posts - self._progress_posts) / max(now - self._progress_at, 1e-6)
         self._progress_posts, self._progress_at = posts, now
-        parts = [f"{posts} posts ({rate:.0f}/s)"]
+        figures = []
         for metric in DECLARED:
             if metric.progress and metric.name != "posts_received":
                 value = values.get(metric.name, 0) or 0
                 shown = f"{value / 1e6:.1f} MB" if metric.unit == "Bytes" else f"{value}"
-                parts.append(f"{shown} {metric.progress}")
-        parts.append(f"connection {values.get('connection', 'connecting')}")
-        log.info("progress: %s", ", ".join(parts))
+                figures.append(f"{shown} {metric.progress}")
+        figures.append(f"connection {values.get('connection', 'connecting')}")
+        unchanged = (posts, figures) == self._progress_logged[1]
+        if unchanged and not final and now - self._progress_logged[0] < PROGRESS_UNCHANGED_INTERVAL:
+            return
+        self._progress_logged = (now, (posts, figures))
+        log.info("progress: %s", ", ".join([f"{posts} posts ({rate:.0f}/s)", *figures]))
 
     def run(self, stop: threading.Event) -> threading.Thread:
         def loop() -> None:

@@ -250,3 +250,26 @@ def test_a_restart_after_kill_9_ends_the_stale_connection_and_records_the_api_ve
     assert problems == []
     versions = [e.api_version for e in events if e.event == "connected"]
     assert versions[0] == "2.168" and versions[-1] == "2.167"
+
+
+def test_the_progress_line_is_not_repeated_while_nothing_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from collector.spool.layout import SpoolDirs
+    from collector.telemetry.status import StatusReporter
+
+    dirs = SpoolDirs(tmp_path / "spool")
+    dirs.create()
+    metrics = Metrics()
+    metrics.set("connection", "disconnected")  # X refusing: nothing moves for hours
+    reporter = StatusReporter("c1", dirs, metrics, Health())
+    caplog.set_level(logging.INFO, logger="collector.telemetry.status")
+    for _ in range(3):
+        reporter.progress()
+    metrics.incr("posts_received", 5)
+    reporter.progress()
+    reporter.progress(final=True)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert len(lines) == 3, lines  # three unchanged calls log once
+    assert lines[0].startswith("progress: 0 posts")
+    assert all(line.startswith("progress: 5 posts") for line in lines[1:])
