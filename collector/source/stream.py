@@ -464,6 +464,7 @@ class XStream(tweepy.StreamingClient):
                 "still refuses: another client of this X app may be connected"
             )
         self._stale_cleared_at = now
+        kind = "filtered-stream" if self.cfg.x.stream == "filter" else "sample-stream"
         try:
             ended = end_stale_connections(self.cfg, self.token)
         except XNotAvailable as exc:
@@ -472,11 +473,11 @@ class XStream(tweepy.StreamingClient):
         except XRequestError as exc:
             return f"X's Connections API failed: {exc}"
         if not ended:
-            return "X's Connections API lists no other filtered-stream connection to end"
+            return f"X's Connections API lists no other {kind} connection to end"
         log.warning(
-            "ended %d stale filtered-stream connection(s) through X's Connections API: %s; "
-            "reconnecting",
+            "ended %d stale %s connection(s) through X's Connections API: %s; reconnecting",
             len(ended),
+            kind,
             ", ".join(c.line() for c in ended),
         )
         self.health.report(
