@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from collector.sink.codecs import DATA_SUFFIXES, Codec, codec_named
-from collector.spool.layout import SpoolDirs, atomic_write, fsync_dir
+from collector.spool.layout import SpoolDirs, atomic_write, durable_rename, fsync_dir
 
 CHUNK = 1 << 20  # 1 MiB: codec calls release the GIL on large buffers
 
@@ -119,9 +119,7 @@ def compress_file(sealed: Path, dirs: SpoolDirs, codec: str, level: int = 1) -> 
         if chosen.identity:
             # same bytes: hash, record, rename across folders (one file system) instead of copying
             atomic_write(sidecar_path(target), file_sha256(sealed).encode())
-            os.replace(sealed, target)
-            fsync_dir(dirs.ready)
-            fsync_dir(dirs.sealed)
+            durable_rename(sealed, target, sync_data=False)  # sealed files are fsynced
             return target
         with open(sealed, "rb") as source, open(partial, "wb") as out:
             sink = _HashingWriter(out)
@@ -129,8 +127,7 @@ def compress_file(sealed: Path, dirs: SpoolDirs, codec: str, level: int = 1) -> 
             out.flush()
             os.fsync(out.fileno())
         atomic_write(sidecar_path(target), b64(sink.digest.digest()).encode())
-        os.replace(partial, target)
-        fsync_dir(dirs.ready)
+        durable_rename(partial, target, sync_data=False)  # fsynced above
     except BaseException:
         sidecar = sidecar_path(target)
         for leftover in (partial, sidecar, sidecar.with_name(f".{sidecar.name}.tmp")):

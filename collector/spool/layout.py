@@ -270,6 +270,31 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def durable_rename(
+    source: Path, target: Path, fd: int | None = None, sync_data: bool = True
+) -> None:
+    """Move `source` to `target` (same file system) so that a crash at any instant leaves the
+    complete file under one of the two names, the Maildir way: fsync the file's data, rename
+    atomically (a `target` already there is replaced), fsync the target's folder, then the
+    source's when it is another one.
+
+    fd: an open descriptor of `source` to fsync (closed here, also on error); None opens one.
+    sync_data: False when the caller has fsynced the data already (a sealed file, a file it
+    just wrote and fsynced). Raises OSError as the system calls do.
+    """
+    if sync_data:
+        if fd is None:
+            fd = os.open(source, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(source, target)
+    fsync_dir(target.parent)
+    if source.parent != target.parent:
+        fsync_dir(source.parent)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old or the new content, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -277,5 +302,4 @@ def atomic_write(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    durable_rename(tmp, path, sync_data=False)

@@ -34,7 +34,13 @@ import simdjson
 
 from collector.config import Config
 from collector.spool.guard import Reserve, free_percent
-from collector.spool.layout import SpoolDirs, atomic_write, data_file_name, fsync_dir, parse_name
+from collector.spool.layout import (
+    SpoolDirs,
+    atomic_write,
+    data_file_name,
+    durable_rename,
+    parse_name,
+)
 from collector.telemetry.health import DEGRADED, Health
 from collector.telemetry.ledger import BillingLedger
 from collector.telemetry.lograte import RepeatedWarnings
@@ -527,16 +533,8 @@ class SpoolWriter:
 
 def seal_file(path: Path, dirs: SpoolDirs, fd: int | None = None) -> Path:
     """fsync `path`, rename it into sealed/ atomically, make the rename durable."""
-    if fd is None:
-        fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     target = dirs.sealed / path.name
-    os.rename(path, target)
-    fsync_dir(dirs.sealed)
-    fsync_dir(dirs.open)
+    durable_rename(path, target, fd=fd)
     return target
 
 
