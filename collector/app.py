@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from collector.config import Config
 from collector.errors import EX_CONFIG, EX_OK, EX_SOFTWARE, Fatal, SpoolLocked
@@ -27,6 +28,9 @@ from collector.telemetry.health import DEGRADED, Health
 from collector.telemetry.ledger import BillingLedger
 from collector.telemetry.metrics import Metrics
 from collector.telemetry.status import StatusReporter, UploadAgeWatch, record_exit
+
+if TYPE_CHECKING:  # the S3 modules load with the shipper, in run()
+    from collector.sink.s3 import PutOutcome
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +191,10 @@ class Collector:
         reserve.set_aside()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        shipper = Shipper(self.cfg, self.dirs, self.metrics)
+        shipper = Shipper(self.cfg, self.dirs, self.metrics, observers=[self._observe_upload])
         # Connection events ship through the spool like posts (collector.telemetry.events).
         self.events = EventLog(self.dirs, self.cfg.collector_id, shipper.submit)
-        shipper.sink.observers.append(self.events.watch_s3)
         started_at = datetime.now(UTC)
-        shipper.sink.observers.append(self._observe_upload)
         _check_bucket(shipper, self.metrics, self.health, self.cfg.s3.failing_after_seconds)
         refused = _sync_rules(self.cfg, self.token, self.health)
         if self.cfg.x.stream == "filter":
@@ -202,6 +204,7 @@ class Collector:
         recovered = recover_open_files(self.dirs, quarantine)
         if recovered:
             log.info("recovered %d unsealed file(s) from a previous run", len(recovered))
+        self.ledger = BillingLedger(self.dirs.ledger, self.cfg.budget, clock)
         writer = SpoolWriter(
             self.cfg,
             self.dirs,
@@ -210,15 +213,15 @@ class Collector:
             quarantine,
             health=self.health,
             reserve=reserve,
+            ledger=self.ledger,
         )
-        self.ledger = BillingLedger(self.dirs.ledger, self.cfg.budget, clock)
-        writer.ledger = self.ledger
         shipper.start()  # uploads what earlier runs left before anything new
         self.events.record("start", at=started_at)
         self._start_repairs(writer, shipper, quarantine)
 
-        stream = open_stream(self.cfg, self.token, writer.accept, self.metrics, self.health)
-        stream.on_event = self._stream_event
+        stream = open_stream(
+            self.cfg, self.token, writer.accept, self.metrics, self.health, self._stream_event
+        )
         guard = BudgetGuard(
             self.ledger,
             stream,
@@ -253,9 +256,12 @@ class Collector:
                 break
         return self._shutdown(stream, guard, writer, shipper, status, cloudwatch)
 
-    def _observe_upload(self, outcome) -> None:
+    def _observe_upload(self, outcome: PutOutcome) -> None:
         """Every PUT outcome: S3's refusals (code + key prefix) become the "s3" condition,
-        failing after s3.failing_after_seconds; the next confirmed upload clears it."""
+        failing after s3.failing_after_seconds; the next confirmed upload clears it. The event
+        log records refusals and recoveries."""
+        if self.events is not None:
+            self.events.watch_s3(outcome)
         if outcome.result in ("created", "existed"):
             self.health.clear("s3")
             self.upload_age.confirmed()

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -64,6 +65,14 @@ class PutOutcome:
     http_status: int | None = None
 
 
+class UploadObserver(Protocol):
+    """Told the outcome of every PUT, in the uploading thread, after S3 answered: a health
+    state that tracks S3's error codes, the event log of refusals and recoveries. It must
+    return quickly and not raise (an exception would count as the upload's failure)."""
+
+    def __call__(self, outcome: PutOutcome) -> None: ...
+
+
 def make_client(cfg):
     """An S3 client from boto3's standard credential chain; AWS_ENDPOINT_URL is honoured."""
     config = BotoConfig(
@@ -90,13 +99,12 @@ def _error_fields(exc: BaseException) -> tuple[str | None, int | None]:
 class S3Sink:
     """Delivers ready files to one bucket and prefix; thread-safe (boto3 clients are)."""
 
-    def __init__(self, cfg, s3_client=None) -> None:
+    def __init__(self, cfg, s3_client=None, observers: Sequence[UploadObserver] = ()) -> None:
         self.bucket = cfg.s3.bucket
         self.prefix = cfg.s3.prefix
         self.s3 = s3_client if s3_client is not None else make_client(cfg)
         SECRETS.add_aws_credentials(self.s3)
-        # called with every PutOutcome (e.g. a health state that tracks S3 error codes)
-        self.observers: list[Callable[[PutOutcome], None]] = []
+        self.observers: tuple[UploadObserver, ...] = tuple(observers)
 
     def where(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from collector.sink.s3 import (
     S3AccessDenied,
     S3Sink,
     S3Unavailable,
+    UploadObserver,
     make_client,
 )
 from collector.spool.compress import (
@@ -63,12 +65,13 @@ class Shipper:
         retry_base: float = RETRY_BASE,
         retry_cap: float = RETRY_CAP,
         upload_workers: int = UPLOAD_WORKERS,
+        observers: Sequence[UploadObserver] = (),
     ) -> None:
         self.dirs = dirs
         self.metrics = metrics
         self.codec = cfg.s3.compression
         self.level = getattr(cfg.s3, "compression_level", 1)
-        self.sink = S3Sink(cfg, s3_client)
+        self.sink = S3Sink(cfg, s3_client, observers)
         self.warnings = RepeatedWarnings(log)
         self._warned = False  # a refusal was logged since the last confirmed upload
         self.runner = StageRunner(

@@ -179,6 +179,9 @@ class XStream(tweepy.StreamingClient):
         metrics: Metrics,
         health: Health | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_event: Callable[[str, str | None], None] | None = None,
+        token_source: str = "the configuration",
+        config: Config | None = None,
         **kwargs,
     ) -> None:
         super().__init__(token, **kwargs)
@@ -188,10 +191,10 @@ class XStream(tweepy.StreamingClient):
         self.clock = clock
         self.fatal: str | None = None  # set when the server refuses us for good
         self.fatal_is_config = False  # a refusal a restart cannot fix (exit 78)
-        self.token_source = "the configuration"  # where the token came from (open_stream sets it)
+        self.token_source = token_source  # where the token came from, for the refusal's message
         self.connected = threading.Event()
         # on_event(state, cause) at each change of connection state (collector.telemetry.events)
-        self.on_event: Callable[[str, str | None], None] | None = None
+        self.on_event = on_event
         self.stopping = False
         self.paused_reason: str | None = None  # set while the budget holds the stream closed
         self._wake = threading.Event()  # ends a backoff wait on stop
@@ -199,7 +202,7 @@ class XStream(tweepy.StreamingClient):
         # by ACCOUNT_STATES key (tests shorten them); resume_in is set while paused.
         self.account_retry = {k: s.retry_seconds for k, s in ACCOUNT_STATES.items()}
         self.resume_in: float | None = None
-        self.cfg: Config | None = None  # for X's usage and Connections APIs (open_stream sets it)
+        self.cfg = config  # for X's usage and Connections APIs
         self.token = token
         self.api_version: str | None = None  # X's `api-version` header of the last answer
         self._stale_cleared_at: float | None = None
@@ -525,11 +528,22 @@ def open_stream(
     on_line: Callable[[bytes], None],
     metrics: Metrics,
     health: Health | None = None,
+    on_event: Callable[[str, str | None], None] | None = None,
 ):
-    """Create the stream client; `start_stream` connects it in a background thread."""
-    stream = make_client(cfg, token, XStream, on_line=on_line, metrics=metrics, health=health)
-    stream.token_source = bearer_token_source(cfg)
-    stream.cfg = cfg
+    """Create the stream client; `start_stream` connects it in a background thread.
+
+    on_event(state, cause) is told each change of connection state."""
+    stream = make_client(
+        cfg,
+        token,
+        XStream,
+        on_line=on_line,
+        metrics=metrics,
+        health=health,
+        on_event=on_event,
+        token_source=bearer_token_source(cfg),
+        config=cfg,
+    )
     path = "search" if cfg.x.stream == "filter" else "sample"
     metrics.set("stream_url", f"{cfg.x.api_base_url.rstrip('/')}/2/tweets/{path}/stream")
     return stream

@@ -224,6 +224,7 @@ class SpoolWriter:
         quarantine: Quarantine | None = None,
         health: Health | None = None,
         reserve: Reserve | None = None,
+        ledger: BillingLedger | None = None,
     ) -> None:
         self.cfg = cfg
         self.dirs = dirs
@@ -248,8 +249,8 @@ class SpoolWriter:
         self.health = health  # a failing disk shows in status
         self.reserve = reserve  # released at stop when the disk is full (collector.spool.guard)
         self.resume_free_percent = getattr(cfg.spool, "resume_free_percent", 0.0)
-        # set by the app: counts every data line's post as X bills it (telemetry.ledger)
-        self.ledger: BillingLedger | None = None
+        # counts every data line's post as X bills it (telemetry.ledger)
+        self.ledger = ledger
         self._disk_logged_at = -DISK_LOG_EVERY_SECONDS
 
     # Called by the stream thread with one non-empty line or a LineBatch.
