@@ -96,6 +96,7 @@ def outage_while_nobody_streams(server: FakeXServer, seconds: float):
     return started, time.time(), stream
 
 
+@pytest.mark.slow  # X answers for an end_time 10 s old: the test waits for it
 def test_collector_repair_by_hand_stores_what_matched_in_the_span(s3, aws_env, tmp_path):
     s3.create_bucket(Bucket=BUCKET)
     server = FakeXServer(token=TOKEN, rate=30).start()
@@ -342,6 +343,7 @@ def test_enterprise_short_drop_is_backfilled_on_the_reconnect(s3, aws_env, tmp_p
     assert done.detail["method"] == "backfill"
 
 
+@pytest.mark.slow  # X answers for an end_time 10 s old: the test waits for it
 def test_a_repair_honours_the_budget_and_keeps_what_it_fetched(s3, aws_env, tmp_path):
     s3.create_bucket(Bucket=BUCKET)
     server = FakeXServer(token=TOKEN, rate=60).start()
