@@ -271,7 +271,7 @@ class Collector:
             self.health.report(
                 "s3",
                 DEGRADED,
-                f"S3 refuses uploads: {outcome.error_code}{status} for "
+                f"S3 refuses uploads: {outcome.problem or outcome.error_code}{status} for "
                 f"s3://{self.cfg.s3.bucket}/{partition}; files stay in the spool and are retried",
                 failing_after=self.cfg.s3.failing_after_seconds,
             )

@@ -143,13 +143,15 @@ def _check_rules(cfg: Config, token: str, report) -> None:
 
 
 def _check_s3(cfg: Config) -> tuple[bool, str, str]:
+    from collector.errors import Fatal
     from collector.sink.s3 import BucketMissing, S3Sink, S3Unavailable
 
     try:
         S3Sink(cfg).check_bucket()
-    except (BucketMissing, S3Unavailable) as exc:
+    except (BucketMissing, S3Unavailable, Fatal) as exc:
         return False, "S3 bucket", str(exc)
-    return True, "S3 bucket", f"s3://{cfg.s3.bucket}/{cfg.s3.prefix} reachable"
+    key = f" with the key in {cfg.s3.credentials_file}" if cfg.s3.credentials_file else ""
+    return True, "S3 bucket", f"s3://{cfg.s3.bucket}/{cfg.s3.prefix} reachable{key}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -419,9 +421,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _analysis_installed() -> bool:
+    """DuckDB is importable: the report and export need it; the instance's environment
+    (collector/environment.yml) leaves it out."""
+    try:
+        import duckdb  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["report"], ["export"]) and not _analysis_installed():
+        return _fail(
+            f"collector {argv[0]} needs DuckDB, which the instance's environment leaves out (its "
+            "memory and disk are the collector's): run it on your computer, in this "
+            "repository's .venv, with a copy of the config: "
+            f".venv/bin/python -m collector {argv[0]} --config collector.toml ... "
+            "(docs/analysis.md)",
+            os.EX_UNAVAILABLE,
+        )
     if argv[:1] == ["report"]:
         from collector.analysis import report
 

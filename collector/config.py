@@ -105,6 +105,9 @@ class S3Config:
     compression_level: int = 1
     # S3 refusing every upload this long (s) turns the health from degraded to failing.
     failing_after_seconds: float = 120
+    # An AWS shared-credentials file ([default] aws_access_key_id, aws_secret_access_key) the
+    # collector, `check` and CloudWatch use whoever runs them; "" = boto3's own chain.
+    credentials_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "compression": (str, "a string"),
         "compression_level": (int, "an integer"),
         "failing_after_seconds": ((int, float), "a positive number (seconds)"),
+        "credentials_file": (str, "a string (path of an AWS shared-credentials file)"),
     },
     "cloudwatch": {
         "enabled": (bool, "a boolean (true or false)"),

@@ -24,10 +24,12 @@ s3:GetObject (HeadObject) on {prefix}/*; kms:GenerateDataKey when the bucket use
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -35,7 +37,13 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from collector.errors import BucketMissing, ChecksumConflict, S3AccessDenied, S3Unavailable
+from collector.errors import (
+    BucketMissing,
+    ChecksumConflict,
+    Fatal,
+    S3AccessDenied,
+    S3Unavailable,
+)
 from collector.sink.codecs import codec_of
 from collector.spool.compress import recorded_sha256
 from collector.spool.layout import object_key, prefix_path
@@ -63,6 +71,39 @@ class PutOutcome:
     size: int = 0
     error_code: str | None = None
     http_status: int | None = None
+    problem: str | None = None  # named_problem's line when S3's answer has one
+
+
+def aws_session(cfg) -> boto3.session.Session:
+    """A boto3 session with the key of s3.credentials_file when set (its [default] profile, so
+    `sudo collector check` uses the collector's key, not the caller's environment), else
+    boto3's standard credential chain. Raises Fatal naming the file when it cannot be read."""
+    path = getattr(cfg.s3, "credentials_file", "")
+    if not path:
+        return boto3.session.Session()
+    parser = configparser.ConfigParser()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+        section = parser["default"]
+        keys = {
+            "aws_access_key_id": section["aws_access_key_id"],
+            "aws_secret_access_key": section["aws_secret_access_key"],
+        }
+    except PermissionError:
+        raise Fatal(
+            f"s3.credentials_file {path}: permission denied (it is the service user's; run as "
+            "root, e.g. with sudo, or as that user)"
+        ) from None
+    except FileNotFoundError:
+        raise Fatal(f"s3.credentials_file {path}: not found") from None
+    except (OSError, configparser.Error, KeyError, UnicodeDecodeError) as exc:
+        raise Fatal(
+            f"s3.credentials_file {path}: not an AWS credentials file with [default] "
+            f"aws_access_key_id and aws_secret_access_key ({type(exc).__name__})"
+        ) from None
+    token = section.get("aws_session_token")
+    return boto3.session.Session(**keys, aws_session_token=token)
 
 
 class UploadObserver(Protocol):
@@ -74,14 +115,14 @@ class UploadObserver(Protocol):
 
 
 def make_client(cfg):
-    """An S3 client from boto3's standard credential chain; AWS_ENDPOINT_URL is honoured."""
+    """An S3 client from aws_session(cfg); AWS_ENDPOINT_URL is honoured."""
     config = BotoConfig(
         connect_timeout=5,
         read_timeout=60,
         retries={"max_attempts": 3, "mode": "standard"},
         tcp_keepalive=True,
     )
-    return boto3.session.Session().client(
+    return aws_session(cfg).client(
         "s3",
         region_name=cfg.s3.region or None,
         endpoint_url=cfg.s3.endpoint_url or None,
@@ -96,10 +137,69 @@ def _error_fields(exc: BaseException) -> tuple[str | None, int | None]:
     return type(exc).__name__, None
 
 
+def _clock_words(seconds: float) -> str:
+    minutes, secs = divmod(int(abs(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{hours} h"] * bool(hours) + [f"{minutes} min"] * bool(minutes) + [f"{secs} s"]
+    return " ".join(parts if hours or minutes else [f"{secs} s"])
+
+
+def named_problem(exc: BaseException, cfg=None) -> str | None:
+    """S3's answers that mean something other than their HTTP status, named for what they are
+    (one line, from S3's own answer), or None for any other error.
+
+    RequestTimeTooSkewed (403): this machine's clock is off; the skew is S3's ServerTime minus
+    the RequestTime it echoes. PermanentRedirect (301): the bucket lives in another region, the
+    one S3 names in x-amz-bucket-region. AWS S3 API Reference, "Error responses":
+    https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html
+    """
+    if not isinstance(exc, ClientError):
+        return None
+    error = exc.response.get("Error", {})
+    code = error.get("Code")
+    if code == "RequestTimeTooSkewed":
+        try:
+            signed = datetime.strptime(error["RequestTime"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            server = datetime.fromisoformat(error["ServerTime"].replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            return "RequestTimeTooSkewed: this machine's clock is off by more than S3 accepts"
+        skew = (server - signed).total_seconds()
+        allowed = int(error.get("MaxAllowedSkewMilliseconds") or 900000) // 60000
+        return (
+            f"RequestTimeTooSkewed: this machine's clock is {_clock_words(skew)} "
+            f"{'behind' if skew > 0 else 'ahead of'} S3's (request signed at "
+            f"{signed:%Y-%m-%dT%H:%M:%SZ}, S3's time {server:%Y-%m-%dT%H:%M:%SZ}; S3 accepts "
+            f"{allowed} min): set the clock (timedatectl; chrony or systemd-timesyncd)"
+        )
+    if code == "PermanentRedirect":
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        region = headers.get("x-amz-bucket-region")
+        bucket = error.get("Bucket") or (cfg.s3.bucket if cfg else "")
+        if not region:
+            return f"PermanentRedirect: bucket '{bucket}' is in another region than s3.region"
+        ours = f"s3.region {cfg.s3.region!r}" if cfg else "the configured region"
+        endpoint = (
+            f" and s3.endpoint_url (now {cfg.s3.endpoint_url}) to that region's endpoint or empty"
+            if cfg and cfg.s3.endpoint_url
+            else ""
+        )
+        return (
+            f"PermanentRedirect: bucket '{bucket}' is in region {region} (S3's "
+            f"x-amz-bucket-region), not {ours}: set s3.region to {region}{endpoint}"
+        )
+    return None
+
+
+def problem_line(exc: BaseException, cfg=None) -> str:
+    """named_problem, else `Type: message` on one line (scrubbed)."""
+    return named_problem(exc, cfg) or SECRETS.one_line(exc)
+
+
 class S3Sink:
     """Delivers ready files to one bucket and prefix; thread-safe (boto3 clients are)."""
 
     def __init__(self, cfg, s3_client=None, observers: Sequence[UploadObserver] = ()) -> None:
+        self.cfg = cfg
         self.bucket = cfg.s3.bucket
         self.prefix = cfg.s3.prefix
         self.s3 = s3_client if s3_client is not None else make_client(cfg)
@@ -131,6 +231,9 @@ class S3Sink:
             self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.list_prefix(), MaxKeys=1)
         except ClientError as exc:
             code, status = _error_fields(exc)
+            named = named_problem(exc, self.cfg)
+            if named:
+                raise S3Unavailable(f"S3 bucket '{self.bucket}': {named}") from None
             if code == "NoSuchBucket" or (status == 404 and code in ("404", "NotFound")):
                 raise BucketMissing(
                     f"S3 bucket '{self.bucket}' does not exist (s3.bucket in the config)"
@@ -175,7 +278,8 @@ class S3Sink:
             raise
         except Exception as exc:
             code, status = _error_fields(exc)
-            self.report(PutOutcome(key, "error", size, code, status))
+            problem = named_problem(exc, self.cfg)
+            self.report(PutOutcome(key, "error", size, code, status, problem))
             raise
         outcome = PutOutcome(key, "created" if created else "existed", size)
         self.report(outcome)

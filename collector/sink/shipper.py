@@ -31,6 +31,7 @@ from collector.sink.s3 import (
     S3Unavailable,
     UploadObserver,
     make_client,
+    problem_line,
 )
 from collector.spool.compress import (
     clean_ready_leftovers,
@@ -223,7 +224,8 @@ class Shipper:
             return
         where = self.sink.where(self.sink.key_for(self.dirs.ready / name))
         message = (
-            f"uploading {name} to {where} failed, retry in {delay:.1f} s: {SECRETS.one_line(exc)}"
+            f"uploading {name} to {where} failed, retry in {delay:.1f} s: "
+            f"{problem_line(exc, self.sink.cfg)}"
         )
         self._warned = True
         # one key for every refusal: a flapping network alternates error types

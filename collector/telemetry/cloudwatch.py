@@ -26,7 +26,6 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -43,8 +42,8 @@ FINAL_PUBLISH_SECONDS = 3.0  # the last sample at stop; never holds the exit lon
 
 
 def make_client(cfg):
-    """A CloudWatch client from boto3's standard credential chain (short timeouts: a hung
-    endpoint delays only the next sample, never the collector)."""
+    """A CloudWatch client with the collector's key (collector.sink.s3.aws_session); short
+    timeouts: a hung endpoint delays only the next sample, never the collector."""
     config = BotoConfig(
         connect_timeout=3,
         read_timeout=10,
@@ -53,7 +52,9 @@ def make_client(cfg):
         # sandbox's AWS) cannot verify the signature of.
         disable_request_compression=True,
     )
-    client = boto3.session.Session().client(
+    from collector.sink.s3 import aws_session
+
+    client = aws_session(cfg).client(
         "cloudwatch",
         region_name=cfg.cloudwatch.region or None,
         endpoint_url=cfg.cloudwatch.endpoint_url or None,

@@ -2,6 +2,7 @@
 
 proxy = RecordingProxy(target_port).start(); proxy.url   # "http://127.0.0.1:PORT"
 proxy.exchanges   # [Exchange(method, path, query, headers, body, status), ...] in arrival order
+proxy.answer = fn # fn(handler) -> (status, headers, body) answers a request itself; None relays it
 
 Requests go upstream byte for byte (Host header and body included), so SigV4 signatures stay
 valid; a chunked request body is relayed chunk by chunk. Answers come back whole, with
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +35,9 @@ class RecordingProxy:
     def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
         self.target = (host, target_port)
         self.exchanges: list[Exchange] = []
+        # answer(handler) -> (status, headers, body) to answer a request itself, None to relay it
+        self.answer: Callable[[BaseHTTPRequestHandler], tuple[int, dict, bytes] | None] | None
+        self.answer = None
         self._lock = threading.Lock()
         proxy = self
 
@@ -44,6 +49,17 @@ class RecordingProxy:
 
             def _relay(self) -> None:
                 body = self._read_body()
+                answer = proxy.answer(self) if proxy.answer is not None else None
+                if answer is not None:  # the test's own answer instead of the upstream's
+                    status, headers, payload = answer
+                    proxy._record(self, body, status)
+                    self.send_response_only(status)
+                    for name, value in {**headers, "Content-Length": str(len(payload))}.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                    return
                 upstream = http.client.HTTPConnection(*proxy.target, timeout=60)
                 try:
                     upstream.putrequest(
