@@ -73,7 +73,7 @@ bench: venv debian-packages
 demo: sandbox-preflight
 	@$(MAKE) --no-print-directory -j4 sandbox-image sandbox-wheelhouse
 	$(PY) -m tests.sandbox up
-	ansible-playbook site.yml -i inventory/sandbox -e @.sandbox/vars.json
+	$(VENV)/bin/ansible-playbook site.yml -i inventory/sandbox -e @.sandbox/vars.json
 	$(PY) -m tests.sandbox report
 
 # The sandbox's caches in /var/cache/twittersnake (kept by demo-down): the Debian root (stdlib python3

@@ -49,7 +49,7 @@ def report(world: Sandbox, wait: float = 90) -> int:
     print((status.stdout + status.stderr).rstrip() or "(no output)")
     if program_state(world) != "RUNNING":
         print(f"== the collector is not RUNNING after {wait:.0f}s: see")
-        print("   `python -m tests.sandbox ssh sudo supervisorctl tail twittersnake`")
+        print("   `.venv/bin/python -m tests.sandbox ssh sudo supervisorctl tail twittersnake`")
         return 1
 
     s3 = world.aws_client("s3")
@@ -76,13 +76,27 @@ def report(world: Sandbox, wait: float = 90) -> int:
                 text = " ".join(str(post.get("text", "")).split())[:100]
                 print(f"   {post.get('id')}  {post.get('created_at', '')}  {text}")
     if not found:
-        print(f"== no object in the bucket after {wait:.0f}s: see `python -m tests.sandbox ssh")
-        print("   sudo supervisorctl tail twittersnake stderr`")
+        print(f"== no object in the bucket after {wait:.0f}s: see")
+        print("   `.venv/bin/python -m tests.sandbox ssh sudo supervisorctl tail twittersnake`")
         return 1
     config = write_report_config(world, buckets[0])
     print("== see what was collected (HTML report with charts):")
     print(f"   {report_command(world, config)}")
+    for line in NEXT_STEPS:
+        print(line)
     return 0
+
+
+# The tools live in the repository's virtualenv (make venv): every command printed names it.
+DEPLOY = ".venv/bin/ansible-playbook site.yml -i inventory/sandbox -e @.sandbox/vars.json"
+NEXT_STEPS = (
+    "== change the rules (collector_x_rules in inventory/sandbox/group_vars/all/deploy.yml), then",
+    f"   {DEPLOY} --tags rules",
+    "== run the whole deploy again (changed=0 when nothing changed):",
+    f"   {DEPLOY}",
+    "== a shell on the sandbox instance:",
+    "   .venv/bin/python -m tests.sandbox ssh",
+)
 
 
 def write_report_config(world: Sandbox, bucket: str) -> Path:
