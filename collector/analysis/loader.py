@@ -646,13 +646,20 @@ _ATHENA_JSON_COLUMNS = {
     f"text VARCHAR, entities {ENTITIES_TYPE}, "
     f"{both_spellings('note_tweet', NOTE_TYPE)}, "
     f"{both_spellings('referenced_tweets', REFERENCES_TYPE)}, "
-    f"{both_spellings('edit_history_tweet_ids', 'VARCHAR[]')})",
+    f"{both_spellings('edit_history_tweet_ids', 'VARCHAR[]')}, "
+    "geo STRUCT(place_id VARCHAR, coordinates STRUCT(type VARCHAR, coordinates DOUBLE[])))",
 }
 
 
 def _athena_entities(entities: str) -> str:
     return f"""{{'hashtags': list_transform({entities}.hashtags, lambda h: h.tag),
                  'mentions': list_transform({entities}.mentions, lambda m: m.username)}}"""
+
+
+# The compliance results table's columns (sql/athena_compliance_table.sql; RESULT_FIELDS).
+_COMPLIANCE_COLUMNS = (
+    "id", "action", "reason", "created_at", "redacted_at", "job_id", "checked_at"
+)  # fmt: skip
 
 
 def athena_view(con: duckdb.DuckDBPyConnection, files: list[Path], name: str = "posts") -> None:
@@ -678,7 +685,8 @@ def athena_view(con: duckdb.DuckDBPyConnection, files: list[Path], name: str = "
         CREATE OR REPLACE VIEW {name} AS
         SELECT {{'id': data.id, 'created_at': strftime(data.created_at, '%Y-%m-%dT%H:%M:%S.%gZ'),
                  'lang': data.lang, 'author_id': data.author_id, 'text': data.text,
-                 'entities': {_athena_entities("data.entities")}, {notes}, {renamed}
+                 'entities': {_athena_entities("data.entities")}, {notes}, {renamed},
+                 'geo': data.geo
                }} AS data,
                list_transform(matching_rules, lambda r: r.tag) AS matching_rules,
                strftime(dt, '%Y-%m-%d') AS dt, lpad(hour::VARCHAR, 2, '0') AS hour
@@ -686,6 +694,52 @@ def athena_view(con: duckdb.DuckDBPyConnection, files: list[Path], name: str = "
         WHERE data.id IS NOT NULL
         """
     )
+
+
+def athena_compliance_view(
+    con: duckdb.DuckDBPyConnection, files: list[Path], name: str = "posts_compliance"
+) -> None:
+    """A DuckDB view shaped like the Athena compliance results table
+    (sql/athena_compliance_table.sql) over result files in the cache
+    (`{prefix}/_compliance/dt=YYYY-MM-DD/{job_id}.jsonl`); empty without files."""
+    columns = ", ".join(f"{column} VARCHAR" for column in _COMPLIANCE_COLUMNS)
+    if not files:
+        con.execute(f"CREATE OR REPLACE TABLE {name} ({columns}, dt VARCHAR)")
+        return
+    read = {column: "VARCHAR" for column in _COMPLIANCE_COLUMNS}
+    con.execute(
+        f"""
+        CREATE OR REPLACE VIEW {name} AS
+        SELECT {", ".join(_COMPLIANCE_COLUMNS)}, strftime(dt, '%Y-%m-%d') AS dt
+        FROM read_json({_sql_list(str(f) for f in files)}, format='newline_delimited',
+                       columns={read!r}, hive_partitioning=true, hive_types={{'dt': DATE}})
+        """
+    )
+
+
+_ONE_FIELD_ROW = re.compile(r"ROW\(\w+ ([^,()]+(?:\[\])*)\)", re.IGNORECASE)
+
+
+def duckdb_types(sql: str) -> str:
+    """Trino's ARRAY(T) as DuckDB's T[], innermost first; an array of one-field rows as a list
+    of the field, as athena_view reads those (Trino's UNNEST expands them to the field)."""
+    while (start := sql.upper().rfind("ARRAY(")) >= 0:
+        depth, end = 0, start + len("ARRAY")
+        for end in range(start + len("ARRAY"), len(sql)):
+            depth += {"(": 1, ")": -1}.get(sql[end], 0)
+            if depth == 0:
+                break
+        inner = sql[start + len("ARRAY(") : end]
+        one_field = _ONE_FIELD_ROW.fullmatch(inner)
+        sql = f"{sql[:start]}{one_field[1] if one_field else inner}[]{sql[end + 1 :]}"
+    return sql
+
+
+def compliant_view(con: duckdb.DuckDBPyConnection) -> None:
+    """The view `posts_compliant` (sql/posts_compliant.sql) over `posts` (athena_view) and
+    `posts_compliance` (athena_compliance_view): the same statement Athena runs, with
+    Trino's array types written as DuckDB's (duckdb_types)."""
+    con.execute(duckdb_types((SQL_DIR / "posts_compliant.sql").read_text()))
 
 
 def example_query(name: str) -> str:

@@ -217,6 +217,42 @@ def test_report_and_export_leave_removed_posts_out_and_blank_scrubbed_geotags(
     assert {i for (i,) in ids.fetchall()} == set(archive.ids)
 
 
+def test_the_athena_view_leaves_removed_posts_out_on_duckdb(archive, s3) -> None:
+    """posts_compliant.sql, as the athena role creates it, over the objects the collector
+    shipped and the results `collector compliance` stored (both as S3 holds them)."""
+    from collector.analysis import loader
+
+    marked = mark(archive)
+    assert run(archive, "--no-progress") == 0
+    cfg = load_config(archive.config, streaming=False)
+    results = compliance.list_results(s3, BUCKET, cfg.s3.prefix)
+    assert results
+    posts = loader.list_objects(s3, BUCKET, cfg.s3.prefix, loader.Period.last(timedelta(hours=2)))
+    cache = archive.cache / "athena"
+    for objects, layout in (
+        (posts, loader.object_key_problem),
+        (results, compliance.result_key_problem),
+    ):
+        loader.sync_cache(
+            s3, BUCKET, cfg.s3.prefix, None, cache, progress=False, objects=objects,
+            key_problem=layout,
+        )  # fmt: skip
+    con = loader.connect(allowed_directories=[cache])
+    loader.athena_view(con, sorted(cache.rglob("dt=*/hour=*/*.jsonl*")))
+    loader.athena_compliance_view(con, sorted(cache.rglob("_compliance/dt=*/*.jsonl")))
+    loader.compliant_view(con)
+
+    geo = dict(con.execute("SELECT data.id, data.geo FROM posts_compliant").fetchall())
+    removed = {i for i, reason in marked.items() if reason != "scrub_geo"}
+    assert set(geo) == set(archive.ids) - removed
+    scrubbed = [i for i, reason in marked.items() if reason == "scrub_geo"]
+    assert scrubbed and all(geo[i] is None for i in scrubbed)
+    raw = dict(con.execute("SELECT data.id, data.geo FROM posts").fetchall())
+    assert all(raw[i] and raw[i]["place_id"] for i in scrubbed)  # the raw table keeps them
+    kept = [i for i in archive.ids if i not in marked and raw[i]]
+    assert kept and all(geo[i] == raw[i] for i in kept)
+
+
 def test_collector_status_shows_the_last_run_and_a_failed_one_degrades_it(archive) -> None:
     from tests.collector_support import run_cli
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
@@ -44,8 +46,8 @@ def play(tmp_path, url: str, *extra: str) -> int:
 
 @pytest.mark.slow  # four ansible-playbook runs
 def test_athena_role_creates_the_glue_table_idempotently(aws_env, tmp_path):
-    assert play(tmp_path, aws_env.url, "--check") == 1
-    assert play(tmp_path, aws_env.url) == 1
+    assert play(tmp_path, aws_env.url, "--check") == 3  # posts, posts_compliance, the view
+    assert play(tmp_path, aws_env.url) == 3
     assert play(tmp_path, aws_env.url, "--check") == 0
     assert play(tmp_path, aws_env.url) == 0
 
@@ -67,7 +69,47 @@ def test_athena_role_creates_the_glue_table_idempotently(aws_env, tmp_path):
 
 def test_athena_role_updates_a_changed_table(aws_env, tmp_path):
     play(tmp_path, aws_env.url)
-    assert play(tmp_path, aws_env.url, "-e", "athena_dt_start=2025-06-01") == 1
+    # both tables project dt from that day; the view is unchanged
+    assert play(tmp_path, aws_env.url, "-e", "athena_dt_start=2025-06-01") == 2
     glue = boto3.client("glue", endpoint_url=aws_env.url, region_name="us-east-1")
-    table = glue.get_table(DatabaseName="twittersnake", Name="posts")["Table"]
-    assert table["Parameters"]["projection.dt.range"] == "2025-06-01,NOW"
+    for name in ("posts", "posts_compliance"):
+        table = glue.get_table(DatabaseName="twittersnake", Name=name)["Table"]
+        assert table["Parameters"]["projection.dt.range"] == "2025-06-01,NOW"
+
+
+def test_athena_role_creates_the_compliance_table_and_the_posts_compliant_view(aws_env, tmp_path):
+    play(tmp_path, aws_env.url)
+    glue = boto3.client("glue", endpoint_url=aws_env.url, region_name="us-east-1")
+    results = glue.get_table(DatabaseName="twittersnake", Name="posts_compliance")["Table"]
+    assert [k["Name"] for k in results["PartitionKeys"]] == ["dt"]
+    assert results["StorageDescriptor"]["Location"] == "s3://tsbucket/raw/_compliance/"
+    assert results["Parameters"]["storage.location.template"] == (
+        "s3://tsbucket/raw/_compliance/dt=${dt}/"
+    )
+    ddl = re.sub(r"\s+", " ", (loader.SQL_DIR / "athena_compliance_table.sql").read_text())
+    for column in results["StorageDescriptor"]["Columns"]:
+        assert re.search(rf"[(,] {column['Name']} {column['Type']} ?[,)]", ddl), column
+
+    view = glue.get_table(DatabaseName="twittersnake", Name="posts_compliant")["Table"]
+    assert view["TableType"] == "VIRTUAL_VIEW" and view["Parameters"]["presto_view"] == "true"
+    encoded = re.fullmatch(r"/\* Presto View: (\S+) \*/", view["ViewOriginalText"])[1]
+    definition = json.loads(base64.b64decode(encoded))
+    assert definition["catalog"] == "awsdatacatalog" and definition["schema"] == "twittersnake"
+    # The SELECT of collector/analysis/sql/posts_compliant.sql, as Athena's console stores it.
+    source = (loader.SQL_DIR / "posts_compliant.sql").read_text()
+    assert definition["originalSql"] == source.split(" AS\n", 1)[1].strip()
+    columns = {c["name"]: c["type"] for c in definition["columns"]}
+    assert list(columns) == ["data", "matching_rules", "dt", "hour"]
+    assert columns["matching_rules"] == "array(row(tag varchar))"
+    geo = "geo row(place_id varchar, coordinates row(type varchar, coordinates array(double)))"
+    assert geo in columns["data"]
+
+
+def test_the_view_names_the_inventory_tables(aws_env, tmp_path):
+    play(tmp_path, aws_env.url, "-e", "athena_table=tweets")
+    glue = boto3.client("glue", endpoint_url=aws_env.url, region_name="us-east-1")
+    view = glue.get_table(DatabaseName="twittersnake", Name="tweets_compliant")["Table"]
+    encoded = re.fullmatch(r"/\* Presto View: (\S+) \*/", view["ViewOriginalText"])[1]
+    sql = json.loads(base64.b64decode(encoded))["originalSql"]
+    assert "FROM tweets AS p" in sql and "FROM tweets_compliance" in sql
+    assert not re.search(r"\bposts", sql)

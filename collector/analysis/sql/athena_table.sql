@@ -7,6 +7,8 @@
 -- Athena reads .jsonl.gz and .jsonl.zst by their extension. Fields X renamed in OpenAPI 2.167
 -- (note_tweet -> note_post, referenced_tweets -> referenced_posts, edit_history_tweet_ids ->
 -- edit_history_post_ids) are columns under both names: a query takes coalesce(old, new).
+-- data.geo is null unless the capture profile asks X for geo (tweet.fields=geo, the default "full").
+-- Queries that must honour X's developer policy read the view posts_compliant (posts_compliant.sql).
 CREATE EXTERNAL TABLE IF NOT EXISTS ${database}.${table} (
   data struct<
     id: string,
@@ -20,7 +22,8 @@ CREATE EXTERNAL TABLE IF NOT EXISTS ${database}.${table} (
     referenced_tweets: array<struct<type: string, id: string>>,
     referenced_posts: array<struct<type: string, id: string>>,
     edit_history_tweet_ids: array<string>,
-    edit_history_post_ids: array<string>
+    edit_history_post_ids: array<string>,
+    geo: struct<place_id: string, coordinates: struct<type: string, coordinates: array<double>>>
   >,
   matching_rules array<struct<tag: string>>
 )

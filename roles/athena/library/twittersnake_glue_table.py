@@ -1,21 +1,26 @@
 #!/usr/bin/python
-"""Ansible module: a Glue database and an external JSON table (for Athena), idempotent."""
+"""Ansible module: a Glue database and an external JSON table or a view (for Athena), idempotent."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: twittersnake_glue_table
-short_description: Ensure a Glue database and an external JSON (OpenX SerDe) table exist as given.
+short_description: Ensure a Glue database and an external JSON table or an Athena view exist.
 description:
   - Creates the database when missing; creates the table, or updates it when its columns,
-    partition keys, location or parameters differ. Supports check mode.
+    partition keys, location, parameters or view text differ. Supports check mode.
+  - A view (view_sql given) is stored as Athena stores the views it creates in the Glue Data
+    Catalog (a Presto view) - TableType VIRTUAL_VIEW, parameter presto_view, ViewOriginalText
+    "/* Presto View: <base64 of JSON originalSql, catalog, schema, columns> */" - so Athena reads
+    it as if CREATE VIEW had been run in its console.
 options:
   database: {type: str, required: true, description: Glue database.}
-  table: {type: str, required: true, description: Table name.}
-  location: {type: str, required: true, description: s3:// location of the data.}
+  table: {type: str, required: true, description: Table or view name.}
+  location: {type: str, description: s3:// location of the data (a table only).}
   columns: {type: list, elements: dict, required: true, description: "[{name, type}] (Hive types)."}
-  partition_keys: {type: list, elements: str, required: true, description: Partition columns.}
-  parameters: {type: dict, required: true, description: Table parameters (partition projection).}
+  partition_keys: {type: list, elements: str, default: [], description: Partition columns.}
+  parameters: {type: dict, default: {}, description: Table parameters (partition projection).}
+  view_sql: {type: str, description: "The view's SELECT (Trino SQL); makes this a view."}
   endpoint_url: {type: str, description: AWS endpoint (moto in tests).}
   region: {type: str, required: true, description: AWS region.}
   profile: {type: str, description: AWS profile.}
@@ -23,12 +28,73 @@ options:
   secret_key: {type: str, description: AWS secret key.}
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402 (after DOCUMENTATION)
+import base64  # noqa: E402 (after DOCUMENTATION)
+import json  # noqa: E402
+import re  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 SERDE = "org.openx.data.jsonserde.JsonSerDe"
+PRESTO_VIEW = "/* Presto View: {} */"
+PRESTO_VIEW_EXPANDED = "/* Presto View */"
+_HIVE_NAMES = {"string": "varchar", "int": "integer"}
+
+
+def presto_type(hive: str) -> str:
+    """A Hive type (struct<a:string>, array<double>) in Presto's spelling (row(a varchar),
+    array(double)), as a Presto view's columns are written."""
+    tokens = re.findall(r"[A-Za-z_][A-Za-z0-9_]*|[<>:,]", hive)
+    position = 0
+
+    def parse() -> str:
+        nonlocal position
+        name = tokens[position].lower()
+        position += 1
+        if name == "array":
+            position += 1  # <
+            inner = parse()
+            position += 1  # >
+            return f"array({inner})"
+        if name == "struct":
+            fields = []
+            while tokens[position] != ">":
+                position += 1  # < or ,
+                field = tokens[position]
+                position += 2  # the name and :
+                fields.append(f"{field} {parse()}")
+            position += 1  # >
+            return f"row({', '.join(fields)})"
+        return _HIVE_NAMES.get(name, name)
+
+    return parse()
+
+
+def view_input(params: dict) -> dict:
+    columns = [{"name": c["name"], "type": presto_type(c["type"])} for c in params["columns"]]
+    definition = {
+        "originalSql": params["view_sql"],
+        "catalog": "awsdatacatalog",
+        "schema": params["database"],
+        "columns": columns,
+    }
+    encoded = base64.b64encode(json.dumps(definition, sort_keys=True).encode()).decode()
+    return {
+        "Name": params["table"],
+        "TableType": "VIRTUAL_VIEW",
+        "PartitionKeys": [],
+        "Parameters": {"presto_view": "true", "comment": "Presto View"},
+        "ViewOriginalText": PRESTO_VIEW.format(encoded),
+        "ViewExpandedText": PRESTO_VIEW_EXPANDED,
+        "StorageDescriptor": {
+            "Columns": [{"Name": c["name"], "Type": c["type"]} for c in params["columns"]],
+            "SerdeInfo": {},
+        },
+    }
 
 
 def table_input(params: dict) -> dict:
+    if params.get("view_sql"):
+        return view_input(params)
     return {
         "Name": params["table"],
         "TableType": "EXTERNAL_TABLE",
@@ -55,6 +121,8 @@ def comparable(table: dict) -> dict:
         "Columns": [(c["Name"], c["Type"]) for c in storage.get("Columns", [])],
         "Location": storage.get("Location"),
         "Serde": storage.get("SerdeInfo", {}).get("SerializationLibrary"),
+        "Type": table.get("TableType"),
+        "View": table.get("ViewOriginalText"),
     }
 
 
@@ -63,16 +131,19 @@ def main() -> None:
         argument_spec={
             "database": {"type": "str", "required": True},
             "table": {"type": "str", "required": True},
-            "location": {"type": "str", "required": True},
+            "location": {"type": "str"},
             "columns": {"type": "list", "elements": "dict", "required": True},
-            "partition_keys": {"type": "list", "elements": "str", "required": True},
-            "parameters": {"type": "dict", "required": True},
+            "partition_keys": {"type": "list", "elements": "str", "default": []},
+            "parameters": {"type": "dict", "default": {}},
+            "view_sql": {"type": "str"},
             "endpoint_url": {"type": "str"},
             "region": {"type": "str", "required": True},
             "profile": {"type": "str"},
             "access_key": {"type": "str", "no_log": True},
             "secret_key": {"type": "str", "no_log": True},
         },
+        required_one_of=[("location", "view_sql")],
+        mutually_exclusive=[("location", "view_sql")],
         supports_check_mode=True,
     )
     try:
