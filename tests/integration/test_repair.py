@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -369,3 +369,39 @@ def test_a_repair_honours_the_budget_and_keeps_what_it_fetched(s3, aws_env, tmp_
     # the first page (100 posts, newest first) spent the budget of 20: it is stored, X billed it
     assert len(kept) == 100 and kept < missed
     assert "cost: X bills up to $" in result.stdout
+
+
+@pytest.mark.slow
+def test_enterprise_long_stop_is_repaired_by_recovery_after_the_restart(s3, aws_env, tmp_path):
+    """A collector stopped for longer than backfill reaches (here: its stop time moved 10
+    minutes back in the spool's repair state) repairs the span by Recovery after its restart."""
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=20, keepalive_interval=0.5).start()
+    server.control({"access_level": "enterprise"})
+    config = write_config(
+        tmp_path, server.url, s3_endpoint=aws_env.url, rules=RULES,
+        x_extra='repair_margin_seconds = 1\naccess_level = "enterprise"',
+    )  # fmt: skip
+    try:
+        first = CollectorProcess(config)
+        wait_until(lambda: server.streams_open == 1 and len(server.sent_ids) > 10, 30)
+        assert first.stop() == 0, first.log
+        state_file = tmp_path / "spool" / "repair.json"
+        state = json.loads(state_file.read_text())
+        stopped = datetime.fromisoformat(state["down_since"].replace("Z", "+00:00"))
+        state["down_since"] = iso((stopped - timedelta(minutes=10)).timestamp())
+        state_file.write_text(json.dumps(state))
+        time.sleep(2)  # X keeps matching while nobody is connected
+        second = CollectorProcess(config)
+        wait_until(lambda: server.streams_open == 1, 30)
+        missed = server.missed_posts()
+        wait_until(lambda: "by Recovery" in (status_of(tmp_path).get("repair_last") or ""), 60)
+        wait_until(lambda: {str(p.id) for p in missed} <= set(repaired_lines(s3)), 30, 0.5)
+        assert second.stop() == 0, second.log
+    finally:
+        server.stop()
+    assert len(missed) >= 20
+    recovery = [q for q in server.stream_queries if "start_time" in q]
+    assert len(recovery) == 1 and recovery[0]["start_time"][0] < iso(stopped.timestamp())
+    (done,) = [e for e in events_in_s3(s3, tmp_path) if e.event == "repair_done"]
+    assert done.detail["method"] == "recovery" and done.detail["posts"] >= len(missed)
