@@ -134,7 +134,7 @@ class SearchRule:
 
 def not_repairable_reason(value: str, query_max_length: int) -> str | None:
     """Why recent search cannot find what a rule matched (None when it can)."""
-    operator = _STREAM_ONLY.search(value)
+    operator = _STREAM_ONLY.search(re.sub(r'"[^"]*"', '""', value))  # not inside a phrase
     if operator:
         return f"'{operator[1]}:' is a stream-only operator: recent search refuses it"
     if len(value) > query_max_length:

@@ -194,7 +194,7 @@ def _checked_query(fake: FakeXServer, query: dict[str, list[str]]) -> str:
             f"The `query` query parameter value [{text}] is not "
             f"valid: a query is at most {limit} characters, it has {len(text)}",
         )
-    match = _OPERATOR.search(text)
+    match = _OPERATOR.search(re.sub(r'"[^"]*"', lambda m: " " * len(m[0]), text))  # not in a phrase
     if match:
         raise _Refused(
             invalid_request(

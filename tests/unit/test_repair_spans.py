@@ -75,6 +75,7 @@ def test_stream_only_operators_and_long_rules_are_not_repairable():
     assert (
         not_repairable_reason('"bio: is text" python', 512) is None or True
     )  # quoted: best effort
+    assert not_repairable_reason('"bio: engineer" python', 512) is None  # a phrase, not an operator
     reason = not_repairable_reason("python bio:engineer", 512)
     assert reason == "'bio:' is a stream-only operator: recent search refuses it"
     assert "'followers_count:'" in not_repairable_reason("-followers_count:100 cats", 512)
