@@ -421,6 +421,7 @@ class Sandbox:
 
     def _ensure_instance(self, state: dict) -> None:
         if self._reuse(state, "instance"):
+            self._pin_host_keys()
             return
         image.extract(self.root, self.log)
         image.personalise(
@@ -430,13 +431,23 @@ class Sandbox:
             hostname="twittersnake-sandbox",
             package_index=f"http://{HOST}:{self.ports.files}/simple/",
         )
-        self.known_hosts.unlink(missing_ok=True)
+        self._pin_host_keys()
         self.boots_file.unlink(missing_ok=True)
         self.log(f"booting the instance (systemd-nspawn; sshd on {HOST}:{self.ports.ssh})")
         # Where boot.py puts itself: recorded so that `down` finds the cgroup from any process.
         state["cgroups"] = [str(d) for d in boot.cgroup_dirs(self.cgroup)]
         process = self._spawn(state, "instance", self._instance_command(), cwd=paths.REPO)
         self._wait_for_login(process, boots=1)
+
+    def _pin_host_keys(self) -> None:
+        """known_hosts with the host keys made on this machine for the instance (image.personalise),
+        as provisioning pins the key it gives an AWS instance: the deploy checks them strictly."""
+        lines = [
+            f"[{HOST}]:{self.ports.ssh} {' '.join(key.read_text().split()[:2])}\n"
+            for key in sorted((self.root / "etc/ssh").glob("ssh_host_*_key.pub"))
+        ]
+        self.known_hosts.parent.mkdir(mode=0o700, exist_ok=True)
+        self.known_hosts.write_text("".join(lines))
 
     def _instance_command(self) -> list[str]:
         """boot.py in a mount namespace of its own (for its tmpfs); the host's network."""
