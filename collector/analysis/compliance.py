@@ -2,6 +2,7 @@
 
     python -m collector compliance --config collector.toml --since 30d
     python -m collector compliance --config collector.toml --from 2026-01-01 --to 2026-12-01
+    python -m collector compliance --config collector.toml --all   # the whole archive
 
 X's developer policy asks anyone who stores posts to delete or modify them when they are
 deleted, made protected, suspended or have their geotag removed on X, "as soon as reasonably
@@ -9,7 +10,8 @@ possible, or within 24 hours" (https://developer.x.com/en/developer-terms/policy
 compliance endpoints tell which of a list of post ids need such action
 (https://docs.x.com/x-api/compliance/batch-compliance/introduction):
 
-1. the period's post ids, from the S3 objects of its `dt=`/`hour=` partitions: an object in
+1. the period's post ids, from the S3 objects of its `dt=`/`hour=` partitions (with --all,
+   every object under `{prefix}/dt=`, listed in one pass over the prefix): an object in
    the report's cache (collector.analysis.loader) is read there, any other is streamed from S3
    once and only its ids are kept, as `{cache}/{bucket}/{key}.ids`;
 2. one job per MAX_IDS_PER_JOB ids, one after the other (X runs one job per type at a time):
@@ -142,11 +144,30 @@ def object_ids(s3_client, bucket: str, key: str, size: int, cache_dir: Path) -> 
     return ids
 
 
+def all_objects(s3_client, bucket: str, prefix: str) -> list[tuple[str, int]]:
+    """(key, size) of every data object under `{prefix}/dt=` (the whole archive, one listing
+    of the prefix rather than one per hour partition)."""
+    from collector.sink.codecs import DATA_SUFFIXES
+    from collector.spool.layout import prefix_path
+
+    objects = []
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix_path(prefix)}dt="):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith(DATA_SUFFIXES):
+                objects.append((item["Key"], item["Size"]))
+    return objects
+
+
 def archive_ids(s3_client, bucket: str, prefix: str, period, cache_dir: Path, progress) -> list:
-    """Sorted unique post ids of the period's objects (loader.list_objects)."""
+    """Sorted unique post ids of the period's objects (loader.list_objects), or of the whole
+    archive when `period` is None (all_objects)."""
     from collector.analysis import loader
 
-    objects = loader.list_objects(s3_client, bucket, prefix, period)
+    if period is None:
+        objects = all_objects(s3_client, bucket, prefix)
+    else:
+        objects = loader.list_objects(s3_client, bucket, prefix, period)
     ids: set[str] = set()
     for number, (key, size) in enumerate(objects, 1):
         try:  # a key is data: only the collector's layout names a file in the cache
@@ -357,6 +378,15 @@ class Outcome:
     keys: list[str]
     requests: int
     error: str | None = None
+    last_ok_at: str | None = None  # the last run that succeeded (this one when ok)
+
+
+def last_ok_at(state: StateDir) -> str | None:
+    """When the last successful run finished, from the last run's record (None: never)."""
+    previous = read_last_run(state.root.parent) or {}
+    if previous.get("ok"):
+        return previous.get("finished_at")
+    return previous.get("last_ok_at")
 
 
 class Runner:
@@ -381,7 +411,8 @@ class Runner:
         return datetime.fromtimestamp(self.clock(), UTC)
 
     def start(self, period, cache_dir: Path) -> RunState:
-        """A new run over `period`, or the one a previous process left unfinished."""
+        """A new run over `period` (None: the whole archive), or the one a previous process
+        left unfinished."""
         run = self.state.load()
         if run is not None:
             self.progress(
@@ -396,8 +427,8 @@ class Runner:
         run = RunState(
             run_id=now.strftime("%Y%m%dT%H%M%SZ"),
             started_at=_iso(now),
-            period_start=_iso(period.start),
-            period_end=_iso(period.end),
+            period_start=_iso(period.start) if period else "archive",
+            period_end=_iso(period.end if period else now),
             objects=objects,
             ids=len(ids),
             jobs=[JobRecord(a, b) for a, b in chunks(ids, self.max_ids)],
@@ -527,6 +558,7 @@ class Runner:
             requests=run.requests,
             error=error,
         )
+        outcome.last_ok_at = outcome.finished_at if error is None else last_ok_at(self.state)
         if error is None:
             self.state.finish(asdict(outcome))
         else:
@@ -689,6 +721,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--since", help="period ending now, e.g. 30d (default 30d)")
     when.add_argument("--from", dest="from_time", help="period start, ISO 8601 (UTC if no zone)")
+    when.add_argument(
+        "--all", action="store_true", help="every object of the archive, whatever its day"
+    )
     parser.add_argument("--to", dest="to_time", help="period end, ISO 8601 (default now)")
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="object cache (default ~/.cache/twittersnake)"
@@ -721,9 +756,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, streaming=False)
         token = read_bearer_token(cfg)
-        if not (args.from_time or args.since):
+        if args.all and args.to_time:
+            raise ValueError("--to goes with --from, not --all (the whole archive)")
+        if not (args.from_time or args.since or args.all):
             args.since = "30d"
-        period = report.period_from_args(args)
+        period = None if args.all else report.period_from_args(args)
         if args.max_ids < 1:
             raise ValueError(f"--max-ids {args.max_ids}: expected a number of ids >= 1")
         if args.poll_seconds < 0:
@@ -753,7 +790,14 @@ def run(args: argparse.Namespace) -> int:
         outcome_error = f"s3://{cfg.s3.bucket}: {str(error).splitlines()[0]}"
         runner.state._write(
             runner.state.last_run_file,
-            json.dumps({"ok": False, "finished_at": _iso(runner.now()), "error": outcome_error}),
+            json.dumps(
+                {
+                    "ok": False,
+                    "finished_at": _iso(runner.now()),
+                    "error": outcome_error,
+                    "last_ok_at": last_ok_at(runner.state),
+                }
+            ),
         )
         print(f"collector: error: {SECRETS.scrub(outcome_error)}", file=sys.stderr)
         return 1

@@ -114,6 +114,18 @@ def test_results_in_s3_hold_exactly_the_ids_x_marked(archive, s3, capsys) -> Non
     assert last["ok"] and last["ids_checked"] == POSTS and last["removed"] == 8
 
 
+def test_all_checks_the_whole_archive_in_one_listing(archive, s3) -> None:
+    marked = mark(archive)
+    argv = ["--config", str(archive.config), "--cache-dir", str(archive.cache)]
+
+    assert compliance.main([*argv, "--poll-seconds", "0", "--all", "--no-progress"]) == 0
+
+    assert {i: r["reason"] for i, r in stored_results(s3).items()} == marked
+    last = compliance.read_last_run(load_config(archive.config).spool.dir)
+    assert last["ok"] and last["ids_checked"] == POSTS and last["period_start"] == "archive"
+    assert compliance.main([*argv, "--all", "--to", "2026-12-01"]) == 78
+
+
 def test_jobs_over_the_upload_limit_are_split(archive, s3) -> None:
     marked = mark(archive)
     archive.server.control({"compliance_max_ids": 50})
