@@ -186,6 +186,144 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
+ESTIMATE_OVER_BUDGET, ESTIMATE_NOT_DONE = 4, 1  # `rules estimate` exit codes besides 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """`rules estimate`: see collector.source.estimate."""
+    from collector.source import estimate as costs
+
+    try:
+        cfg, token = _config_and_token(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+
+    def confirm(requests: int) -> bool:
+        if args.yes:
+            return True
+        question = (
+            f"This estimate makes {requests} requests to X's counts endpoint, "
+            f"${requests * costs.USD_PER_COUNTS_REQUEST:.3f} at "
+            f"${costs.USD_PER_COUNTS_REQUEST} a request (Counts: Recent). Go on? [y/N] "
+        )
+        print(question, end="", file=sys.stderr, flush=True)
+        try:
+            answer = input()
+        except EOFError:
+            answer = ""
+        return answer.strip().lower() in ("y", "yes")
+
+    try:
+        result = costs.estimate(cfg, costs.CountsClient(cfg, token), args.granularity, confirm)
+    except costs.CountsError as exc:
+        return _fail(f"X's counts endpoint: {exc}", ESTIMATE_NOT_DONE)
+    if result is None:
+        print("nothing asked: no request made (--yes answers the question)", file=sys.stderr)
+        return ESTIMATE_NOT_DONE
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+    else:
+        print("\n".join(costs.render(result)), flush=True)
+    return ESTIMATE_OVER_BUDGET if result.over_budget() else 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    """`usage`: X's own figures (GET /2/usage/tweets, /2/usage/credits) beside the ledger's."""
+    from datetime import UTC, datetime
+
+    from collector.errors import XRequestError
+    from collector.source.usage import credits, post_usage
+    from collector.telemetry.ledger import billed_days, cycle_start
+
+    try:
+        cfg, token = _config_and_token(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    try:
+        usage = post_usage(cfg, token, days=args.days)
+        balance = credits(cfg, token)
+    except XRequestError as exc:
+        return _fail(str(exc), 1)
+    budget = cfg.budget
+    today = datetime.now(UTC).date()
+    start = cycle_start(today, budget.billing_cycle_day)
+    ledger = {day.isoformat(): n for day, n in billed_days(SpoolDirs(cfg.spool.dir).ledger).items()}
+    ledger_cycle = sum(n for day, n in ledger.items() if day >= start.isoformat())
+    days = sorted(set(usage.daily) | {d for d in ledger if d >= min(usage.daily, default=d)})
+    figures = {
+        "x": {
+            "project_usage": usage.project_usage,
+            "project_cap": usage.project_cap,
+            "cap_reset_day": usage.cap_reset_day,
+            "cap_resets_on": str(usage.cap_resets_on(today)) if usage.cap_reset_day else None,
+            "daily": usage.daily,
+            "credits": None
+            if balance is None
+            else {
+                "total_balance": str(balance.total_balance),
+                "prepaid_balance": str(balance.prepaid_balance),
+                "free_balance": str(balance.free_balance),
+            },
+        },
+        "ledger": {
+            "billing_cycle_start": start.isoformat(),
+            "billable_posts_cycle": ledger_cycle,
+            "spend_usd_cycle": round(ledger_cycle * budget.usd_per_post, 4),
+            "daily": {day: ledger.get(day, 0) for day in days},
+        },
+    }
+    if args.json:
+        print(json.dumps(figures, indent=1))
+        return 0
+    for line in _usage_lines(usage, balance, ledger, ledger_cycle, start, days, budget, today):
+        print(line)
+    return 0
+
+
+def _usage_lines(usage, balance, ledger, ledger_cycle, start, days, budget, today) -> list[str]:
+    def posts(value) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    cap = usage.project_cap
+    share = f" ({100 * usage.project_usage / cap:.1f} %)" if cap and usage.project_usage else ""
+    lines = [
+        f"X (GET /2/usage/tweets): {posts(usage.project_usage)} posts read this billing cycle "
+        f"of the project's cap of {posts(cap)}{share}"
+        + (
+            f"; the cap resets in {usage.cap_reset_day} days ({usage.cap_resets_on(today)})"
+            if usage.cap_reset_day is not None
+            else ""
+        ),
+        f"ledger (this collector): {ledger_cycle:,} billable posts since {start} "
+        f"(budget.billing_cycle_day {budget.billing_cycle_day}), "
+        f"${ledger_cycle * budget.usd_per_post:,.2f} at ${budget.usd_per_post} a post",
+    ]
+    if usage.project_usage is not None:
+        more = usage.project_usage - ledger_cycle
+        if more == 0:
+            lines.append("difference: none")
+        else:
+            lines.append(
+                f"difference: X counts {abs(more):,} {'more' if more > 0 else 'fewer'} posts "
+                "than the ledger (other apps or collectors of the project, a billing cycle "
+                "day other than X's, posts X wrote as a pause closed the stream, or X's "
+                "deduplication, a soft guarantee)"
+            )
+    lines.append(f"{'UTC day':<12} {'X':>10} {'ledger':>10} {'difference':>11}")
+    for day in days:
+        x_day, ours = usage.daily.get(day), ledger.get(day, 0)
+        diff = "-" if x_day is None else f"{x_day - ours:+,}"
+        lines.append(f"{day:<12} {posts(x_day):>10} {ours:>10,} {diff:>11}")
+    if balance is None:
+        lines.append("credits (GET /2/usage/credits): not available for this account (X: 404)")
+    else:
+        lines.append(
+            f"credits (GET /2/usage/credits): total_balance ${balance.total_balance}, "
+            f"prepaid_balance ${balance.prepaid_balance}, free_balance ${balance.free_balance}"
+        )
+    return lines
+
+
 def cmd_rules(args: argparse.Namespace) -> int:
     from collector.source.rules import RulesAuthError, RulesClient, RulesError, tag_prefix
 
@@ -386,6 +524,35 @@ def build_parser() -> argparse.ArgumentParser:
         f" exit 0 in sync, {RULES_DIFFER} on a difference, {RULES_REFUSED} when X refuses a rule",
     )
     rules_sync.set_defaults(func=cmd_rules)
+    rules_estimate = with_config(
+        rules_sub.add_parser(
+            "estimate",
+            help="posts, USD and the monthly cap the configured rules imply, from X's counts "
+            f"of the last 7 days (one request per rule, ${0.005} each); exit 0 when the budget "
+            f"holds, {ESTIMATE_OVER_BUDGET} when the forecast exceeds it, "
+            f"{ESTIMATE_NOT_DONE} when nothing could be estimated",
+        )
+    )
+    rules_estimate.add_argument(
+        "--granularity", choices=("day", "hour"), default="day", help="X's buckets (default day)"
+    )
+    rules_estimate.add_argument(
+        "--yes", action="store_true", help="do not ask before more than 10 requests"
+    )
+    rules_estimate.add_argument("--json", action="store_true", help="the figures as JSON")
+    rules_estimate.set_defaults(func=cmd_estimate)
+    usage_parser = with_config(
+        sub.add_parser(
+            "usage",
+            help="X's own usage figures (GET /2/usage/tweets, /2/usage/credits) beside the "
+            "collector's billing ledger, per UTC day",
+        )
+    )
+    usage_parser.add_argument(
+        "--days", type=int, default=7, choices=range(1, 91), metavar="1-90", help="default 7"
+    )
+    usage_parser.add_argument("--json", action="store_true", help="the figures as JSON")
+    usage_parser.set_defaults(func=cmd_usage)
     repair_parser = with_config(
         sub.add_parser(
             "repair",

@@ -22,7 +22,7 @@ import sys
 import time
 import tomllib
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from collector.analysis import loader
@@ -45,6 +45,7 @@ class Source:
     region: str
     endpoint_url: str
     spool_dir: Path | None
+    usd_per_post: float = 0.005  # [budget] usd_per_post: X's list price unless configured
 
 
 def read_source(config_path: Path) -> Source:
@@ -59,7 +60,12 @@ def read_source(config_path: Path) -> Source:
         except ConfigError as error:
             raise ValueError(str(error)) from None
         return Source(
-            cfg.s3.bucket, cfg.s3.prefix, cfg.s3.region, cfg.s3.endpoint_url or "", cfg.spool.dir
+            cfg.s3.bucket,
+            cfg.s3.prefix,
+            cfg.s3.region,
+            cfg.s3.endpoint_url or "",
+            cfg.spool.dir,
+            cfg.budget.usd_per_post,
         )
     try:
         doc = tomllib.loads(config_path.read_text())
@@ -75,6 +81,7 @@ def read_source(config_path: Path) -> Source:
         s3.get("region", "us-east-1"),
         s3.get("endpoint_url", ""),
         Path(spool) if spool else None,
+        float(doc.get("budget", {}).get("usd_per_post", 0.005)),
     )
 
 
@@ -216,18 +223,20 @@ def compute_figures(con, period: Period, top: int) -> Figures:
 # ---------------------------------------------------------------- gaps (events + posts)
 
 NOT_COLLECTING = "not collecting"
+PAUSED_BUDGET = "paused: budget"  # the budget closed the stream on purpose (budget_paused)
+BUDGET_CAUSE = "budget reached: "
 QUIET = "quiet"
 NO_POSTS = "no posts"  # no collector events recorded: quiet or not collecting, unknown
 UNCLEAN_END = "the collector ended without a stop event (killed?); counted from its last post"
 # Events after which the collector was running (so it ran before the first one we see).
-_RUNNING_EVENTS = {"disconnected", "stop", "s3_refusing", "s3_recovered"}
+_RUNNING_EVENTS = {"disconnected", "stop", "s3_refusing", "s3_recovered", "budget_paused"}
 
 
 @dataclass(frozen=True)
 class Gap:
     start: datetime
     end: datetime
-    kind: str  # NOT_COLLECTING, QUIET or NO_POSTS
+    kind: str  # NOT_COLLECTING, PAUSED_BUDGET, QUIET or NO_POSTS
     cause: str = ""
     repair: str = ""  # NOT_COLLECTING: what gap repair fetched again (repair_state)
 
@@ -272,7 +281,7 @@ def collecting_spans(events: list[Event], period: Period) -> GapAccount:
         was = bool(connected)
         if event.event == "connected":
             connected.add(event.collector_id)
-        elif event.event in ("disconnected", "stop"):
+        elif event.event in ("disconnected", "stop", "budget_paused"):
             connected.discard(event.collector_id)
         elif event.event == "start" and event.collector_id in connected:
             connected.discard(event.collector_id)  # the previous process ended without a stop
@@ -285,7 +294,9 @@ def collecting_spans(events: list[Event], period: Period) -> GapAccount:
             account.before_collection = (period.start, event.at)
         since = event.at
         cause = "" if connected else (event.cause or event.event)
-        if event.event == "stop" and not connected:
+        if event.event == "budget_paused" and not connected:
+            cause = f"{BUDGET_CAUSE}{event.cause or ''}"
+        elif event.event == "stop" and not connected:
             cause = f"stopped ({event.cause})" if event.cause else "stopped"
         elif event.event == "start" and not connected:
             cause = UNCLEAN_END
@@ -343,7 +354,11 @@ def account_gaps(con, events: list[Event], period: Period, gap_minutes: float) -
         """,
         [gap_minutes * 60],
     ).fetchall()
-    gaps = [Gap(a, b, NOT_COLLECTING, why) for a, b, on, why in account.collecting if not on]
+    gaps = [
+        Gap(a, b, PAUSED_BUDGET if why.startswith(BUDGET_CAUSE) else NOT_COLLECTING, why)
+        for a, b, on, why in account.collecting
+        if not on
+    ]
     for start, end in silences:
         if not events:
             gaps.append(Gap(start, end, NO_POSTS))
@@ -429,6 +444,7 @@ REPAIRED_LABEL = "fetched again by gap repair"
 # Behind the bars of the time chart, so a gap and a quiet spell do not look alike.
 SPAN_COLOURS = {
     NOT_COLLECTING: "#f4a6a6",
+    PAUSED_BUDGET: "#c6b3e6",
     QUIET: "#fde8a8",
     NO_POSTS: "#d9d9d9",
     "before collection / after the last stop": "#ececec",
@@ -617,6 +633,60 @@ text-align:left}th{background:#f3f3f3}img{max-width:100%;display:block;margin:.5
 """
 
 
+MONTHLY_CAP = 3_000_000  # post reads per billing cycle on pay-per-use (X's pricing page)
+
+
+def cost_per_day(con) -> list[tuple[date, int]]:
+    """(UTC day, distinct posts created that day) of the loaded posts: what X billed for them,
+    a post billed once per UTC day of delivery (a streamed post arrives seconds after it was
+    created; one fetched again by gap repair is billed on the day of the repair)."""
+    return con.execute(
+        "SELECT CAST(created_at AS DATE) AS d, count(DISTINCT id) FROM posts GROUP BY d ORDER BY d"
+    ).fetchall()
+
+
+def _cost_section(days: list[tuple[date, int]], usd_per_post: float, status: dict | None) -> str:
+    parts = [
+        "<h2 id='cost'>What it cost</h2><p>X bills pay-per-use reads per post delivered, "
+        f"${usd_per_post} a post ([budget] usd_per_post; X's list price for Posts: Read is $0.005, "
+        "https://docs.x.com/x-api/getting-started/pricing), once per post and UTC day, up to "
+        f"{MONTHLY_CAP:,} post reads per monthly billing cycle. Estimated here from the posts "
+        "stored, by the UTC day they were created; the collector's billing ledger (below, and "
+        "`collector usage` beside X's own figures) counts what was delivered.</p>"
+    ]
+    rows = [
+        [str(day), f"{n:,}", f"${n * usd_per_post:,.2f}", f"{100 * n / MONTHLY_CAP:.2f} %"]
+        for day, n in days
+    ]
+    total = sum(n for _, n in days)
+    rows.append(
+        [
+            "total",
+            f"{total:,}",
+            f"${total * usd_per_post:,.2f}",
+            f"{100 * total / MONTHLY_CAP:.2f} %",
+        ]
+    )
+    parts.append(_table(["UTC day", "billable posts", "USD", "share of the monthly cap"], rows))
+    if status and "spend_usd_cycle" in status:
+        budget = status.get("budget") or {}
+        limits = [
+            f"{name} {budget[name]:,}"
+            for name in ("posts_per_day", "usd_per_month")
+            if budget.get(name) is not None
+        ]
+        parts.append(
+            "<p>The collector's ledger: "
+            f"{status.get('billable_posts_today', 0):,} billable posts today "
+            f"(${status.get('spend_usd_today', 0):,.2f}), "
+            f"${status.get('spend_usd_cycle', 0):,.2f} this billing cycle (since "
+            f"{html.escape(str(status.get('billing_cycle_start')))}), "
+            f"${status.get('spend_usd_cycle_forecast', 0):,.2f} forecast at the cycle's end; "
+            f"budget: {html.escape(', '.join(limits) or 'none')}.</p>"
+        )
+    return "".join(parts)
+
+
 def render_html(
     source: Source,
     period: Period,
@@ -628,6 +698,7 @@ def render_html(
     status: dict | None,
     gaps: GapAccount | None = None,
     compliance_line: str | None = None,
+    cost_days: list[tuple[date, int]] | None = None,
 ) -> str:
     where = f"s3://{source.bucket}/{normalize_prefix(source.prefix)}"
     summary = [
@@ -668,6 +739,7 @@ def render_html(
         parts.append(_figure_tables(figures))
     if gaps is not None:
         parts.append(_gaps_section(gaps, gap_minutes))
+    parts.append(_cost_section(cost_days or [], source.usd_per_post, status))
     parts.append("<h2 id='collector'>Collector status</h2>" + _collector_section(status))
     if result.skipped:
         rows = [
@@ -701,7 +773,9 @@ def _gaps_section(account: GapAccount, gap_minutes: float) -> str:
     parts = [
         "<h2 id='gaps'>Gaps</h2><p>"
         f"<b>{NOT_COLLECTING}</b>: the collector was stopped or its stream disconnected "
-        f"(from its connection events); <b>{QUIET}</b>: connected, but no post for more than "
+        f"(from its connection events); <b>{PAUSED_BUDGET}</b>: the budget ([budget] "
+        "posts_per_day or usd_per_month) was spent and the collector closed the stream until "
+        f"the next UTC day or billing cycle; <b>{QUIET}</b>: connected, but no post for more than "
         f"{gap_minutes:g} minutes. <b>repair</b>: what gap repair fetched again by X's recent "
         "search for a gap without connection (its repair events): repaired, partly repaired "
         "(rules search cannot run, or part of the span), not repaired (why). Search returns no "
@@ -896,7 +970,7 @@ def run(args: argparse.Namespace) -> int:
     status = read_collector_status(source.spool_dir)
     page = render_html(
         source, period, sync, result, figures, charts, args.gap_minutes, status, gaps,
-        compliance_line,
+        compliance_line, cost_per_day(con) if result.posts else [],
     )  # fmt: skip
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)

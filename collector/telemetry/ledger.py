@@ -97,6 +97,18 @@ def next_cycle_start(day: date, cycle_day: int) -> date:
     return cycle_start(probe.replace(day=min(probe.day, 28)), cycle_day)
 
 
+def billed_days(folder: Path) -> dict[date, int]:
+    """Posts the ledger in `folder` counted per UTC day, read from its files without opening
+    them for writing (a running collector may hold today's)."""
+    days = {}
+    if Path(folder).is_dir():
+        for path in Path(folder).iterdir():
+            match = _DAY_FILE.match(path.name)
+            if match:
+                days[date.fromisoformat(match.group(1))] = path.stat().st_size // 8
+    return dict(sorted(days.items()))
+
+
 @dataclass(frozen=True)
 class Exhausted:
     """The budget is spent: why (one line) and when it renews (UTC)."""

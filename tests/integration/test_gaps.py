@@ -373,3 +373,45 @@ def test_the_time_chart_shades_repaired_posts_on_top_of_the_streamed_ones():
     assert min(purple) > min(blue) and max(purple) < max(blue)  # in the middle, where the gap was
     plain = report._time_chart(points, "Posts per minute", period)
     assert not span_columns(plain, report.REPAIRED_COLOUR)
+
+
+def test_a_budget_pause_is_its_own_kind_of_gap(s3, aws_env, tmp_path):
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, "http://127.0.0.1:9", s3_endpoint=aws_env.url)
+    figures = "1,000 posts today (posts_per_day 1,000), $5.00 at $0.005 a post"
+    ship_events(
+        config,
+        [
+            ("start", minutes(0), None),
+            ("connected", minutes(0) + timedelta(seconds=2), None),
+            ("budget_paused", minutes(30), figures),
+            ("connected", minutes(60), None),
+            ("stop", minutes(90), "received SIGTERM"),
+        ],
+    )
+    times = every_20_s(minutes(0) + timedelta(seconds=20), minutes(29.9))
+    times += every_20_s(minutes(60) + timedelta(seconds=20), minutes(89.9))
+    put_posts(s3, times)
+    out = tmp_path / "report.html"
+    argv = ["--config", str(config), "--out", str(out), "--no-progress"]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--from", "2026-11-20T09:00Z"]
+    argv += ["--to", "2026-11-20T12:00Z"]
+    assert report.main(argv) == 0
+    page = out.read_text()
+    assert gap_rows(page) == [
+        [
+            "2026-11-20 10:30:00Z",
+            "2026-11-20 11:00:00Z",
+            "30 min",
+            "paused: budget",
+            f"budget reached: {figures}",
+            "",
+        ]
+    ]
+    # what it cost: the posts stored, by UTC day, at X's list price
+    posts = len(times)
+    row = (
+        f"<td>2026-11-20</td><td>{posts:,}</td><td>${posts * 0.005:,.2f}</td>"
+        f"<td>{100 * posts / 3_000_000:.2f} %</td>"
+    )
+    assert "<h2 id='cost'>What it cost</h2>" in page and row in page

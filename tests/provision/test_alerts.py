@@ -87,6 +87,7 @@ def test_each_alarm_has_its_threshold_and_notifies_on_alarm_and_ok(alerted):
             "uploads-stuck",
             "unhealthy",
             "disk-low",
+            "budget-paused",
             "system-check",
             "instance-check",
         )
@@ -124,6 +125,10 @@ def test_each_alarm_has_its_threshold_and_notifies_on_alarm_and_ok(alerted):
     )  # fmt: skip
     assert shape("disk-low") == (
         "TwitterSnake", "SpoolDiskFree", cid, "Minimum", "LessThanThreshold", 10.0, 5, "ignore"
+    )  # fmt: skip
+    assert shape("budget-paused") == (
+        "TwitterSnake", "BudgetPaused", cid, "Maximum", "GreaterThanOrEqualToThreshold", 1.0, 1,
+        "ignore",
     )  # fmt: skip
 
     (instance,) = [
@@ -171,6 +176,7 @@ def test_thresholds_follow_the_role_variables(alerted):
     [
         ("alerts_email=not-an-address", "alerts_email must be one e-mail address"),
         ("alerts_no_posts_minutes=0", "alerts_no_posts_minutes must be between 1 and 1440"),
+        ("alerts_budget_usd_per_month=-5", "alerts_budget_usd_per_month must be a number of USD"),
     ],
 )
 def test_bad_alert_settings_fail_with_one_line(alerted, extra, message):
@@ -180,6 +186,19 @@ def test_bad_alert_settings_fail_with_one_line(alerted, extra, message):
     proc = runner.run("provision", *email, "-e", extra, "--tags", "alerts_preflight", check=False)
     assert proc.returncode != 0
     assert message in proc.stdout
+
+
+def test_a_monthly_budget_adds_the_spend_forecast_alarm(alerted):
+    runner, _ = alerted
+    email = ["-e", f"alerts_email={EMAIL}"]
+    runner.run("provision", *email, "-e", "collector_budget_usd_per_month=150")
+    forecast = alarms(runner)[f"{PREFIX}-spend-forecast"]
+    assert forecast["MetricName"] == "EstimatedSpendUSDForecast"
+    assert forecast["Threshold"] == 150.0
+    assert forecast["ComparisonOperator"] == "GreaterThanThreshold"
+    assert (forecast["Statistic"], forecast["EvaluationPeriods"]) == ("Minimum", 15)
+    runner.run("provision", *email)  # no budget: no forecast alarm
+    assert f"{PREFIX}-spend-forecast" not in alarms(runner)
 
 
 def test_teardown_removes_alarms_and_topic_and_a_second_changes_nothing(alerted):
