@@ -68,7 +68,9 @@ def test_the_ledger_after_a_restart_and_a_day_change_equals_xs_bill(
         assert collector.stop() == 0
     collector = CollectorProcess(config, clock_file=clock.path)  # a restart: the day goes on
     try:
-        wait_until(lambda: x_server.connections == 2, 20)
+        # the first process's connection is over on the stand-in's side too (else its handler
+        # could take the next posts and write them to a closed socket)
+        wait_until(lambda: x_server.connections == 2 and x_server.streams_open == 1, 20)
         x_server.count = 500
         wait_until(lambda: status_of(config)[1].get("billable_posts_today") == 500, 30, 0.5)
         clock.set(seconds_to_midnight(clock) + 60)  # one minute into the next UTC day
