@@ -104,11 +104,12 @@ def _watch_live_rules(
 
     def loop() -> None:
         missing = refused
+        verdicts: dict = {(r.value, r.tag): r for r in refused}  # X's dry-run answers so far
         while not stop.wait(
             min(RULES_RECHECK, cfg.x.rules_check_seconds) if missing else cfg.x.rules_check_seconds
         ):
             try:
-                missing = RulesClient(cfg, token).not_live()
+                missing = RulesClient(cfg, token).not_live(verdicts)
             except RulesError as exc:
                 log.debug("rules check failed: %s", exc)
                 continue

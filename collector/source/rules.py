@@ -175,9 +175,18 @@ class RulesClient:
             log.error("X refused rule %s", refusal.line())
         return result
 
-    def compare(self, configured: list[tuple[str, str]] | None = None) -> RulesDiff:
+    def compare(
+        self,
+        configured: list[tuple[str, str]] | None = None,
+        known: dict[tuple[str, str], Refusal | None] | None = None,
+    ) -> RulesDiff:
         """The difference between X's live rules and `configured` (default: the config's
-        rules), with X's verdict on each missing rule (POST rules with dry_run=true)."""
+        rules), with X's verdict on each missing rule (POST rules with dry_run=true).
+
+        known: X's verdicts already asked for ((value, tag) -> its Refusal, or None when X
+        accepted it): not asked again (POST rules is limited to 100 requests per 15 minutes).
+        """
+        known = {} if known is None else known
         prefix = tag_prefix(self.cfg)
         live = self.list()
         ours = [r for r in live if (r.tag or "").startswith(prefix)]
@@ -188,20 +197,24 @@ class RulesClient:
         missing = [pair for pair in wanted if pair not in present and pair[0] not in others]
         # A value live under a stale tag of ours is replaced by sync: X accepted it already.
         stale_values = {r.value for r in stale}
-        refused = self._dry_run([pair for pair in missing if pair[0] not in stale_values])
+        to_ask = [p for p in missing if p[0] not in stale_values and p not in known]
+        refused = self._dry_run(to_ask)
+        known.update({pair: None for pair in to_ask})
+        known.update({(r.value, r.tag): r for r in refused})
+        refused = [known[p] for p in missing if known.get(p) is not None]
         refused_values = {r.value for r in refused}
         to_add = [pair for pair in missing if pair[0] not in refused_values]
         return RulesDiff(to_add=to_add, to_delete=stale, refused=refused)
 
-    def not_live(self) -> list[Refusal]:
+    def not_live(self, known: dict | None = None) -> list[Refusal]:
         """The rules in the config file (re-read: a rules-only deploy changes it without a
         restart) that are not live, each with X's reason (dry run) or, when X would accept
-        it, the command that makes it live."""
+        it, the command that makes it live. known: as for compare (kept between calls)."""
         try:
             cfg = load_config(self.cfg.path) if self.cfg.path else self.cfg
         except (ConfigError, TypeError):
             cfg = self.cfg
-        diff = self.compare(desired_rules(cfg))
+        diff = self.compare(desired_rules(cfg), known)
         waiting = [
             Refusal(
                 value, tag, "X accepts it (dry run) but it is not live: run collector rules sync"
