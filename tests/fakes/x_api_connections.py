@@ -24,8 +24,9 @@ collectors against one stand-in without caring about the count.
 
 Knobs (FakeXServer.control or POST /_fake/control):
     access_level "pay-per-use" | "pro" | "enterprise"
-                                       the project's limits as X documents them: connections
-                                       (1, 1, 2) and rule length (1,024, 1,024, 2,048)
+                                       the rule length X allows (1,024, 1,024, 2,048); with a
+                                       connection limit set, also the connections (1, 1, 2)
+                                       (x_api_recovery follows the same knob for backfill)
     connection_limit N | null          connections allowed (null: no limit)
     stale_connection S                 hold one stale filtered-stream connection for S seconds
                                        (0 ends every stale one)
@@ -217,8 +218,9 @@ def _limit(fake, value) -> None:
 @knob("access_level")
 def _access_level(fake, name) -> None:
     connections, rule_length = ACCESS_LEVELS[name]
-    state(fake).limit = connections
     fake.rule_max_length = rule_length
+    if state(fake).limit is not None:  # the limit is opt-in (see the module docstring)
+        state(fake).limit = connections
 
 
 @knob("stale_connection")

@@ -274,7 +274,9 @@ WORDS = tuple(
 RouteHandler = Callable[["_Handler", dict[str, str]], None]
 # (method, compiled path pattern) -> handler; the pattern's {name} parts become params
 ROUTES: list[tuple[str, re.Pattern[str], RouteHandler]] = []
-KNOBS: dict[str, Callable[[FakeXServer, Any], None]] = {}
+# name -> its handlers: several families may follow one knob (access_level: the connection
+# limit and rule length in x_api_connections, backfill/Recovery in x_api_recovery)
+KNOBS: dict[str, list[Callable[[FakeXServer, Any], None]]] = {}
 STATS_PARTS: list[Callable[[FakeXServer], dict]] = []
 # fn(fake, handler) -> (status, problem) to refuse a stream connection, or None
 STREAM_GATES: list[Callable[[FakeXServer, Any], tuple[int, dict] | None]] = []
@@ -292,10 +294,11 @@ def route(method: str, path: str) -> Callable[[RouteHandler], RouteHandler]:
 
 
 def knob(name: str) -> Callable[[Callable[[FakeXServer, Any], None]], Callable]:
-    """Register a /_fake/control key (and FakeXServer.control) handled by `fn(fake, value)`."""
+    """Register a /_fake/control key (and FakeXServer.control) handled by `fn(fake, value)`;
+    several modules may follow the same key: each of their handlers runs."""
 
     def register(fn: Callable[[FakeXServer, Any], None]) -> Callable:
-        KNOBS[name] = fn
+        KNOBS.setdefault(name, []).append(fn)
         return fn
 
     return register
@@ -1103,8 +1106,8 @@ class FakeXServer:
         if "refuse_streams" in settings:
             self.refuse_streams(*(settings["refuse_streams"] or [None]))
         for key, value in settings.items():
-            if key in KNOBS:
-                KNOBS[key](self, value)
+            for handler in KNOBS.get(key, ()):
+                handler(self, value)
 
     # Posts -------------------------------------------------------------------------------
 
@@ -1461,6 +1464,15 @@ class _Handler(BaseHTTPRequestHandler):
             fake._disconnect.set()
         else:
             fake._disconnect.clear()
+        connection = {
+            "id": uuid.uuid4().hex,
+            "endpoint_name": "filtered_stream" if filtered else "sample_stream",
+            "connected_at": _now_iso(),
+            "client_ip": self.client_address[0],
+            "kill": threading.Event(),
+        }
+        with fake._lock:  # X counts a connection from its acceptance on
+            fake.stream_connections[connection["id"]] = connection
         self.send_response(200)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Transfer-Encoding", "chunked")
@@ -1477,17 +1489,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if replay:
                     self._write_posts(replay)
                 self.wfile.write(b"0\r\n\r\n")
+            with fake._lock:
+                fake.stream_connections.pop(connection["id"], None)
             return
-        connection = {
-            "id": uuid.uuid4().hex,
-            "endpoint_name": "filtered_stream" if filtered else "sample_stream",
-            "connected_at": _now_iso(),
-            "client_ip": self.client_address[0],
-            "kill": threading.Event(),
-        }
         with fake._lock:
             fake._stream_opened()
-            fake.stream_connections[connection["id"]] = connection
         try:
             if replay:  # backfill: what matched before the connection, oldest first
                 self._write_posts(replay)

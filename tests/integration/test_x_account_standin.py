@@ -127,7 +127,7 @@ def test_the_connections_api_can_answer_404_as_for_a_project_without_it(x_server
 
 
 def test_the_access_level_sets_xs_connection_and_rule_length_limits(x_server) -> None:
-    x_server.control({"access_level": "enterprise"})
+    x_server.control({"connection_limit": 1, "access_level": "enterprise"})
     first, second = connect(x_server), connect(x_server)
     assert (first.status, second.status) == (200, 200)
     assert connect(x_server).status == 429  # two redundant connections, no third
