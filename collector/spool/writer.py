@@ -96,6 +96,38 @@ def _all_data(lines: LineBatch) -> bool:
     return all(map(_valid_json, lines))  # else classify decides, line by line
 
 
+def _parsed_id(parser, line: bytes) -> int | None:
+    """The post id (data.id) of a line simdjson parses in full, None when it has none;
+    ValueError when the line is not one JSON text in UTF-8 (as _valid_json)."""
+    document = parser.parse(line)
+    try:
+        value = document.at_pointer("/data/id")
+    except (KeyError, TypeError, IndexError, ValueError):
+        value = None
+    value = value if type(value) is str else None  # nothing left referencing the parser
+    del document  # the parser holds one document at a time
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _data_ids(lines: LineBatch) -> list[int] | None:
+    """`_all_data` that also returns each line's post id (for the billing ledger), read from
+    the same full parse: None when a line is not a data message (classify decides then)."""
+    if not all(map(bytes.startswith, lines, repeat(DATA_START))):
+        return None
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    ids = []
+    for line in lines:
+        try:
+            post_id = _parsed_id(parser, line)
+        except ValueError:  # UnicodeDecodeError included
+            return None
+        if post_id is not None:
+            ids.append(post_id)
+    return ids
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -256,9 +288,10 @@ class SpoolWriter:
     # Called by the stream thread with one non-empty line or a LineBatch.
     def accept(self, line: bytes | LineBatch) -> None:
         if type(line) is LineBatch:
-            if _all_data(line):
-                if self.ledger is not None:
-                    self.ledger.add_lines(line)
+            ids = _data_ids(line) if self.ledger is not None else None
+            if ids is not None or (self.ledger is None and _all_data(line)):
+                if ids:
+                    self.ledger.add(ids)
                 self._store(line)
             else:
                 for one in line:
