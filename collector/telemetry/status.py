@@ -413,9 +413,41 @@ def read_status(dirs: SpoolDirs) -> dict | None:
     return None
 
 
+def spend_line(status: dict) -> str | None:
+    """One line of what X bills, from the ledger's figures in status.json (None without them):
+    `spend: 1,000 billable posts today ($5.00); $5.00 this billing cycle (since 2026-12-01),
+    forecast $150.00 at its end; budget posts_per_day 1,000 (0 posts left today)`."""
+    if "spend_usd_cycle" not in status:
+        return None
+    budget = status.get("budget") or {}
+    limits = [
+        f"{name} {budget[name]:,}"
+        for name in ("posts_per_day", "usd_per_month")
+        if budget.get(name) is not None
+    ]
+    left = budget.get("remaining_posts_today")
+    limit = ", ".join(limits) + (f" ({left:,} posts left today)" if left is not None else "")
+    return (
+        f"spend: {status.get('billable_posts_today', 0):,} billable posts today "
+        f"(${status.get('spend_usd_today', 0):,.2f}); ${status.get('spend_usd_cycle', 0):,.2f} "
+        f"this billing cycle (since {status.get('billing_cycle_start')}), forecast "
+        f"${status.get('spend_usd_cycle_forecast', 0):,.2f} at its end; "
+        f"budget {limit or 'none'}"
+    )
+
+
 def render(status: dict, verdict: str) -> str:
     lines = [f"collector {status.get('collector_id')}: {verdict}"]
-    width = max(len(k) for k in status)
+    spend = spend_line(status)
+    if spend:
+        lines.append(spend)
+    rows = []
     for key, value in status.items():
+        if isinstance(value, dict):  # one row per key of a nested object (budget)
+            rows += [(f"{key}.{sub}", inner) for sub, inner in value.items()]
+        else:
+            rows.append((key, value))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
         lines.append(f"  {key.ljust(width)}  {'-' if value is None else value}")
     return "\n".join(lines)

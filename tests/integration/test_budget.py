@@ -123,6 +123,11 @@ def test_posts_per_day_pauses_the_stream_and_the_next_utc_day_resumes_it(
         assert x_server.billed_posts(day) == billed
         human = run_cli("status", "--config", str(config))
         assert human.returncode == 1 and "budget reached: " in human.stdout
+        assert f"\nspend: {counted:,} billable posts today (${counted * 0.005:,.2f}); " in (
+            human.stdout
+        )
+        assert "budget posts_per_day 1,000 (0 posts left today)" in human.stdout
+        assert "  budget.posts_per_day" in human.stdout and "  connection " in human.stdout
 
         clock.set(seconds_to_midnight(clock) + 1)  # the next UTC day
         next_day = utc_day(clock)
@@ -141,3 +146,24 @@ def test_posts_per_day_pauses_the_stream_and_the_next_utc_day_resumes_it(
     assert events[0].cause.startswith("1,0") and "posts today (posts_per_day 1,000), $5." in (
         events[0].cause
     )
+
+
+def test_on_exhausted_continue_only_meters_and_warns(
+    tmp_path: Path, x_server: FakeXServer, clock: OffsetClock, s3
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    budget = '[budget]\nposts_per_day = 100\non_exhausted = "continue"\n'
+    config = write_config(tmp_path, x_server.url, max_seconds=0.5, extra=budget)
+    collector = CollectorProcess(config, clock_file=clock.path)
+    try:
+        x_server.count = 300
+        code, status = wait_until(
+            lambda: (r := status_of(config))[1].get("billable_posts_today") == 300 and r, 30, 0.5
+        )
+        assert code == 0 and status["connection"] == "connected"
+        assert status["budget"]["remaining_posts_today"] == 0
+        assert x_server.connections == 1
+    finally:
+        assert collector.stop() == 0
+    assert "posts today (posts_per_day 100)" in collector.log
+    assert "collecting on (budget.on_exhausted = continue)" in collector.log
