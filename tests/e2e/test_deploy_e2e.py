@@ -7,6 +7,7 @@ accumulated extra vars so that only the change under test differs from the previ
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from array import array
 from pathlib import Path
 
 import boto3
@@ -146,6 +148,13 @@ class Sandbox:
         url = f"http://127.0.0.1:{self.vars['sandbox_x_port']}/_fake/sent_ids"
         with urllib.request.urlopen(url, timeout=10) as response:
             return set(json.load(response))
+
+    def ledger_ids(self) -> set[str]:
+        """Every post id the collector's billing ledger on the instance holds, all its UTC days
+        (<spool>/ledger/YYYY-MM-DD.u64: little-endian uint64 ids)."""
+        folder = "/var/lib/twittersnake/spool/ledger"
+        data = base64.b64decode(self.ssh(f"sudo sh -c 'cat {folder}/*.u64' | base64 -w0"))
+        return {str(i) for i in array("Q", data[: len(data) // 8 * 8])}
 
     def sent_while_connected(self, seconds: float = 4) -> set[str]:
         """Posts the stand-in sent during the next `seconds`, to the collector already connected.
@@ -398,6 +407,11 @@ def test_reboot_while_streaming_loses_nothing_and_needs_no_ansible(sandbox):
     assert sandbox.process_identity(new_pid) != process
     missing = sandbox.missing_from_bucket(sent)
     assert not missing, f"{len(missing)} of {len(sent)} posts sent before the reboot not in S3"
+    # The billing ledger was not reset by the reboot: it holds every post X delivered before
+    # it, and no post X did not deliver.
+    counted = sandbox.ledger_ids()
+    assert sent <= counted, f"{len(sent - counted)} posts delivered before the reboot not counted"
+    assert counted <= sandbox.sent_ids()
     again = sandbox.site()
     assert again.returncode == 0, again.stdout[-3000:]
     assert recap_changed(again.stdout) == 0, again.stdout[-5000:]
