@@ -295,6 +295,7 @@ class XStream(tweepy.StreamingClient):
         """Close the connection on purpose (the budget is spent): no reconnect until resume()."""
         self.paused_reason = reason
         self.disconnect()
+        self._set_state("paused", reason)  # also when no connection was open (a start paused)
 
     def resume(self) -> None:
         """Allow connections again after pause(); start_stream then opens one."""

@@ -13,7 +13,8 @@ stream-only operator is refused like recent search refuses it (X's 400 "Invalid 
 knob `counts_spelling` ("tweet" or "post") chooses, and clients read both.
 
 How many posts a query matches: `counts_per_day` {query: posts per day} (knob), spread evenly
-over time (a bucket gets its share of the day, rounded; the total is the sum of the buckets).
+over time (a bucket gets its share of the day, rounded so that the buckets of a whole day add
+up to the day's posts; the total is the sum of the buckets).
 A query not listed matches nothing.
 
 The bill: Counts: Recent costs $0.005 per request (https://docs.x.com/x-api/getting-started/pricing);
@@ -123,11 +124,14 @@ def buckets(start: datetime, end: datetime, step: int, per_day: float) -> list[t
     """(start, end, count) for [start, end) cut at multiples of `step` seconds since the epoch."""
     found = []
     cursor = start
+
+    def posts_before(when: datetime) -> int:  # since the epoch: buckets add up without drift
+        return round(per_day * when.timestamp() / 86400)
+
     while cursor < end:
         edge = datetime.fromtimestamp((cursor.timestamp() // step + 1) * step, UTC)
         stop = min(edge, end)
-        share = (stop - cursor).total_seconds() / 86400
-        found.append((cursor, stop, round(per_day * share)))
+        found.append((cursor, stop, posts_before(stop) - posts_before(cursor)))
         cursor = stop
     return found
 

@@ -129,6 +129,17 @@ def test_posts_per_day_pauses_the_stream_and_the_next_utc_day_resumes_it(
         assert "budget posts_per_day 1,000 (0 posts left today)" in human.stdout
         assert "  budget.posts_per_day" in human.stdout and "  connection " in human.stdout
 
+        # a restart while the budget is spent stays paused: the ledger kept the day's count
+        assert collector.stop() == 0
+        collector = CollectorProcess(config, clock_file=clock.path)
+        code, status = wait_until(
+            lambda: (r := status_of(config))[1].get("state") == "running" and r, 20, 0.5
+        )
+        assert status["connection"] == "paused" and code == 1
+        assert status["billable_posts_today"] == counted
+        with pytest.raises(AssertionError):
+            wait_until(lambda: x_server.connections > connections, 2)
+
         clock.set(seconds_to_midnight(clock) + 1)  # the next UTC day
         next_day = utc_day(clock)
         wait_until(lambda: x_server.connections == connections + 1, 10)
@@ -142,7 +153,7 @@ def test_posts_per_day_pauses_the_stream_and_the_next_utc_day_resumes_it(
         assert collector.stop() == 0
     assert ledger_ids(config, next_day) <= x_server.billed[next_day]
     events = [e for e in shipped_events(s3, tmp_path / "events") if e.event == "budget_paused"]
-    assert len(events) == 1
+    assert len(events) == 2  # at the budget, and again at the restart
     assert events[0].cause.startswith("1,0") and "posts today (posts_per_day 1,000), $5." in (
         events[0].cause
     )

@@ -93,6 +93,8 @@ def test_within_the_budget_the_exit_code_is_0(tmp_path: Path, x_server: FakeXSer
     done = estimate(config)
     assert done.returncode == 0, done.stderr
     assert "budget: holds" in done.stdout
+    hourly = json.loads(estimate(config, "--granularity", "hour", "--json").stdout)
+    assert hourly["total_posts_per_day"] == 15400 and hourly["over_budget"] == []
 
 
 def test_more_than_10_requests_are_asked_for_first(tmp_path: Path, x_server: FakeXServer) -> None:
