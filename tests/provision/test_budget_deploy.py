@@ -59,3 +59,24 @@ def test_without_a_budget_x_is_not_asked(tmp_path: Path, x_server: FakeXServer, 
     result = deploy(tmp_path, x_server.url, RULES)
     assert result.returncode == 0, result.stdout[-3000:]
     assert x_server.stats()["counts_requests"] == 0
+
+
+PREFLIGHT = PLAYBOOK.replace("tasks_from: budget_check", "tasks_from: preflight")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("collector_budget_posts_per_day=-1", "collector_budget_posts_per_day must be a whole"),
+        ("collector_budget_usd_per_post=0", "collector_budget_usd_per_post must be a positive"),
+        ("collector_budget_billing_cycle_day=32", "collector_budget_billing_cycle_day must be"),
+    ],
+)
+def test_a_bad_budget_variable_stops_the_deploy_naming_it(
+    tmp_path: Path, monkeypatch, extra: str, message: str
+) -> None:
+    monkeypatch.setattr(test_rules_deploy, "PLAYBOOK", PREFLIGHT)
+    result = test_rules_deploy.deploy(tmp_path, "http://127.0.0.1:9", RULES, "-e", extra)
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert "Stop on invalid collector inputs" in result.stdout
+    assert message in result.stdout, result.stdout[-3000:]
