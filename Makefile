@@ -53,10 +53,11 @@ test: venv debian-packages
 test-fast: venv debian-packages
 	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow" tests/unit tests/integration
 
-## lint: ruff, yamllint and ansible-lint
+## lint: ruff, mypy (collector/, mypy.ini), yamllint and ansible-lint
 lint: venv
 	$(VENV)/bin/ruff check collector tests roles
 	$(VENV)/bin/ruff format --check collector tests roles
+	$(VENV)/bin/mypy
 	$(VENV)/bin/yamllint --strict .
 	$(VENV)/bin/ansible-lint --offline --profile production
 

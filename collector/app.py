@@ -29,8 +29,9 @@ from collector.telemetry.ledger import BillingLedger
 from collector.telemetry.metrics import Metrics
 from collector.telemetry.status import StatusReporter, UploadAgeWatch, record_exit
 
-if TYPE_CHECKING:  # the S3 modules load with the shipper, in run()
+if TYPE_CHECKING:  # loaded in run(), when needed
     from collector.sink.s3 import PutOutcome
+    from collector.source.repair import Repairs
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class Collector:
         self.cloudwatch_stop = threading.Event()
         self.stop_cause = "the stream reader ended unexpectedly"
         self.events: EventLog | None = None
-        self.repairs = None  # collector.source.repair.Repairs when x.repair is "auto"
+        self.repairs: Repairs | None = None  # when x.repair is "auto"
         self.exit_reason: str | None = None  # why run() returned non-zero (status.json keeps it)
         self.lock = SpoolLock(self.dirs)
         endpoint = cfg.s3.endpoint_url or f"AWS S3 in {cfg.s3.region or 'the default region'}"
@@ -305,6 +306,7 @@ class Collector:
         stream.disconnect()
         if guard.reader is not None:
             guard.reader.join(1.0)
+        assert self.events is not None and self.ledger is not None  # both set in run()
         self.events.record("stop", stream.fatal or self.stop_cause)
         if self.repairs is not None:
             self.repairs.on_connection("stop")  # the next process repairs from here

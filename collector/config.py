@@ -242,7 +242,7 @@ def _check_section(where: str, section: str, table: dict[str, Any]) -> dict[str,
         # bool is an int subclass in Python; a boolean is never a valid number here.
         if (expected is not bool and isinstance(value, bool)) or not isinstance(value, expected):
             raise ConfigError(f"{where}: '{name}' must be {description}, got {_type_name(value)}")
-        if expected is list and key != "rules":
+        if isinstance(value, list) and key != "rules":  # expected is list
             for item in value:
                 if not isinstance(item, str):
                     raise ConfigError(

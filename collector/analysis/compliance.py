@@ -159,9 +159,11 @@ def all_objects(s3_client, bucket: str, prefix: str) -> list[tuple[str, int]]:
     return objects
 
 
-def archive_ids(s3_client, bucket: str, prefix: str, period, cache_dir: Path, progress) -> list:
+def archive_ids(
+    s3_client, bucket: str, prefix: str, period, cache_dir: Path, progress
+) -> tuple[list[str], int]:
     """Sorted unique post ids of the period's objects (loader.list_objects), or of the whole
-    archive when `period` is None (all_objects)."""
+    archive when `period` is None (all_objects), and how many objects they came from."""
     from collector.analysis import loader
 
     if period is None:

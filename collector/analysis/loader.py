@@ -33,7 +33,7 @@ from pathlib import Path
 try:
     import duckdb
 except ImportError:  # the instance lists and reads objects (collector compliance) without it
-    duckdb = None
+    duckdb = None  # type: ignore[assignment]  # optional: None means absent
 
 from collector.sink.codecs import DATA_SUFFIXES
 from collector.spool.layout import object_key_problem, prefix_path
@@ -253,7 +253,7 @@ def sync_cache(
     s3_client,
     bucket: str,
     prefix: str,
-    period: Period,
+    period: Period | None,
     cache_dir: Path,
     progress: bool = True,
     workers: int = 4,
@@ -262,7 +262,8 @@ def sync_cache(
 ) -> CacheSync:
     """Download the period's objects not yet cached (same key and size) and list them all.
 
-    objects: (key, size) to sync instead of the period's post objects (list_objects);
+    objects: (key, size) to sync instead of the period's post objects (list_objects; period
+    is then not used and may be None);
     key_problem: the layout those keys must have (cache_path). A key outside that layout and
     an object S3 refuses to return (InvalidObjectState for an archived storage class, 400 for
     SSE-C, 403...) are listed in CacheSync.skipped with the reason, not in paths; any other
@@ -272,15 +273,16 @@ def sync_cache(
     from tqdm import tqdm
 
     if objects is None:
+        assert period is not None, "sync_cache needs a period or the objects"
         objects = list_objects(s3_client, bucket, prefix, period)
     sync = CacheSync()
     missing = []
     for key, size in objects:
         try:
             path = cache_path(cache_dir, bucket, prefix, key, key_problem)
-        except UnsafeKey as refused:
-            log.warning("skipping s3://%s/%s: %s", bucket, key, refused)
-            sync.skipped.append(Skipped(f"s3://{bucket}/{key}", str(refused)))
+        except UnsafeKey as unsafe:
+            log.warning("skipping s3://%s/%s: %s", bucket, key, unsafe)
+            sync.skipped.append(Skipped(f"s3://{bucket}/{key}", str(unsafe)))
             continue
         if path.is_file() and path.stat().st_size == size:
             sync.cached += 1
@@ -520,7 +522,9 @@ def _repair_surrogates(path: Path) -> Path | None:
     from collector.sink.codecs import codec_of
 
     repaired = []
-    with open(path, "rb") as raw, io.BufferedReader(codec_of(path.name).reader(raw)) as lines:
+    reader = codec_of(path.name).reader
+    # a codec's reader is a readable binary stream; typeshed wants a RawIOBase
+    with open(path, "rb") as raw, io.BufferedReader(reader(raw)) as lines:  # type: ignore[type-var]
         for line in lines:
             if b"\\u" not in line:
                 continue

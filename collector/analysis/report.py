@@ -21,6 +21,7 @@ import logging
 import sys
 import time
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -53,7 +54,7 @@ def read_source(config_path: Path) -> Source:
     try:
         from collector.config import ConfigError, load_config
     except ImportError:  # the report works without the collector's own modules
-        load_config = None
+        load_config = None  # type: ignore[assignment]  # None means absent
     if load_config is not None:
         try:
             cfg = load_config(config_path, streaming=False)  # rules do not matter here
@@ -388,8 +389,11 @@ def repair_state(gap: Gap, repairs: list[Event]) -> str:
     events (collector.source.repair): `repaired (N posts fetched again)`, `partly repaired
     (...; not repairable: rule ...)` or `not repaired (why)`."""
 
+    def detail(event: Event) -> dict:
+        return event.detail or {}
+
     def span(event: Event) -> tuple[datetime, datetime]:
-        return loader.parse_time(event.detail["from"]), loader.parse_time(event.detail["to"])
+        return loader.parse_time(detail(event)["from"]), loader.parse_time(detail(event)["to"])
 
     touching = []
     for event in repairs:
@@ -404,13 +408,13 @@ def repair_state(gap: Gap, repairs: list[Event]) -> str:
     done = [(e, a, b) for e, a, b in touching if e.event == "repair_done"]
     if not done:
         return f"{NOT_REPAIRED} ({touching[-1][0].cause or 'repair failed'})"
-    posts = sum(int(e.detail.get("posts") or 0) for e, _, _ in done)
+    posts = sum(int(detail(e).get("posts") or 0) for e, _, _ in done)
     rules = sorted(
-        {r.get("rule", "?") for e, _, _ in done for r in e.detail.get("not_repairable") or []}
+        {r.get("rule", "?") for e, _, _ in done for r in detail(e).get("not_repairable") or []}
     )
     covered = min(a for _, a, _ in done) <= gap.start + _REPAIR_SLACK
     covered = covered and max(b for _, _, b in done) >= gap.end - _REPAIR_SLACK
-    methods = {e.detail.get("method", "search") for e, _, _ in done}
+    methods = {detail(e).get("method", "search") for e, _, _ in done}
     fetched = f"{posts} posts fetched again"
     if methods == {"backfill"}:
         fetched = "backfill_minutes on the reconnect"
@@ -478,8 +482,8 @@ def _time_chart(
     points: list[tuple[datetime, int]],
     title: str,
     period: Period,
-    spans: list[tuple[datetime, datetime, str]] = (),
-    repaired: list[tuple[datetime, int]] = (),
+    spans: Sequence[tuple[datetime, datetime, str]] = (),
+    repaired: Sequence[tuple[datetime, int]] = (),
 ) -> bytes:
     """Bars of posts per bucket; the x axis covers the whole period (whole buckets), in UTC.
     `spans` (chart_spans) are shaded behind the bars, with a legend; the `repaired` part of
@@ -493,26 +497,27 @@ def _time_chart(
     for start, end, kind in spans:
         label = None if kind in labelled else kind
         labelled.add(kind)
-        ax.axvspan(start, end, color=SPAN_COLOURS[kind], linewidth=0, zorder=0, label=label)
+        # matplotlib converts datetimes and timedeltas through its date units; its stubs say float
+        ax.axvspan(start, end, color=SPAN_COLOURS[kind], linewidth=0, zorder=0, label=label)  # type: ignore[arg-type]
     fetched = dict(repaired)
     ax.bar(
-        [t for t, _ in points], [n - fetched.get(t, 0) for t, n in points], width=step,
+        [t for t, _ in points], [n - fetched.get(t, 0) for t, n in points], width=step,  # type: ignore[arg-type]
         align="edge", color=DATA_COLOUR, linewidth=0,
     )  # fmt: skip
     if fetched:
         streamed = {t: n - fetched.get(t, 0) for t, n in points}
         ax.bar(
-            list(fetched), list(fetched.values()), bottom=[streamed.get(t, 0) for t in fetched],
-            width=step, align="edge", color=REPAIRED_COLOUR, linewidth=0, label=REPAIRED_LABEL,
+            list(fetched), list(fetched.values()), bottom=[streamed.get(t, 0) for t in fetched],  # type: ignore[arg-type]
+            width=step, align="edge", color=REPAIRED_COLOUR, linewidth=0, label=REPAIRED_LABEL,  # type: ignore[arg-type]
         )  # fmt: skip
         labelled.add(REPAIRED_LABEL)
     left = floor_time(period.start, step)
     right = floor_time(period.end - timedelta(microseconds=1), step) + step
-    ax.set_xlim(left, right)
+    ax.set_xlim(left, right)  # type: ignore[arg-type]  # datetimes, as above
     locator = mdates.AutoDateLocator(tz=UTC, minticks=3, maxticks=10)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # a MaxNLocator
     ax.set_title(title)
     ax.set_ylabel(f"posts per {unit}")
     ax.set_xlabel("time (UTC)")
@@ -528,7 +533,7 @@ def _ranking_chart(rows: list[tuple[str, int]], title: str) -> bytes:
     rows = list(reversed(rows))
     fig, ax = plt.subplots(figsize=(10, max(2.0, 0.3 * len(rows) + 1)))
     ax.barh([str(label)[:48] for label, _ in rows], [n for _, n in rows], color=DATA_COLOUR)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # a MaxNLocator
     ax.set_title(title)
     ax.set_xlabel("posts")
     ax.grid(axis="x", alpha=0.3)
@@ -578,7 +583,7 @@ def _render_charts(figures: Figures, period: Period, gaps: GapAccount | None):
 # ---------------------------------------------------------------- HTML
 
 
-def _table(headers: list[str], rows: list[list[object]]) -> str:
+def _table(headers: list[str], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
@@ -701,7 +706,7 @@ def render_html(
     cost_days: list[tuple[date, int]] | None = None,
 ) -> str:
     where = f"s3://{source.bucket}/{normalize_prefix(source.prefix)}"
-    summary = [
+    summary: list[list[object]] = [
         ["source", where],
         ["period", f"{_when(period.start)} to {_when(period.end)}"],
         ["objects", result.files],

@@ -20,14 +20,14 @@ import contextlib
 import gzip
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import zstandard
 
 try:
     from isal import igzip
 except ImportError:  # the zlib fallback: same format, slower
-    igzip = None
+    igzip = None  # type: ignore[assignment]  # optional: None means absent
 
 GZIP_BACKEND = "zlib" if igzip is None else "isal"
 _ZLIB_LEVEL_FOR = {0: 1, 1: 1, 2: 6, 3: 9}  # ISA-L level -> zlib level, fallback only
@@ -35,7 +35,8 @@ _ZLIB_LEVEL_FOR = {0: 1, 1: 1, 2: 6, 3: 9}  # ISA-L level -> zlib level, fallbac
 
 def _gzip_writer(sink: BinaryIO, level: int) -> contextlib.AbstractContextManager[BinaryIO]:
     if igzip is not None:
-        return igzip.GzipFile(filename="", mode="wb", fileobj=sink, compresslevel=level, mtime=0)
+        gz = igzip.GzipFile(filename="", mode="wb", fileobj=sink, compresslevel=level, mtime=0)
+        return cast(contextlib.AbstractContextManager[BinaryIO], gz)  # its __enter__ says IGzipFile
     return gzip.GzipFile(
         filename="", mode="wb", fileobj=sink, compresslevel=_ZLIB_LEVEL_FOR[level], mtime=0
     )

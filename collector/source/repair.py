@@ -165,17 +165,18 @@ def referenced_includes(post: dict, includes: dict[str, list[dict]]) -> dict[str
         for kind, entries in includes.items()
         if isinstance(entries, list)
     }
-    tweets = [by_id.get("tweets", {}).get(i) for i in _ids(
+    referenced = by_id.get("tweets", {})
+    tweets = [referenced.get(i) for i in _ids(
         r.get("id") for r in post.get("referenced_tweets") or post.get("referenced_posts") or []
     )]  # fmt: skip
-    tweets = [t for t in tweets if t]
+    found = [t for t in tweets if t]
     user_ids = _ids([post.get("author_id"), post.get("in_reply_to_user_id")])
     user_ids += _ids(m.get("id") for m in (post.get("entities") or {}).get("mentions") or [])
-    user_ids += _ids(t.get("author_id") for t in tweets)
+    user_ids += _ids(t.get("author_id") for t in found)
     attachments = post.get("attachments") or {}
     wanted = {
         "users": user_ids,
-        "tweets": [str(t["id"]) for t in tweets],
+        "tweets": [str(t["id"]) for t in found],
         "media": _ids(attachments.get("media_keys")),
         "polls": _ids(attachments.get("poll_ids")),
         "places": _ids([(post.get("geo") or {}).get("place_id")]),
@@ -510,7 +511,9 @@ class Repairer:
         session = requests.Session()
         url = f"{self.cfg.x.api_base_url.rstrip('/')}/2/tweets/search/stream"
         headers = {"Authorization": f"Bearer {self.token}"}
-        hour, lines, seen = None, [], set()
+        hour: datetime | None = None
+        lines: list[bytes] = []
+        seen: set[str] = set()
         try:
             with session.get(url, params=params, headers=headers, stream=True,
                              timeout=(10, 120)) as response:  # fmt: skip
@@ -522,7 +525,7 @@ class Repairer:
                         continue
                     seen.add(post[0])
                     post_hour = post[1].replace(minute=0, second=0, microsecond=0)
-                    if lines and post_hour != hour:  # one file per hour partition
+                    if lines and hour is not None and post_hour != hour:  # one file an hour
                         result.files += self.files.write(hour, lines)
                         lines = []
                     hour = post_hour
@@ -533,7 +536,7 @@ class Repairer:
         except requests.RequestException as exc:
             raise RepairFailed(_reason(exc)) from None
         finally:
-            if lines:
+            if lines and hour is not None:
                 result.files += self.files.write(hour, lines)
             result.posts = len(seen)
 
@@ -555,7 +558,7 @@ class Repairer:
         self._record("repair_started", f"{span}: {len(searchable)} rule(s) to search", result)
         window = self.window(span)
         problem = self._refusal(window)
-        if problem:
+        if problem or window is None:  # _refusal names the missing window
             result.failed = problem
         else:
             result.searched = window
@@ -659,7 +662,7 @@ class Repairs:
         self.path = dirs.root / STATE_FILE
         self.repairer = repairer
         self._lock = threading.Lock()
-        self._wake = queue.Queue()
+        self._wake: queue.Queue[None] = queue.Queue()
         state = self._load()
         self.down_since: datetime | None = state.get("down_since")
         self.alive_at: datetime | None = state.get("alive_at")

@@ -7,6 +7,7 @@ Rules are changed through the rules endpoint only: the stream connection is not 
 
 from __future__ import annotations
 
+import builtins
 import logging
 from dataclasses import dataclass
 
@@ -177,8 +178,8 @@ class RulesClient:
 
     def compare(
         self,
-        configured: list[tuple[str, str]] | None = None,
-        known: dict[tuple[str, str], Refusal | None] | None = None,
+        configured: builtins.list[tuple[str, str]] | None = None,
+        known: dict[tuple[str, str | None], Refusal | None] | None = None,
     ) -> RulesDiff:
         """The difference between X's live rules and `configured` (default: the config's
         rules), with X's verdict on each missing rule (POST rules with dry_run=true).
@@ -201,12 +202,12 @@ class RulesClient:
         refused = self._dry_run(to_ask)
         known.update({pair: None for pair in to_ask})
         known.update({(r.value, r.tag): r for r in refused})
-        refused = [known[p] for p in missing if known.get(p) is not None]
+        refused = [r for p in missing if (r := known.get(p)) is not None]
         refused_values = {r.value for r in refused}
         to_add = [pair for pair in missing if pair[0] not in refused_values]
         return RulesDiff(to_add=to_add, to_delete=stale, refused=refused)
 
-    def not_live(self, known: dict | None = None) -> list[Refusal]:
+    def not_live(self, known: dict | None = None) -> builtins.list[Refusal]:
         """The rules in the config file (re-read: a rules-only deploy changes it without a
         restart) that are not live, each with X's reason (dry run) or, when X would accept
         it, the command that makes it live. known: as for compare (kept between calls)."""
@@ -223,7 +224,7 @@ class RulesClient:
         ]
         return diff.refused + waiting
 
-    def _dry_run(self, pairs: list[tuple[str, str]]) -> list[Refusal]:
+    def _dry_run(self, pairs: builtins.list[tuple[str, str]]) -> builtins.list[Refusal]:
         """X's refusals of these (value, tag) pairs, asked with dry_run=true (nothing changes)."""
         if not pairs:
             return []
@@ -235,12 +236,12 @@ class RulesClient:
         refused = []
         for error in body.get("errors") or []:
             if isinstance(error, dict) and error.get("title") != "DuplicateRule":
-                value = error.get("value")
+                value = str(error.get("value", ""))
                 tag = next((t for v, t in pairs if v == value), None)
                 refused.append(Refusal(value, tag, x_rule_reason(error)))
         return refused
 
-    def validate(self) -> tuple[list[tuple[str, str]], list[Refusal]]:
+    def validate(self) -> tuple[builtins.list[tuple[str, str]], builtins.list[Refusal]]:
         """Ask X to check the configured rules without changing anything (dry_run=true).
 
         Returns (accepted, refused). A value already live is accepted (X holds it).

@@ -561,7 +561,7 @@ def backfills(cfg: Config) -> bool:
 def start_stream(cfg: Config, stream: XStream) -> threading.Thread:
     """The reader thread: tweepy's connection loop, started again after each pause for an
     account-level refusal (XStream.run)."""
-    params = cfg.x.fields.tweepy_arguments()
+    params: dict[str, object] = {**cfg.x.fields.tweepy_arguments()}
     if cfg.x.stream == "filter" and backfills(cfg):
         # Enterprise: every connection asks X for what matched in the last minutes (gap repair)
         params["backfill_minutes"] = BACKFILL_MINUTES

@@ -148,14 +148,14 @@ def compress_to_memory(sealed: Path, codec: str, level: int = 1) -> tuple[str, b
     name = ready_name(sealed.name, codec)
     buffer = io.BytesIO()
     with open(sealed, "rb") as source:
-        sink = _HashingWriter(buffer)  # type: ignore[arg-type]
+        sink = _HashingWriter(buffer)
         _encode(source, sink, chosen, level)
     return name, buffer.getvalue(), b64(sink.digest.digest())
 
 
 def clean_ready_leftovers(dirs: SpoolDirs) -> list[str]:
     """Remove what a crash left half-done in ready/: tmp files and sidecars without data."""
-    removed = []
+    removed: list[str] = []
     if not dirs.ready.is_dir():
         return removed
     for path in dirs.ready.iterdir():

@@ -251,8 +251,8 @@ class StageRunner:
             next_rescan = time.monotonic() + RESCAN_SECONDS
             while not self._stop.is_set():
                 if rescans and time.monotonic() >= next_rescan:
-                    for name in data_files(stage.folder):
-                        stage.queue.put(name)
+                    for found in data_files(stage.folder):
+                        stage.queue.put(found)
                     next_rescan = time.monotonic() + RESCAN_SECONDS
                 name = stage.queue.take(self._stop, timeout=1.0)
                 if name is not None:

@@ -287,10 +287,10 @@ class SpoolWriter:
 
     # Called by the stream thread with one non-empty line or a LineBatch.
     def accept(self, line: bytes | LineBatch) -> None:
-        if type(line) is LineBatch:
+        if isinstance(line, LineBatch):
             ids = _data_ids(line) if self.ledger is not None else None
             if ids is not None or (self.ledger is None and _all_data(line)):
-                if ids:
+                if ids and self.ledger is not None:
                     self.ledger.add(ids)
                 self._store(line)
             else:
@@ -346,6 +346,7 @@ class SpoolWriter:
 
     def _at_limit(self) -> bool:
         current, rotate = self._file, self.cfg.rotate
+        assert current is not None  # called with a file open
         return current.records >= rotate.max_records or current.size >= rotate.max_bytes
 
     def _may_write(self) -> bool:
@@ -358,6 +359,7 @@ class SpoolWriter:
     def _fits(self, size: int, records: int) -> bool:
         """True when `records` more lines leave the open file below both rotation limits."""
         current, rotate = self._file, self.cfg.rotate
+        assert current is not None  # called with a file open
         return (
             current.records + records < rotate.max_records
             and current.size + size < rotate.max_bytes
@@ -365,6 +367,7 @@ class SpoolWriter:
 
     def _append(self, lines: list[bytes], size: int) -> None:
         current, buffer = self._file, self._buffer
+        assert current is not None  # called with a file open
         for line in lines:
             buffer += line
             buffer += b"\n"
@@ -550,7 +553,8 @@ class SpoolWriter:
 
     def _seal_with_retries(self, item: _OpenFile) -> Path | None:
         """Seal one file, retrying while the disk refuses (fsync, rename); None if stopping."""
-        fd, target = item.fd, self.dirs.sealed / item.path.name
+        fd: int | None = item.fd
+        target = self.dirs.sealed / item.path.name
         while True:
             try:
                 return seal_file(item.path, self.dirs, fd=fd)

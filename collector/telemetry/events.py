@@ -64,7 +64,8 @@ class Event:
     def to_json(self) -> bytes:
         at = self.at.astimezone(UTC)
         stamp = at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
-        doc = {"event": self.event, "at": stamp, "collector_id": self.collector_id}
+        doc: dict[str, object] = {"event": self.event, "at": stamp}
+        doc["collector_id"] = self.collector_id
         doc["cause"] = self.cause
         if self.detail is not None:
             doc["detail"] = self.detail

@@ -188,7 +188,7 @@ class BillingLedger:
             fire = exhausted is not None and exhausted != self._reported
             if fire:
                 self._reported = exhausted
-        if fire and self.on_exhausted is not None:
+        if fire and exhausted is not None and self.on_exhausted is not None:
             self.on_exhausted(exhausted)
         return len(new)
 
@@ -258,7 +258,7 @@ class BillingLedger:
                 "spend_usd_last_hour": round(self._last_hour(now) * price, 4),
                 "spend_usd_cycle_forecast": round(self._forecast_posts(now) * price, 2),
                 "billing_cycle_start": cycle_start(
-                    self._day, self.budget.billing_cycle_day
+                    self._today, self.budget.billing_cycle_day
                 ).isoformat(),
                 "monthly_cap_used_percent": round(100.0 * cycle / MONTHLY_CAP, 2),
                 "budget": self._budget_figures(),
@@ -270,8 +270,8 @@ class BillingLedger:
         return int(self._sorted.size) + len(self._recent)
 
     def _cycle_posts(self) -> int:
-        start = cycle_start(self._day, self.budget.billing_cycle_day)
-        earlier = sum(n for day, n in self._earlier.items() if start <= day < self._day)
+        start = cycle_start(self._today, self.budget.billing_cycle_day)
+        earlier = sum(n for day, n in self._earlier.items() if start <= day < self._today)
         return earlier + self._today_count()
 
     def _remaining(self) -> int | None:
@@ -290,14 +290,14 @@ class BillingLedger:
             figures = f"{today:,} posts today (posts_per_day {budget.posts_per_day:,})"
             return Exhausted(
                 f"budget reached: {figures}; paused until 00:00 UTC",
-                datetime.combine(self._day + timedelta(days=1), datetime.min.time(), UTC),
+                datetime.combine(self._today + timedelta(days=1), datetime.min.time(), UTC),
                 f"{figures}, {_usd(today * budget.usd_per_post)} at ${budget.usd_per_post} a post",
             )
         if budget.usd_per_month is not None:
             posts = self._cycle_posts()
             spent = posts * budget.usd_per_post
             if spent >= budget.usd_per_month - 1e-9:
-                renew = next_cycle_start(self._day, budget.billing_cycle_day)
+                renew = next_cycle_start(self._today, budget.billing_cycle_day)
                 figures = (
                     f"{_usd(spent)} this billing cycle, {posts:,} posts "
                     f"(usd_per_month {_usd(budget.usd_per_month)})"
@@ -340,10 +340,10 @@ class BillingLedger:
         window = max(60.0, min(RATE_WINDOW, now - self._started_at))
         rate = self._last_hour(now) / window  # posts per second
         end = datetime.combine(
-            next_cycle_start(self._day, budget.billing_cycle_day), datetime.min.time(), UTC
+            next_cycle_start(self._today, budget.billing_cycle_day), datetime.min.time(), UTC
         ).timestamp()
         midnight = datetime.combine(
-            self._day + timedelta(days=1), datetime.min.time(), UTC
+            self._today + timedelta(days=1), datetime.min.time(), UTC
         ).timestamp()
         pausing = budget.on_exhausted == "pause"
         today_more = rate * max(0.0, midnight - now)
@@ -371,7 +371,13 @@ class BillingLedger:
             self._dirty = True
         except OSError as exc:
             # The count in memory stays right; only a restart today would under-count.
-            log.warning("cannot write the billing ledger %s: %s", self._path(self._day), exc)
+            log.warning("cannot write the billing ledger %s: %s", self._path(self._today), exc)
+
+    @property
+    def _today(self) -> date:
+        """The UTC day being counted (_roll sets it from the constructor on)."""
+        assert self._day is not None
+        return self._day
 
     def _path(self, day: date) -> Path:
         return self.folder / f"{day.isoformat()}.u64"

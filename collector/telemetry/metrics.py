@@ -63,7 +63,7 @@ class Metric:
     kind: str
     cloudwatch: str = ""
     progress: str = ""
-    read: Callable[[dict], float] | None = None
+    read: Callable[[dict], float | None] | None = None
 
     @property
     def in_status(self) -> bool:

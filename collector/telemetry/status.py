@@ -32,6 +32,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from collector.spool.layout import SpoolDirs, atomic_write
 from collector.telemetry.health import DEGRADED, FAILING, HEALTHY, Health
@@ -161,7 +162,7 @@ class StatusReporter:
         gauges = spool_gauges(self.dirs)
         if self.upload_age is not None:
             self.upload_age.check(gauges["oldest_pending_seconds"])
-        values = {**self.metrics.snapshot(), **gauges}
+        values: dict[str, Any] = {**self.metrics.snapshot(), **gauges}  # numbers and strings
         now = time.monotonic()
         posts = int(values.get("posts_received", 0) or 0)
         with self._rate_lock:
@@ -185,7 +186,7 @@ class StatusReporter:
                 # a counter not yet incremented is 0; a gauge never measured is unknown (null)
                 status[metric.name] = values.get(metric.name, 0 if metric.kind == COUNTER else None)
         for name in _EPOCH_FIELDS:
-            status[name] = iso(values.get(name))  # type: ignore[arg-type]
+            status[name] = iso(values.get(name))
         for name in (
             "last_upload_at",
             "last_upload_key",
@@ -207,7 +208,8 @@ class StatusReporter:
         if (
             status["last_error"]
             and status["health"] == HEALTHY
-            and None not in (error_at, recovered_at)
+            and error_at is not None
+            and recovered_at is not None
             and error_at <= recovered_at
         ):
             status["resolved_error"], status["last_error"] = status["last_error"], None
@@ -222,7 +224,7 @@ class StatusReporter:
     def progress(self, final: bool = False) -> None:
         """Log the progress line; the same figures again only after PROGRESS_UNCHANGED_INTERVAL
         (the final line at a stop is always logged)."""
-        values = self.metrics.snapshot()
+        values: dict[str, Any] = self.metrics.snapshot()  # numbers and strings
         now = time.monotonic()
         posts = int(values.get("posts_received", 0) or 0)
         rate = (posts - self._progress_posts) / max(now - self._progress_at, 1e-6)
