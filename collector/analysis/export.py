@@ -243,24 +243,39 @@ def output_folder(out: Path, fmt: str) -> Path:
     return out.parent if is_single_file(out, fmt) else out
 
 
-def write(con, out: Path, fmt: str, csv_raw: bool = False) -> int:
-    """COPY the `posts` table (EXPORT_PROJECTION) to `out`; returns the rows written.
-
-    One row per post, ordered by created_at then id. A folder gets
-    `dt=YYYY-MM-DD/posts.{fmt}` per UTC day of created_at; it must not exist yet or be empty
-    (ValueError otherwise). Every file is written under a temporary name and renamed, so a
-    reader never sees a partial one.
-    """
-    drop_duplicates(con)
-    options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER"
+def check_out(out: Path, fmt: str, force: bool = False) -> None:
+    """ValueError (one line naming --out) when writing would replace what is there: a single
+    file that exists (unless `force`), or a folder that exists and is not empty (always)."""
     if is_single_file(out, fmt):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return _copy(con, _rows_sql(fmt, csv_raw=csv_raw), out, options)
+        if out.is_dir():
+            raise ValueError(f"--out {out}: is a folder (give a file name ending in .{fmt})")
+        if out.exists() and not force:
+            raise ValueError(
+                f"--out {out}: the file exists (give a new name, or --force to replace it)"
+            )
+        return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(
             f"--out {out}: exists and is not an empty folder "
             f"(give a new folder, or a file name ending in .{fmt})"
         )
+
+
+def write(con, out: Path, fmt: str, csv_raw: bool = False, force: bool = False) -> int:
+    """COPY the `posts` table (EXPORT_PROJECTION) to `out`; returns the rows written.
+
+    One row per post, ordered by created_at then id. A single file must not exist yet (unless
+    `force`: it is then replaced whole); a folder gets `dt=YYYY-MM-DD/posts.{fmt}` per UTC day
+    of created_at and must not exist yet or be empty (ValueError otherwise, `check_out`).
+    Every file is written under a temporary name and renamed, so a reader never sees a
+    partial one.
+    """
+    drop_duplicates(con)
+    options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER"
+    check_out(out, fmt, force)
+    if is_single_file(out, fmt):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return _copy(con, _rows_sql(fmt, csv_raw=csv_raw), out, options)
     out.mkdir(parents=True, exist_ok=True)
     days = con.execute("SELECT DISTINCT created_at::DATE AS d FROM posts ORDER BY d").fetchall()
     rows = 0
@@ -299,7 +314,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         required=True,
-        help="a file ending in .parquet/.csv, or a folder (one dt=YYYY-MM-DD/ per day)",
+        help="a new file ending in .parquet/.csv, or a new or empty folder (one "
+        "dt=YYYY-MM-DD/ per day)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing --out file (never a folder)"
     )
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="object cache (default ~/.cache/twittersnake)"
@@ -324,6 +343,7 @@ def run(args: argparse.Namespace) -> int:
         source = report.read_source(args.config)
         period = report.period_from_args(args)
         args.format = output_format(args.out, args.format)
+        check_out(args.out, args.format, args.force)
         con = report.connect(args, output_folder(args.out, args.format))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -338,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     kept = con.execute("SELECT count(*) FROM posts").fetchall()[0][0]
     try:
-        rows = write(con, args.out, args.format, args.csv_raw)
+        rows = write(con, args.out, args.format, args.csv_raw, args.force)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EX_CONFIG

@@ -1591,6 +1591,14 @@ def _load_extensions() -> None:
             importlib.import_module(f"tests.fakes.{module.name}")
 
 
+def _share(value: str) -> float:
+    """argparse type: a share from 0 to 1."""
+    share = float(value)
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return share
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -1599,11 +1607,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="posts/s, 0 = as fast as possible")
     parser.add_argument("--count", type=int, default=None, help="stop after N posts")
     parser.add_argument("--keepalive-interval", type=float, default=20.0)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="picks the posts' words, authors, reposts, media, polls and edits (default 1: "
+        "the same posts every run; another number, other posts)",
+    )
     parser.add_argument("--close-after-count", action="store_true", help="end the stream then")
     parser.add_argument("--rule", action="append", default=[], help="a rule live from the start")
-    parser.add_argument("--note-share", type=float, default=0.0, help="share of long posts")
-    parser.add_argument("--renamed-fields", action="store_true", help="OpenAPI 2.167 spellings")
+    parser.add_argument(
+        "--note-share",
+        type=_share,
+        default=0.0,
+        help="share of posts that are long posts (0 to 1, default 0: none): `text` cut near "
+        f"{NOTE_CUT} characters, the full {NOTE_CHARS:,}-character text in note_tweet",
+    )
+    parser.add_argument(
+        "--renamed-fields",
+        action="store_true",
+        help="answer with OpenAPI 2.167's spellings (edit_history_post_ids, note_post, "
+        "referenced_posts; default: the old ones, as live X sends)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = FakeXServer(

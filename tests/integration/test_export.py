@@ -255,6 +255,23 @@ def test_an_existing_folder_is_refused_with_one_line(shipped, tmp_path, capsys):
     assert (out / "keep.txt").read_text() == "mine"
 
 
+def test_an_existing_file_is_refused_unless_force(shipped, tmp_path, capsys):
+    out = tmp_path / "posts.csv"
+    out.write_text("my analysis\n")
+    argv = ["--config", str(shipped.config), "--out", str(out), "--offline", "--no-progress"]
+    argv += ["--cache-dir", str(tmp_path / "cache"), *shipped.period]
+    assert export.main(argv) == 78
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: --out {out}: the file exists (give a new name, or --force to replace it)\n"
+    )
+    assert out.read_text() == "my analysis\n"
+    run_export(shipped, tmp_path, "csv", tmp_path / "fills-the-cache.csv", capsys)
+    assert export.main([*argv, "--force"]) == 0
+    with out.open(newline="") as f:
+        assert len(list(csv.DictReader(f))) == POSTS
+
+
 def test_out_ending_in_csv_is_a_csv_file_and_a_contradicting_format_one_line(
     shipped, tmp_path, capsys
 ):
