@@ -31,6 +31,9 @@ with the IpAddress / NotIpAddress operators. On loopback, a client bound to 127.
 from another address than the collector's 127.0.0.1.
 A key the request does not carry fails every operator but Null and the ...IfExists ones.
 Conditions on other keys stay unevaluated, as in moto.
+The bucket policy's Deny statements are evaluated the same way, with `aws:PrincipalArn` (the IAM
+user whose key signed), `aws:SecureTransport` and the S3 keys above: moto 5.2.5 evaluates a
+bucket policy without any request context, so a Deny with conditions refuses everyone.
 A statement whose condition fails does not apply; moto then refuses the request (it treats a
 failed condition as a Deny, AWS as "not allowed by this statement": the same answer as long as
 no other statement allows the action).
@@ -47,6 +50,10 @@ from urllib.parse import parse_qs, urlsplit
 import botocore.parsers
 import flask
 from moto.iam import access_control
+from moto.iam.access_control import PermissionResult
+from moto.iam.models import get_account_id_from, iam_backends
+from moto.s3.exceptions import S3AccessDeniedError
+from moto.s3.models import FakeBucket
 from moto.server import main
 
 IAM_PREFIX_BY_SIGNING_NAME = {"monitoring": "cloudwatch"}
@@ -58,6 +65,9 @@ EVALUATED_KEYS = (
     "s3:x-amz-server-side-encryption-customer-algorithm",
     "cloudwatch:namespace",
     "aws:SourceIp",
+    "aws:PrincipalArn",
+    "aws:SecureTransport",
+    "s3:TlsVersion",  # never present over plain HTTP: NumericLessThan on it does not hold
 )
 # The S3 request headers whose value is the condition key of the same name.
 S3_HEADER_KEYS = {
@@ -149,6 +159,10 @@ def _operator_holds(operator: str, key: str, expected, context: dict[str, str]) 
         return any(_like(actual, v) for v in values)
     if base == "StringNotLike":
         return not any(_like(actual, v) for v in values)
+    if base in ("ArnEquals", "ArnLike"):
+        return any(_like(actual, v) for v in values)
+    if base == "Bool":
+        return actual.lower() in [str(v).lower() for v in values]
     if base in ("IpAddress", "NotIpAddress"):
         address = ipaddress.ip_address(actual)
         inside = any(address in ipaddress.ip_network(v, strict=False) for v in values)
@@ -173,9 +187,59 @@ def _check_conditions(self, incoming_condition_values) -> bool:
     return conditions_hold(self._statement.get("Condition") or {}, context)
 
 
+def principal_arn(headers) -> str | None:
+    """The ARN of the IAM user whose access key signed the request (SigV4 Credential=...)."""
+    match = re.search(r"Credential=([^/,\s]+)/", headers.get("Authorization", ""))
+    if not match:
+        return None
+    account = get_account_id_from(match[1])
+    for backend in iam_backends[account].values():
+        key = backend.access_keys.get(match[1])
+        if key is not None and key.user_name:
+            return f"arn:aws:iam::{account}:user/{key.user_name}"
+    return None
+
+
+def bucket_policy_context() -> dict[str, str]:
+    """The condition keys of the S3 request being served (empty outside a request)."""
+    if not flask.has_request_context():
+        return {}
+    request = flask.request
+    context = request_context("s3:", request.full_path, request.headers)
+    context["aws:SecureTransport"] = "true" if request.scheme == "https" else "false"
+    arn = principal_arn(request.headers)
+    if arn:
+        context["aws:PrincipalArn"] = arn
+    return context
+
+
+def _listed(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _bucket_permission(self, action: str, resource: str):
+    """AWS: an explicit Deny in the bucket policy refuses the request whatever the identity
+    policies allow; its Allow statements add nothing for this account's own users."""
+    if self.policy is None:
+        return PermissionResult.NEUTRAL
+    context = bucket_policy_context()
+    for statement in json.loads(self.policy)["Statement"]:
+        if statement.get("Effect") != "Deny":
+            continue
+        if not any(_like(action, a) for a in _listed(statement.get("Action", []))):
+            continue
+        if not any(_like(resource, r) for r in _listed(statement.get("Resource", []))):
+            continue
+        if conditions_hold(statement.get("Condition") or {}, context):
+            # AWS answers AccessDenied (moto's DENIED would be a bare 403 without a body).
+            raise S3AccessDeniedError()
+    return PermissionResult.NEUTRAL
+
+
 access_control.IAMRequestBase.__init__ = _init_with_iam_prefix
 access_control.IAMRequestBase.check_action_permitted = _check_action_permitted
 access_control.IAMPolicyStatement._check_conditions = _check_conditions
+FakeBucket.get_permission = _bucket_permission
 
 if __name__ == "__main__":
     main()

@@ -404,6 +404,46 @@ def test_the_key_is_useless_from_another_address(grant):
         elsewhere.stop()
 
 
+@pytest.mark.slow  # the `grant` footprint: ansible-playbook runs against moto
+def test_the_bucket_policy_lets_the_collector_only_create_under_its_prefix(grant):
+    """A second line behind the identity policy: whatever is ever attached to the collector's
+    user, the bucket denies it a PutObject without If-None-Match under the prefix. The sandbox
+    inventory leaves the TLS statements out (plain-HTTP moto); test_provision checks them."""
+    account = grant.moto.client("sts").get_caller_identity()["Account"]
+    policy = json.loads(grant.moto.client("s3").get_bucket_policy(Bucket=BUCKET)["Policy"])
+    (deny,) = policy["Statement"]
+    assert deny == {
+        "Sid": "DenyCollectorOverwrites",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*",
+        "Condition": {
+            "Null": {"s3:if-none-match": "true"},
+            "ArnEquals": {"aws:PrincipalArn": f"arn:aws:iam::{account}:user/{USER}"},
+        },
+    }
+    # The attack it stops: a broader policy attached to the collector's user by mistake.
+    iam = grant.moto.client("iam")
+    broad = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": "*"}],
+    }
+    key = f"{PREFIX}/dt=2026-01-01/hour=00/test-1-000008.jsonl.gz"
+    s3 = grant.s3()
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"{}\n", IfNoneMatch="*")
+    iam.put_user_policy(UserName=USER, PolicyName="too-broad", PolicyDocument=json.dumps(broad))
+    try:
+        assert refused(s3.put_object, Bucket=BUCKET, Key=key, Body=b"overwritten") == (
+            "AccessDenied"
+        )
+        # An administrator still rewrites (collector purge).
+        grant.moto.client("s3").put_object(Bucket=BUCKET, Key=key, Body=b"[]\n")
+    finally:
+        iam.delete_user_policy(UserName=USER, PolicyName="too-broad")
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"[]\n"
+
+
 # -- the collector's own requests, on the wire ----------------------------------------------------
 
 

@@ -149,9 +149,14 @@ def test_fresh_provision_creates_the_footprint(provisioned):
     ownership = s3.get_bucket_ownership_controls(Bucket=BUCKET)["OwnershipControls"]["Rules"]
     assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     policy = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])
-    (deny,) = policy["Statement"]
-    assert deny["Effect"] == "Deny" and deny["Condition"] == {
+    statements = {statement["Sid"]: statement for statement in policy["Statement"]}
+    assert set(statements) == {"DenyInsecureTransport", "DenyTlsBelow12", "DenyCollectorOverwrites"}
+    assert all(statement["Effect"] == "Deny" for statement in statements.values())
+    assert statements["DenyInsecureTransport"]["Condition"] == {
         "Bool": {"aws:SecureTransport": "false"}
+    }
+    assert statements["DenyTlsBelow12"]["Condition"] == {
+        "NumericLessThan": {"s3:TlsVersion": "1.2"}
     }
     # moto evaluates the policy: a plain-HTTP write to the bucket is refused.
     with pytest.raises(s3.exceptions.ClientError, match="Forbidden|AccessDenied"):
