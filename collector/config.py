@@ -6,6 +6,7 @@ and wrong types are errors naming the key, so a typo fails at start instead of b
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -351,7 +352,12 @@ def _field_set(where: str, x_table: dict[str, Any]) -> FieldSet:
         return FULL
     if profile not in PROFILES:
         choices = ", ".join(map(repr, PROFILES))
-        raise ConfigError(f"{where}: 'x.fields' must be one of {choices}, got {profile!r}")
+        near = difflib.get_close_matches(str(profile), PROFILES, n=1, cutoff=0.6)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ConfigError(
+            f"{where}: 'x.fields' must be one of {choices}, got {profile!r}{hint}; or leave it "
+            f"out and give per-kind lists ({', '.join(f'x.{k}' for k in PARAMETERS)})"
+        )
     return PROFILES[profile]
 
 

@@ -17,6 +17,7 @@ keyword arguments of tweepy's StreamingClient.filter/sample.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, fields
 
 # Parameter of each kind, in the order X documents them.
@@ -28,13 +29,36 @@ PARAMETERS = {
     "poll_fields": "poll.fields",
     "place_fields": "place.fields",
 }
-# Left out of FULL: metrics X gives only to the post's author (user-context OAuth; the stream
-# uses an app-only bearer token) and user fields that describe the relation to the
-# authenticated user, which an app-only token does not have.
+# Names X gives only to a user-context token (OAuth 1.0a or OAuth 2.0 with a user), never to
+# the app-only bearer token the stream uses; left out of FULL and refused in per-kind lists.
+# Metrics: "Public metrics can be requested with App only Token authentication. Non-public
+# metrics can be requested for owned/authorized Posts only. This means developers are required
+# to authenticate using OAuth 2.0 or OAuth 1.0a user context authorization"; organic and
+# promoted metrics are non-public too (https://docs.x.com/x-api/fundamentals/metrics, for posts
+# and media alike). connection_status ("the relationship between two users") and
+# receives_your_dm ("if you can send a DM to this User") are relative to the authenticated
+# user (X's OpenAPI User schema, https://docs.x.com/xdks/typescript/reference/interfaces/Schemas.User).
+_METRICS_WHY = (
+    "metrics X gives only to a user-context token of the post's author "
+    "(https://docs.x.com/x-api/fundamentals/metrics)"
+)
+_RELATION_WHY = (
+    "the relation to an authenticated user, which X gives only to a user-context token "
+    "(https://docs.x.com/xdks/typescript/reference/interfaces/Schemas.User)"
+)
 PRIVATE_FIELDS = {
     "tweet_fields": ("non_public_metrics", "organic_metrics", "promoted_metrics"),
     "user_fields": ("connection_status", "receives_your_dm"),
     "media_fields": ("non_public_metrics", "organic_metrics", "promoted_metrics"),
+}
+_PRIVATE_WHY = {"connection_status": _RELATION_WHY, "receives_your_dm": _RELATION_WHY}
+# X's OpenAPI 2.167 spells these fields anew in its answers; requests keep the old names.
+RESPONSE_SPELLINGS = {
+    "edit_history_post_ids": "edit_history_tweet_ids",
+    "note_post": "note_tweet",
+    "referenced_posts": "referenced_tweets",
+    "referenced_posts.id": "referenced_tweets.id",
+    "referenced_posts.id.author_id": "referenced_tweets.id.author_id",
 }
 
 
@@ -120,12 +144,35 @@ PROFILES = {"full": FULL, "compact": COMPACT}
 
 def explicit_field_set(lists: dict[str, list[str]]) -> FieldSet:
     """A FieldSet from per-kind lists ({"tweet_fields": [...], ...}; kinds not given are
-    empty). ValueError naming the kind and the name when X's stream does not accept it."""
+    empty). ValueError, one line naming the kind and the first name X's stream would not
+    answer, and why (`refusal`)."""
     for kind, names in lists.items():
-        unknown = [n for n in names if n not in getattr(ACCEPTED, kind)]
-        if unknown:
-            raise ValueError(
-                f"'x.{kind}' holds {', '.join(map(repr, unknown))}, which X's stream does not "
-                f"accept in {PARAMETERS[kind]} (one of: {', '.join(getattr(ACCEPTED, kind))})"
-            )
+        for name in names:
+            why = refusal(kind, name)
+            if why:
+                raise ValueError(f"'x.{kind}' holds {name!r}: {why}")
     return FieldSet(**{kind: tuple(names) for kind, names in lists.items()})
+
+
+def refusal(kind: str, name: str) -> str | None:
+    """Why the stream cannot give `name` in `kind` (None when it can): a name X gives only to
+    a user-context token, a response spelling of a request name, or a name X does not know
+    (with the nearest accepted one, when one is near)."""
+    accepted = getattr(ACCEPTED, kind)
+    if name in PRIVATE_FIELDS.get(kind, ()):
+        what = _PRIVATE_WHY.get(name, _METRICS_WHY)
+        return f"{what}; the stream uses an app-only bearer token, so leave it out"
+    if name in accepted:
+        return None
+    request_name = RESPONSE_SPELLINGS.get(name)
+    if request_name in accepted:
+        return (
+            f"that is the response spelling of {request_name!r} (X's OpenAPI 2.167 renames it "
+            f"in answers); the request name is {request_name!r}, and either spelling is read"
+        )
+    near = difflib.get_close_matches(name, accepted, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return (
+        f"X's stream does not accept it in {PARAMETERS[kind]} ({hint}one of: "
+        f"{', '.join(n for n in accepted if n not in PRIVATE_FIELDS.get(kind, ()))})"
+    )

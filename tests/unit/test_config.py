@@ -296,13 +296,68 @@ def test_per_kind_lists_ask_for_exactly_those_names(tmp_path) -> None:
     [
         ('fields = "everything"', "'x.fields' must be one of 'full', 'compact', got 'everything'"),
         ('fields = "full"\ntweet_fields = ["lang"]', "'x.fields' and 'x.tweet_fields' are both"),
-        ('tweet_fields = ["lang", "langs"]', "'x.tweet_fields' holds 'langs', which X's stream"),
+        ('tweet_fields = ["lang", "langs"]', "'x.tweet_fields' holds 'langs': X's stream"),
         ('poll_fields = ["options", "votes"]', "'x.poll_fields' holds 'votes'"),
         ("fields = 3", "'x.fields' must be one of 'full', 'compact'"),
     ],
 )
 def test_a_wrong_capture_profile_is_one_line_naming_the_key(tmp_path, x_table, named) -> None:
     assert named in error_of(tmp_path, f"[x]\n{x_table}\n" + MINIMAL)
+
+
+def test_a_misspelt_profile_names_the_nearest_and_the_per_kind_lists(tmp_path) -> None:
+    assert error_of(tmp_path, '[x]\nfields = "ful"\n' + MINIMAL) == (
+        f"{tmp_path / 'collector.toml'}: 'x.fields' must be one of 'full', 'compact', got 'ful' "
+        "(did you mean 'full'?); or leave it out and give per-kind lists (x.tweet_fields, "
+        "x.expansions, x.user_fields, x.media_fields, x.poll_fields, x.place_fields)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("x_table", "expected"),
+    [
+        (
+            'tweet_fields = ["lang", "non_public_metrics"]',
+            "'x.tweet_fields' holds 'non_public_metrics': metrics X gives only to a user-context "
+            "token of the post's author (https://docs.x.com/x-api/fundamentals/metrics); the "
+            "stream uses an app-only bearer token, so leave it out",
+        ),
+        ('tweet_fields = ["organic_metrics"]', "'x.tweet_fields' holds 'organic_metrics': metrics"),
+        ('tweet_fields = ["promoted_metrics"]', "'x.tweet_fields' holds 'promoted_metrics': m"),
+        ('media_fields = ["non_public_metrics"]', "'x.media_fields' holds 'non_public_metrics': "),
+        (
+            'user_fields = ["username", "connection_status"]',
+            "'x.user_fields' holds 'connection_status': the relation to an authenticated user, "
+            "which X gives only to a user-context token (https://docs.x.com/xdks/typescript/"
+            "reference/interfaces/Schemas.User); the stream uses an app-only bearer token, so "
+            "leave it out",
+        ),
+        ('user_fields = ["receives_your_dm"]', "'x.user_fields' holds 'receives_your_dm': the r"),
+    ],
+)
+def test_fields_only_a_user_context_token_gets_are_refused(tmp_path, x_table, expected) -> None:
+    message = error_of(tmp_path, f"[x]\n{x_table}\n" + MINIMAL)
+    assert message.startswith(f"{tmp_path / 'collector.toml'}: {expected}")
+
+
+def test_a_response_spelling_names_the_request_name(tmp_path) -> None:
+    message = error_of(tmp_path, '[x]\ntweet_fields = ["note_post"]\n' + MINIMAL)
+    assert message.endswith(
+        "'x.tweet_fields' holds 'note_post': that is the response spelling of 'note_tweet' "
+        "(X's OpenAPI 2.167 renames it in answers); the request name is 'note_tweet', and "
+        "either spelling is read"
+    )
+    message = error_of(tmp_path, '[x]\nexpansions = ["referenced_posts.id"]\n' + MINIMAL)
+    assert "the response spelling of 'referenced_tweets.id'" in message
+
+
+def test_a_near_miss_gets_did_you_mean(tmp_path) -> None:
+    message = error_of(tmp_path, '[x]\nmedia_fields = ["alt-text"]\n' + MINIMAL)
+    assert "'x.media_fields' holds 'alt-text': X's stream does not accept it in media.fields " in (
+        message
+    )
+    assert "(did you mean 'alt_text'? one of: alt_text, duration_ms," in message
+    assert "non_public_metrics" not in message
 
 
 def test_the_budget_is_optional_and_defaults_to_x_list_price(tmp_path: Path) -> None:
@@ -332,3 +387,17 @@ def test_a_budget_mistake_is_one_line_naming_the_key(
     tmp_path: Path, table: str, expected: str
 ) -> None:
     assert expected in error_of(tmp_path, FULL + f"[budget]\n{table}\n")
+
+
+def test_run_refuses_a_user_context_field_with_one_line_and_exit_78(tmp_path) -> None:
+    from tests.collector_support import run_cli
+
+    config = write(tmp_path, '[x]\nuser_fields = ["connection_status"]\n' + MINIMAL)
+    done = run_cli("run", "--config", str(config))
+    assert done.returncode == 78
+    assert done.stderr.splitlines() == [
+        f"collector: error: {config}: 'x.user_fields' holds 'connection_status': the relation "
+        "to an authenticated user, which X gives only to a user-context token "
+        "(https://docs.x.com/xdks/typescript/reference/interfaces/Schemas.User); the stream "
+        "uses an app-only bearer token, so leave it out"
+    ]
