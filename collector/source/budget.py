@@ -1,12 +1,12 @@
 """Pause at the budget: close the stream when the ledger says the budget is spent, reopen it
 when the UTC day (posts_per_day) or the billing cycle (usd_per_month) renews it.
 
-X bills every post a connection delivers and stops billing only when the connection is
-closed (https://docs.x.com/x-api/getting-started/pricing), so a pause is a disconnection on
-purpose: no connection is opened while paused. While paused the health is degraded with the
-ledger's reason ("budget reached: 1,000 posts today (posts_per_day 1,000); paused until
-00:00 UTC") and a `budget_paused` event carries the figures; `on_exhausted = "continue"`
-only meters, logs and shows the figures.
+X bills every post a connection delivers (Posts: Read, per post returned:
+https://docs.x.com/x-api/getting-started/pricing), so the only way to stop the bill is to close
+the connection: a pause is a disconnection on purpose, and no connection is opened while
+paused. While paused the health is degraded with the ledger's reason ("budget reached: 1,000
+posts today (posts_per_day 1,000); paused until 00:00 UTC") and a `budget_paused` event
+carries the figures; `on_exhausted = "continue"` only meters, logs and shows the figures.
 """
 
 from __future__ import annotations
