@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from collector.config import Config
 from collector.errors import EX_CONFIG, EX_OK, EX_SOFTWARE, Fatal, SpoolLocked
 from collector.source.budget import BudgetGuard
+from collector.source.fields import describe
 from collector.source.rules import Refusal, RulesAuthError, RulesClient, RulesError
 from collector.source.stream import backfills, open_stream, start_stream
 from collector.spool.guard import Reserve, SpoolLock, reserve_size
@@ -245,10 +246,11 @@ class Collector:
         status.run(self.background_stop)
         cloudwatch = self._start_cloudwatch(status)
         log.info(
-            "collector %s running: %s stream from %s, spool %s, bucket %s",
+            "collector %s running: %s stream from %s (%s), spool %s, bucket %s",
             self.cfg.collector_id,
             self.cfg.x.stream,
             self.cfg.x.api_base_url,
+            describe(self.cfg.x.fields),
             self.cfg.spool.dir,
             self.cfg.s3.bucket,
         )
@@ -306,6 +308,7 @@ class Collector:
         stream.disconnect()
         if guard.reader is not None:
             guard.reader.join(1.0)
+        stream.stopped()
         assert self.events is not None and self.ledger is not None  # both set in run()
         self.events.record("stop", stream.fatal or self.stop_cause)
         if self.repairs is not None:

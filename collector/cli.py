@@ -11,6 +11,7 @@ import sys
 
 from collector.config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_bearer_token
 from collector.errors import EX_CONFIG
+from collector.source.fields import describe
 from collector.spool.layout import SpoolDirs
 from collector.telemetry.redact import SECRETS
 from collector.telemetry.status import DISCONNECTED_LIMIT
@@ -100,6 +101,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"access level {cfg.x.access_level}: up to {cfg.x.limits.max_rules} rules of "
         f"{cfg.x.rule_max_length or cfg.x.limits.rule_max_length} characters)",
     )
+    report(True, "X request", describe(cfg.x.fields))
     try:
         token = read_bearer_token(cfg)
         _formatter.add_secret(token)

@@ -142,6 +142,30 @@ COMPACT = FieldSet(
 PROFILES = {"full": FULL, "compact": COMPACT}
 
 
+# What each kind counts, for a person reading `check` and the log.
+_KIND_WORDS = {
+    "tweet_fields": ("post field", "post fields"),
+    "expansions": ("expansion", "expansions"),
+    "user_fields": ("user field", "user fields"),
+    "media_fields": ("media field", "media fields"),
+    "poll_fields": ("poll field", "poll fields"),
+    "place_fields": ("place field", "place fields"),
+}
+
+
+def describe(field_set: FieldSet) -> str:
+    """One phrase for `check` and the run's "running:" line: the profile's name (or "per-kind
+    lists") and how many names of each kind the request carries, e.g. "fields full: 26 post
+    fields, 13 expansions, 19 user fields, 10 media fields, 5 poll fields, 8 place fields"."""
+    name = next((n for n, s in PROFILES.items() if s == field_set), "per-kind lists")
+    counts = [
+        f"{len(names)} {_KIND_WORDS[kind][len(names) != 1]}"
+        for kind, names in field_set.items()
+        if names
+    ]
+    return f"fields {name}: {', '.join(counts) or 'id, text and edit_history_tweet_ids only'}"
+
+
 def explicit_field_set(lists: dict[str, list[str]]) -> FieldSet:
     """A FieldSet from per-kind lists ({"tweet_fields": [...], ...}; kinds not given are
     empty). ValueError, one line naming the kind and the first name X's stream would not

@@ -291,6 +291,14 @@ class XStream(tweepy.StreamingClient):
         self._wake.set()
         super().disconnect()
 
+    def stopped(self) -> None:
+        """After a stop: an open (or opening) connection is closed now, so status.json says
+        disconnected, not connected, once the collector has stopped. No event: the `stop`
+        event says why. A pause stays `paused` (the budget closed it, and says so)."""
+        if self.metrics.snapshot().get("connection") in ("connected", "connecting"):
+            self.metrics.set("connection", "disconnected")
+            self.metrics.set("connection_since", time.time())
+
     def pause(self, reason: str) -> None:
         """Close the connection on purpose (the budget is spent): no reconnect until resume()."""
         self.paused_reason = reason

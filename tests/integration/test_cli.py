@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def test_check_prints_one_line_per_check(tmp_path: Path, x_server: FakeXServer, 
     lines = result.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == [
         "ok    config",
+        "ok    X request",
         "ok    bearer token",
         "ok    X API auth",
         "ok    X rules",
@@ -141,3 +143,59 @@ def test_plain_http_to_a_loopback_x_is_accepted(tmp_path: Path, x_server) -> Non
         config = write_config(tmp_path, url)
         done = run_cli("check", "--config", str(config), timeout=60)
         assert "api_base_url" not in done.stderr, done.stderr
+
+
+COMPACT_LINE = "fields compact: 8 post fields, 1 expansion, 2 user fields"
+
+
+def test_check_names_the_capture_profile_and_its_counts(tmp_path: Path, x_server, s3) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url, x_extra='fields = "compact"')
+    lines = run_cli("check", "--config", str(config)).stdout.splitlines()
+    assert f"ok    X request: {COMPACT_LINE}" in lines
+    config = write_config(tmp_path, x_server.url)
+    lines = run_cli("check", "--config", str(config)).stdout.splitlines()
+    assert (
+        "ok    X request: fields full: 26 post fields, 13 expansions, 19 user fields, "
+        "10 media fields, 5 poll fields, 8 place fields"
+    ) in lines
+
+
+def test_the_running_line_names_what_the_collector_asked_x_for(tmp_path: Path, x_server, s3):
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url, x_extra='tweet_fields = ["lang"]')
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: x_server.connections == 1, 20)
+        wait_until(lambda: "running:" in collector.log, 10)
+    finally:
+        collector.stop()
+    assert x_server.stream_queries[0] == {"tweet.fields": ["lang"]}
+    running = next(line for line in collector.log.splitlines() if "running:" in line)
+    assert running.endswith(
+        f"collector test-1 running: filter stream from {x_server.url} (fields per-kind lists: "
+        f"1 post field), spool {tmp_path / 'spool'}, bucket {BUCKET}"
+    )
+
+
+def test_a_stop_on_an_idle_stream_leaves_status_disconnected(tmp_path: Path, x_server, s3):
+    """X sends only keep-alives (count 0); after SIGTERM the connection is closed, and
+    status.json must say so: stopped and connected together would be a lie."""
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url)
+    status_file = tmp_path / "spool" / "status.json"
+    x_server.keepalive_interval = 20.0  # X's: the reader is not woken during the stop
+
+    def status() -> dict:
+        try:
+            return json.loads(status_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: status().get("connection") == "connected", 20)
+    finally:
+        assert collector.stop() == 0
+    final = status()
+    assert (final["state"], final["connection"]) == ("stopped", "disconnected")
