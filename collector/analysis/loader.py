@@ -389,6 +389,20 @@ def cached_files(cache_dir: Path, bucket: str, prefix: str, period: Period) -> l
     return _in_layout(cache_dir, bucket, prefix, paths)
 
 
+def cached_post_files(cache_dir: Path) -> list[Path]:
+    """Every post object in a report/export cache (`{cache_dir}/{bucket}/{prefix}/dt=YYYY-MM-DD/
+    hour=HH/*.jsonl.gz`, any bucket and prefix), sorted and resolved (DuckDB's
+    allowed_directories compares resolved paths), without the collector's connection events
+    (`_events/`) and compliance results (`_compliance/`), which are not posts."""
+    root = Path(cache_dir).resolve()
+    return sorted(
+        path
+        for path in root.rglob("dt=*/hour=*/*")
+        if path.name.endswith(DATA_SUFFIXES)
+        and not {"_events", "_compliance"} & set(path.relative_to(root).parts)
+    )
+
+
 def connect(
     memory_limit: str = "512MB",
     threads: int | None = None,

@@ -204,3 +204,44 @@ def test_the_collector_knows_the_names_the_stand_in_accepts() -> None:
         "place_fields": x_server.X_PLACE_FIELDS,
     }
     assert {kind: set(names) for kind, names in ACCEPTED.items()} == stand_in
+
+
+def documented_snippets(heading: str) -> list[str]:
+    """The python blocks of docs/analysis.md's section `heading`, in order."""
+    text = (Path(__file__).resolve().parents[2] / "docs/analysis.md").read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+
+
+def test_the_documented_duckdb_snippets_run_over_a_cache_elsewhere(tmp_path, monkeypatch):
+    """The user's cache is not the default one (--cache-dir); events sit beside the posts."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "default-cache-unused"))
+    messages = stand_in_messages(False)
+    cache = write_cache(tmp_path / "elsewhere", messages)
+    day = START.strftime("%Y-%m-%d")
+    events = cache / BUCKET / "tweets" / "_events" / f"dt={day}" / f"hour={START:%H}"
+    events.mkdir(parents=True)
+    event = {"event": "start", "at": START.isoformat(), "collector_id": "test-1"}
+    (events / f"test-1-{START:%Y%m%dT%H%M%SZ}-9.jsonl.gz").write_bytes(
+        gzip.compress(json.dumps(event).encode() + b"\n")
+    )
+    results = cache / BUCKET / "tweets" / "_compliance" / f"dt={day}"
+    results.mkdir(parents=True)
+    removed = messages[0]["data"]["id"]
+    checked = {"id": removed, "reason": "deleted", "checked_at": f"{day}T00:00:00Z"}
+    (results / "1460000000000000001.jsonl").write_text(json.dumps(checked) + "\n")
+
+    first, second = documented_snippets("SQL at scale: Athena")
+    assert "cache = loader.default_cache_dir()" in first
+    first = first.replace("cache = loader.default_cache_dir()", f"cache = Path({str(cache)!r})")
+    scope: dict = {"Path": Path}
+    exec(first, scope)  # noqa: S102 (the documentation's own code)
+    posts = scope["con"].sql("SELECT count(*) FROM posts").fetchall()
+    assert posts == [(POSTS,)]
+    assert not [p for p in loader.cached_post_files(cache) if "_events" in p.parts]
+    assert scope["con"].sql(loader.example_query("top_hashtags")).fetchall() == top_hashtags(
+        tmp_path / "reference", messages
+    )
+    exec(second, scope)  # noqa: S102
+    kept = scope["con"].sql("SELECT count(*) FROM posts_compliant").fetchall()
+    assert kept == [(POSTS - 1,)]
