@@ -27,8 +27,10 @@ compliance endpoints tell which of a list of post ids need such action
 Resumable: the run's ids and each job id are written to `{spool.dir}/compliance/` the moment
 X hands the job out, so a run that dies (crash, reboot, timer stopped) is picked up by the
 next one: a job still `created` gets its upload, an `in_progress` one is polled, a
-`complete` one downloaded. The last run's outcome is `{spool.dir}/compliance/last_run.json`,
-which `collector status` shows.
+`complete` one downloaded. The last run's outcome is `{spool.dir}/compliance/last_run.json`
+(with `last_ok_at`, when the last successful run ended), which `collector status` shows and
+the running collector publishes (telemetry.status.compliance_fields: ComplianceRunFailed,
+ComplianceRunAge). The deploy runs this command from systemd timers (roles/compliance).
 
 Cost: the compliance endpoints return ids, not posts, so no post read is billed; each run
 makes about 3 + polls requests per job (X allows 150 per 15 minutes per app).

@@ -45,6 +45,12 @@ def _budget_paused(status: dict) -> int:
     return int(status.get("connection") == "paused")
 
 
+def _compliance_failed(status: dict) -> int:
+    # 1 while the last `collector compliance` run failed (until one succeeds); 0 otherwise,
+    # also before the first run (its age says when one is due).
+    return int(status.get("compliance_last_run_ok") is False)
+
+
 @dataclass(frozen=True)
 class Metric:
     """One declared metric.
@@ -128,6 +134,23 @@ DECLARED: tuple[Metric, ...] = (
         read=_figure("spend_usd_cycle_forecast"),
     ),
     Metric("budget_paused", "None", GAUGE, cloudwatch="BudgetPaused", read=_budget_paused),
+    # X's batch compliance (collector.analysis.compliance, run by its timers): the last run
+    # failed (0/1), and the seconds since the last run that succeeded (since the collector
+    # started when none ever did), so a failing or overdue run alarms (roles/alerts).
+    Metric(
+        "compliance_run_failed",
+        "None",
+        GAUGE,
+        cloudwatch="ComplianceRunFailed",
+        read=_compliance_failed,
+    ),
+    Metric(
+        "compliance_age_seconds",
+        "Seconds",
+        GAUGE,
+        cloudwatch="ComplianceRunAge",
+        read=_figure("compliance_age_seconds"),
+    ),
 )
 PUBLISHED = tuple(m for m in DECLARED if m.cloudwatch)
 

@@ -18,6 +18,9 @@ status.json fields (a contract for `collector status`, the report and operators)
     spend_usd_cycle_forecast, billing_cycle_start, monthly_cap_used_percent, budget {posts_per_day,
     usd_per_month, usd_per_post, billing_cycle_day, on_exhausted, remaining_posts_today};
     connection is "paused" while the budget holds the stream closed;
+    the last `collector compliance` run ({spool.dir}/compliance/last_run.json, compliance_fields):
+    compliance_last_run_at, compliance_last_run_ok, compliance_last_error,
+    compliance_last_ok_at, compliance_age_seconds;
     after a run that ended with a non-zero code (record_exit):
     state "exited", exit_code, health "failing" and the reason as health_reason
 (the counters and gauges are declared in collector.telemetry.metrics.DECLARED).
@@ -25,6 +28,7 @@ status.json fields (a contract for `collector status`, the report and operators)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -84,6 +88,36 @@ def spool_gauges(dirs: SpoolDirs, now: float | None = None) -> dict[str, float]:
     except (OSError, ZeroDivisionError):
         pass
     return gauges
+
+
+def compliance_fields(spool_root: Path, started_at: float, now: float) -> dict[str, object]:
+    """The last `collector compliance` run as status.json shows it and CloudWatch gets it.
+
+    compliance_last_run_at / _ok / _error: when the last run ended, whether it succeeded, X's
+    (or S3's) reason when not; compliance_last_ok_at: when the last successful run ended;
+    compliance_age_seconds: seconds since then, or since `started_at` (the collector's start)
+    when no run ever succeeded, so a timer that never runs is overdue too. None values when
+    the record is unreadable; the file is written by the compliance command, which is
+    another process (atomic replace), so a reader never sees half a record.
+    """
+    from collector.analysis.compliance import read_last_run
+
+    try:
+        last = read_last_run(spool_root) or {}
+    except OSError:  # not readable by the collector's user: shown as no run, not a crash
+        last = {}
+    ok_at = last.get("finished_at") if last.get("ok") else last.get("last_ok_at")
+    since = started_at
+    if ok_at:
+        with contextlib.suppress(AttributeError, ValueError):  # not an ISO time: as never
+            since = datetime.fromisoformat(ok_at.replace("Z", "+00:00")).timestamp()
+    return {
+        "compliance_last_run_at": last.get("finished_at"),
+        "compliance_last_run_ok": last.get("ok") if last else None,
+        "compliance_last_error": None if last.get("ok", True) else last.get("error"),
+        "compliance_last_ok_at": ok_at,
+        "compliance_age_seconds": round(max(0.0, now - since)),
+    }
 
 
 class UploadAgeWatch:
@@ -199,6 +233,7 @@ class StatusReporter:
             status[name] = values.get(name)
         if self.ledger is not None:
             status.update(self.ledger.figures())
+        status.update(compliance_fields(self.dirs.root, self.started_at, time.time()))
         # An error from before the last recovery is history, not the present: a healthy status
         # shows it as resolved_error, never as a current last_error.
         error_at = self.metrics.set_at("last_error")

@@ -48,6 +48,8 @@ EXPECTED_METRICS = {
     "BillablePosts",
     "EstimatedSpendUSD",
     "EstimatedSpendUSDForecast",
+    "ComplianceRunFailed",
+    "ComplianceRunAge",
     "BudgetPaused",
 }
 
@@ -328,6 +330,64 @@ def test_uploads_refused_by_s3_show_in_the_metrics_and_nothing_is_lost(
     finally:
         assert collector.stop() == 0
     assert sorted(s3_post_ids(s3)) == sorted(x_server.sent_ids)
+
+
+def test_the_running_collector_publishes_a_failed_and_then_a_successful_compliance_run(
+    tmp_path: Path, x_server: FakeXServer, s3, aws_env: MotoServer
+) -> None:
+    """`collector compliance` (another process, as its timer runs it) records its run in the
+    spool; the running collector reads it into status.json and CloudWatch."""
+    from collector.analysis import compliance
+
+    s3.create_bucket(Bucket=BUCKET)
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=aws_env.url, region_name="us-east-1")
+    config = write_config(
+        tmp_path, x_server.url, s3_endpoint=aws_env.url, max_seconds=0.5,
+        extra=cloudwatch_toml(aws_env.url),
+    )  # fmt: skip
+    argv = ["--config", str(config), "--since", "1h", "--poll-seconds", "0", "--no-progress"]
+    argv += ["--cache-dir", str(tmp_path / "cache")]
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: x_server.connections == 1, 20)
+        x_server.count = 30
+        wait_until(lambda: len(s3_post_ids(s3)) >= 30, 30, 0.5)
+        wait_until(lambda: metric_values(cloudwatch, "ComplianceRunFailed", "Maximum", period=1))
+        assert read_status(tmp_path)["compliance_last_run_ok"] is None  # no run yet
+        assert metric_values(cloudwatch, "ComplianceRunFailed", "Maximum", period=1)[-1] == 0.0
+
+        x_server.control({"compliance_fail_next": "Job failed: storage unavailable"})
+        assert compliance.main(argv) == 1
+        wait_until(lambda: read_status(tmp_path).get("compliance_last_run_ok") is False)
+        status = read_status(tmp_path)
+        assert status["compliance_last_error"].endswith("Job failed: storage unavailable")
+        assert status["compliance_last_ok_at"] is None
+        wait_until(
+            lambda: (
+                metric_values(cloudwatch, "ComplianceRunFailed", "Maximum", period=1)[-1:] == [1.0]
+            )
+        )
+
+        assert compliance.main(argv) == 0  # resumes: a new job for the one X failed
+        wait_until(lambda: read_status(tmp_path).get("compliance_last_run_ok") is True)
+        status = read_status(tmp_path)
+        assert status["compliance_last_ok_at"] == status["compliance_last_run_at"]
+        assert status["compliance_last_error"] is None and status["compliance_age_seconds"] < 60
+        wait_until(
+            lambda: (
+                metric_values(cloudwatch, "ComplianceRunFailed", "Maximum", period=1)[-1:] == [0.0]
+            )
+        )
+        ages = metric_values(cloudwatch, "ComplianceRunAge", "Maximum", period=1)
+        assert ages and ages[-1] < 60
+
+        ok_at = status["compliance_last_ok_at"]
+        x_server.control({"compliance_fail_next": "Job failed: storage unavailable"})
+        assert compliance.main(argv) == 1  # a failure after a success keeps when that was
+        wait_until(lambda: read_status(tmp_path).get("compliance_last_run_ok") is False)
+        assert read_status(tmp_path)["compliance_last_ok_at"] == ok_at
+    finally:
+        assert collector.stop() == 0, collector.log
 
 
 def test_the_alarms_read_metrics_the_collector_declares() -> None:

@@ -88,6 +88,8 @@ def test_each_alarm_has_its_threshold_and_notifies_on_alarm_and_ok(alerted):
             "unhealthy",
             "disk-low",
             "budget-paused",
+            "compliance-failed",
+            "compliance-overdue",
             "system-check",
             "instance-check",
         )
@@ -130,6 +132,15 @@ def test_each_alarm_has_its_threshold_and_notifies_on_alarm_and_ok(alerted):
         "TwitterSnake", "BudgetPaused", cid, "Maximum", "GreaterThanOrEqualToThreshold", 1.0, 1,
         "ignore",
     )  # fmt: skip
+    # a failed compliance run at once; no successful one for 36 hours
+    assert shape("compliance-failed") == (
+        "TwitterSnake", "ComplianceRunFailed", cid, "Maximum", "GreaterThanOrEqualToThreshold",
+        1.0, 1, "ignore",
+    )  # fmt: skip
+    assert shape("compliance-overdue") == (
+        "TwitterSnake", "ComplianceRunAge", cid, "Maximum", "GreaterThanThreshold", 36 * 3600.0,
+        1, "ignore",
+    )  # fmt: skip
 
     (instance,) = [
         i
@@ -171,12 +182,26 @@ def test_thresholds_follow_the_role_variables(alerted):
     assert found[f"{PREFIX}-disk-low"]["Threshold"] == 20.0
 
 
+def test_without_the_compliance_timers_there_is_no_overdue_alarm(alerted):
+    runner, _ = alerted
+    email = ["-e", f"alerts_email={EMAIL}"]
+    runner.run("provision", *email, "-e", "compliance_enabled=false", "--tags", "alerts")
+    assert f"{PREFIX}-compliance-overdue" not in alarms(runner)
+    assert f"{PREFIX}-compliance-failed" in alarms(runner)  # a run by hand can still fail
+    runner.run("provision", *email, "-e", "alerts_compliance_overdue_hours=48", "--tags", "alerts")
+    assert alarms(runner)[f"{PREFIX}-compliance-overdue"]["Threshold"] == 48 * 3600.0
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         ("alerts_email=not-an-address", "alerts_email must be one e-mail address"),
         ("alerts_no_posts_minutes=0", "alerts_no_posts_minutes must be between 1 and 1440"),
         ("alerts_budget_usd_per_month=-5", "alerts_budget_usd_per_month must be a number of USD"),
+        (
+            "alerts_compliance_overdue_hours=3000",
+            "alerts_compliance_overdue_hours must be between 0 (no alarm) and 2160 hours",
+        ),
     ],
 )
 def test_bad_alert_settings_fail_with_one_line(alerted, extra, message):
