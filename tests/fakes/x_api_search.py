@@ -1,9 +1,10 @@
 """Recent search on the X stand-in: `GET /2/tweets/search/recent`, answered from the timeline.
 
-X keeps matching posts while no stream connection is open; the stand-in keeps them as missed
-posts (FakeXServer.missed_posts). Recent search returns those whose time lies in
-[start_time, end_time) and that matched a rule live then whose value equals the query (the
-stand-in matches every post against every live rule, so a rule's value finds its posts):
+X's search finds every post that matches, whether a stream delivered it or not: the stand-in
+answers from its whole timeline (FakeXServer.timeline_posts: the posts its streams took and
+those it made while no stream connection was open). Recent search returns those whose time
+lies in [start_time, end_time) and that matched a rule live then whose value equals the query
+(the stand-in matches every post against every live rule, so a rule's value finds its posts):
 
     GET /2/tweets/search/recent?query=...&start_time=...&end_time=...&max_results=100
         [&next_token=...][&tweet.fields=...&expansions=...&user.fields=...]
@@ -281,7 +282,7 @@ def search_recent(handler: _Handler, params: dict[str, str]) -> None:
         return
     matches = [
         post
-        for post in fake.missed_posts(start.timestamp(), end.timestamp())
+        for post in fake.timeline_posts(start.timestamp(), end.timestamp())
         if text in post.rules and (state["returns_reposts"] or not post.repost)
     ]
     matches.sort(key=lambda post: post.id, reverse=True)

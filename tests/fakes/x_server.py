@@ -91,8 +91,11 @@ The timeline: from the first stream connection attempt on, while no stream conne
 (none made, refused, or dropped) posts keep being made at `rate` posts/s (not when rate is 0)
 and are kept as missed: `fake.missed_posts(start, end)` -> [MissedPost(id, at, rules)], the
 posts X matched against the live rules while nobody was connected, which X does not resend.
-Recent search (x_api_search.py) answers from them. Their ids are snowflakes of the time they
-were made, so `created_at` is that time.
+Their ids are snowflakes of the time they were made, so `created_at` is that time.
+`fake.timeline_posts(start, end)` is every post X made in the span, streamed (each post a
+stream took, whether or not its reader got it: a killed reader's socket still takes posts
+until X notices) and missed alike: what recent search (x_api_search.py) answers from, as X's
+search finds every matching post whether a stream delivered it or not.
 
 The bill: `fake.billed` maps a UTC day ("YYYY-MM-DD", from `fake.clock()`) to the set of post ids
 delivered that day, as X bills pay-per-use reads (a post delivered twice in one UTC day is billed
@@ -108,6 +111,7 @@ CLI (used by the sandbox and `make bench`):
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import copy
 import functools
@@ -115,6 +119,7 @@ import importlib
 import itertools
 import json
 import logging
+import math
 import pkgutil
 import random
 import re
@@ -560,7 +565,8 @@ def _fit_size(msg: dict, target: int, rng: random.Random) -> None:
 
 @dataclass(frozen=True)
 class MissedPost:
-    """A post made while no stream connection was open (the timeline)."""
+    """A post on the timeline: made while no stream connection was open (missed) or taken by
+    a stream (FakeXServer.timeline_posts)."""
 
     id: int
     at: float  # epoch seconds: the time its snowflake holds
@@ -569,6 +575,7 @@ class MissedPost:
 
 
 MISSED_MAX = 200_000  # posts the timeline keeps; older ones are forgotten
+STREAMED_MAX = 200_000  # batches of streamed posts the timeline keeps
 
 
 # Fields and expansions ------------------------------------------------------------------------
@@ -900,6 +907,10 @@ class FakeXServer:
         # "client_ip", "kill" (a threading.Event that ends it, as X's Connections API does)}
         self.stream_connections: dict[str, dict[str, Any]] = {}
         self.missed: list[MissedPost] = []  # the timeline (oldest first): see missed_posts
+        # what the streams took, oldest first: (first id, count, rule values live then)
+        self.streamed: collections.deque[tuple[int, int, tuple[str, ...]]] = collections.deque(
+            maxlen=STREAMED_MAX
+        )
         self._down_since: float | None = None  # time.time() no stream was open from
         self._timeline_started = False
         self._lock = threading.Lock()
@@ -1009,6 +1020,32 @@ class FakeXServer:
                 if (start is None or post.at >= start) and (end is None or post.at < end)
             ]
 
+    def timeline_posts(
+        self, start: float | None = None, end: float | None = None
+    ) -> list[MissedPost]:
+        """Every post X made with start <= at < end (epoch s), streamed or missed, oldest
+        first: what X's search finds, whether or not a stream delivered it."""
+        with self._lock:
+            self._catch_up(time.time())
+            batches = list(self.streamed)
+            missed = list(self.missed)
+        low = -1 if start is None else ((int(start * 1000) - SNOWFLAKE_EPOCH_MS) << 22)
+        high = None if end is None else ((math.ceil(end * 1000) - SNOWFLAKE_EPOCH_MS) << 22)
+        posts = [
+            post
+            for post in missed
+            if (start is None or post.at >= start) and (end is None or post.at < end)
+        ]
+        for first, count, rules in batches:
+            if first + count - 1 < low or (high is not None and first >= high):
+                continue
+            for post_id in range(first, first + count):
+                at = ((post_id >> 22) + SNOWFLAKE_EPOCH_MS) / 1000
+                if (start is None or at >= start) and (end is None or at < end):
+                    posts.append(MissedPost(post_id, at, rules, self.is_repost(post_id)))
+        posts.sort(key=lambda post: post.id)
+        return posts
+
     def is_repost(self, post_id: int) -> bool:
         if self.note_share and is_note(post_id, round(self.note_share * 1000)):
             return False  # long posts are originals
@@ -1114,6 +1151,7 @@ class FakeXServer:
     def _update_matching_rules(self) -> None:
         rules = [{"id": rid, "tag": r.get("tag", "")} for rid, r in self.rules.items()]
         rules = rules or [{"id": "1", "tag": ""}]
+        self._rule_values = tuple(r["value"] for r in self.rules.values())
         self._matching_rules = b',"matching_rules":' + _dumps(rules) + b"}\r\n"
 
     def _take_posts(
@@ -1129,6 +1167,7 @@ class FakeXServer:
                 return []
             first = self._next_id(self._posts_taken, wanted)
             self._posts_taken += wanted
+            self.streamed.append((first, wanted, self._rule_values))
         tail = self._matching_rules
         return [(str(i), rendered.body(i) + tail) for i in range(first, first + wanted)]
 

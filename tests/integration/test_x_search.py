@@ -92,6 +92,32 @@ def test_search_returns_every_post_that_matched_while_no_stream_was_open(x_serve
     assert x_server.stats()["search_posts_returned"] == len(originals)
 
 
+def test_search_returns_streamed_posts_as_well_as_missed_ones(x_server):
+    """X's search finds every matching post in the span, whether a stream delivered it or
+    not: the posts before a drop and after the reconnect come back too (the margins'
+    duplicates), and so do those a stream took but its reader never got."""
+    x_server.add_rule("python", tag="py")
+    started = time.time()
+    stream_lines(x_server, {}, 30)
+    outage(x_server, 1.0)
+    x_server.refuse_streams(None)
+    stream_lines(x_server, {}, 30)
+    ended = time.time()
+    missed = x_server.missed_posts()
+    x_server.clock = lambda: time.time() + 15
+    params = {"query": "python", "max_results": 100}
+    params |= {"start_time": iso(started - 1), "end_time": iso(ended + 1)}
+    posts, _, _ = search_all(x_server, params)
+    found = {p["id"] for p in posts}
+    streamed = {str(i) for i in x_server.sent_ids if not x_server.is_repost(int(i))}
+    timeline = {str(p.id) for p in x_server.timeline_posts() if not p.repost}
+    assert len(missed) >= 20 and len(streamed) >= 40
+    assert streamed | {str(p.id) for p in missed if not p.repost} <= found
+    assert found == timeline  # and a post a stream took after its reader left
+    assert len(found) == len(posts), "each post once"
+    assert not {i for i in x_server.sent_ids if x_server.is_repost(int(i))} & found
+
+
 def test_search_start_is_inclusive_and_end_exclusive_at_the_second(x_server):
     x_server.add_rule("python")
     outage(x_server, 2.2)
