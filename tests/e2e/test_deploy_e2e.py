@@ -314,6 +314,28 @@ def test_private_repository_is_cloned_with_the_deploy_key_and_the_pinned_host_ke
     assert all(body[:40] not in output for output in sandbox.outputs)  # never in Ansible's output
 
 
+def test_a_changed_host_key_stops_the_deploy_before_anything_is_sent(sandbox, tmp_path):
+    """Someone else answering on the instance's address (here: the pinned keys replaced by
+    another): the deploy stops with one line before any secret leaves the controller."""
+    known = sandbox.world.known_hosts
+    pinned = known.read_text()
+    other = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    address = pinned.split()[0]
+    known.write_text(f"{address} {' '.join(other.with_suffix('.pub').read_text().split()[:2])}\n")
+    token_before = sandbox.ssh(f"stat -c %Y {TOKEN_FILE}").strip()
+    try:
+        result = sandbox.site("--tags", "rules")
+    finally:
+        known.write_text(pinned)
+    assert result.returncode != 0
+    output = " ".join(result.stdout.split())  # Ansible folds the message over lines
+    assert f"the SSH host key of {address} is not the pinned one in " in output, output[-3000:]
+    assert "(a changed key means another machine, or someone in between: nothing was sent;" in output
+    assert "Sync the live rules" not in result.stdout
+    assert sandbox.ssh(f"stat -c %Y {TOKEN_FILE}").strip() == token_before
+
+
 def test_a_deploy_key_without_a_pinned_host_key_is_refused(sandbox):
     result = sandbox.site(twittersnake_repo_host_key="")
     sandbox.extra.pop("twittersnake_repo_host_key")
