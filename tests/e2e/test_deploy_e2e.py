@@ -381,6 +381,63 @@ def test_rules_only_change_syncs_live_rules_without_restart(sandbox):
     assert "ansible" in live
 
 
+def test_a_rule_x_refuses_fails_every_deploy_with_xs_reason_and_changes_nothing(sandbox):
+    pid = sandbox.wait_running()
+    good = sandbox.extra.get("collector_x_rules")  # the previous test's, live
+    live = good or [{"value": "python lang:en", "tag": "python"}]
+    typo = [*live, {"value": "(python OR rust", "tag": "langs"}]
+    reason = (
+        "X refused x.rules '(python OR rust' (tag sandbox-collector:langs): UnprocessableEntity: "
+        "Missing closing parenthesis for this one (at position 1)"
+    )
+    try:
+        for _ in range(2):  # the second run of the same inventory fails as the first did
+            result = sandbox.site(collector_x_rules=typo)
+            assert result.returncode != 0, result.stdout[-3000:]
+            assert reason in result.stdout, result.stdout[-3000:]
+            assert "TASK [collector : Create the" not in result.stdout  # before anything runs
+    finally:
+        sandbox.extra.pop("collector_x_rules")
+        if good is not None:
+            sandbox.extra["collector_x_rules"] = good
+    assert sandbox.pid() == pid
+    assert "(python OR rust" not in sandbox.ssh("cat /etc/twittersnake/collector.toml")
+
+
+def _on_instance(sandbox, command: str) -> subprocess.CompletedProcess:
+    """`command` as root (sudo, root's own environment) in the collector's checkout."""
+    return sandbox.world.ssh(
+        "sudo -n sh -c "
+        + shlex.quote(f"cd /opt/twittersnake/src && /opt/conda/envs/twittersnake/bin/{command}"),
+        check=False,
+    )
+
+
+def test_check_with_sudo_on_the_instance_uses_the_collectors_key(sandbox):
+    result = _on_instance(
+        sandbox, "python -m collector check --config /etc/twittersnake/collector.toml"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(
+        r"^ok    S3 bucket: s3://\S+ reachable with the key in "
+        r"/etc/twittersnake/secrets/aws_credentials$",
+        result.stdout,
+        re.M,
+    ), result.stdout
+
+
+def test_report_on_the_instance_says_in_one_line_where_to_run_it(sandbox):
+    for command in ("report", "export"):
+        result = _on_instance(
+            sandbox,
+            f"python -m collector {command} --config /etc/twittersnake/collector.toml --since 1h",
+        )
+        assert result.returncode == 69, result.stdout + result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"collector: error: collector {command} needs DuckDB"), line
+        assert f".venv/bin/python -m collector {command} --config" in line
+
+
 def _stops_logged(sandbox) -> int:
     return sandbox.ssh("cat /var/log/supervisor/supervisord.log*", check=False).count(
         "stopped: twittersnake"
