@@ -44,7 +44,10 @@ Fields, as X sends them: only what the request names. Without `tweet.fields` a p
 and edit_history_tweet_ids; `tweet.fields`, `expansions`, `user.fields`, `media.fields`,
 `poll.fields` and `place.fields` add the rest, `includes` holds the expanded objects (users:
 the author first, as the author_id expansion puts it), each with its default fields plus those
-asked for. A name X does not accept gets X's 400 invalid-request naming it. Any endpoint that
+asked for. An object an expansion names that the stand-in does not hold (some reposts' and
+quotes' posts, media, places) is left out of `includes` and named in the message's `errors`, X's
+partial resource-not-found error (`not_found`). A name X does not accept gets X's 400
+invalid-request naming it. Any endpoint that
 returns posts renders them the same way:
     srv.render_post(post_id, query) -> b'{"data": {...}, "includes": {...}}'
     (query: {"tweet.fields": "a,b", ...} or parse_qs's lists; rendering is cached per field set)
@@ -770,14 +773,21 @@ def project_message(message: dict, selection: FieldSelection, renamed: bool = Fa
     out = {"data": _project_post(data, post_fields, renamed)}
     tweets_by_id = {t["id"]: t for t in includes.get("tweets", [])}
     included_tweets = []
+    errors: list[dict] = []  # X's partial errors: an expanded object it cannot return
     if "referenced_tweets.id" in expansions:
         for ref in data.get("referenced_tweets", []):
             if ref["id"] in tweets_by_id:
                 included_tweets.append(tweets_by_id[ref["id"]])
+            else:
+                errors.append(not_found("tweet", "referenced_tweets.id", ref["id"]))
     user_ids = _expanded_user_ids(data, included_tweets, expansions, includes)
     users_by_id = {u["id"]: u for u in includes.get("users", [])}
     wanted_users = set(DEFAULT_USER) | selection.user
     users = [_pick(users_by_id[i], wanted_users) for i in user_ids if i in users_by_id]
+    errors += [
+        not_found("user", parameter, value)
+        for parameter, value in _missing_users(data, included_tweets, expansions, includes)
+    ]
     new_includes: dict[str, list] = {}
     if users:
         new_includes["users"] = users
@@ -801,9 +811,52 @@ def project_message(message: dict, selection: FieldSelection, renamed: bool = Fa
         found = [_pick(by_id[i], set(defaults) | asked) for i in ids if i in by_id]
         if found:
             new_includes[key] = found
+        resource = {"media": "media", "polls": "poll", "places": "place"}[key]
+        errors += [not_found(resource, expansion, i) for i in ids if i and i not in by_id]
     if new_includes:
         out["includes"] = new_includes
+    if errors:
+        out["errors"] = errors
     return out
+
+
+def not_found(resource_type: str, parameter: str, value: str) -> dict:
+    """X's partial error for an expanded object it cannot return (deleted, withheld, gone):
+    the post comes with `errors` beside `data` and `includes`, the object is left out of
+    `includes` (the shape of PARTIAL_ERROR, X's resource-not-found problem)."""
+    return {
+        "value": value,
+        "detail": f"Could not find {resource_type} with {parameter}: [{value}].",
+        "title": "Not Found Error",
+        "resource_type": resource_type,
+        "parameter": parameter,
+        "resource_id": value,
+        "type": "https://api.twitter.com/2/problems/resource-not-found",
+    }
+
+
+def _missing_users(
+    data: dict, included_tweets: list[dict], expansions: frozenset[str], includes: dict
+) -> list[tuple[str, str]]:
+    """(parameter, value) of each user an expansion names that `includes` cannot hold."""
+    known_ids = {u["id"] for u in includes.get("users", [])}
+    known_names = {u["username"].lower() for u in includes.get("users", [])}
+    missing = []
+    for expansion, value in (
+        ("author_id", data.get("author_id")),
+        ("in_reply_to_user_id", data.get("in_reply_to_user_id")),
+        *(("referenced_tweets.id.author_id", t.get("author_id")) for t in included_tweets),
+    ):
+        if expansion in expansions and value and value not in known_ids:
+            missing.append((expansion, value))
+    for expansion, entities in (
+        ("entities.mentions.username", data.get("entities", {})),
+        ("entities.note.mentions.username", data.get("note_tweet", {}).get("entities", {})),
+    ):
+        if expansion in expansions:
+            names = [m["username"] for m in entities.get("mentions", [])]
+            missing += [(expansion, n) for n in names if n.lower() not in known_names]
+    return list(dict.fromkeys(missing))
 
 
 def _expanded_user_ids(
@@ -1234,6 +1287,11 @@ class FakeXServer:
             with self._lock:
                 post_id = self._next_id(self._posts_taken)
             line = self.post_body(post_id)
+            if b',"errors":[' in line:  # the post has partial errors of its own already
+                return (
+                    line.replace(b',"errors":[', b',"errors":[' + _dumps(PARTIAL_ERROR) + b",", 1)
+                    + self._matching_rules
+                )
             return line + b',"errors":' + _dumps([PARTIAL_ERROR]) + self._matching_rules
         if kind == "operational_disconnect":
             return _dumps(OPERATIONAL_DISCONNECT) + b"\r\n"

@@ -19,6 +19,7 @@ import requests.adapters
 import tweepy
 
 from tests.fakes.x_server import (
+    PARTIAL_ERROR,
     X_EXPANSIONS,
     X_MEDIA_FIELDS,
     X_PLACE_FIELDS,
@@ -464,6 +465,40 @@ def test_everything_asked_builds_every_includes_kind(x_server) -> None:
     assert any(len(m["data"]["edit_history_tweet_ids"]) > 1 for m in messages)
     assert any("alt_text" in media for m in messages for media in m["includes"].get("media", []))
     assert not any("note_tweet" in m["data"] for m in messages)  # no long posts by default
+
+
+def test_an_expanded_object_x_cannot_return_comes_as_a_partial_error(x_server) -> None:
+    """X leaves an object it cannot return (deleted, withheld) out of `includes` and names it
+    in `errors` beside `data` (resource-not-found, the shape of x_server.PARTIAL_ERROR)."""
+    messages = stream_messages(x_server, 400, EVERYTHING)
+    named: set[tuple[str, str]] = set()
+    for message in messages:
+        data, includes = message["data"], message.get("includes", {})
+        expected = []
+        for ref in data.get("referenced_tweets", []):
+            if ref["id"] not in {t["id"] for t in includes.get("tweets", [])}:
+                expected.append(("tweet", "referenced_tweets.id", ref["id"]))
+        for key in data.get("attachments", {}).get("media_keys", []):
+            if key not in {m["media_key"] for m in includes.get("media", [])}:
+                expected.append(("media", "attachments.media_keys", key))
+        place = data.get("geo", {}).get("place_id")
+        if place and place not in {p["id"] for p in includes.get("places", [])}:
+            expected.append(("place", "geo.place_id", place))
+        errors = message.get("errors", [])
+        got = [(e["resource_type"], e["parameter"], e["value"]) for e in errors]
+        assert sorted(got) == sorted(expected), data["id"]
+        for error in errors:
+            assert set(error) == set(PARTIAL_ERROR)
+            assert error["type"] == "https://api.twitter.com/2/problems/resource-not-found"
+            assert error["detail"] == (
+                f"Could not find {error['resource_type']} with {error['parameter']}: "
+                f"[{error['value']}]."
+            )
+        named |= {(kind, parameter) for kind, parameter, _ in got}
+    assert {"tweet", "media", "place"} <= {kind for kind, _ in named}
+    # without the expansions nothing is missing, so nothing is reported
+    plain = stream_messages(x_server, 100, {"tweet.fields": "referenced_tweets,attachments,geo"})
+    assert not any("errors" in m for m in plain)
 
 
 def test_long_posts_carry_their_full_text_and_entities_in_note_tweet(x_server) -> None:
