@@ -225,6 +225,9 @@ class Collector:
         stream = open_stream(
             self.cfg, self.token, writer.accept, self.metrics, self.health, self._stream_event
         )
+        if self.repairs is not None:  # a span X refused for money waits for a repair by hand
+            repairs = self.repairs
+            stream.on_account_refusal = lambda state: repairs.on_refused(state.name)
         guard = BudgetGuard(
             self.ledger,
             stream,

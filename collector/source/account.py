@@ -43,7 +43,10 @@ class AccountState:
     key: a stable name ("credits", "spending-limit", "usage-cap", "too-many-connections");
     health: the state shown at once; reason/remedy: the words `collector status` shows;
     retry_seconds: the wait between connection attempts (None: tweepy's own backoff);
-    lifts_with_cycle: the reason names the day the billing cycle resets (GET /2/usage/tweets).
+    lifts_with_cycle: the reason names the day the billing cycle resets (GET /2/usage/tweets);
+    name: the machine-readable `x_account_state` of status.json ("credits_depleted", ...);
+    repaired_automatically: False when gap repair must leave the refused span to a repair by
+    hand (collector.source.repair): X refused for money, and a repair is billed too.
     """
 
     key: str
@@ -52,6 +55,8 @@ class AccountState:
     remedy: str
     retry_seconds: float | None
     lifts_with_cycle: bool = False
+    name: str = ""
+    repaired_automatically: bool = False
 
 
 ACCOUNT_STATES: dict[str, AccountState] = {
@@ -64,6 +69,7 @@ ACCOUNT_STATES: dict[str, AccountState] = {
             "add credits or enable auto-recharge in the X Developer Console; the collector "
             "tries again every 5 minutes and resumes by itself",
             300.0,
+            name="credits_depleted",
         ),
         AccountState(
             "spending-limit",
@@ -73,6 +79,7 @@ ACCOUNT_STATES: dict[str, AccountState] = {
             "the collector tries again every hour",
             3600.0,
             lifts_with_cycle=True,
+            name="spending_limit",
         ),
         AccountState(
             "usage-cap",
@@ -82,14 +89,17 @@ ACCOUNT_STATES: dict[str, AccountState] = {
             "the collector tries again every hour",
             3600.0,
             lifts_with_cycle=True,
+            name="monthly_cap",
         ),
         AccountState(
             "too-many-connections",
             FAILING,
-            "X refuses the connection: the app is at its connection limit (TooManyConnections)",
+            "X refused the connection (TooManyConnections): the app is at its connection limit",
             "a stale connection X still counts is ended through X's Connections API when "
             "x.clear_stale_connections = true; otherwise stop the other client of this app",
             None,
+            name="too_many_connections",
+            repaired_automatically=True,  # seconds, and nothing to do with money
         ),
     )
 }

@@ -16,7 +16,12 @@ object lands in the dt=/hour= partition of its posts) and ship like any other fi
 Not repairable (named in the log, `collector status` and the report):
 - a rule with an operator only the stream knows (STREAM_ONLY_OPERATORS: search refuses it);
 - a rule longer than search allows (512 characters, 4,096 on Enterprise: access.py);
-- a span older than search's 7 days.
+- a span older than search's 7 days;
+- a span in which X refused the stream for an account reason (credits depleted, the spending
+  limit, the monthly cap: ACCOUNT_STATES rows with repaired_automatically False): repairing it
+  right after the top-up would buy the whole refused span back at once (a monthly cap: days of
+  posts charged to the new cycle). `repair_failed` says so and gives the `collector repair`
+  command for it, by hand, with its cost.
 What search does not return at all (since 2026-05-04 keyword search returns no reposts;
 accents match differently) is said in docs/collector.md.
 
@@ -103,17 +108,21 @@ def parse_iso(text: str) -> datetime:
 
 @dataclass(frozen=True)
 class Span:
-    """A half-open UTC interval [start, end) in which the stream was not connected."""
+    """A half-open UTC interval [start, end) in which the stream was not connected; `refused`
+    names X's account state when X refused the stream for an account reason within it."""
 
     start: datetime
     end: datetime
+    refused: str | None = None
 
     def to_json(self) -> list[str]:
-        return [iso(self.start), iso(self.end)]
+        pair = [iso(self.start), iso(self.end)]
+        return pair + [self.refused] if self.refused else pair
 
     @classmethod
     def from_json(cls, pair: list[str]) -> Span:
-        return cls(parse_iso(pair[0]), parse_iso(pair[1]))
+        refused = pair[2] if len(pair) > 2 else None
+        return cls(parse_iso(pair[0]), parse_iso(pair[1]), refused)
 
     def __str__(self) -> str:
         return f"{iso(self.start)} to {iso(self.end)}"
@@ -376,7 +385,8 @@ class RepairResult:
     failed: str | None = None
     files: list[str] = field(default_factory=list)
     requests: int = 0
-    method: str = "search"  # "search", "backfill" (Enterprise) or "recovery" (Enterprise)
+    # "search", "backfill" (Enterprise), "recovery" (Enterprise), "none" (X refused: by hand)
+    method: str = "search"
     note: str = ""
 
     def detail(self) -> dict:
@@ -392,6 +402,8 @@ class RepairResult:
         return doc
 
     def summary(self) -> str:
+        if self.failed and self.method == "none":
+            return f"gap {self.span} not repaired: {self.failed}"
         if self.failed:
             return f"repair of {self.span} failed: {self.failed}"
         if self.method == "backfill":
@@ -447,6 +459,18 @@ class Repairer:
                 named.append(f"{tag}: {reason}")
                 log.warning("repair: rule %r (tag %s) is not repairable: %s", value, tag, reason)
         self.metrics.set("repair_not_repairable", named or None)
+
+    def refused(self, span: Span) -> RepairResult:
+        """A span X refused for an account reason: not repaired automatically (a repair is
+        billed; right after a top-up it would buy back the whole refused span at once)."""
+        result = RepairResult(span, method="none")
+        command = f"collector repair --from {iso(span.start)} --to {iso(span.end)}"
+        result.failed = (
+            f"X refused for {span.refused}; repair by hand with `{command}` (it prints the "
+            f"posts and their cost, ${self.cfg.budget.usd_per_post} each)"
+        )
+        self._finish(result)
+        return result
 
     def window(self, span: Span) -> Span | None:
         """The search window: the span with its margins, inside the last 7 days, at whole
@@ -634,7 +658,7 @@ class Repairer:
             [f"{r['rule']}: {r['reason']}" for r in result.not_repairable] or None,
         )
         if result.failed:
-            log.error("%s", result.summary())
+            (log.warning if result.method == "none" else log.error)("%s", result.summary())
             self._record("repair_failed", result.failed, result)
         else:
             log.info("%s", result.summary())
@@ -654,7 +678,8 @@ class Repairs:
     State (`{spool}/repair.json`): `down_since` (the stream is not connected since then; kept
     across a stop, so the next process repairs the time it was not running), `alive_at` (the
     last time the stream was seen connected: the start of the span after a kill -9) and
-    `pending` spans not yet repaired.
+    `pending` spans not yet repaired, `refused` (X's account state when X refused the stream
+    for an account reason since `down_since`: that span waits for a repair by hand).
     """
 
     def __init__(self, cfg: Config, dirs: SpoolDirs, repairer: Repairer | None) -> None:
@@ -667,6 +692,7 @@ class Repairs:
         self.down_since: datetime | None = state.get("down_since")
         self.alive_at: datetime | None = state.get("alive_at")
         self.pending: list[Span] = state.get("pending", [])
+        self.refused: str | None = state.get("refused")
         if self.down_since is None and self.alive_at is not None:
             # The previous process ended without a disconnect or stop (killed): its last
             # sign of life starts the span.
@@ -688,6 +714,7 @@ class Repairs:
             if doc.get(key):
                 state[key] = parse_iso(doc[key])
         state["pending"] = [Span.from_json(pair) for pair in doc.get("pending", [])]
+        state["refused"] = doc.get("refused")
         return state
 
     def _save(self) -> None:
@@ -695,6 +722,7 @@ class Repairs:
             "down_since": iso(self.down_since) if self.down_since else None,
             "alive_at": iso(self.alive_at) if self.alive_at and self.connected else None,
             "pending": [span.to_json() for span in self.pending],
+            "refused": self.refused,
         }
         try:
             atomic_write(self.path, json.dumps(doc).encode() + b"\n")
@@ -709,15 +737,24 @@ class Repairs:
                 self.connected = True
                 self.alive_at = at
                 if self.down_since is not None and self.down_since < at:
-                    self.pending.append(Span(self.down_since, at))
+                    self.pending.append(Span(self.down_since, at, self.refused))
                     self._wake.put(None)
                 self.down_since = None
+                self.refused = None
             else:
                 if self.connected or self.down_since is None:
                     self.down_since = at
                 self.connected = False
             self._save()
         self._publish()
+
+    def on_refused(self, account_state: str) -> None:
+        """X refused the stream for an account reason (collector.source.account rows with
+        repaired_automatically False): the span now open is left for a repair by hand."""
+        with self._lock:
+            if self.refused != account_state:
+                self.refused = account_state
+                self._save()
 
     def _publish(self) -> None:
         if self.metrics is not None:
@@ -740,6 +777,13 @@ class Repairs:
             span = self.pending[0] if self.pending else None
         if span is None or self.repairer is None:
             return False
+        if span.refused:
+            self.repairer.refused(span)
+            with self._lock:
+                self.pending.remove(span)
+                self._save()
+            self._publish()
+            return True
         wait = max(self.due(span, self.repairer.clock()), self._not_before - time.monotonic())
         if wait > 0:
             stop.wait(min(wait, HEARTBEAT_SECONDS))

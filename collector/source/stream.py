@@ -23,6 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import requests
 import tweepy
@@ -49,6 +50,37 @@ STREAM_DEGRADED_AFTER = 30.0  # s: a stream problem shorter than this is a blip,
 STREAM_FAILING_AFTER = 120.0  # s: a stream problem that lasts this long is failing
 STALE_RECONNECT = 1.0  # s: the wait after ending stale connections through X's Connections API
 STALE_CLEAR_INTERVAL = 60.0  # s: at most one Connections API clean-up this often
+# Said while X still counts a dead connection and the Connections API cannot end it.
+WAIT_FOR_X = (
+    "nothing to do but wait: X ends a connection whose client died once its own timeout "
+    "passes (minutes), and the collector connects then; x.clear_stale_connections cannot help "
+    "without the Connections API; a restart (supervisorctl restart twittersnake) "
+    "tries again at once"
+)
+STALE_ENDED_REASON = (
+    "X refused the connection (TooManyConnections): ended {count} stale connection(s) through "
+    "X's Connections API"
+)
+# tweepy's waits after an HTTP error (tweepy.streaming.BaseStream._connect): 5 s doubling,
+# at least 60 s after a 429, capped at 320 s.
+TWEEPY_HTTP_WAIT, TWEEPY_429_WAIT, TWEEPY_WAIT_CAP = 5.0, 60.0, 320.0
+
+
+class _TweepyRefusalText(logging.Filter):
+    """Drop tweepy's `HTTP error response text: {...}` line: the collector logs X's answer
+    itself (on_request_error, one line per refusal), so tweepy's copy only doubles it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("HTTP error response text")
+
+
+_TWEEPY_FILTER = _TweepyRefusalText()
+logging.getLogger("tweepy.streaming").addFilter(_TWEEPY_FILTER)
+
+
+def iso_in(seconds: float) -> str:
+    """The UTC time `seconds` from now, ISO 8601 (status.json's next_attempt_at)."""
+    return datetime.fromtimestamp(time.time() + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _Redirect(requests.adapters.HTTPAdapter):
@@ -202,6 +234,9 @@ class XStream(tweepy.StreamingClient):
         # by ACCOUNT_STATES key (tests shorten them); resume_in is set while paused.
         self.account_retry = {k: s.retry_seconds for k, s in ACCOUNT_STATES.items()}
         self.resume_in: float | None = None
+        # told each account-level refusal (gap repair leaves such spans to a repair by hand)
+        self.on_account_refusal: Callable[[AccountState], None] | None = None
+        self._http_wait = 0.0  # s: tweepy's wait before its next attempt (its own counter)
         self.cfg = config  # for X's usage and Connections APIs
         self.token = token
         self.api_version: str | None = None  # X's `api-version` header of the last answer
@@ -267,6 +302,9 @@ class XStream(tweepy.StreamingClient):
         if self._short_attempts == 0:
             log.info("stream connected to %s", self.metrics.snapshot().get("stream_url", "X"))
         self.connected.set()
+        self._http_wait = 0.0
+        self.metrics.set("x_account_state", None)
+        self.metrics.set("next_attempt_at", None)
         self.metrics.incr("connects")
         self._set_state("connected")
 
@@ -333,6 +371,7 @@ class XStream(tweepy.StreamingClient):
         self.warnings.warning(
             "closed", "stream: %s; next connection in %.0f s (attempt %d)", reason, delay, attempt
         )
+        self.metrics.set("next_attempt_at", iso_in(delay))
         self._wake.wait(delay)
 
     def on_closed(self, response) -> None:
@@ -380,6 +419,9 @@ class XStream(tweepy.StreamingClient):
         state = account_state(status_code, problem)
         if state is not None:
             self.metrics.set("last_error", f"X stream refused: {reason}")
+            self.metrics.set("x_account_state", state.name)
+            if not state.repaired_automatically and self.on_account_refusal is not None:
+                self.on_account_refusal(state)
             if state.key == "too-many-connections":
                 self._too_many_connections(state, reason)
             else:
@@ -396,6 +438,8 @@ class XStream(tweepy.StreamingClient):
             self.disconnect()
             return
         self.metrics.set("last_error", f"X stream refused: {reason}")
+        self.metrics.set("x_account_state", None)
+        self.metrics.set("next_attempt_at", iso_in(self._tweepy_wait(status_code)))
         # 429 (usage cap, too many connections) collects nothing until X lifts it.
         severity = FAILING if status_code == 429 else DEGRADED
         self.health.report(
@@ -409,9 +453,18 @@ class XStream(tweepy.StreamingClient):
             f"http-{status_code}", "stream refused: %s; tweepy backs off and retries", reason
         )
 
+    def _tweepy_wait(self, status_code: int) -> float:
+        """Seconds tweepy waits before its next attempt after this HTTP error (its rule)."""
+        wait = self._http_wait or TWEEPY_HTTP_WAIT
+        if status_code in (420, 429):
+            wait = max(wait, TWEEPY_429_WAIT)
+        self._http_wait = min(wait * 2, TWEEPY_WAIT_CAP)
+        return wait
+
     def _pause(self, seconds: float) -> None:
         """End tweepy's connection loop now (no backoff of its own); the runner (`run`)
         connects again after `seconds`."""
+        self.metrics.set("next_attempt_at", iso_in(seconds))
         self.resume_in = seconds
         tweepy.StreamingClient.disconnect(self)
 
@@ -450,7 +503,12 @@ class XStream(tweepy.StreamingClient):
         fallback = self._clear_stale_connections()
         if fallback is None:
             return  # paused: reconnecting in STALE_RECONNECT s
-        text = f"{state.reason} ({said}): {fallback}; retrying with tweepy's backoff"
+        wait = self._tweepy_wait(429)
+        self.metrics.set("next_attempt_at", iso_in(wait))
+        text = (
+            f"{state.reason} ({said}): {fallback}; next attempt in {wait:.0f} s (tweepy's 429 "
+            "backoff, 60 s doubling to 320 s)"
+        )
         self.health.report("stream", state.health, text, degraded_after=0.0)
         self.warnings.warning("account-too-many-connections", "stream refused: %s", text)
 
@@ -465,7 +523,10 @@ class XStream(tweepy.StreamingClient):
                 "set it to true so the collector ends stale connections"
             )
         if self._connections_api_problem:
-            return f"X's Connections API is not available: {self._connections_api_problem}"
+            return (
+                f"X's Connections API is not available: {self._connections_api_problem}; "
+                f"{WAIT_FOR_X}"
+            )
         now = self.clock()
         if (
             self._stale_cleared_at is not None
@@ -481,7 +542,7 @@ class XStream(tweepy.StreamingClient):
             ended = end_stale_connections(self.cfg, self.token)
         except XNotAvailable as exc:
             self._connections_api_problem = str(exc)
-            return f"X's Connections API is not available to this project: {exc}"
+            return f"X's Connections API is not available to this project: {exc}; {WAIT_FOR_X}"
         except XRequestError as exc:
             return f"X's Connections API failed: {exc}"
         if not ended:
@@ -492,11 +553,12 @@ class XStream(tweepy.StreamingClient):
             kind,
             ", ".join(c.line() for c in ended),
         )
+        # Degraded, not failing: the reconnect follows in seconds (a state that heals itself).
         self.health.report(
             "stream",
-            FAILING,
-            f"X refused the connection (TooManyConnections): ended {len(ended)} stale "
-            "connection(s) through X's Connections API; reconnecting",
+            DEGRADED,
+            f"{STALE_ENDED_REASON.format(count=len(ended))}; reconnecting in "
+            f"{STALE_RECONNECT:.0f} s",
             degraded_after=0.0,
         )
         self._pause(STALE_RECONNECT)
@@ -507,6 +569,7 @@ class XStream(tweepy.StreamingClient):
         account-level refusal, until stopped or the reader ends for another reason."""
         while True:
             self.resume_in = None
+            self._http_wait = 0.0  # tweepy's connection loop starts its backoff afresh
             connect()
             wait = self.resume_in
             if wait is None or self.stopping or self.fatal:

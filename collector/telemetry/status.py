@@ -5,6 +5,10 @@ status.json fields (a contract for `collector status`, the report and operators)
     health (healthy|degraded|failing), health_reason (null when healthy; see telemetry.health),
     connection (connecting|connected|disconnected), connection_since (ISO), stream_url,
     x_api_version (X's `api-version` header of the last stream answer),
+    x_account_state (X's account-level refusal in force: credits_depleted, spending_limit,
+    monthly_cap, too_many_connections; null otherwise: collector.source.account),
+    next_attempt_at (ISO: when the stream reader connects next while not connected; null once
+    connected),
     posts_received, posts_per_second, bytes_received, error_messages, quarantined_lines,
     reconnects, connects, keep_alives, http_errors, files_sealed, records_sealed,
     spool_write_errors, dropped_after_close, files_compressed, compress_errors, files_uploaded,
@@ -212,6 +216,8 @@ class StatusReporter:
             "connection": values.get("connection", "connecting"),
             "stream_url": values.get("stream_url"),
             "x_api_version": values.get("x_api_version"),
+            "x_account_state": values.get("x_account_state"),
+            "next_attempt_at": values.get("next_attempt_at"),
             "posts_per_second": round(self._rate, 1),
         }
         status["health"], status["health_reason"] = self.health.state()

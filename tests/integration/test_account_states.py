@@ -157,7 +157,11 @@ def test_without_the_connections_api_the_reason_says_so_and_tweepy_backs_off(
         reason = reader.health.state()[1]
         assert "TooManyConnections" in reason
         assert "X's Connections API is not available to this project" in reason
-        assert "HTTP 404" in reason and "retrying with tweepy's backoff" in reason
+        assert "HTTP 404" in reason and "nothing to do but wait" in reason
+        assert "next attempt in 60 s (tweepy's 429 backoff" in reason
+        at = datetime.fromisoformat(reader.stream.metrics.snapshot()["next_attempt_at"][:-1])
+        assert 55 <= (at.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds() <= 61
+        assert reader.stream.metrics.snapshot()["x_account_state"] == "too_many_connections"
         time.sleep(2)
         assert x_server.connections == 1  # tweepy's 429 backoff starts at 60 s
 
@@ -273,3 +277,100 @@ def test_the_progress_line_is_not_repeated_while_nothing_changes(
     assert len(lines) == 3, lines  # three unchanged calls log once
     assert lines[0].startswith("progress: 0 posts")
     assert all(line.startswith("progress: 5 posts") for line in lines[1:])
+
+
+# Gap repair after an account refusal -------------------------------------------------------
+
+
+def test_a_span_x_refused_for_credits_is_not_bought_back_after_the_top_up(
+    tmp_path, x_server, s3, aws_env
+) -> None:
+    """Credits depleted, then topped up (and the collector restarted): the refused span is not
+    searched again (that would bill the whole span at once); status, the event and the log
+    say so and give the command that repairs it by hand. Status names the state and the next
+    attempt while X refuses."""
+    s3.create_bucket(Bucket=BUCKET)
+    x_server.refuse_streams(402, "CreditsDepleted")
+    config = write_config(
+        tmp_path, x_server.url, s3_endpoint=aws_env.url, x_extra="repair_margin_seconds = 1"
+    )
+    first = CollectorProcess(config)
+    try:
+        status = wait_until(
+            lambda: (s := status_of(config)[1]).get("x_account_state") == "credits_depleted" and s,
+            10,
+            0.2,
+        )
+        next_at = datetime.fromisoformat(status["next_attempt_at"].replace("Z", "+00:00"))
+        assert 290 <= (next_at - datetime.now(UTC)).total_seconds() <= 301
+    finally:
+        assert first.stop() == 0, first.log
+    x_server.refuse_streams(None)  # topped up
+    second = CollectorProcess(config)
+    try:
+        status = wait_until(
+            lambda: "not repaired" in ((s := status_of(config)[1]).get("repair_last") or "") and s,
+            20,
+            0.3,
+        )
+        assert status["x_account_state"] is None and status["next_attempt_at"] is None
+    finally:
+        assert second.stop() == 0, second.log
+    assert (
+        "not repaired: X refused for credits_depleted; repair by hand with `collector "
+        in (status["repair_last"])
+    )
+    assert "`collector repair --from " in status["repair_last"]
+    assert x_server.stats()["search_requests"] == 0
+    assert status["repair_posts_fetched"] == 0
+    events = []
+    for key, body in s3_objects(s3, events=True).items():
+        path = tmp_path / "events" / key.rsplit("/", 1)[1]
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(body)
+        events.append(path)
+    (failed,) = [e for e in read_events(events)[0] if e.event == "repair_failed"]
+    assert failed.cause.startswith("X refused for credits_depleted; repair by hand with ")
+    assert failed.detail["method"] == "none" and failed.detail["posts"] == 0
+
+
+def test_only_refusals_for_money_leave_the_span_to_a_repair_by_hand() -> None:
+    by_hand = {s.name for s in ACCOUNT_STATES.values() if not s.repaired_automatically}
+    assert by_hand == {"credits_depleted", "spending_limit", "monthly_cap"}
+
+
+def test_a_cleared_stale_connection_is_degraded_not_failing_and_says_what_the_docs_say(
+    tmp_path: Path, x_server: FakeXServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    x_server.control({"connection_limit": 1, "stale_connection": 600})
+    caplog.set_level(logging.INFO)
+    seen: list[tuple[str, str | None]] = []
+    with Reader(tmp_path, x_server) as reader:
+        wait_until(lambda: seen.append(reader.health.state()) or reader.posts() >= 5, 15, 0.05)
+    states = {state for state, _ in seen}
+    assert FAILING not in states, seen
+    reasons = {reason for _, reason in seen if reason}
+    assert any(
+        r.startswith(
+            "X refused the connection (TooManyConnections): ended 1 stale connection(s) "
+            "through X's Connections API"
+        )
+        for r in reasons
+    ), reasons
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    docs = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    assert "X refused the connection (TooManyConnections): ended 1 stale connection(s)" in docs
+
+
+def test_tweepys_copy_of_xs_answer_is_not_logged(
+    tmp_path: Path, x_server: FakeXServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One line per refusal: the collector's, not also tweepy's `HTTP error response text`."""
+    x_server.control({"connection_limit": 1, "stale_connection": 600, "connections_api": 404})
+    caplog.set_level(logging.INFO)
+    with Reader(tmp_path, x_server) as reader:
+        wait_until(lambda: reader.health.state()[0] == FAILING, 5)
+        time.sleep(0.5)
+    assert not [r for r in caplog.records if r.name.startswith("tweepy")]
+    refusals = [r for r in caplog.records if "stream refused" in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in refusals]
