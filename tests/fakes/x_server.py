@@ -108,7 +108,7 @@ once). The stream records what it writes; any endpoint that returns posts calls
 CLI (used by the sandbox and `make bench`):
     python -m tests.fakes.x_server --host 127.0.0.1 --port P --token-file F [--rate R] [--count N]
         [--rule VALUE ...]   (rules live from the start, so a plain client may connect at once)
-        [--note-share S] [--renamed-fields]
+        [--note-share S] [--renamed-fields] [--seed N]   (--help says what each does)
 """
 
 from __future__ import annotations
