@@ -123,6 +123,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             report(False, "X API auth", str(exc))
         else:
             _check_rules(cfg, token, report)
+            _check_account(cfg, token, report)
     report(*_check_s3(cfg))
     return 0 if failures == 0 else 1
 
@@ -142,6 +143,62 @@ def _check_rules(cfg: Config, token: str, report) -> None:
         report(False, "X rule", f"x.rules {refusal.line()}")
     if not refused:
         report(True, "X rules", f"X accepts all {len(accepted)} rule(s) (dry run)")
+
+
+def _check_account(cfg: Config, token: str, report) -> None:
+    """Whether X would refuse the stream for an account reason, asked without opening it:
+    the monthly cap (GET /2/usage/tweets: project_usage >= project_cap) and the pay-per-use
+    balance (GET /2/usage/credits, when X answers it). Neither request is billed
+    (collector.source.usage). A request X refuses is a WARN line: it proves nothing either way."""
+    from datetime import UTC, datetime
+
+    from collector.errors import XRequestError
+    from collector.source.account import ACCOUNT_STATES
+    from collector.source.usage import credits, post_usage
+
+    try:
+        usage = post_usage(cfg, token, days=1)
+    except XRequestError as exc:
+        print(f"WARN  X monthly cap: not checked ({exc})", flush=True)
+    else:
+        used, cap = usage.project_usage, usage.project_cap
+        day = usage.cap_resets_on(datetime.now(UTC).date())
+        lifts = f"lifts on {day.isoformat()}" if day else "lifts when the billing cycle resets"
+        if used is not None and cap:
+            state = ACCOUNT_STATES["usage-cap"]
+            if used >= cap:
+                report(
+                    False,
+                    "X monthly cap",
+                    f"{state.reason} ({used:,} of {cap:,} posts this billing cycle; {lifts}): X "
+                    "refuses the stream with 429 UsageCapExceeded, nothing is collected; wait, "
+                    "narrow the rules for the next cycle, or ask X for Enterprise access",
+                )
+            else:
+                report(
+                    True,
+                    "X monthly cap",
+                    f"{used:,} of {cap:,} posts used this billing cycle "
+                    f"({100 * used / cap:.1f} %; the cap resets on {day or '?'})",
+                )
+    try:
+        balance = credits(cfg, token)
+    except XRequestError as exc:
+        print(f"WARN  X credits: not checked ({exc})", flush=True)
+        return
+    if balance is None or balance.total_balance is None:
+        print("WARN  X credits: X does not show this project's balance (GET /2/usage/credits "
+              "answered 404); a spent balance shows as 402 on the stream", flush=True)  # fmt: skip
+    elif balance.total_balance <= 0:
+        state = ACCOUNT_STATES["credits"]
+        report(
+            False,
+            "X credits",
+            f"{state.reason}: balance ${balance.total_balance}; X refuses the stream with 402 "
+            "until you add credits or enable auto-recharge in the X Developer Console",
+        )
+    else:
+        report(True, "X credits", f"balance ${balance.total_balance}")
 
 
 def _check_s3(cfg: Config) -> tuple[bool, str, str]:

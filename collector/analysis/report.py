@@ -686,8 +686,12 @@ def _cost_section(days: list[tuple[date, int]], usd_per_post: float, status: dic
             f"(${status.get('spend_usd_today', 0):,.2f}), "
             f"${status.get('spend_usd_cycle', 0):,.2f} this billing cycle (since "
             f"{html.escape(str(status.get('billing_cycle_start')))}), "
-            f"${status.get('spend_usd_cycle_forecast', 0):,.2f} forecast at the cycle's end; "
-            f"budget: {html.escape(', '.join(limits) or 'none')}.</p>"
+            + (
+                f"${status['spend_usd_cycle_forecast']:,.2f} forecast at the cycle's end; "
+                if status.get("spend_usd_cycle_forecast") is not None
+                else f"{html.escape(str(status.get('spend_forecast_note') or 'no forecast'))}; "
+            )
+            + f"budget: {html.escape(', '.join(limits) or 'none')}.</p>"
         )
     return "".join(parts)
 

@@ -482,8 +482,6 @@ class XStream(tweepy.StreamingClient):
 
     def _lift_day(self) -> str:
         """When the billing cycle resets, from X's GET /2/usage/tweets cap_reset_day."""
-        from datetime import UTC, datetime
-
         from collector.source.usage import post_usage
 
         if self.cfg is None:
@@ -492,6 +490,9 @@ class XStream(tweepy.StreamingClient):
             usage = post_usage(self.cfg, self.token, days=1)
         except XRequestError as exc:
             return f"lifts when the billing cycle resets (cap_reset_day unknown: {exc})"
+        # X's own count: status shows the cap's use from it (collector.telemetry.status)
+        self.metrics.set("x_project_usage", usage.project_usage)
+        self.metrics.set("x_project_cap", usage.project_cap)
         day = usage.cap_resets_on(datetime.now(UTC).date())
         if day is None:
             return "lifts when the billing cycle resets"

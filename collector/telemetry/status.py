@@ -19,7 +19,8 @@ status.json fields (a contract for `collector status`, the report and operators)
     cloudwatch_last_error;
     the spend figures (collector.telemetry.ledger.BillingLedger.figures): billable_posts_today,
     billable_posts_cycle, spend_usd_today, spend_usd_cycle, spend_usd_last_hour,
-    spend_usd_cycle_forecast, billing_cycle_start, monthly_cap_used_percent, budget {posts_per_day,
+    spend_usd_cycle_forecast (null while X refuses for money: spend_forecast_note says so),
+    billing_cycle_start, monthly_cap_used_percent (X's own count when known), budget {posts_per_day,
     usd_per_month, usd_per_post, billing_cycle_day, on_exhausted, remaining_posts_today};
     connection is "paused" while the budget holds the stream closed;
     the last `collector compliance` run ({spool.dir}/compliance/last_run.json, compliance_fields):
@@ -239,6 +240,7 @@ class StatusReporter:
             status[name] = values.get(name)
         if self.ledger is not None:
             status.update(self.ledger.figures())
+            status.update(refusal_figures(status, values))
         status.update(compliance_fields(self.dirs.root, self.started_at, time.time()))
         # An error from before the last recovery is history, not the present: a healthy status
         # shows it as resolved_error, never as a current last_error.
@@ -456,6 +458,38 @@ def read_status(dirs: SpoolDirs) -> dict | None:
     return None
 
 
+# x_account_state values in which X refuses the stream for money: nothing is collected or billed
+REFUSED_FOR_MONEY = ("credits_depleted", "spending_limit", "monthly_cap")
+
+
+def refusal_figures(status: dict, values: dict) -> dict:
+    """The spend figures that change while X refuses for an account reason: the cap's use
+    from X's own count (GET /2/usage/tweets, read at each refusal) when known, 100 % when X
+    says the cap is reached; no forecast while nothing is collected (its reason instead)."""
+    figures: dict = {"spend_forecast_note": None}
+    usage, cap = values.get("x_project_usage"), values.get("x_project_cap")
+    state = status.get("x_account_state")
+    if usage is not None and cap:
+        figures["monthly_cap_used_percent"] = round(100.0 * usage / cap, 2)
+    elif state == "monthly_cap":
+        figures["monthly_cap_used_percent"] = 100.0
+    if state in REFUSED_FOR_MONEY:
+        figures["spend_usd_cycle_forecast"] = None
+        figures["spend_forecast_note"] = (
+            f"no forecast: X refuses the stream ({state}); nothing is collected or billed "
+            "until it accepts"
+        )
+    return figures
+
+
+def forecast_text(status: dict) -> str:
+    """`forecast $150.00 at its end`, or why there is none."""
+    forecast = status.get("spend_usd_cycle_forecast")
+    if forecast is None:
+        return status.get("spend_forecast_note") or "no forecast"
+    return f"forecast ${forecast:,.2f} at its end"
+
+
 def spend_line(status: dict) -> str | None:
     """One line of what X bills, from the ledger's figures in status.json (None without them):
     `spend: 1,000 billable posts today ($5.00); $5.00 this billing cycle (since 2026-12-01),
@@ -473,8 +507,8 @@ def spend_line(status: dict) -> str | None:
     return (
         f"spend: {status.get('billable_posts_today', 0):,} billable posts today "
         f"(${status.get('spend_usd_today', 0):,.2f}); ${status.get('spend_usd_cycle', 0):,.2f} "
-        f"this billing cycle (since {status.get('billing_cycle_start')}), forecast "
-        f"${status.get('spend_usd_cycle_forecast', 0):,.2f} at its end; "
+        f"this billing cycle (since {status.get('billing_cycle_start')}), "
+        f"{forecast_text(status)}; "
         f"budget {limit or 'none'}"
     )
 

@@ -374,3 +374,53 @@ def test_tweepys_copy_of_xs_answer_is_not_logged(
     assert not [r for r in caplog.records if r.name.startswith("tweepy")]
     refusals = [r for r in caplog.records if "stream refused" in r.getMessage()]
     assert len(refusals) == 1, [r.getMessage() for r in refusals]
+
+
+def test_check_asks_x_for_the_cap_and_the_balance_and_fails_when_x_would_refuse(
+    tmp_path, x_server, s3, aws_env
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url, s3_endpoint=aws_env.url)
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok    X monthly cap: 0 of 3,000,000 posts used this billing cycle" in result.stdout
+    assert "ok    X credits: balance $25.0" in result.stdout
+    x_server.control(
+        {"usage_cap": 10, "usage_credits": {"total_balance": -0.02, "prepaid_balance": -0.02}}
+    )
+    x_server.record_delivered([str(n) for n in range(10)])
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1, result.stdout
+    lines = result.stdout.splitlines()
+    (cap,) = [line for line in lines if line.startswith("FAIL  X monthly cap: ")]
+    assert cap.startswith("FAIL  X monthly cap: X monthly cap reached (10 of 10 posts this")
+    assert "refuses the stream with 429 UsageCapExceeded" in cap
+    (balance,) = [line for line in lines if line.startswith("FAIL  X credits: ")]
+    assert "X credits depleted (pay-per-use balance): balance $-0.02" in balance
+    assert "add credits or enable auto-recharge" in balance
+    x_server.control({"usage_credits": None})
+    result = run_cli("check", "--config", str(config))
+    assert "WARN  X credits: X does not show this project's balance" in result.stdout
+
+
+def test_while_capped_status_shows_xs_count_and_no_forecast(tmp_path, x_server, s3) -> None:
+    """No `monthly_cap_used_percent 0.0` beside `monthly cap reached`, no forecast as if
+    collecting while X refuses."""
+    s3.create_bucket(Bucket=BUCKET)
+    x_server.control({"usage_cap": 40, "refuse_streams": [429, "UsageCapExceeded"]})
+    x_server.record_delivered([str(n) for n in range(40)])  # another app of the project
+    config = write_config(tmp_path, x_server.url)
+    collector = CollectorProcess(config)
+    try:
+        status = wait_until(
+            lambda: (s := status_of(config)[1]).get("x_account_state") == "monthly_cap" and s,
+            15,
+            0.2,
+        )
+        text = run_cli("status", "--config", str(config)).stdout
+    finally:
+        assert collector.stop() == 0, collector.log
+    assert status["monthly_cap_used_percent"] == 100.0
+    assert status["spend_usd_cycle_forecast"] is None
+    assert status["spend_forecast_note"].startswith("no forecast: X refuses the stream (monthly")
+    assert "this billing cycle (since " in text and "), no forecast: X refuses the stream" in text

@@ -94,6 +94,8 @@ def test_check_prints_one_line_per_check(tmp_path: Path, x_server: FakeXServer, 
         "ok    bearer token",
         "ok    X API auth",
         "ok    X rules",
+        "ok    X monthly cap",
+        "ok    X credits",
         "ok    S3 bucket",
     ]
     bad = run_cli("check", "--config", str(config), env={"X_BEARER_TOKEN": "nope-nope"})
