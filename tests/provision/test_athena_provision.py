@@ -14,11 +14,15 @@ import pytest
 from collector.analysis import loader
 from tests.conftest import REPO
 
-PLAY = """
+PLAY = f"""
 - name: Athena table only
   hosts: localhost
   connection: local
   gather_facts: false
+  vars_files:
+    - {REPO}/playbooks/vars/aws.yml
+  module_defaults:
+    twittersnake_glue_table: "{{{{ aws_connection }}}}"
   roles:
     - role: athena
 """

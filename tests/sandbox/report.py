@@ -41,7 +41,7 @@ def program_state(world: Sandbox, program: str = "twittersnake") -> str:
 def report(world: Sandbox, wait: float = 90) -> int:
     """Waits (up to `wait` s) until the collector is RUNNING and an object is in the bucket."""
     deadline = time.monotonic() + wait
-    # RUNNING: up for supervisor_startsecs without exiting (STARTING before that).
+    # RUNNING: up for collector_startsecs without exiting (STARTING before that).
     while program_state(world) != "RUNNING" and time.monotonic() < deadline:
         time.sleep(0.5)
     status = world.ssh("sudo -n supervisorctl status", check=False)

@@ -110,11 +110,11 @@ def test_the_roles_choices_and_default_equal_the_table() -> None:
 
 
 def test_the_preflight_filter_applies_the_level_in_inventory_words() -> None:
-    sys.path.insert(0, str(REPO / "roles/preflight/filter_plugins"))
+    sys.path.insert(0, str(REPO / "roles/_common/filter_plugins"))
     try:
         from twittersnake import rules_problem_lines
     finally:
-        sys.path.remove(str(REPO / "roles/preflight/filter_plugins"))
+        sys.path.remove(str(REPO / "roles/_common/filter_plugins"))
     rules = [{"value": "e" * 1030, "tag": "long"}]
     (line,) = rules_problem_lines(rules, "filter", 0, "pay-per-use")
     assert "over 1024" in line and "collector_x_access_level = pay-per-use" in line
