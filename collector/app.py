@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from collector.config import Config
+from collector.config import Config, ConfigError, load_config
 from collector.errors import EX_CONFIG, EX_OK, EX_SOFTWARE, Fatal, SpoolLocked
 from collector.source.budget import BudgetGuard
 from collector.source.fields import describe
@@ -97,6 +97,43 @@ def _report_refused(health: Health, refused: list[Refusal]) -> None:
     health.report("rules", DEGRADED, "; ".join(parts))
 
 
+class ConfigFileWatch:
+    """The config file as the rules check re-reads it: once it no longer loads (an edit to a
+    running collector, e.g. a rule over the length limit), one WARNING and degraded health
+    naming the file's problem; cleared when the file loads again. The running
+    collector keeps the configuration it loaded at start (a restart would exit 78)."""
+
+    def __init__(self, cfg: Config, health: Health) -> None:
+        self.cfg = cfg
+        self.health = health
+        self.problem: str | None = None
+
+    def check(self) -> None:
+        if self.cfg.path is None:
+            return
+        try:
+            load_config(self.cfg.path)
+        except ConfigError as exc:
+            problem = str(exc)
+        except OSError as exc:
+            problem = f"{self.cfg.path}: cannot read ({exc})"
+        else:
+            problem = None
+        if problem == self.problem:
+            return
+        self.problem = problem
+        if problem is None:
+            log.info("config file %s is valid again", self.cfg.path)
+            self.health.clear("config")
+            return
+        reason = (
+            f"config file now invalid: {problem}; running with the configuration loaded at "
+            "start (a restart would stop with exit 78: fix the file first)"
+        )
+        log.warning("%s", reason)
+        self.health.report("config", DEGRADED, reason)
+
+
 def _watch_live_rules(
     cfg: Config, token: str, health: Health, refused: list[Refusal], stop: threading.Event
 ) -> None:
@@ -104,12 +141,15 @@ def _watch_live_rules(
     without a restart) every x.rules_check_seconds, every RULES_RECHECK seconds while a
     configured rule is not live: degraded naming each such rule, cleared once all are live."""
 
+    config_file = ConfigFileWatch(cfg, health)
+
     def loop() -> None:
         missing = refused
         verdicts: dict = {(r.value, r.tag): r for r in refused}  # X's dry-run answers so far
         while not stop.wait(
             min(RULES_RECHECK, cfg.x.rules_check_seconds) if missing else cfg.x.rules_check_seconds
         ):
+            config_file.check()
             try:
                 missing = RulesClient(cfg, token).not_live(verdicts)
             except RulesError as exc:

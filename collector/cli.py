@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from collector.config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_bearer_token
 from collector.errors import EX_CONFIG
@@ -213,21 +214,40 @@ def _check_s3(cfg: Config) -> tuple[bool, str, str]:
     return True, "S3 bucket", f"s3://{cfg.s3.bucket}/{cfg.s3.prefix} reachable{key}"
 
 
+def _spool_dir_of_invalid_config(path: str) -> Path | None:
+    """spool.dir of a config file that parses as TOML but fails validation (else None)."""
+    import tomllib
+
+    from collector.config import SpoolConfig
+
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    spool = data.get("spool") if isinstance(data.get("spool"), dict) else {}
+    value = spool.get("dir", str(SpoolConfig.dir))
+    return Path(value) if isinstance(value, str) and value else None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from collector.telemetry import status
 
     try:
-        cfg = load_config(args.config)
+        spool_dir = load_config(args.config).spool.dir
     except ConfigError as exc:
-        return _fail(str(exc))
+        # An invalid edit of a running collector's file: its status is still worth reading.
+        spool_dir = _spool_dir_of_invalid_config(args.config)
+        if spool_dir is None:
+            return _fail(str(exc))
+        print(f"config: {exc} (status read from {spool_dir})", file=sys.stderr, flush=True)
     try:
-        current = status.read_status(SpoolDirs(cfg.spool.dir))
+        current = status.read_status(SpoolDirs(spool_dir))
     except OSError as exc:
         return _fail(f"cannot read {exc.filename}: {exc.strerror}", 4)
     code, verdict = status.assess(current, disconnected_limit=args.max_disconnected)
     from collector.analysis.compliance import read_last_run
 
-    last_run = read_last_run(cfg.spool.dir)
+    last_run = read_last_run(spool_dir)
     code, verdict = status.assess_compliance(code, verdict, last_run)
     if current is not None and last_run is not None:
         current = {**current, "compliance_last_run": status.compliance_summary(last_run)}
