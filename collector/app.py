@@ -27,7 +27,7 @@ from collector.spool.writer import Quarantine, SpoolWriter, recover_open_files
 from collector.telemetry.events import EventLog
 from collector.telemetry.health import DEGRADED, Health
 from collector.telemetry.ledger import BillingLedger
-from collector.telemetry.metrics import Metrics
+from collector.telemetry.metrics import LAST_ERROR, Metrics
 from collector.telemetry.status import StatusReporter, UploadAgeWatch, record_exit
 
 if TYPE_CHECKING:  # loaded in run(), when needed
@@ -53,12 +53,12 @@ def _check_bucket(shipper, metrics: Metrics, health: Health, grace: float) -> No
     except S3AccessDenied as exc:
         # A policy can be fixed while we run: retried like an outage, but named as what it is.
         log.error("S3 refuses the collector's credentials at start, uploads will retry: %s", exc)
-        metrics.set("last_error", str(exc))
+        metrics.set(LAST_ERROR, str(exc))
         health.report("s3", DEGRADED, f"S3 bucket check refused: {exc}", failing_after=grace)
     except S3Unavailable as exc:
         # S3 trouble at start is retried like any later outage; only a missing bucket is fatal.
         log.warning("S3 not reachable at start, uploads will retry: %s", exc)
-        metrics.set("last_error", str(exc))
+        metrics.set(LAST_ERROR, str(exc))
         health.report("s3", DEGRADED, f"S3 bucket check failed: {exc}", failing_after=grace)
 
 

@@ -44,6 +44,17 @@ from collector.spool.compress import (
 from collector.spool.layout import SpoolDirs, fsync_dir
 from collector.spool.stages import RETRY_BASE, RETRY_CAP, Stage, StageRunner
 from collector.telemetry.lograte import RepeatedWarnings
+from collector.telemetry.metrics import (
+    BYTES_UPLOADED,
+    COMPRESS_ERRORS,
+    FILES_COMPRESSED,
+    FILES_UPLOADED,
+    LAST_ERROR,
+    LAST_UPLOAD_AT,
+    LAST_UPLOAD_KEY,
+    PENDING_FILES,
+    UPLOAD_ERRORS,
+)
 from collector.telemetry.redact import SECRETS
 
 __all__ = ["BucketMissing", "S3AccessDenied", "S3Unavailable", "Shipper", "make_client"]
@@ -131,7 +142,7 @@ class Shipper:
         if not self.runner.threads:
             self.start()
         remaining = self.runner.drain(deadline_monotonic)
-        self.metrics.set("pending_files", remaining)
+        self.metrics.set(PENDING_FILES, remaining)
         return remaining
 
     def stop(self) -> None:
@@ -145,10 +156,10 @@ class Shipper:
     # -- helpers -------------------------------------------------------------------------
 
     def _refresh_pending(self) -> None:
-        self.metrics.set("pending_files", self.pending())
+        self.metrics.set(PENDING_FILES, self.pending())
 
     def _error(self, message: str) -> None:
-        self.metrics.set("last_error", " ".join(message.split())[:500])
+        self.metrics.set(LAST_ERROR, " ".join(message.split())[:500])
 
     # -- compression ---------------------------------------------------------------------
 
@@ -161,7 +172,7 @@ class Shipper:
                 raise
             self._ship_from_memory(sealed, exc)
             return None
-        self.metrics.incr("files_compressed")
+        self.metrics.incr(FILES_COMPRESSED)
         self._refresh_pending()
         return ready.name
 
@@ -180,7 +191,7 @@ class Shipper:
             outcome = self.sink.deliver_bytes(name, data, sha256)
         sealed.unlink(missing_ok=True)
         fsync_dir(self.dirs.sealed)
-        self.metrics.incr("files_compressed")
+        self.metrics.incr(FILES_COMPRESSED)
         self._uploaded(outcome, sealed.name)
 
     def _compress_failed(self, name: str, exc: BaseException, delay: float, held: bool) -> None:
@@ -192,7 +203,7 @@ class Shipper:
         message = f"compressing {name} failed, retrying in {delay:.1f} s: {SECRETS.one_line(exc)}"
         log.error("%s", message)
         self._error(message)
-        self.metrics.incr("compress_errors")
+        self.metrics.incr(COMPRESS_ERRORS)
 
     # -- upload --------------------------------------------------------------------------
 
@@ -205,19 +216,19 @@ class Shipper:
         self._uploaded(outcome, name)
 
     def _uploaded(self, outcome, name: str) -> None:
-        self.metrics.incr("files_uploaded")
+        self.metrics.incr(FILES_UPLOADED)
         if self._warned:  # S3 takes uploads again: the next refusal is news, logged at once
             self._warned = False
             self.warnings.reset_all()
         if outcome.result == "created":
-            self.metrics.incr("bytes_uploaded", outcome.size)
-        self.metrics.set("last_upload_key", outcome.key)
-        self.metrics.set("last_upload_at", datetime.now(UTC).isoformat(timespec="seconds"))
+            self.metrics.incr(BYTES_UPLOADED, outcome.size)
+        self.metrics.set(LAST_UPLOAD_KEY, outcome.key)
+        self.metrics.set(LAST_UPLOAD_AT, datetime.now(UTC).isoformat(timespec="seconds"))
         self._refresh_pending()
         log.debug("uploaded %s (%d bytes) to %s", name, outcome.size, self.sink.where(outcome.key))
 
     def _upload_failed(self, name: str, exc: BaseException, delay: float, held: bool) -> None:
-        self.metrics.incr("upload_errors")
+        self.metrics.incr(UPLOAD_ERRORS)
         if isinstance(exc, ChecksumConflict):
             log.error("%s", exc)
             self._error(str(exc))

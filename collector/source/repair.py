@@ -63,7 +63,13 @@ from collector.source.stream import BACKFILL_MINUTES, TWEEPY_HOST, _Redirect
 from collector.spool.layout import SpoolDirs, atomic_write, repair_file_name
 from collector.spool.writer import DATA, Quarantine, SeqState, classify
 from collector.telemetry.health import x_problem_reason
-from collector.telemetry.metrics import Metrics
+from collector.telemetry.metrics import (
+    REPAIR_LAST,
+    REPAIR_NOT_REPAIRABLE,
+    REPAIR_PENDING,
+    REPAIR_POSTS_FETCHED,
+    Metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +464,7 @@ class Repairer:
             if reason:
                 named.append(f"{tag}: {reason}")
                 log.warning("repair: rule %r (tag %s) is not repairable: %s", value, tag, reason)
-        self.metrics.set("repair_not_repairable", named or None)
+        self.metrics.set(REPAIR_NOT_REPAIRABLE, named or None)
 
     def refused(self, span: Span) -> RepairResult:
         """A span X refused for an account reason: not repaired automatically (a repair is
@@ -644,7 +650,7 @@ class Repairer:
                 result.posts += len(found)
 
     def _bill(self, ids: list[str]) -> None:
-        self.metrics.incr("repair_posts_fetched", len(ids))
+        self.metrics.incr(REPAIR_POSTS_FETCHED, len(ids))
         if self.ledger is not None and ids:
             self.ledger.add(ids)
             spent = self._spent()
@@ -652,9 +658,9 @@ class Repairer:
                 raise RepairFailed(f"the budget is spent ({spent}); the rest of the span waits")
 
     def _finish(self, result: RepairResult) -> None:
-        self.metrics.set("repair_last", result.summary())
+        self.metrics.set(REPAIR_LAST, result.summary())
         self.metrics.set(
-            "repair_not_repairable",
+            REPAIR_NOT_REPAIRABLE,
             [f"{r['rule']}: {r['reason']}" for r in result.not_repairable] or None,
         )
         if result.failed:
@@ -758,7 +764,7 @@ class Repairs:
 
     def _publish(self) -> None:
         if self.metrics is not None:
-            self.metrics.set("repair_pending", len(self.pending))
+            self.metrics.set(REPAIR_PENDING, len(self.pending))
 
     def heartbeat(self) -> None:
         with self._lock:

@@ -34,7 +34,23 @@ from collector.source.account import ACCOUNT_STATES, AccountState, account_state
 from collector.spool.writer import LineBatch
 from collector.telemetry.health import DEGRADED, FAILING, Health, x_problem_reason
 from collector.telemetry.lograte import RepeatedWarnings
-from collector.telemetry.metrics import Metrics
+from collector.telemetry.metrics import (
+    CONNECTION,
+    CONNECTION_SINCE,
+    CONNECTS,
+    HTTP_ERRORS,
+    KEEP_ALIVES,
+    LAST_ERROR,
+    LAST_STREAM_ERROR,
+    NEXT_ATTEMPT_AT,
+    RECONNECTS,
+    STREAM_URL,
+    X_ACCOUNT_STATE,
+    X_API_VERSION,
+    X_PROJECT_CAP,
+    X_PROJECT_USAGE,
+    Metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +265,8 @@ class XStream(tweepy.StreamingClient):
         self._last_data: object = None  # what on_data got last (X's reason before a close)
         self.warnings = RepeatedWarnings(log)
         self.session.hooks["response"].append(self._remember_problem)
-        self.metrics.set("connection", "connecting")
-        self.metrics.set("connection_since", time.time())
+        self.metrics.set(CONNECTION, "connecting")
+        self.metrics.set(CONNECTION_SINCE, time.time())
 
     def _remember_problem(self, response, *args, **kwargs):
         """Keep X's problem JSON of a refused stream connection (tweepy passes only the code)."""
@@ -258,7 +274,7 @@ class XStream(tweepy.StreamingClient):
         version = response.headers.get("api-version")
         if version and "/stream" in url and "/rules" not in url:
             self.api_version = version
-            self.metrics.set("x_api_version", version)
+            self.metrics.set(X_API_VERSION, version)
         if response.status_code >= 400 and "/stream" in url and "/rules" not in url:
             try:
                 problem = response.json()
@@ -290,7 +306,7 @@ class XStream(tweepy.StreamingClient):
         return errors[0] if errors and isinstance(errors[0], dict) else None
 
     def on_keep_alive(self) -> None:
-        self.metrics.incr("keep_alives")
+        self.metrics.incr(KEEP_ALIVES)
 
     def on_connect(self) -> None:
         self._connected_at = self.clock()
@@ -303,9 +319,9 @@ class XStream(tweepy.StreamingClient):
             log.info("stream connected to %s", self.metrics.snapshot().get("stream_url", "X"))
         self.connected.set()
         self._http_wait = 0.0
-        self.metrics.set("x_account_state", None)
-        self.metrics.set("next_attempt_at", None)
-        self.metrics.incr("connects")
+        self.metrics.set(X_ACCOUNT_STATE, None)
+        self.metrics.set(NEXT_ATTEMPT_AT, None)
+        self.metrics.incr(CONNECTS)
         self._set_state("connected")
 
     def _connection_lasted(self, generation: int) -> None:
@@ -318,8 +334,8 @@ class XStream(tweepy.StreamingClient):
 
     def _set_state(self, state: str, cause: str | None = None) -> None:
         if self.metrics.snapshot().get("connection") != state:
-            self.metrics.set("connection", state)
-            self.metrics.set("connection_since", time.time())
+            self.metrics.set(CONNECTION, state)
+            self.metrics.set(CONNECTION_SINCE, time.time())
             if self.on_event is not None:
                 self.on_event(state, cause)
 
@@ -334,8 +350,8 @@ class XStream(tweepy.StreamingClient):
         disconnected, not connected, once the collector has stopped. No event: the `stop`
         event says why. A pause stays `paused` (the budget closed it, and says so)."""
         if self.metrics.snapshot().get("connection") in ("connected", "connecting"):
-            self.metrics.set("connection", "disconnected")
-            self.metrics.set("connection_since", time.time())
+            self.metrics.set(CONNECTION, "disconnected")
+            self.metrics.set(CONNECTION_SINCE, time.time())
 
     def pause(self, reason: str) -> None:
         """Close the connection on purpose (the budget is spent): no reconnect until resume()."""
@@ -371,7 +387,7 @@ class XStream(tweepy.StreamingClient):
         self.warnings.warning(
             "closed", "stream: %s; next connection in %.0f s (attempt %d)", reason, delay, attempt
         )
-        self.metrics.set("next_attempt_at", iso_in(delay))
+        self.metrics.set(NEXT_ATTEMPT_AT, iso_in(delay))
         self._wake.wait(delay)
 
     def on_closed(self, response) -> None:
@@ -382,9 +398,9 @@ class XStream(tweepy.StreamingClient):
         problem = self._closing_message()
         said = x_problem_reason(None, problem) if problem else "X closed the connection"
         self._set_state("disconnected", f"stream closed by X: {said}")
-        self.metrics.incr("reconnects")
+        self.metrics.incr(RECONNECTS)
         if lasted is not None and lasted < SHORT_CONNECTION:
-            self.metrics.set("last_stream_error", said)
+            self.metrics.set(LAST_STREAM_ERROR, said)
             self._backoff(f"{said} after {lasted:.1f} s")
         else:
             self.warnings.warning("closed", "stream closed by the server (%s); reconnecting", said)
@@ -395,8 +411,8 @@ class XStream(tweepy.StreamingClient):
         self._set_state("disconnected", "stream connection error or timeout")
         if self.stopping:
             return
-        self.metrics.incr("reconnects")
-        self.metrics.set("last_error", "stream connection error or timeout")
+        self.metrics.incr(RECONNECTS)
+        self.metrics.set(LAST_ERROR, "stream connection error or timeout")
         if lasted is not None and lasted < SHORT_CONNECTION:
             self._backoff(f"connection failed after {lasted:.1f} s")
         else:
@@ -410,16 +426,16 @@ class XStream(tweepy.StreamingClient):
 
     def on_request_error(self, status_code: int) -> None:
         self._ended()
-        self.metrics.incr("http_errors")
+        self.metrics.incr(HTTP_ERRORS)
         last = self._last_problem
         problem = last[1] if last and last[0] == status_code else {}
         reason = x_problem_reason(status_code, problem)
         self._set_state("disconnected", f"stream {reason}")
-        self.metrics.set("last_stream_error", reason)
+        self.metrics.set(LAST_STREAM_ERROR, reason)
         state = account_state(status_code, problem)
         if state is not None:
-            self.metrics.set("last_error", f"X stream refused: {reason}")
-            self.metrics.set("x_account_state", state.name)
+            self.metrics.set(LAST_ERROR, f"X stream refused: {reason}")
+            self.metrics.set(X_ACCOUNT_STATE, state.name)
             if not state.repaired_automatically and self.on_account_refusal is not None:
                 self.on_account_refusal(state)
             if state.key == "too-many-connections":
@@ -434,12 +450,12 @@ class XStream(tweepy.StreamingClient):
             self.fatal = f"X API {what}: {reason}"
             self.fatal_is_config = True
             log.info("stream HTTP %d: stopping instead of retrying", status_code)
-            self.metrics.set("last_error", self.fatal)  # the app exits 78 with this line
+            self.metrics.set(LAST_ERROR, self.fatal)  # the app exits 78 with this line
             self.disconnect()
             return
-        self.metrics.set("last_error", f"X stream refused: {reason}")
-        self.metrics.set("x_account_state", None)
-        self.metrics.set("next_attempt_at", iso_in(self._tweepy_wait(status_code)))
+        self.metrics.set(LAST_ERROR, f"X stream refused: {reason}")
+        self.metrics.set(X_ACCOUNT_STATE, None)
+        self.metrics.set(NEXT_ATTEMPT_AT, iso_in(self._tweepy_wait(status_code)))
         # 429 (usage cap, too many connections) collects nothing until X lifts it.
         severity = FAILING if status_code == 429 else DEGRADED
         self.health.report(
@@ -464,7 +480,7 @@ class XStream(tweepy.StreamingClient):
     def _pause(self, seconds: float) -> None:
         """End tweepy's connection loop now (no backoff of its own); the runner (`run`)
         connects again after `seconds`."""
-        self.metrics.set("next_attempt_at", iso_in(seconds))
+        self.metrics.set(NEXT_ATTEMPT_AT, iso_in(seconds))
         self.resume_in = seconds
         tweepy.StreamingClient.disconnect(self)
 
@@ -491,8 +507,8 @@ class XStream(tweepy.StreamingClient):
         except XRequestError as exc:
             return f"lifts when the billing cycle resets (cap_reset_day unknown: {exc})"
         # X's own count: status shows the cap's use from it (collector.telemetry.status)
-        self.metrics.set("x_project_usage", usage.project_usage)
-        self.metrics.set("x_project_cap", usage.project_cap)
+        self.metrics.set(X_PROJECT_USAGE, usage.project_usage)
+        self.metrics.set(X_PROJECT_CAP, usage.project_cap)
         day = usage.cap_resets_on(datetime.now(UTC).date())
         if day is None:
             return "lifts when the billing cycle resets"
@@ -505,7 +521,7 @@ class XStream(tweepy.StreamingClient):
         if fallback is None:
             return  # paused: reconnecting in STALE_RECONNECT s
         wait = self._tweepy_wait(429)
-        self.metrics.set("next_attempt_at", iso_in(wait))
+        self.metrics.set(NEXT_ATTEMPT_AT, iso_in(wait))
         text = (
             f"{state.reason} ({said}): {fallback}; next attempt in {wait:.0f} s (tweepy's 429 "
             "backoff, 60 s doubling to 320 s)"
@@ -582,7 +598,7 @@ class XStream(tweepy.StreamingClient):
         # One line, no traceback: it could carry data; the app decides what to do next.
         self.fatal = self.fatal or f"stream reader failed: {type(exception).__name__}: {exception}"
         log.error("%s", self.fatal)
-        self.metrics.set("last_error", self.fatal)
+        self.metrics.set(LAST_ERROR, self.fatal)
 
     def on_disconnect(self) -> None:
         if self.paused_reason is not None:
@@ -618,7 +634,7 @@ def open_stream(
         config=cfg,
     )
     path = "search" if cfg.x.stream == "filter" else "sample"
-    metrics.set("stream_url", f"{cfg.x.api_base_url.rstrip('/')}/2/tweets/{path}/stream")
+    metrics.set(STREAM_URL, f"{cfg.x.api_base_url.rstrip('/')}/2/tweets/{path}/stream")
     return stream
 
 

@@ -44,7 +44,20 @@ from collector.spool.layout import (
 from collector.telemetry.health import DEGRADED, Health
 from collector.telemetry.ledger import BillingLedger
 from collector.telemetry.lograte import RepeatedWarnings
-from collector.telemetry.metrics import Metrics
+from collector.telemetry.metrics import (
+    BYTES_RECEIVED,
+    DROPPED_AFTER_CLOSE,
+    ERROR_MESSAGES,
+    FILES_SEALED,
+    LAST_ERROR,
+    LAST_POST_AT,
+    LAST_STREAM_ERROR,
+    POSTS_RECEIVED,
+    QUARANTINED_LINES,
+    RECORDS_SEALED,
+    SPOOL_WRITE_ERRORS,
+    Metrics,
+)
 from collector.telemetry.status import spool_gauges
 
 log = logging.getLogger(__name__)
@@ -188,7 +201,7 @@ class Quarantine:
             count = self.count
             with open(path, "ab") as handle:
                 handle.write(line + b"\n")
-        self.metrics.set("quarantined_lines", count)
+        self.metrics.set(QUARANTINED_LINES, count)
         if count <= 10 or count % 1000 == 0:
             log.warning(
                 "quarantined a %s line (%d bytes) in %s (%d so far)", reason, len(line), path, count
@@ -385,7 +398,7 @@ class SpoolWriter:
     def _stream_error(self, line: bytes) -> None:
         self.error_messages += 1
         text = line.decode("utf-8", "replace")
-        self.metrics.set("last_stream_error", text[:500])
+        self.metrics.set(LAST_STREAM_ERROR, text[:500])
         # X may repeat it on every connection (an incident): the first few, then a count
         _repeated.warning(text[:500], "stream sent an error message (not data): %s", text[:500])
 
@@ -405,12 +418,12 @@ class SpoolWriter:
 
     def publish(self) -> None:
         m = self.metrics
-        m.set("posts_received", self.posts)
-        m.set("bytes_received", self.bytes)
-        m.set("error_messages", self.error_messages)
-        m.set("dropped_after_close", self.dropped_after_close)
+        m.set(POSTS_RECEIVED, self.posts)
+        m.set(BYTES_RECEIVED, self.bytes)
+        m.set(ERROR_MESSAGES, self.error_messages)
+        m.set(DROPPED_AFTER_CLOSE, self.dropped_after_close)
         if self.last_post_at is not None:
-            m.set("last_post_at", self.last_post_at)
+            m.set(LAST_POST_AT, self.last_post_at)
 
     def run_ticker(self, stop: threading.Event) -> threading.Thread:
         def loop() -> None:
@@ -517,9 +530,9 @@ class SpoolWriter:
         if self.resume_free_percent:
             line += f"; writing resumes at {self.resume_free_percent:g}% free"
         self._disk_error = message
-        self.metrics.set("last_error", line)
+        self.metrics.set(LAST_ERROR, line)
         if count:
-            self.metrics.incr("spool_write_errors")
+            self.metrics.incr(SPOOL_WRITE_ERRORS)
         if self.health is not None:
             self.health.report("spool", DEGRADED, line, failing_after=DISK_FAILING_AFTER)
         now = time.monotonic()
@@ -544,8 +557,8 @@ class SpoolWriter:
             sealed = self._seal_with_retries(item)
             if sealed is None:  # stopping: the file stays in open/, recovered on the next start
                 continue
-            self.metrics.incr("files_sealed")
-            self.metrics.incr("records_sealed", item.records)
+            self.metrics.incr(FILES_SEALED)
+            self.metrics.incr(RECORDS_SEALED, item.records)
             try:
                 self.on_sealed(sealed)
             except Exception as exc:  # the shipper finds the file in sealed/ on its next start
@@ -563,7 +576,7 @@ class SpoolWriter:
                 if not item.path.exists() and target.exists():  # renamed; only a dir fsync failed
                     return target
                 log.error("cannot seal %s: %s", item.path.name, exc)
-                self.metrics.set("last_error", f"cannot seal {item.path.name}: {exc}")
+                self.metrics.set(LAST_ERROR, f"cannot seal {item.path.name}: {exc}")
                 if self._closed:
                     return None
                 time.sleep(DISK_RETRY_SECONDS)

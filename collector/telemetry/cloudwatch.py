@@ -29,7 +29,14 @@ from datetime import UTC, datetime
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from collector.telemetry.metrics import COUNTER, PUBLISHED, Metric, Metrics
+from collector.telemetry.metrics import (
+    CLOUDWATCH_DROPPED,
+    CLOUDWATCH_LAST_ERROR,
+    COUNTER,
+    PUBLISHED,
+    Metric,
+    Metrics,
+)
 from collector.telemetry.redact import SECRETS
 
 log = logging.getLogger(__name__)
@@ -126,7 +133,7 @@ class CloudWatchPublisher:
         self._backlog.append(datums)
         while len(self._backlog) > self.max_samples:
             self._backlog.popleft()
-            self.metrics.incr("cloudwatch_dropped")
+            self.metrics.incr(CLOUDWATCH_DROPPED)
 
     def publish(self) -> bool:
         """Send the whole backlog in one PutMetricData; True when CloudWatch accepted it."""
@@ -149,14 +156,14 @@ class CloudWatchPublisher:
                 sent,
             )
             self._failing_since, self._failures = None, 0
-            self.metrics.set("cloudwatch_last_error", None)
+            self.metrics.set(CLOUDWATCH_LAST_ERROR, None)
         return True
 
     def _failed(self, exc: BaseException) -> None:
         message = SECRETS.one_line(exc)
         now = time.monotonic()
         self._failures += 1
-        self.metrics.set("cloudwatch_last_error", message)
+        self.metrics.set(CLOUDWATCH_LAST_ERROR, message)
         if self._failing_since is None:
             self._failing_since = now
         if self._failures == 1 or now - self._last_error_log >= ERROR_LOG_SECONDS:

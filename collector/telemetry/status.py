@@ -45,7 +45,7 @@ from typing import Any
 
 from collector.spool.layout import SpoolDirs, atomic_write
 from collector.telemetry.health import DEGRADED, FAILING, HEALTHY, Health
-from collector.telemetry.metrics import COUNTER, DECLARED, Metrics
+from collector.telemetry.metrics import COUNTER, DECLARED, LAST_ERROR, Metrics
 from collector.telemetry.redact import SECRETS
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ class StatusReporter:
         status.update(compliance_fields(self.dirs.root, self.started_at, time.time()))
         # An error from before the last recovery is history, not the present: a healthy status
         # shows it as resolved_error, never as a current last_error.
-        error_at = self.metrics.set_at("last_error")
+        error_at = self.metrics.set_at(LAST_ERROR)
         recovered_at = self.health.recovered_at
         status["last_error_at"] = iso(error_at)
         status["resolved_error"] = None

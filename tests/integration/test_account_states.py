@@ -22,7 +22,7 @@ from collector.source.account import ACCOUNT_STATES, account_state
 from collector.source.stream import open_stream, start_stream
 from collector.telemetry.events import read_events
 from collector.telemetry.health import FAILING, HEALTHY, Health
-from collector.telemetry.metrics import Metrics
+from collector.telemetry.metrics import CONNECTION, POSTS_RECEIVED, Metrics
 from tests.collector_support import (
     BUCKET,
     TOKEN,
@@ -265,12 +265,12 @@ def test_the_progress_line_is_not_repeated_while_nothing_changes(
     dirs = SpoolDirs(tmp_path / "spool")
     dirs.create()
     metrics = Metrics()
-    metrics.set("connection", "disconnected")  # X refusing: nothing moves for hours
+    metrics.set(CONNECTION, "disconnected")  # X refusing: nothing moves for hours
     reporter = StatusReporter("c1", dirs, metrics, Health())
     caplog.set_level(logging.INFO, logger="collector.telemetry.status")
     for _ in range(3):
         reporter.progress()
-    metrics.incr("posts_received", 5)
+    metrics.incr(POSTS_RECEIVED, 5)
     reporter.progress()
     reporter.progress(final=True)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]

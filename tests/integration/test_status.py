@@ -151,19 +151,27 @@ def test_status_fails_when_disconnected_for_over_five_minutes(tmp_path: Path) ->
 
 
 def metric_names_in_code() -> dict[str, set[str]]:
-    """Names the collector's code passes to Metrics.incr / Metrics.set (`x.incr("name", ...)`)."""
+    """Names the collector's code passes to Metrics.incr / Metrics.set, through the handles
+    of collector.telemetry.metrics (`x.incr(POSTS_RECEIVED)`) or as text (`x.incr("name")`)."""
+    from collector.telemetry import metrics as declared
+
     found: dict[str, set[str]] = {"incr": set(), "set": set()}
     for source in COLLECTOR.rglob("*.py"):
         for node in ast.walk(ast.parse(source.read_text())):
-            if (
+            if not (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
                 and node.func.attr in found
                 and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)
             ):
-                found[node.func.attr].add(node.args[0].value)
+                continue
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found[node.func.attr].add(arg.value)
+            elif isinstance(arg, ast.Name) and arg.id.isupper():
+                handle = getattr(declared, arg.id, None)
+                if isinstance(handle, declared.Metric | declared.Field):
+                    found[node.func.attr].add(handle.name)
     return found
 
 
