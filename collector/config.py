@@ -315,7 +315,9 @@ def rules_problems(
         if len(rule.value) > max_length:
             problems.append(
                 f"'x.rules[{index}].value' is {len(rule.value)} characters, over "
-                f"{max_length} ({length_source})"
+                f"{max_length} ({length_source}): shorten the rule or split it into two rules "
+                "(X matches a post on any rule); if your X access allows longer rules, set "
+                "x.access_level (enterprise: 2048) or x.rule_max_length"
             )
     return problems
 

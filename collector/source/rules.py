@@ -16,6 +16,7 @@ import tweepy
 
 from collector.config import Config, ConfigError, bearer_token_source, load_config
 from collector.errors import RulesAuthError, RulesError
+from collector.source.access import access_level
 from collector.source.stream import make_client
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,16 @@ class LiveRule:
         return {"id": self.id, "value": self.value, "tag": self.tag}
 
 
+SHOWN_VALUE_LENGTH = 60  # characters of a long rule value a message shows
+
+
+def shown_value(value: str) -> str:
+    """A rule value for a one-line message: whole when short, else its start and its length."""
+    if len(value) <= SHOWN_VALUE_LENGTH + 20:
+        return repr(value)
+    return f"{value[:SHOWN_VALUE_LENGTH]!r}... ({len(value):,} characters)"
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A rule X refused, with X's own reason (its error's title and details or detail)."""
@@ -40,7 +51,11 @@ class Refusal:
     reason: str
 
     def line(self) -> str:
-        return f"{self.value!r} (tag {self.tag}): {self.reason}"
+        """One line; a long value is shown once, shortened (X's reason quotes it again)."""
+        reason = self.reason
+        if len(self.value) > SHOWN_VALUE_LENGTH + 20:
+            reason = reason.replace(f"'{self.value}'", "the rule").replace(self.value, "the rule")
+        return f"{shown_value(self.value)} (tag {self.tag}): {reason}"
 
 
 @dataclass(frozen=True)
@@ -238,8 +253,22 @@ class RulesClient:
             if isinstance(error, dict) and error.get("title") != "DuplicateRule":
                 value = str(error.get("value", ""))
                 tag = next((t for v, t in pairs if v == value), None)
-                refused.append(Refusal(value, tag, x_rule_reason(error)))
+                refused.append(Refusal(value, tag, self._with_remedy(value, x_rule_reason(error))))
         return refused
+
+    def _with_remedy(self, value: str, reason: str) -> str:
+        """X's reason for a rule it finds too long, with what to do about it."""
+        if "too long" not in reason.lower():
+            return reason
+        remedy = "shorten the rule or split it into two rules (X matches a post on any rule)"
+        level = access_level(self.cfg.x.access_level)
+        if len(value) <= (self.cfg.x.rule_max_length or level.rule_max_length):
+            remedy += (
+                f"; X allows fewer characters than x.access_level = {level.name} "
+                f"({level.rule_max_length:,}) or x.rule_max_length says: is x.access_level "
+                "right for this X project?"
+            )
+        return f"{reason}: {remedy}"
 
     def validate(self) -> tuple[builtins.list[tuple[str, str]], builtins.list[Refusal]]:
         """Ask X to check the configured rules without changing anything (dry_run=true).

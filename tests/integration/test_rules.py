@@ -222,3 +222,35 @@ def test_rules_sync_check_changes_nothing_and_exits_by_difference(
         "refused    x.rules 'python langg:en' (tag test-1:python): UnprocessableEntity: "
         "Reference to invalid operator 'langg:en'." in refused.stdout
     )
+
+
+def test_a_rule_x_finds_too_long_is_shown_once_shortened_with_the_fix(
+    tmp_path: Path, x_server: FakeXServer, s3
+) -> None:
+    """x.access_level = enterprise (2048) while X allows 1024: check names the fix and doubts
+    the access level; the long value is shown once, shortened, with its length."""
+    s3.create_bucket(Bucket=BUCKET)
+    long_rule = "(" + " OR ".join(f"word{n}" for n in range(150)) + ")"
+    assert 1024 < len(long_rule) <= 2048
+    config = write_config(
+        tmp_path, x_server.url, rules=[(long_rule, "long")], x_extra='access_level = "enterprise"'
+    )
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1, result.stdout
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("FAIL  X rule:")]
+    assert long_rule not in line and long_rule[:40] in line
+    assert line.count(long_rule[:40]) == 1, line
+    assert f"... ({len(long_rule):,} characters) (tag test-1:long)" in line
+    assert "shorten the rule or split it into two rules" in line
+    assert "is x.access_level right for this X project?" in line
+
+
+def test_a_rule_over_the_limit_in_the_config_names_the_fix(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9", rules=[("a" * 1025, "long")])
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 78
+    assert "'x.rules[0].value' is 1025 characters, over 1024 (X's limit for x.access_level = " in (
+        result.stdout
+    )
+    assert "shorten the rule or split it into two rules" in result.stdout
+    assert "set x.access_level (enterprise: 2048) or x.rule_max_length" in result.stdout
