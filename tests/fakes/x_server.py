@@ -77,6 +77,17 @@ The same knobs over HTTP for processes started through the CLI (no bearer token 
     POST /_fake/control {"rate": 0, "count": 10, "drop_after": 3, "fail_next": [503, 2],
                          "stall": 5, "operational_disconnect": true, "inject": "malformed",
                          "note_share": 0.1, "renamed_fields": true}
+    X's account states (docs/collector.md, "Trying it on one machine"):
+    POST /_fake/control {"refuse_streams": [402, "CreditsDepleted"]}   credits depleted
+                        {"refuse_streams": [402, "SpendingLimit"]}     the spending limit
+                        {"refuse_streams": [429, "UsageCapExceeded"]}  the monthly cap
+                        {"refuse_streams": null}                       X accepts again
+                        {"connection_limit": 1, "stale_connection": 600}   a dead run's
+                            connection X still counts for 600 s (429 TooManyConnections)
+                        {"connections_api": 404}                       the Connections API
+                            not available to the project (null: available again)
+                        {"usage_cap": 100, "usage_credits": {"total_balance": -0.02}}
+                            what GET /2/usage/tweets and /2/usage/credits answer
 
 Extensions: every endpoint family beyond the stream and the rules (usage, counts, search,
 connections, compliance...) lives in its own module `tests/fakes/x_api_<family>.py`, imported

@@ -424,3 +424,40 @@ def test_while_capped_status_shows_xs_count_and_no_forecast(tmp_path, x_server, 
     assert status["spend_usd_cycle_forecast"] is None
     assert status["spend_forecast_note"].startswith("no forecast: X refuses the stream (monthly")
     assert "this billing cycle (since " in text and "), no forecast: X refuses the stream" in text
+
+
+def test_the_documented_account_state_switches_make_the_stand_in_answer_as_x(
+    x_server: FakeXServer,
+) -> None:
+    """Every `curl ... /_fake/control -d '{...}'` line of docs/collector.md's account-state
+    list is a setting the stand-in knows, and the stream answers it as X does."""
+    import re
+
+    import requests
+
+    docs = (Path(__file__).parents[2] / "docs" / "collector.md").read_text()
+    section = docs.split("X's account states ([X's account states]")[1].split("```\n\n")[0]
+    bodies = [json.loads(b) for b in re.findall(r"_fake/control -d '(\{.*\})'", section)]
+    assert len(bodies) == 7
+    x_server.add_rule("python lang:en", tag="test-1:python")
+    answers = []
+    for body in bodies:
+        x_server.control({"refuse_streams": None, "connection_limit": None, "stale_connection": 0})
+        x_server.control(body)
+        response = requests.get(
+            f"{x_server.url}/2/tweets/search/stream",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            stream=True,
+            timeout=5,
+        )
+        problem = response.json() if response.status_code >= 400 else {}
+        answers.append((response.status_code, account_state(response.status_code, problem)))
+        response.close()
+    names = [(status, state.name if state else None) for status, state in answers]
+    assert names[:5] == [
+        (402, "credits_depleted"),
+        (402, "spending_limit"),
+        (429, "monthly_cap"),
+        (200, None),
+        (429, "too_many_connections"),
+    ]
