@@ -114,7 +114,7 @@ class ConfigFileWatch:
         try:
             load_config(self.cfg.path)
         except ConfigError as exc:
-            problem = str(exc)
+            problem: str | None = str(exc)
         except OSError as exc:
             problem = f"{self.cfg.path}: cannot read ({exc})"
         else:

@@ -224,7 +224,8 @@ def _spool_dir_of_invalid_config(path: str) -> Path | None:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None
-    spool = data.get("spool") if isinstance(data.get("spool"), dict) else {}
+    section = data.get("spool")
+    spool = section if isinstance(section, dict) else {}
     value = spool.get("dir", str(SpoolConfig.dir))
     return Path(value) if isinstance(value, str) and value else None
 
@@ -232,6 +233,7 @@ def _spool_dir_of_invalid_config(path: str) -> Path | None:
 def cmd_status(args: argparse.Namespace) -> int:
     from collector.telemetry import status
 
+    spool_dir: Path | None
     try:
         spool_dir = load_config(args.config).spool.dir
     except ConfigError as exc:
