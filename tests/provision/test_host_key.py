@@ -20,16 +20,25 @@ import yaml
 from tests.collector_support import wait_until
 from tests.conftest import REPO, free_port, require
 
+# The deploy's pre-task as playbooks/deploy.yml has it, then a task of another tag.
 PLAYBOOK = """
 - name: The deploy's host key check
   hosts: collectors
   gather_facts: false
+  pre_tasks:
+{pre_task}
   tasks:
-    - name: Check
-      ansible.builtin.include_role:
-        name: instance
-        tasks_from: host_key_check
+    - name: Sync the rules
+      ansible.builtin.debug:
+        msg: the token would be sent now
+      tags: [rules]
 """
+
+
+def deploy_pre_task() -> str:
+    deploy = (REPO / "playbooks/deploy.yml").read_text()
+    start = deploy.index("    - name: Check that the instance answers with its pinned SSH host key")
+    return deploy[start : deploy.index("\n\n", start)]
 
 
 def keygen(path: Path) -> str:
@@ -75,9 +84,9 @@ def sshd(tmp_path_factory) -> Iterator[tuple[int, str, Path]]:
         process.wait(timeout=10)
 
 
-def check(tmp_path: Path, port: int, known_hosts: Path) -> subprocess.CompletedProcess:
+def check(tmp_path: Path, port: int, known_hosts: Path, *args: str) -> subprocess.CompletedProcess:
     playbook = tmp_path / "check.yml"
-    playbook.write_text(PLAYBOOK)
+    playbook.write_text(PLAYBOOK.format(pre_task=deploy_pre_task()))
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         json.dumps(
@@ -91,7 +100,7 @@ def check(tmp_path: Path, port: int, known_hosts: Path) -> subprocess.CompletedP
     return subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook),
          "-i", str(inventory),
-         "-e", json.dumps({"twittersnake_known_hosts_file": str(known_hosts)})],
+         "-e", json.dumps({"twittersnake_known_hosts_file": str(known_hosts)}), *args],
         cwd=REPO,
         env={"PATH": os.environ["PATH"], "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
              "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_FORCE_COLOR": "0",
@@ -119,12 +128,14 @@ def test_the_pinned_host_key_passes(tmp_path, sshd):
     assert result.returncode == 0, result.stdout[-3000:]
 
 
-def test_a_changed_host_key_stops_the_deploy_in_one_line(tmp_path, sshd):
+@pytest.mark.parametrize("tags", [[], ["--tags", "rules"]], ids=["site", "rules-only"])
+def test_a_changed_host_key_stops_the_deploy_in_one_line(tmp_path, sshd, tags):
     port, _, folder = sshd
-    other = keygen(folder / "other_key")
+    other = keygen(folder / f"other_key{len(tags)}")
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {other}\n")
-    result = check(tmp_path, port, known)
+    result = check(tmp_path, port, known, *tags)
+    assert "the token would be sent now" not in result.stdout
     assert result.returncode == 2, result.stdout[-3000:]
     assert (
         f"the SSH host key of [127.0.0.1]:{port} is not the pinned one in {known} (a changed key "
