@@ -332,6 +332,16 @@ def test_a_span_x_refused_for_credits_is_not_bought_back_after_the_top_up(
     (failed,) = [e for e in read_events(events)[0] if e.event == "repair_failed"]
     assert failed.cause.startswith("X refused for credits_depleted; repair by hand with ")
     assert failed.detail["method"] == "none" and failed.detail["posts"] == 0
+    from collector.analysis import loader, report
+
+    gap = report.Gap(
+        loader.parse_time(failed.detail["from"]),
+        loader.parse_time(failed.detail["to"]),
+        report.NOT_COLLECTING,
+    )
+    assert report.repair_state(gap, [failed]).startswith(
+        "not repaired (X refused for credits_depleted; repair by hand with `collector repair "
+    )
 
 
 def test_only_refusals_for_money_leave_the_span_to_a_repair_by_hand() -> None:
