@@ -47,6 +47,7 @@ class Source:
     endpoint_url: str
     spool_dir: Path | None
     usd_per_post: float = 0.005  # [budget] usd_per_post: X's list price unless configured
+    collector_id: str | None = None  # its own repairs are the ones the gaps table counts
 
 
 def read_source(config_path: Path) -> Source:
@@ -67,6 +68,7 @@ def read_source(config_path: Path) -> Source:
             cfg.s3.endpoint_url or "",
             cfg.spool.dir,
             cfg.budget.usd_per_post,
+            cfg.collector_id,
         )
     try:
         doc = tomllib.loads(config_path.read_text())
@@ -83,6 +85,7 @@ def read_source(config_path: Path) -> Source:
         s3.get("endpoint_url", ""),
         Path(spool) if spool else None,
         float(doc.get("budget", {}).get("usd_per_post", 0.005)),
+        doc.get("collector_id"),
     )
 
 
@@ -228,7 +231,10 @@ PAUSED_BUDGET = "paused: budget"  # the budget closed the stream on purpose (bud
 BUDGET_CAUSE = "budget reached: "
 QUIET = "quiet"
 NO_POSTS = "no posts"  # no collector events recorded: quiet or not collecting, unknown
-UNCLEAN_END = "the collector ended without a stop event (killed?); counted from its last post"
+UNCLEAN_END = (
+    "the collector ended without a stop event (killed?); counted from its last sign of life "
+    "(last streamed post or heartbeat)"
+)
 # Events after which the collector was running (so it ran before the first one we see).
 _RUNNING_EVENTS = {"disconnected", "stop", "s3_refusing", "s3_recovered", "budget_paused"}
 
@@ -332,9 +338,12 @@ def _never_connected(events: list[Event], period: Period, account: GapAccount, s
         account.after_collection = (max(last.at, period.start), period.end)
 
 
-def account_gaps(con, events: list[Event], period: Period, gap_minutes: float) -> GapAccount:
+def account_gaps(
+    con, events: list[Event], period: Period, gap_minutes: float, collector_id: str | None = None
+) -> GapAccount:
     """ "not collecting" spans from the events, "quiet" ones (connected, no post for more
-    than gap_minutes) from the posts; without any event, every silence is NO_POSTS."""
+    than gap_minutes) from the posts; without any event, every silence is NO_POSTS. The repair
+    column counts the repairs of `collector_id` only (every collector's when None)."""
     account = collecting_spans(events, period)
     sentinels = {period.start, period.end}
     for start, end, _, _ in account.collecting:
@@ -360,21 +369,59 @@ def account_gaps(con, events: list[Event], period: Period, gap_minutes: float) -
         for a, b, on, why in account.collecting
         if not on
     ]
+    repairs = [
+        e
+        for e in events
+        if e.event in ("repair_done", "repair_failed")
+        and e.detail
+        and (collector_id is None or e.collector_id == collector_id)
+    ]
+    for restart in sorted(account.unclean_restarts):
+        # From the last sign of life to the restart of a process that never said stop
+        # (kill -9, power loss): the end of collection was not recorded.
+        since = last_sign_of_life(con, events, repairs, restart)
+        if since < restart:
+            gaps.append(Gap(max(since, period.start), restart, NOT_COLLECTING, UNCLEAN_END))
     for start, end in silences:
         if not events:
             gaps.append(Gap(start, end, NO_POSTS))
         elif end in account.unclean_restarts:
-            # From the last post to the restart of a process that never said stop (kill -9,
-            # power loss): the end of collection was not recorded, its last post is the bound.
-            gaps.append(Gap(start, end, NOT_COLLECTING, UNCLEAN_END))
+            continue  # the unclean end's gap, bounded above
         elif any(a <= start and end <= b and on for a, b, on, _ in account.collecting):
             gaps.append(Gap(start, end, QUIET))
-    repairs = [e for e in events if e.event in ("repair_done", "repair_failed") and e.detail]
     account.gaps = [
-        replace(g, repair=repair_state(g, repairs)) if g.kind == NOT_COLLECTING else g
+        replace(g, repair=repair_state(g, repairs, con, collector_id))
+        if g.kind == NOT_COLLECTING
+        else g
         for g in _merge_adjacent(sorted(gaps, key=lambda g: g.start))
     ]
     return account
+
+
+def last_sign_of_life(
+    con, events: list[Event], repairs: list[Event], restart: datetime
+) -> datetime:
+    """When a collector that ended without a stop event was last seen collecting, before its
+    `restart`: the latest of its last `start`/`connected` event, its last streamed post and its
+    heartbeat (the start of the repair span the restart closed: collector.source.repair records
+    it every 10 s while connected). Posts fetched again by gap repair are no sign of life: they
+    fill the gap they are counted in."""
+    signs = [e.at for e in events if e.at < restart and e.event in ("start", "connected")]
+    streamed = con.execute(
+        f"SELECT max(created_at) FROM posts WHERE NOT {loader.REPAIRED_SQL} AND created_at < ?",
+        [restart],
+    ).fetchall()[0][0]
+    if streamed is not None:
+        signs.append(streamed)
+    for event in repairs:
+        try:
+            start = loader.parse_time((event.detail or {})["from"])
+            end = loader.parse_time((event.detail or {})["to"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if start < restart <= end + _REPAIR_SLACK:
+            signs.append(start)
+    return max(signs, default=restart)
 
 
 REPAIRED, PARTLY_REPAIRED, NOT_REPAIRED = "repaired", "partly repaired", "not repaired"
@@ -384,10 +431,34 @@ NO_REPAIR_RECORDED = (
 _REPAIR_SLACK = timedelta(seconds=2)  # repair spans are whole seconds, events milliseconds
 
 
-def repair_state(gap: Gap, repairs: list[Event]) -> str:
+def repaired_posts(con, gap: Gap, collector_id: str | None) -> int:
+    """Distinct posts in `collector_id`'s repair objects (every collector's when None) whose
+    created_at lies in the gap: a span repaired twice (automatically, then by hand) or
+    repaired by another collector counts each post once, for this collector only."""
+    sql = f"SELECT count(DISTINCT id) FROM posts WHERE {loader.REPAIRED_SQL}"
+    sql += " AND created_at >= ? AND created_at < ?"
+    params: list[object] = [gap.start - _REPAIR_SLACK, gap.end + _REPAIR_SLACK]
+    if collector_id is not None:
+        sql += " AND contains(file, ?)"
+        params.append(f"/{collector_id}-repair-")
+    return con.execute(sql, params).fetchall()[0][0]
+
+
+def searched_span(event: Event, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """What a repair searched (its `searched` window: older than 7 days or too recent parts
+    left out), else its span."""
+    try:
+        first, last = (event.detail or {})["searched"]
+        return loader.parse_time(first), loader.parse_time(last)
+    except (KeyError, TypeError, ValueError):
+        return start, end
+
+
+def repair_state(gap: Gap, repairs: list[Event], con, collector_id: str | None = None) -> str:
     """What gap repair did for a "not collecting" gap, from its repair_done / repair_failed
-    events (collector.source.repair): `repaired (N posts fetched again)`, `partly repaired
-    (...; not repairable: rule ...)` or `not repaired (why)`."""
+    events (collector.source.repair) and the repaired posts in it (repaired_posts):
+    `repaired (N posts fetched again)`, `partly repaired (...; not repairable: rule ...)` or
+    `not repaired (why)`."""
 
     def detail(event: Event) -> dict:
         return event.detail or {}
@@ -408,12 +479,13 @@ def repair_state(gap: Gap, repairs: list[Event]) -> str:
     done = [(e, a, b) for e, a, b in touching if e.event == "repair_done"]
     if not done:
         return f"{NOT_REPAIRED} ({touching[-1][0].cause or 'repair failed'})"
-    posts = sum(int(detail(e).get("posts") or 0) for e, _, _ in done)
+    posts = repaired_posts(con, gap, collector_id)
     rules = sorted(
         {r.get("rule", "?") for e, _, _ in done for r in detail(e).get("not_repairable") or []}
     )
-    covered = min(a for _, a, _ in done) <= gap.start + _REPAIR_SLACK
-    covered = covered and max(b for _, _, b in done) >= gap.end - _REPAIR_SLACK
+    searched = [searched_span(e, a, b) for e, a, b in done]
+    covered = min(a for a, _ in searched) <= gap.start + _REPAIR_SLACK
+    covered = covered and max(b for _, b in searched) >= gap.end - _REPAIR_SLACK
     methods = {detail(e).get("method", "search") for e, _, _ in done}
     fetched = f"{posts} posts fetched again"
     if methods == {"backfill"}:
@@ -786,7 +858,9 @@ def _gaps_section(account: GapAccount, gap_minutes: float) -> str:
         "posts_per_day or usd_per_month) was spent and the collector closed the stream until "
         f"the next UTC day or billing cycle; <b>{QUIET}</b>: connected, but no post for more than "
         f"{gap_minutes:g} minutes. <b>repair</b>: what gap repair fetched again by X's recent "
-        "search for a gap without connection (its repair events): repaired, partly repaired "
+        "search for a gap without connection (its repair events; the posts are this "
+        "collector's repaired posts in the gap, each counted once however often it was "
+        "fetched): repaired, partly repaired "
         "(rules search cannot run, or part of the span), not repaired (why). Search returns no "
         "reposts and matches accents differently from the stream.</p>"
     ]
@@ -974,7 +1048,7 @@ def run(args: argparse.Namespace) -> int:
     result.posts = con.execute("SELECT count(*) FROM posts").fetchall()[0][0]
     compliance_line = applied.line(compliance_url(source))
     figures = compute_figures(con, period, args.top) if result.posts else None
-    gaps = account_gaps(con, events, period, args.gap_minutes)
+    gaps = account_gaps(con, events, period, args.gap_minutes, source.collector_id)
     charts = render_charts(figures, period, gaps) if figures else {}
     status = read_collector_status(source.spool_dir)
     page = render_html(

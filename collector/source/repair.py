@@ -88,7 +88,9 @@ SEARCH_WINDOW = timedelta(days=7)  # recent search: the last 7 days
 RECOVERY_WINDOW = timedelta(hours=24)  # Enterprise Recovery: the last 24 hours
 # A drop this long or shorter is in what backfill_minutes sends on the reconnect (Enterprise).
 BACKFILL = timedelta(minutes=BACKFILL_MINUTES) - timedelta(seconds=2)
-END_TIME_LAG = timedelta(seconds=10)  # search refuses an end_time less than 10 s old
+# Search refuses an end_time less than 10 s before the request; a repair asks for one at
+# least 15 s old when it computes the window, so the request still qualifies when it is sent.
+END_TIME_LAG = timedelta(seconds=15)
 WINDOW_SLACK = timedelta(minutes=1)  # start_time this far inside the 7 days, for clock skew
 PAGE_SIZE = 100  # max_results: X's maximum
 CHUNK = timedelta(hours=1)  # one search per rule and hour: one file per hour partition
@@ -394,11 +396,14 @@ class RepairResult:
     # "search", "backfill" (Enterprise), "recovery" (Enterprise), "none" (X refused: by hand)
     method: str = "search"
     note: str = ""
+    not_searched: list[str] = field(default_factory=list)  # parts outside the search window
 
     def detail(self) -> dict:
         doc: dict = {"from": iso(self.span.start), "to": iso(self.span.end)}
         if self.searched is not None:
             doc["searched"] = self.searched.to_json()
+        if self.not_searched:
+            doc["not_searched"] = self.not_searched
         doc |= {"posts": self.posts, "rules": self.per_rule}
         doc["not_repairable"] = self.not_repairable
         doc["requests"] = self.requests
@@ -416,7 +421,12 @@ class RepairResult:
             return f"repaired {self.span} by backfill: {self.note}"
         counts = ", ".join(f"{name} {n}" for name, n in self.per_rule.items()) or "no rule"
         how = " by Recovery" if self.method == "recovery" else ""
-        text = f"repaired {self.span}{how}: {self.posts} post(s) fetched again ({counts})"
+        what = f"{self.span}"
+        if self.not_searched and self.searched is not None:
+            what = f"{self.searched} of {self.span}"
+        text = f"repaired {what}{how}: {self.posts} post(s) fetched again ({counts})"
+        if self.not_searched:
+            text += "; " + "; ".join(self.not_searched)
         if self.not_repairable:
             names = "; ".join(f"{r['rule']} ({r['reason']})" for r in self.not_repairable)
             text += f"; not repairable: {names}"
@@ -479,15 +489,49 @@ class Repairer:
         return result
 
     def window(self, span: Span) -> Span | None:
-        """The search window: the span with its margins, inside the last 7 days, at whole
-        seconds (start rounded down, end up); None when none of it is searchable any more."""
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        margin = timedelta(seconds=self.cfg.x.repair_margin_seconds)
-        start = max(span.start - margin, now - SEARCH_WINDOW + WINDOW_SLACK)
-        end = min(span.end + margin, now - END_TIME_LAG)
-        start = start.replace(microsecond=0)
-        end = datetime.fromtimestamp(math.ceil(end.timestamp()), UTC)
+        """The search window: the span with its margins at whole seconds (start rounded down,
+        end up), cut to what search answers for: the last 7 days, and an end_time at least
+        END_TIME_LAG before now; None when none of it is searchable."""
+        oldest, latest = self.searchable()
+        wanted = self.widened(span)
+        start, end = max(wanted.start, oldest), min(wanted.end, latest)
         return Span(start, end) if start < end else None
+
+    def searchable(self) -> tuple[datetime, datetime]:
+        """(oldest start_time, latest end_time) recent search answers for now, whole seconds."""
+        now = self.clock()
+        oldest = datetime.fromtimestamp(
+            math.ceil(now - (SEARCH_WINDOW - WINDOW_SLACK).total_seconds()), UTC
+        )
+        latest = datetime.fromtimestamp(math.floor(now - END_TIME_LAG.total_seconds()), UTC)
+        return oldest, latest
+
+    def widened(self, span: Span) -> Span:
+        """The span with its margins, at whole seconds (start rounded down, end up)."""
+        margin = timedelta(seconds=self.cfg.x.repair_margin_seconds)
+        start = (span.start - margin).replace(microsecond=0)
+        end = datetime.fromtimestamp(math.ceil((span.end + margin).timestamp()), UTC)
+        return Span(start, end)
+
+    def not_searched(self, span: Span, window: Span | None) -> list[str]:
+        """The parts of the span (with its margins) outside the search window, and why."""
+        if window is None:
+            return []  # the failure says why
+        wanted = self.widened(span)
+        oldest, latest = self.searchable()
+        parts = []
+        if wanted.start < oldest:
+            parts.append(
+                f"{Span(wanted.start, min(oldest, wanted.end))} not searched (older than recent "
+                "search's 7 days)"
+            )
+        if wanted.end > latest:
+            parts.append(
+                f"{Span(max(latest, wanted.start), wanted.end)} not searched (less than "
+                f"{END_TIME_LAG.seconds} s old: X's search refuses an end_time less than 10 s "
+                "before the request; run it again for that part)"
+            )
+        return parts
 
     def repair(self, span: Span) -> RepairResult:
         level = access_level(self.cfg.x.access_level)
@@ -562,7 +606,7 @@ class Repairer:
                     lines.append(line)
                     for rule in post[2]:
                         result.per_rule[rule] = result.per_rule.get(rule, 0) + 1
-                    self._bill([post[0]])
+                    self._bill([post[0]], 1)
         except requests.RequestException as exc:
             raise RepairFailed(_reason(exc)) from None
         finally:
@@ -587,7 +631,8 @@ class Repairer:
                 result.per_rule[rule.name] = 0
         self._record("repair_started", f"{span}: {len(searchable)} rule(s) to search", result)
         window = self.window(span)
-        problem = self._refusal(window)
+        problem = self._refusal(span, window)
+        result.not_searched = self.not_searched(span, window)
         if problem or window is None:  # _refusal names the missing window
             result.failed = problem
         else:
@@ -600,8 +645,15 @@ class Repairer:
         self._finish(result)
         return result
 
-    def _refusal(self, window: Span | None) -> str | None:
+    def _refusal(self, span: Span, window: Span | None) -> str | None:
         if window is None:
+            oldest, latest = self.searchable()
+            if self.widened(span).start >= latest:
+                return (
+                    f"nothing to search yet: the span starts after {iso(latest)}, "
+                    f"{END_TIME_LAG.seconds} s ago (X's search refuses an end_time less than "
+                    "10 s before the request); run it again later"
+                )
             return "the span is older than recent search's 7 days"
         spent = self._spent()
         if spent:
@@ -630,14 +682,16 @@ class Repairer:
                 for page in self.search.pages(rule.value, chunk.start, chunk.end):
                     includes = page.get("includes") or {}
                     posts = page.get("data") or []
+                    new = []
                     for post in posts:
                         entry = found.get(str(post.get("id")))
                         if entry is None:
                             found[str(post.get("id"))] = (post, includes, [rule])
+                            new.append(str(post.get("id")))
                         elif rule not in entry[2]:
                             entry[2].append(rule)
                     result.per_rule[rule.name] += len(posts)
-                    self._bill([str(p.get("id")) for p in posts])
+                    self._bill([str(p.get("id")) for p in posts], len(new))
         finally:
             if found:
                 lines = [
@@ -649,8 +703,10 @@ class Repairer:
                 result.files += self.files.write(chunk.start, lines)
                 result.posts += len(found)
 
-    def _bill(self, ids: list[str]) -> None:
-        self.metrics.incr(REPAIR_POSTS_FETCHED, len(ids))
+    def _bill(self, ids: list[str], new_posts: int) -> None:
+        """Count `new_posts` distinct posts fetched (a post several rules find is one) and
+        add `ids` to the ledger (which counts a post once per UTC day, as X bills)."""
+        self.metrics.incr(REPAIR_POSTS_FETCHED, new_posts)
         if self.ledger is not None and ids:
             self.ledger.add(ids)
             spent = self._spent()

@@ -178,23 +178,37 @@ def test_the_running_collector_ships_its_events_under_events(s3, aws_env, tmp_pa
     assert all(e.collector_id == "test-1" for e in events)
 
 
-def test_a_killed_collector_is_not_collecting_from_its_last_post(tmp_path):
-    """kill -9 leaves no stop event: the restart's start closes the span, posts bound it."""
+STREAMED_FILE = "tweets/dt=2026-11-20/hour=10/test-1-20261120T100000Z-000001.jsonl.gz"
+REPAIRED_FILE = "tweets/dt=2026-11-20/hour=10/test-1-repair-20261120T102000Z-000002.jsonl.gz"
+
+
+def posts_table(streamed: list[datetime], repaired: list[datetime] = (), file=REPAIRED_FILE):
     import duckdb
 
-    period = report.Period(minutes(0), minutes(60))
-    events = [
-        Event("start", minutes(0), "a"),
-        Event("connected", minutes(0), "a"),
-        Event("start", minutes(30), "a"),  # no stop before it
-        Event("connected", minutes(31), "a"),
-    ]
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("CREATE TABLE posts (created_at TIMESTAMPTZ)")
+    con.execute("CREATE TABLE posts (id VARCHAR, created_at TIMESTAMPTZ, file VARCHAR)")
+    rows = [[t, STREAMED_FILE] for t in streamed] + [[t, file] for t in repaired]
+    if rows:  # one id per time
+        con.executemany(
+            "INSERT INTO posts VALUES (?, ?, ?)", [[r[0].isoformat(), *r] for r in rows]
+        )
+    return con
+
+
+KILLED = [
+    Event("start", minutes(0), "a"),
+    Event("connected", minutes(0), "a"),
+    Event("start", minutes(30), "a"),  # no stop before it
+    Event("connected", minutes(31), "a"),
+]
+
+
+def test_a_killed_collector_is_not_collecting_from_its_last_post(tmp_path):
+    """kill -9 leaves no stop event: the restart's start closes the span, posts bound it."""
+    period = report.Period(minutes(0), minutes(60))
     times = every_20_s(minutes(0), minutes(20)) + every_20_s(minutes(31), minutes(59.9))
-    con.executemany("INSERT INTO posts VALUES (?)", [[t] for t in times])
-    account = report.account_gaps(con, events, period, gap_minutes=5)
+    account = report.account_gaps(posts_table(times), KILLED, period, gap_minutes=5)
     assert account.gaps == [
         report.Gap(
             minutes(20),
@@ -204,6 +218,36 @@ def test_a_killed_collector_is_not_collecting_from_its_last_post(tmp_path):
             report.NO_REPAIR_RECORDED,
         )
     ]
+
+
+def test_a_repaired_kill_9_gap_keeps_its_extent_from_the_last_sign_of_life(tmp_path):
+    """Posts fetched again by repair fill a kill -9 gap up to the restart: the gap still runs
+    from the last streamed post (or the heartbeat the repair started from), not from them."""
+    period = report.Period(minutes(0), minutes(60))
+    streamed = every_20_s(minutes(0), minutes(20)) + every_20_s(minutes(31), minutes(59.9))
+    repaired = every_20_s(minutes(19), minutes(30.99))
+    repair = Event(
+        "repair_done", minutes(32), "a", "repaired",
+        detail={"from": "2026-11-20T10:19:50Z", "to": "2026-11-20T10:31:00Z", "posts": 36,
+                "rules": {"a:topic": 36}, "not_repairable": [], "method": "search"},
+    )  # fmt: skip
+    con = posts_table(streamed, repaired)
+    account = report.account_gaps(con, [*KILLED, repair], period, gap_minutes=5)
+    assert account.gaps == [
+        report.Gap(
+            minutes(20),
+            minutes(31),
+            report.NOT_COLLECTING,
+            report.UNCLEAN_END,
+            "repaired (33 posts fetched again)",
+        )
+    ]
+    # a quiet stream: the heartbeat is the later sign of life
+    con = posts_table(every_20_s(minutes(31), minutes(59.9)), repaired)
+    gaps = report.account_gaps(con, [*KILLED, repair], period, gap_minutes=5).gaps
+    (gap,) = [g for g in gaps if g.kind == report.NOT_COLLECTING]
+    assert (gap.start, gap.end, gap.cause) == (minutes(19) + timedelta(seconds=50), minutes(31),
+                                               report.UNCLEAN_END)  # fmt: skip
 
 
 def span_columns(png: bytes, colour: str) -> set[int]:
@@ -322,30 +366,45 @@ def repair_event(kind: str, start: datetime, end: datetime, cause: str = "", **d
     return Event(kind, end + timedelta(seconds=12), "a", cause, {**doc, **detail})
 
 
+def repaired_in_gap(count: int):
+    """A posts table with `count` repaired posts between minutes 20 and 23."""
+    step = 180 / count if count else 1
+    times = [minutes(20) + timedelta(seconds=k * step) for k in range(count)]
+    return posts_table([], times)
+
+
 def test_the_gaps_table_says_what_gap_repair_fetched_again():
     gap = report.Gap(minutes(20), minutes(23), report.NOT_COLLECTING, "stream HTTP 503")
     whole = (minutes(20) - timedelta(seconds=5), minutes(23) + timedelta(seconds=5))
-    done = repair_event("repair_done", *whole, posts=180, not_repairable=[])
-    assert report.repair_state(gap, [done]) == "repaired (180 posts fetched again)"
+    done = repair_event("repair_done", *whole, posts=190, not_repairable=[])
+    assert report.repair_state(gap, [done], repaired_in_gap(180)) == (
+        "repaired (180 posts fetched again)"
+    )
     bio = [{"rule": "c1:bio", "reason": "'bio:' is a stream-only operator"}]
     partly = repair_event("repair_done", *whole, posts=90, not_repairable=bio)
-    assert report.repair_state(gap, [partly]) == (
+    assert report.repair_state(gap, [partly], repaired_in_gap(90)) == (
         "partly repaired (90 posts fetched again; not repairable: c1:bio)"
     )
     half = repair_event("repair_done", minutes(21), minutes(23), posts=60, not_repairable=[])
-    assert report.repair_state(gap, [half]) == (
+    assert report.repair_state(gap, [half], repaired_in_gap(60)) == (
         "partly repaired (60 posts fetched again; part of the span not searched)"
     )
     failed = repair_event("repair_failed", *whole, "the span is older than recent search's 7 days")
-    assert report.repair_state(gap, [failed]) == (
+    assert report.repair_state(gap, [failed], repaired_in_gap(0)) == (
         "not repaired (the span is older than recent search's 7 days)"
     )
     backfill = repair_event("repair_done", *whole, posts=0, not_repairable=[], method="backfill")
-    assert report.repair_state(gap, [backfill]) == "repaired (backfill_minutes on the reconnect)"
+    assert report.repair_state(gap, [backfill], repaired_in_gap(0)) == (
+        "repaired (backfill_minutes on the reconnect)"
+    )
     recovery = repair_event("repair_done", *whole, posts=75, not_repairable=[], method="recovery")
-    assert report.repair_state(gap, [recovery]) == "repaired (75 posts fetched again by Recovery)"
+    assert report.repair_state(gap, [recovery], repaired_in_gap(75)) == (
+        "repaired (75 posts fetched again by Recovery)"
+    )
     elsewhere = repair_event("repair_done", minutes(40), minutes(41), posts=5, not_repairable=[])
-    assert report.repair_state(gap, [elsewhere]).startswith("not repaired (no repair recorded")
+    assert report.repair_state(gap, [elsewhere], repaired_in_gap(0)).startswith(
+        "not repaired (no repair recorded"
+    )
     # repair events are not connection events: the spans stay what the connection says
     events = [
         Event("start", minutes(0), "a"),
@@ -415,3 +474,38 @@ def test_a_budget_pause_is_its_own_kind_of_gap(s3, aws_env, tmp_path):
         f"<td>{100 * posts / 3_000_000:.2f} %</td>"
     )
     assert "<h2 id='cost'>What it cost</h2>" in page and row in page
+
+
+def test_the_repair_column_counts_each_post_once_for_this_collector_only():
+    """The same span repaired twice (automatically, then by hand) and another collector's
+    repair objects in the bucket: each post of this collector's repairs counted once."""
+    import duckdb
+
+    period = report.Period(minutes(0), minutes(60))
+    events = [
+        Event("start", minutes(0), "test-1"),
+        Event("connected", minutes(0), "test-1"),
+        Event("disconnected", minutes(20), "test-1", "503"),
+        Event("connected", minutes(30), "test-1"),
+    ]
+    detail = {"from": "2026-11-20T10:20:00Z", "to": "2026-11-20T10:30:00Z", "posts": 30,
+              "rules": {"test-1:topic": 30}, "not_repairable": [], "method": "search"}  # fmt: skip
+    events += [
+        Event("repair_done", minutes(31), "test-1", "repaired", detail=detail),
+        Event("repair_done", minutes(40), "test-1", "repaired", detail=detail),  # by hand
+        Event("repair_done", minutes(41), "test-2", "repaired", detail=detail),
+    ]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE TABLE posts (id VARCHAR, created_at TIMESTAMPTZ, file VARCHAR)")
+    streamed = every_20_s(minutes(0), minutes(19.9)) + every_20_s(minutes(30), minutes(59.9))
+    gap = every_20_s(minutes(20), minutes(29.9))
+    other = "tweets/dt=2026-11-20/hour=10/test-2-repair-20261120T102000Z-000009.jsonl.gz"
+    rows = [[f"s{i}", t, STREAMED_FILE] for i, t in enumerate(streamed)]
+    for copy in (REPAIRED_FILE, REPAIRED_FILE.replace("000002", "000003")):  # twice
+        rows += [[f"r{i}", t, copy] for i, t in enumerate(gap)]
+    rows += [[f"o{i}", t, other] for i, t in enumerate(gap)]  # posts test-2 found
+    con.executemany("INSERT INTO posts VALUES (?, ?, ?)", rows)
+    account = report.account_gaps(con, events, period, 5, collector_id="test-1")
+    (row,) = [g for g in account.gaps if g.kind == report.NOT_COLLECTING]
+    assert row.repair == f"repaired ({len(gap)} posts fetched again)"

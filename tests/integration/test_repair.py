@@ -160,6 +160,67 @@ def test_a_span_older_than_search_allows_is_not_repaired_and_says_why(s3, aws_en
     assert [e.event for e in events_in_s3(s3, tmp_path)] == ["repair_started", "repair_failed"]
 
 
+def test_a_span_partly_older_than_7_days_says_which_part_was_searched(s3, aws_env, tmp_path):
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=30).start()
+    try:
+        config = write_config(
+            tmp_path, server.url, s3_endpoint=aws_env.url, x_extra="repair_margin_seconds = 0"
+        )
+        assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
+        now = int(time.time())
+        start, end = now - 8 * 86400, now - 6 * 86400
+        result = run_cli("repair", "--config", str(config), "--from", iso(start), "--to", iso(end))
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    searched = re.search(r"^repaired (\S+) to (\S+) of (\S+) to (\S+): ", result.stdout, re.M)
+    assert searched, result.stdout
+    oldest = searched[1]
+    assert (searched[2], searched[3], searched[4]) == (iso(end), iso(start), iso(end))
+    assert iso(now - 7 * 86400) < oldest <= iso(now - 7 * 86400 + 120)
+    assert f"; {iso(start)} to {oldest} not searched (older than recent search's 7 days)" in (
+        result.stdout
+    )
+    (done,) = [e for e in events_in_s3(s3, tmp_path) if e.event == "repair_done"]
+    assert done.detail["searched"] == [oldest, iso(end)]
+
+
+def test_a_repair_up_to_now_is_cut_15_s_back_or_says_there_is_nothing_yet(s3, aws_env, tmp_path):
+    """X refuses an end_time less than 10 s before the request: `--to now` searches up to 15 s
+    ago and names the part it left; a span that is all newer says so in one line."""
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=30).start()
+    try:
+        config = write_config(
+            tmp_path, server.url, s3_endpoint=aws_env.url, x_extra="repair_margin_seconds = 0"
+        )
+        assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
+        now = time.time()
+        recent = run_cli(
+            "repair", "--config", str(config), "--from", iso(now - 60), "--to", iso(now + 1)
+        )
+        after = time.time()
+        searches = server.stats()["search_requests"]
+        empty = run_cli(
+            "repair", "--config", str(config), "--from", iso(now - 5), "--to", iso(now + 1)
+        )
+        searches = server.stats()["search_requests"] - searches
+    finally:
+        server.stop()
+    assert recent.returncode == 0, recent.stdout + recent.stderr
+    assert "Invalid 'end_time'" not in recent.stdout + recent.stderr
+    cut = re.search(r"^repaired \S+ to (\S+) of ", recent.stdout, re.M)[1]
+    assert iso(now - 16) <= cut <= iso(after - 15)
+    assert f"; {cut} to {iso(now + 1)} not searched (less than 15 s old: X's search refuses" in (
+        recent.stdout
+    )
+    assert empty.returncode == 1
+    (line,) = [x for x in empty.stdout.splitlines() if "failed" in x]
+    assert "failed: nothing to search yet: the span starts after " in line
+    assert searches == 0, "nothing to search: no request"
+
+
 def test_repair_refuses_times_it_cannot_read(tmp_path):
     config = write_config(tmp_path, "http://127.0.0.1:9")
     result = run_cli("repair", "--config", str(config), "--from", "yesterday", "--to", "now")
@@ -225,7 +286,8 @@ def test_a_stream_outage_is_repaired_in_stream_shape_counted_once_and_shown(s3, 
     assert status["repair_not_repairable"] == [
         "test-1:bio: 'bio:' is a stream-only operator: recent search refuses it"
     ]
-    assert status["repair_posts_fetched"] >= len(searchable)
+    # one repair in this run: each post counted once, though two rules found it
+    assert status["repair_posts_fetched"] == len(repaired)
     assert "repair: rule 'bio:engineer' (tag test-1:bio) is not repairable" in collector.log
 
     # The report counts every post once and shows the gap as repaired but for the bio rule.
@@ -467,3 +529,14 @@ def test_kill_9_and_restart_with_repair_loses_no_post_the_stand_in_sent(s3, aws_
     with csv_out.open() as handle:
         exported = [row["id"] for row in csv.DictReader(handle)]
     assert sorted(exported) == sorted(stored)
+
+    # the report's gap runs from the last streamed post or heartbeat, not the repaired posts
+    out = tmp_path / "report.html"
+    result = run_cli(
+        "report", "--config", str(config), "--out", str(out), "--no-progress",
+        "--cache-dir", str(tmp_path / "cache"), *window,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (row,) = [r for r in report_gap_rows(out.read_text()) if r[3] == "not collecting"]
+    assert row[4].startswith("the collector ended without a stop event (killed?)")
+    assert row[2] != "under 1 s" and row[5].startswith("repaired (")
