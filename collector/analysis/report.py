@@ -454,7 +454,7 @@ def searched_span(event: Event, start: datetime, end: datetime) -> tuple[datetim
         return start, end
 
 
-def repair_state(gap: Gap, repairs: list[Event], con, collector_id: str | None = None) -> str:
+def repair_state(gap: Gap, repairs: list[Event], con=None, collector_id: str | None = None) -> str:
     """What gap repair did for a "not collecting" gap, from its repair_done / repair_failed
     events (collector.source.repair) and the repaired posts in it (repaired_posts):
     `repaired (N posts fetched again)`, `partly repaired (...; not repairable: rule ...)` or
@@ -479,7 +479,10 @@ def repair_state(gap: Gap, repairs: list[Event], con, collector_id: str | None =
     done = [(e, a, b) for e, a, b in touching if e.event == "repair_done"]
     if not done:
         return f"{NOT_REPAIRED} ({touching[-1][0].cause or 'repair failed'})"
-    posts = repaired_posts(con, gap, collector_id)
+    if con is not None:
+        posts = repaired_posts(con, gap, collector_id)
+    else:  # without the posts: the largest repair's count (repairs of one span overlap)
+        posts = max(int(detail(e).get("posts") or 0) for e, _, _ in done)
     rules = sorted(
         {r.get("rule", "?") for e, _, _ in done for r in detail(e).get("not_repairable") or []}
     )
