@@ -122,8 +122,8 @@ class Sandbox:
         ids = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for obj in page.get("Contents", []):
-                if "/_events/" in f"/{obj['Key']}":  # connection events, not posts
-                    continue
+                if "/_events/" in f"/{obj['Key']}" or "/_compliance/" in f"/{obj['Key']}":
+                    continue  # connection events and compliance results, not posts
                 body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
                 if obj["Key"].endswith(".gz"):
                     body = gzip.decompress(body)
@@ -257,6 +257,37 @@ def test_systemd_is_pid_1_and_starts_supervisord_enabled_at_boot(sandbox):
     assert sandbox.ssh("systemctl show --property=MainPID --value supervisor").strip() == str(
         parent
     )
+
+
+def test_the_compliance_timers_are_enabled_and_a_run_shows_in_collector_status(sandbox):
+    """The compliance role's timers, enabled by systemd on the instance; the daily service,
+    started as its timer starts it, runs as the collector's user against the stand-in's
+    batch compliance jobs and moto, and `collector status` shows its run."""
+    sandbox.wait_running()
+    for timer in ("twittersnake-compliance.timer", "twittersnake-compliance-archive.timer"):
+        assert sandbox.ssh(f"systemctl is-enabled {timer}").strip() == "enabled"
+        assert sandbox.ssh(f"systemctl is-active {timer}").strip() == "active"
+    timers = sandbox.ssh("systemctl list-timers --all --no-pager 'twittersnake-compliance*'")
+    assert "twittersnake-compliance.service" in timers, timers
+    sandbox.wait_for_posts(0)
+
+    # a oneshot service: start returns when the run has ended
+    started = sandbox.world.ssh(
+        "sudo -n systemctl start twittersnake-compliance.service", check=False, timeout=600
+    )
+    journal = sandbox.ssh("journalctl -u twittersnake-compliance.service --no-pager -n 20")
+    assert started.returncode == 0, started.stderr + journal
+    assert "post ids from" in journal and "no post reads billed" in journal, journal
+    owner = sandbox.ssh(f"stat -c %U {SPOOL}/compliance/last_run.json").strip()
+    assert owner == "twittersnake"
+    status = sandbox.ssh(
+        "cd /opt/twittersnake/src && sudo -u twittersnake /opt/conda/envs/twittersnake/bin/python"
+        " -m collector status --config /etc/twittersnake/collector.toml",
+        check=False,
+    )
+    line = next(line for line in status.splitlines() if "compliance_last_run " in line)
+    assert re.search(r"ok at \S+: \d+ ids checked, 0 removed, 0 geotags scrubbed", line), status
+    assert "compliance_last_run_ok" in status and "compliance_age_seconds" in status
 
 
 def test_environment_is_built_by_the_conda_roles_command_at_the_tested_pins(sandbox):
