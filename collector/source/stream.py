@@ -455,13 +455,14 @@ class XStream(tweepy.StreamingClient):
             return
         self.metrics.set(LAST_ERROR, f"X stream refused: {reason}")
         self.metrics.set(X_ACCOUNT_STATE, None)
-        self.metrics.set(NEXT_ATTEMPT_AT, iso_in(self._tweepy_wait(status_code)))
+        wait = self._tweepy_wait(status_code)
+        self.metrics.set(NEXT_ATTEMPT_AT, iso_in(wait))
         # 429 (usage cap, too many connections) collects nothing until X lifts it.
         severity = FAILING if status_code == 429 else DEGRADED
         self.health.report(
             "stream",
             severity,
-            f"X refuses the stream: {reason}; retrying with tweepy's backoff",
+            f"X refuses the stream: {reason}; next attempt in {wait:.0f} s (tweepy's backoff)",
             failing_after=STREAM_FAILING_AFTER,
             degraded_after=0.0 if severity == FAILING else STREAM_DEGRADED_AFTER,
         )

@@ -471,3 +471,17 @@ def test_the_documented_account_state_switches_make_the_stand_in_answer_as_x(
         (200, None),
         (429, "too_many_connections"),
     ]
+
+
+def test_another_refusal_says_when_the_next_attempt_is(tmp_path, x_server) -> None:
+    x_server.refuse_streams(503)
+    with Reader(tmp_path, x_server) as reader:
+        snapshot = wait_until(
+            lambda: (m := reader.stream.metrics.snapshot()).get("next_attempt_at") and m, 5
+        )
+        assert snapshot["x_account_state"] is None
+        at = datetime.fromisoformat(snapshot["next_attempt_at"].replace("Z", "+00:00"))
+        assert 3 <= (at - datetime.now(UTC)).total_seconds() <= 6  # tweepy's first wait: 5 s
+        reason = reader.health.reason_of("stream")
+        assert reason.startswith("X refuses the stream: HTTP 503")
+        assert reason.endswith("; next attempt in 5 s (tweepy's backoff)")
