@@ -161,6 +161,8 @@ def test_the_daily_service_command_records_a_run_collector_status_shows(
     last = compliance.read_last_run(load_config(archive.config).spool.dir)
     assert last["ok"] and last["ids_checked"] == POSTS
     assert status.returncode == 0, status.stdout
-    shown = next(line for line in status.stdout.splitlines() if "compliance_last_run" in line)
+    shown = next(
+        line for line in status.stdout.splitlines() if line.split()[:1] == ["compliance_last_run"]
+    )
     removed = sum(reason != "scrub_geo" for reason in marked.values())
     assert f"{POSTS} ids checked, {removed} removed, 2 geotags scrubbed" in shown
