@@ -8,7 +8,8 @@ status.json fields (a contract for `collector status`, the report and operators)
     x_account_state (X's account-level refusal in force: credits_depleted, spending_limit,
     monthly_cap, too_many_connections; null otherwise: collector.source.account),
     next_attempt_at (ISO: when the stream reader connects next while not connected; null once
-    connected),
+    connected), x_project_usage and x_project_cap (posts X counted this billing cycle and its
+    cap, from GET /2/usage/tweets at X's last account-level refusal; null before one),
     posts_received, posts_per_second, bytes_received, error_messages, quarantined_lines,
     reconnects, connects, keep_alives, http_errors, files_sealed, records_sealed,
     spool_write_errors, dropped_after_close, files_compressed, compress_errors, files_uploaded,
@@ -219,6 +220,8 @@ class StatusReporter:
             "x_api_version": values.get("x_api_version"),
             "x_account_state": values.get("x_account_state"),
             "next_attempt_at": values.get("next_attempt_at"),
+            "x_project_usage": values.get("x_project_usage"),
+            "x_project_cap": values.get("x_project_cap"),
             "posts_per_second": round(self._rate, 1),
         }
         status["health"], status["health_reason"] = self.health.state()

@@ -431,6 +431,7 @@ def test_while_capped_status_shows_xs_count_and_no_forecast(tmp_path, x_server, 
     finally:
         assert collector.stop() == 0, collector.log
     assert status["monthly_cap_used_percent"] == 100.0
+    assert (status["x_project_usage"], status["x_project_cap"]) == (40, 40)  # X's own count
     assert status["spend_usd_cycle_forecast"] is None
     assert status["spend_forecast_note"].startswith("no forecast: X refuses the stream (monthly")
     assert "this billing cycle (since " in text and "), no forecast: X refuses the stream" in text
