@@ -308,17 +308,33 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}".replace("\n", " ")
 
 
-def live_rules(cfg: Config, token: str) -> list[SearchRule]:
-    """The rules live on the stream now (every rule of the project: the stream delivers their
-    posts), or the configured ones when X cannot be asked (ids then unknown: "")."""
-    from collector.source.rules import RulesClient
+@dataclass
+class OwnRules:
+    """The rules a repair searches: this collector's live ones (tag prefix `collector_id:`,
+    as `rules sync` owns them), the configured ones not live (tags) and how many live rules
+    other clients of the X app hold (never searched: their posts are not this collection's,
+    and each search is billed)."""
+
+    live: list[SearchRule]
+    not_live: list[str] = field(default_factory=list)
+    others: int = 0
+
+
+def live_rules(cfg: Config, token: str) -> OwnRules:
+    """This collector's live rules (collector.source.rules.tag_prefix), or the configured ones
+    when X cannot be asked (ids then unknown: "")."""
+    from collector.source.rules import RulesClient, tag_prefix
 
     try:
         live = RulesClient(cfg, token).list()
     except RulesError as exc:
         log.warning("repair: cannot list the live rules (%s); using the configured ones", exc)
-        return [SearchRule("", value, tag) for value, tag in desired_rules(cfg)]
-    return [SearchRule(r.id, r.value, r.tag) for r in live]
+        return OwnRules([SearchRule("", value, tag) for value, tag in desired_rules(cfg)])
+    prefix = tag_prefix(cfg)
+    ours = [SearchRule(r.id, r.value, r.tag) for r in live if (r.tag or "").startswith(prefix)]
+    held = {(r.value, r.tag) for r in ours}
+    not_live = [tag for value, tag in desired_rules(cfg) if (value, tag) not in held]
+    return OwnRules(ours, not_live, len(live) - len(ours))
 
 
 # ---------------------------------------------------------------- the spool
@@ -397,6 +413,7 @@ class RepairResult:
     method: str = "search"
     note: str = ""
     not_searched: list[str] = field(default_factory=list)  # parts outside the search window
+    not_live: list[str] = field(default_factory=list)  # configured rule tags not live on X
 
     def detail(self) -> dict:
         doc: dict = {"from": iso(self.span.start), "to": iso(self.span.end)}
@@ -404,6 +421,8 @@ class RepairResult:
             doc["searched"] = self.searched.to_json()
         if self.not_searched:
             doc["not_searched"] = self.not_searched
+        if self.not_live:
+            doc["not_live"] = self.not_live
         doc |= {"posts": self.posts, "rules": self.per_rule}
         doc["not_repairable"] = self.not_repairable
         doc["requests"] = self.requests
@@ -427,6 +446,11 @@ class RepairResult:
         text = f"repaired {what}{how}: {self.posts} post(s) fetched again ({counts})"
         if self.not_searched:
             text += "; " + "; ".join(self.not_searched)
+        if self.not_live:
+            text += (
+                f"; configured but not live on X, not searched: {', '.join(self.not_live)} "
+                "(`collector rules sync` makes them live)"
+            )
         if self.not_repairable:
             names = "; ".join(f"{r['rule']} ({r['reason']})" for r in self.not_repairable)
             text += f"; not repairable: {names}"
@@ -617,10 +641,17 @@ class Repairer:
     def _by_search(self, span: Span) -> RepairResult:
         result = RepairResult(span)
         requests_before = self.search.requests
-        rules = live_rules(self.cfg, self.token)
+        own = live_rules(self.cfg, self.token)
+        result.not_live = own.not_live
+        if own.not_live:
+            log.warning("repair: configured rule(s) not live on X, not searched: %s (`collector "
+                        "rules sync` makes them live)", ", ".join(own.not_live))  # fmt: skip
+        if own.others:
+            log.info("repair: %d live rule(s) of other clients (other tag prefixes) left out",
+                     own.others)  # fmt: skip
         limit = search_query_max_length(self.cfg)
         searchable = []
-        for rule in rules:
+        for rule in own.live:
             reason = not_repairable_reason(rule.value, limit)
             if reason:
                 result.not_repairable.append({"rule": rule.name, "reason": reason})

@@ -96,7 +96,7 @@ def outage_while_nobody_streams(server: FakeXServer, seconds: float):
     return started, time.time(), stream
 
 
-@pytest.mark.slow  # X answers for an end_time 10 s old: the test waits for it
+@pytest.mark.slow  # repair asks for an end_time 15 s old: the test waits for it
 def test_collector_repair_by_hand_stores_what_matched_in_the_span(s3, aws_env, tmp_path):
     s3.create_bucket(Bucket=BUCKET)
     server = FakeXServer(token=TOKEN, rate=30).start()
@@ -107,7 +107,7 @@ def test_collector_repair_by_hand_stores_what_matched_in_the_span(s3, aws_env, t
         )  # fmt: skip
         assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
         start, end, stream = outage_while_nobody_streams(server, 2.5)
-        time.sleep(max(0.0, end + 11 - time.time()))  # X answers for an end_time 10 s old
+        time.sleep(max(0.0, end + 17 - time.time()))  # repair asks for an end_time 15 s old
         result = run_cli(
             "repair", "--config", str(config), "--from", iso(start - 1), "--to", iso(end + 1)
         )
@@ -219,6 +219,37 @@ def test_a_repair_up_to_now_is_cut_15_s_back_or_says_there_is_nothing_yet(s3, aw
     (line,) = [x for x in empty.stdout.splitlines() if "failed" in x]
     assert "failed: nothing to search yet: the span starts after " in line
     assert searches == 0, "nothing to search: no request"
+
+
+def test_repair_searches_only_the_rules_this_collector_owns(s3, aws_env, tmp_path):
+    """Other clients' rules on the same X app are never searched (nor billed); a by-hand run
+    whose configured rules are not live says so and searches nothing."""
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=30).start()
+    server.add_rule("someone else's topic", tag="their-app:topic")
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    mine.mkdir(), other.mkdir()
+    start, end = iso(time.time() - 120), iso(time.time() - 60)
+    try:
+        config = write_config(mine, server.url, s3_endpoint=aws_env.url, rules=RULES[:2])
+        assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
+        ours = run_cli("repair", "--config", str(config), "--from", start, "--to", end)
+        config_2 = write_config(other, server.url, s3_endpoint=aws_env.url)
+        config_2.write_text(config_2.read_text().replace('"test-1"', '"test-2"'))
+        searches = server.stats()["search_requests"]
+        theirs = run_cli("repair", "--config", str(config_2), "--from", start, "--to", end)
+        searches = server.stats()["search_requests"] - searches
+    finally:
+        server.stop()
+    assert ours.returncode == 0, ours.stdout + ours.stderr
+    assert "post(s) fetched again (test-1:python 0, test-1:snake 0)" in ours.stdout
+    assert "their-app" not in ours.stdout
+    assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+    assert (
+        "post(s) fetched again (no rule); configured but not live on X, not searched: "
+        "test-2:python (`collector rules sync` makes them live)" in theirs.stdout
+    )
+    assert searches == 0
 
 
 def test_repair_refuses_times_it_cannot_read(tmp_path):
@@ -408,7 +439,7 @@ def test_enterprise_short_drop_is_backfilled_on_the_reconnect(s3, aws_env, tmp_p
     assert done.detail["method"] == "backfill"
 
 
-@pytest.mark.slow  # X answers for an end_time 10 s old: the test waits for it
+@pytest.mark.slow  # repair asks for an end_time 15 s old: the test waits for it
 def test_a_repair_honours_the_budget_and_keeps_what_it_fetched(s3, aws_env, tmp_path):
     s3.create_bucket(Bucket=BUCKET)
     server = FakeXServer(token=TOKEN, rate=60).start()
@@ -419,7 +450,7 @@ def test_a_repair_honours_the_budget_and_keeps_what_it_fetched(s3, aws_env, tmp_
         )  # fmt: skip
         assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
         start, end, stream = outage_while_nobody_streams(server, 2.5)
-        time.sleep(max(0.0, end + 11 - time.time()))
+        time.sleep(max(0.0, end + 17 - time.time()))
         result = run_cli(
             "repair", "--config", str(config), "--from", iso(start - 1), "--to", iso(end + 1)
         )
