@@ -505,6 +505,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
     from collector.sink.shipper import Shipper
     from collector.source import repair
+    from collector.spool.compress import ready_name
+    from collector.spool.layout import object_key
     from collector.spool.writer import Quarantine
     from collector.telemetry.events import EventLog
     from collector.telemetry.metrics import Metrics
@@ -537,13 +539,13 @@ def cmd_repair(args: argparse.Namespace) -> int:
     seq = repair.MicrosecondSeq()
     files = repair.RepairFiles(cfg, dirs, seq, shipper.submit, Quarantine(dirs, metrics))
     lock, ledger = _billing_ledger(cfg)
+    shipper.start()  # before the repair writes: only an earlier run's files are leftovers
     try:
         result = repair.Repairer(cfg, token, files, events, metrics, ledger=ledger).repair(span)
     finally:
         if ledger is not None:
             ledger.close()
         lock.release()
-    shipper.start()
     remaining = shipper.drain(time.monotonic() + REPAIR_DRAIN_SECONDS)
     shipper.stop()
     print(result.summary(), flush=True)
@@ -553,7 +555,11 @@ def cmd_repair(args: argparse.Namespace) -> int:
         f"(${price} each; a post already billed this UTC day is not billed again)"
     )
     for name in result.files:
-        print(f"stored   {name}")
+        ready = ready_name(name, cfg.s3.compression)
+        if (dirs.sealed / name).exists() or (dirs.ready / ready).exists():
+            print(f"pending  {name} (in {dirs.root})")
+        else:
+            print(f"uploaded s3://{cfg.s3.bucket}/{object_key(cfg.s3.prefix, ready)}")
     if remaining:
         print(
             f"{remaining} file(s) not uploaded yet: they stay in {dirs.root}; "

@@ -134,6 +134,11 @@ def test_collector_repair_by_hand_stores_what_matched_in_the_span(s3, aws_env, t
     # X billed what search returned (and what the test's own stream read), once per post
     assert server.billed_posts() == len(searchable | set(server.sent_ids))
     out = result.stdout
+    repair_keys = [k for k in s3_objects(s3) if "-repair-" in k]
+    assert repair_keys and sorted(
+        line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("uploaded ")
+    ) == sorted(f"s3://{BUCKET}/{key}" for key in repair_keys)
+    assert "left by an earlier run" not in out + result.stderr
     n = len(searchable)
     assert f"{n} post(s) fetched again (test-1:python {n}, test-1:snake {n})" in out
     assert "not repairable: test-1:bio ('bio:' is a stream-only operator" in out
