@@ -695,9 +695,9 @@ def results_for(source, cache_dir: Path, offline: bool) -> list[Path] | None:
         return cached_results(cache_dir, source.bucket, source.prefix)
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from collector.analysis import report
+    from collector.analysis import options
 
-    s3 = report._s3_client(source)
+    s3 = options._s3_client(source)
     try:
         listed = list_results(s3, source.bucket, source.prefix)
         sync = loader.sync_cache(
@@ -753,7 +753,7 @@ def _progress(enabled: bool) -> Callable[[str], None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from collector.analysis import loader, report
+    from collector.analysis import loader, options
     from collector.config import ConfigError, load_config, read_bearer_token
     from collector.errors import EX_CONFIG
 
@@ -764,7 +764,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--to goes with --from, not --all (the whole archive)")
         if not (args.from_time or args.since or args.all):
             args.since = "30d"
-        period = None if args.all else report.period_from_args(args)
+        period = None if args.all else options.period_from_args(args)
         if args.max_ids < 1:
             raise ValueError(f"--max-ids {args.max_ids}: expected a number of ids >= 1")
         if args.poll_seconds < 0:
@@ -775,8 +775,8 @@ def run(args: argparse.Namespace) -> int:
     from collector.telemetry.redact import SECRETS
 
     SECRETS.add(token)
-    source = report.Source(cfg.s3.bucket, cfg.s3.prefix, cfg.s3.region, cfg.s3.endpoint_url, None)
-    s3 = report._s3_client(source)
+    source = options.Source(cfg.s3.bucket, cfg.s3.prefix, cfg.s3.region, cfg.s3.endpoint_url, None)
+    s3 = options._s3_client(source)
     runner = Runner(
         cfg,
         token,

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import duckdb
 
-from collector.analysis import loader, report
+from collector.analysis import loader, options
 from collector.analysis.loader import Projection
 from collector.errors import EX_CONFIG
 
@@ -303,7 +303,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="the collector's TOML config")
     when = parser.add_mutually_exclusive_group()
     when.add_argument(
-        "--since", help=f"period ending now, e.g. 90m, 24h, 7d (default {report.DEFAULT_SINCE})"
+        "--since", help=f"period ending now, e.g. 90m, 24h, 7d (default {options.DEFAULT_SINCE})"
     )
     when.add_argument("--from", dest="from_time", help="period start, ISO 8601 (UTC if no zone)")
     parser.add_argument("--to", dest="to_time", help="period end, ISO 8601 (default now)")
@@ -328,7 +328,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--memory-limit", default="512MB", help="DuckDB memory limit (default 512MB)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
-    report.add_compliance_argument(parser)
+    options.add_compliance_argument(parser)
     parser.add_argument(
         "--csv-raw",
         action="store_true",
@@ -340,20 +340,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
-        source = report.read_source(args.config)
-        period = report.period_from_args(args)
+        source = options.read_source(args.config)
+        period = options.period_from_args(args)
         args.format = output_format(args.out, args.format)
         check_out(args.out, args.format, args.force)
-        con = report.connect(args, output_folder(args.out, args.format))
+        con = options.connect(args, output_folder(args.out, args.format))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EX_CONFIG
-    files, sync = report.period_objects(source, period, args)
+    files, sync = options.period_objects(source, period, args)
     if files is None:
         return 1
     result = loader.load_posts(con, files, period, EXPORT_PROJECTION)
-    result = report.with_sync_skipped(result, sync)
-    applied = report.apply_compliance(con, source, args, GEO_COLUMNS)
+    result = options.with_sync_skipped(result, sync)
+    applied = options.apply_compliance(con, source, args, GEO_COLUMNS)
     if applied is None:
         return 1
     kept = con.execute("SELECT count(*) FROM posts").fetchall()[0][0]
@@ -365,11 +365,11 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, duckdb.IOException) as error:
         print(f"error: --out {args.out}: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
-    report.print_skipped(result)
-    print(applied.line(report.compliance_url(source)))
+    options.print_skipped(result)
+    print(applied.line(options.compliance_url(source)))
     print(
         f"{args.out}: {rows} posts ({kept - rows} duplicates left out), "
-        f"{len(EXPORT_COLUMNS)} columns, {args.format}, {report.provenance(result, sync, started)}"
+        f"{len(EXPORT_COLUMNS)} columns, {args.format}, {options.provenance(result, sync, started)}"
     )
     return 0
 

@@ -114,16 +114,16 @@ def _code(error) -> str:
 def run(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from collector.analysis import report
+    from collector.analysis import options
     from collector.errors import EX_CONFIG
     from collector.sink.codecs import codec_of
 
     try:
-        source = report.read_source(args.config)
+        source = options.read_source(args.config)
     except ValueError as error:
         print(f"collector: error: {error}", file=sys.stderr)
         return EX_CONFIG
-    s3 = report._s3_client(source)
+    s3 = options._s3_client(source)
     bucket = source.bucket
     try:
         reasons = latest_reasons(s3, bucket, source.prefix)
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         return _refused(error, f"s3://{bucket}/{source.prefix}", "read")
     if not reasons:
         print(
-            f"nothing to purge: no compliance result under {report.compliance_url(source)} "
+            f"nothing to purge: no compliance result under {options.compliance_url(source)} "
             "(run `collector compliance` first)"
         )
         return 0

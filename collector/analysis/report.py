@@ -8,6 +8,10 @@ Sections: posts over time (a bar per minute, hour or day: bucket_for), post type
 rule tags, hashtags, mentions, linked domains, languages, and the gaps table, which reads the
 collectors' connection events (collector.telemetry.events, `{prefix}/_events/`) to tell
 "not collecting" from "quiet" (account_gaps).
+
+Its parts: collector.analysis.options (source, period, cache, the lines shared with export),
+collector.analysis.gaps (gap accounting), collector.analysis.charts (matplotlib); this module
+holds the aggregates, the HTML and the command.
 """
 
 from __future__ import annotations
@@ -15,147 +19,61 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import io
 import json
 import logging
 import sys
 import time
-import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from collector.analysis import loader
+
+# What report shared with export and the tests before these parts had modules of their own.
+from collector.analysis.charts import DATA_COLOUR as DATA_COLOUR
+from collector.analysis.charts import REPAIRED_COLOUR as REPAIRED_COLOUR
+from collector.analysis.charts import SPAN_COLOURS as SPAN_COLOURS
+from collector.analysis.charts import _time_chart as _time_chart
+from collector.analysis.charts import bucket_for as bucket_for
+from collector.analysis.charts import chart_spans as chart_spans
+from collector.analysis.charts import floor_time as floor_time
+from collector.analysis.charts import render_charts as render_charts
+from collector.analysis.gaps import NO_POSTS as NO_POSTS
+from collector.analysis.gaps import NO_REPAIR_RECORDED as NO_REPAIR_RECORDED
+from collector.analysis.gaps import NOT_COLLECTING as NOT_COLLECTING
+from collector.analysis.gaps import PAUSED_BUDGET as PAUSED_BUDGET
+from collector.analysis.gaps import QUIET as QUIET
+from collector.analysis.gaps import UNCLEAN_END as UNCLEAN_END
+from collector.analysis.gaps import Gap as Gap
+from collector.analysis.gaps import GapAccount as GapAccount
+from collector.analysis.gaps import account_gaps as account_gaps
+from collector.analysis.gaps import collecting_spans as collecting_spans
+from collector.analysis.gaps import repair_state as repair_state
 from collector.analysis.loader import LoadResult, Period
+from collector.analysis.options import DEFAULT_SINCE as DEFAULT_SINCE
+from collector.analysis.options import Source as Source
+from collector.analysis.options import _s3_client as _s3_client
+from collector.analysis.options import add_compliance_argument as add_compliance_argument
+from collector.analysis.options import apply_compliance as apply_compliance
+from collector.analysis.options import cache_dir as cache_dir
+from collector.analysis.options import check_options as check_options
+from collector.analysis.options import compliance_url as compliance_url
+from collector.analysis.options import connect as connect
+from collector.analysis.options import period_from_args as period_from_args
+from collector.analysis.options import period_objects as period_objects
+from collector.analysis.options import print_skipped as print_skipped
+from collector.analysis.options import provenance as provenance
+from collector.analysis.options import read_source as read_source
+from collector.analysis.options import with_sync_skipped as with_sync_skipped
 from collector.errors import EX_CONFIG
 from collector.spool.layout import normalize_prefix
-from collector.telemetry.events import REPAIR_EVENTS, Event, read_events
+from collector.telemetry.events import Event, read_events
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SINCE = "24h"
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where the collector of a config file ships its objects."""
-
-    bucket: str
-    prefix: str
-    region: str
-    endpoint_url: str
-    spool_dir: Path | None
-    usd_per_post: float = 0.005  # [budget] usd_per_post: X's list price unless configured
-    collector_id: str | None = None  # its own repairs are the ones the gaps table counts
-
-
-def read_source(config_path: Path) -> Source:
-    """The bucket, prefix and endpoint of a collector config (the same TOML `run` reads)."""
-    try:
-        from collector.config import ConfigError, load_config
-    except ImportError:  # the report works without the collector's own modules
-        load_config = None  # type: ignore[assignment]  # None means absent
-    if load_config is not None:
-        try:
-            cfg = load_config(config_path, streaming=False)  # rules do not matter here
-        except ConfigError as error:
-            raise ValueError(str(error)) from None
-        return Source(
-            cfg.s3.bucket,
-            cfg.s3.prefix,
-            cfg.s3.region,
-            cfg.s3.endpoint_url or "",
-            cfg.spool.dir,
-            cfg.budget.usd_per_post,
-            cfg.collector_id,
-        )
-    try:
-        doc = tomllib.loads(config_path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ValueError(f"{config_path}: {error}") from None
-    s3 = doc.get("s3", {})
-    if not s3.get("bucket"):
-        raise ValueError(f"{config_path}: [s3] bucket is required")
-    spool = doc.get("spool", {}).get("dir")
-    return Source(
-        s3["bucket"],
-        s3.get("prefix", ""),
-        s3.get("region", "us-east-1"),
-        s3.get("endpoint_url", ""),
-        Path(spool) if spool else None,
-        float(doc.get("budget", {}).get("usd_per_post", 0.005)),
-        doc.get("collector_id"),
-    )
-
-
-def period_from_args(args: argparse.Namespace, now: datetime | None = None) -> Period:
-    now = now or datetime.now(UTC)
-    if args.from_time:
-        start = loader.parse_time(args.from_time)
-        end = loader.parse_time(args.to_time) if args.to_time else now
-        if end <= start:
-            raise ValueError(f"--to ({end:%Y-%m-%dT%H:%M:%SZ}) must be after --from")
-        return Period(start, end)
-    if args.to_time:
-        raise ValueError("--to needs --from")
-    length = loader.parse_duration(args.since or DEFAULT_SINCE)
-    if length <= timedelta(0):
-        raise ValueError(f"--since {args.since}: the period must be longer than 0 (e.g. 24h)")
-    return Period.last(length, now)
-
-
-def check_options(args: argparse.Namespace) -> None:
-    """The numeric options of `report` and `export`: ValueError naming the option otherwise."""
-    if getattr(args, "gap_minutes", 1) <= 0:
-        raise ValueError(f"--gap-minutes {args.gap_minutes:g}: expected a number of minutes > 0")
-    if getattr(args, "top", 1) < 1:
-        raise ValueError(f"--top {args.top}: expected a number of rows >= 1")
-
-
-def cache_dir(args: argparse.Namespace) -> Path:
-    return args.cache_dir or loader.default_cache_dir()
-
-
-def connect(args: argparse.Namespace, output: Path | None = None):
-    """loader.connect with --memory-limit, DuckDB reaching only the cache (and `output`, a
-    folder export writes into); ValueError naming the option when DuckDB refuses the limit."""
-    import duckdb
-
-    allowed = [cache_dir(args)] + ([output] if output is not None else [])
-    try:
-        return loader.connect(memory_limit=args.memory_limit, allowed_directories=allowed)
-    except duckdb.Error as error:
-        reason = str(error).splitlines()[0].removeprefix("Parser Error: ")
-        raise ValueError(f"--memory-limit {args.memory_limit}: {reason}") from None
-
 
 # ---------------------------------------------------------------- aggregates (DuckDB)
-
-# The time charts' bucket follows the period so a chart has 1 to about 180 bars.
-BUCKETS = (
-    ("minute", timedelta(minutes=1)),
-    ("hour", timedelta(hours=1)),
-    ("day", timedelta(days=1)),
-)
-MINUTE_BUCKETS_UP_TO = timedelta(hours=3)  # 180 bars at most
-HOUR_BUCKETS_UP_TO = timedelta(days=7)  # 168 bars at most; longer periods: one bar a day
-
-
-def bucket_for(period: Period) -> tuple[str, timedelta]:
-    """("minute"|"hour"|"day", its length) for a period's time charts."""
-    span = period.end - period.start
-    if span <= MINUTE_BUCKETS_UP_TO:
-        return BUCKETS[0]
-    if span <= HOUR_BUCKETS_UP_TO:
-        return BUCKETS[1]
-    return BUCKETS[2]
-
-
-def floor_time(value: datetime, step: timedelta) -> datetime:
-    """`value` rounded down to a multiple of `step` since the Unix epoch (UTC)."""
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    return epoch + (value.astimezone(UTC) - epoch) // step * step
 
 
 @dataclass
@@ -226,433 +144,8 @@ def compute_figures(con, period: Period, top: int) -> Figures:
 
 # ---------------------------------------------------------------- gaps (events + posts)
 
-NOT_COLLECTING = "not collecting"
-PAUSED_BUDGET = "paused: budget"  # the budget closed the stream on purpose (budget_paused)
-BUDGET_CAUSE = "budget reached: "
-QUIET = "quiet"
-NO_POSTS = "no posts"  # no collector events recorded: quiet or not collecting, unknown
-UNCLEAN_END = (
-    "the collector ended without a stop event (killed?); counted from its last sign of life "
-    "(last streamed post or heartbeat)"
-)
-# Events after which the collector was running (so it ran before the first one we see).
-_RUNNING_EVENTS = {"disconnected", "stop", "s3_refusing", "s3_recovered", "budget_paused"}
-
-
-@dataclass(frozen=True)
-class Gap:
-    start: datetime
-    end: datetime
-    kind: str  # NOT_COLLECTING, PAUSED_BUDGET, QUIET or NO_POSTS
-    cause: str = ""
-    repair: str = ""  # NOT_COLLECTING: what gap repair fetched again (repair_state)
-
-    @property
-    def length(self) -> timedelta:
-        return self.end - self.start
-
-
-@dataclass
-class GapAccount:
-    """Where the period had no posts, and why.
-
-    collecting: (start, end, collecting?, cause) spans covering the period from the first
-    connection on; before_collection / after_collection: the period's time before the
-    collector first connected, and after its last stop (None when there is none).
-    """
-
-    gaps: list[Gap]
-    events: list[Event]
-    collecting: list[tuple[datetime, datetime, bool, str]]
-    before_collection: tuple[datetime, datetime] | None = None
-    after_collection: tuple[datetime, datetime] | None = None
-    # `start` events of a collector still connected: the previous process ended unseen
-    unclean_restarts: set[datetime] = field(default_factory=set)
-
-
-def collecting_spans(events: list[Event], period: Period) -> GapAccount:
-    """Collecting / not-collecting spans from the connection events (oldest first).
-
-    Collecting means at least one collector's stream is connected. A `start` of a collector
-    that never said `stop` (killed) ends its connection there.
-    """
-    account = GapAccount([], [e for e in events if period.start <= e.at < period.end], [])
-    events = [e for e in events if e.event not in REPAIR_EVENTS]  # not about the connection
-    connected: set[str] = set()
-    spans: list[tuple[datetime, datetime, bool, str]] = []
-    since, cause = None, ""
-    if events and events[0].event in _RUNNING_EVENTS:
-        connected.add(events[0].collector_id)  # it was connected before its first event
-        since = period.start
-    for event in events:
-        was = bool(connected)
-        if event.event == "connected":
-            connected.add(event.collector_id)
-        elif event.event in ("disconnected", "stop", "budget_paused"):
-            connected.discard(event.collector_id)
-        elif event.event == "start" and event.collector_id in connected:
-            connected.discard(event.collector_id)  # the previous process ended without a stop
-            account.unclean_restarts.add(event.at)
-        if was == bool(connected):
-            continue
-        if since is not None and since < event.at:
-            spans.append((since, event.at, was, cause))
-        elif since is None:
-            account.before_collection = (period.start, event.at)
-        since = event.at
-        cause = "" if connected else (event.cause or event.event)
-        if event.event == "budget_paused" and not connected:
-            cause = f"{BUDGET_CAUSE}{event.cause or ''}"
-        elif event.event == "stop" and not connected:
-            cause = f"stopped ({event.cause})" if event.cause else "stopped"
-        elif event.event == "start" and not connected:
-            cause = UNCLEAN_END
-    if since is not None:
-        last = events[-1]
-        if not connected and last.event == "stop":
-            account.after_collection = (max(last.at, period.start), period.end)
-        else:
-            spans.append((since, period.end, bool(connected), cause))
-    elif events:
-        _never_connected(events, period, account, spans)
-    account.collecting = [
-        (max(a, period.start), min(b, period.end), c, why)
-        for a, b, c, why in spans
-        if b > period.start and a < period.end
-    ]
-    if account.before_collection is not None:
-        start, end = account.before_collection
-        account.before_collection = (start, min(end, period.end)) if end > start else None
-    return account
-
-
-def _never_connected(events: list[Event], period: Period, account: GapAccount, spans) -> None:
-    """Collectors ran (from their first event on) but never connected: not collecting."""
-    refusals = [e.cause for e in events if e.event == "disconnected" and e.cause]
-    why = f"never connected ({refusals[-1]})" if refusals else "never connected"
-    first, last = events[0], events[-1]
-    end = last.at if last.event == "stop" else period.end
-    account.before_collection = (period.start, first.at)
-    spans.append((first.at, end, False, why))
-    if last.event == "stop":
-        account.after_collection = (max(last.at, period.start), period.end)
-
-
-def account_gaps(
-    con, events: list[Event], period: Period, gap_minutes: float, collector_id: str | None = None
-) -> GapAccount:
-    """ "not collecting" spans from the events, "quiet" ones (connected, no post for more
-    than gap_minutes) from the posts; without any event, every silence is NO_POSTS. The repair
-    column counts the repairs of `collector_id` only (every collector's when None)."""
-    account = collecting_spans(events, period)
-    sentinels = {period.start, period.end}
-    for start, end, _, _ in account.collecting:
-        sentinels |= {start, end}
-    for edge in (account.before_collection, account.after_collection):
-        if edge:
-            sentinels |= set(edge)
-    con.execute("CREATE OR REPLACE TEMP TABLE gap_edges (ts TIMESTAMPTZ)")
-    con.executemany("INSERT INTO gap_edges VALUES (?)", [[t] for t in sorted(sentinels)])
-    silences = con.execute(
-        """
-        WITH t AS (
-            SELECT DISTINCT date_trunc('second', created_at) AS ts FROM posts
-            UNION SELECT ts FROM gap_edges),
-        g AS (SELECT lag(ts) OVER (ORDER BY ts) AS gap_start, ts AS gap_end FROM t)
-        SELECT gap_start, gap_end FROM g
-        WHERE gap_end - gap_start > to_seconds(?::DOUBLE) ORDER BY gap_start
-        """,
-        [gap_minutes * 60],
-    ).fetchall()
-    gaps = [
-        Gap(a, b, PAUSED_BUDGET if why.startswith(BUDGET_CAUSE) else NOT_COLLECTING, why)
-        for a, b, on, why in account.collecting
-        if not on
-    ]
-    repairs = [
-        e
-        for e in events
-        if e.event in ("repair_done", "repair_failed")
-        and e.detail
-        and (collector_id is None or e.collector_id == collector_id)
-    ]
-    for restart in sorted(account.unclean_restarts):
-        # From the last sign of life to the restart of a process that never said stop
-        # (kill -9, power loss): the end of collection was not recorded.
-        since = last_sign_of_life(con, events, repairs, restart)
-        if since < restart:
-            gaps.append(Gap(max(since, period.start), restart, NOT_COLLECTING, UNCLEAN_END))
-    for start, end in silences:
-        if not events:
-            gaps.append(Gap(start, end, NO_POSTS))
-        elif end in account.unclean_restarts:
-            continue  # the unclean end's gap, bounded above
-        elif any(a <= start and end <= b and on for a, b, on, _ in account.collecting):
-            gaps.append(Gap(start, end, QUIET))
-    account.gaps = [
-        replace(g, repair=repair_state(g, repairs, con, collector_id))
-        if g.kind == NOT_COLLECTING
-        else g
-        for g in _merge_adjacent(sorted(gaps, key=lambda g: g.start))
-    ]
-    return account
-
-
-def last_sign_of_life(
-    con, events: list[Event], repairs: list[Event], restart: datetime
-) -> datetime:
-    """When a collector that ended without a stop event was last seen collecting, before its
-    `restart`: the latest of its last `start`/`connected` event, its last streamed post and its
-    heartbeat (the start of the repair span the restart closed: collector.source.repair records
-    it every 10 s while connected). Posts fetched again by gap repair are no sign of life: they
-    fill the gap they are counted in."""
-    signs = [e.at for e in events if e.at < restart and e.event in ("start", "connected")]
-    streamed = con.execute(
-        f"SELECT max(created_at) FROM posts WHERE NOT {loader.REPAIRED_SQL} AND created_at < ?",
-        [restart],
-    ).fetchall()[0][0]
-    if streamed is not None:
-        signs.append(streamed)
-    for event in repairs:
-        try:
-            start = loader.parse_time((event.detail or {})["from"])
-            end = loader.parse_time((event.detail or {})["to"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if start < restart <= end + _REPAIR_SLACK:
-            signs.append(start)
-    return max(signs, default=restart)
-
-
-REPAIRED, PARTLY_REPAIRED, NOT_REPAIRED = "repaired", "partly repaired", "not repaired"
-NO_REPAIR_RECORDED = (
-    f"{NOT_REPAIRED} (no repair recorded: x.repair off, or collected before gap repair)"
-)
-_REPAIR_SLACK = timedelta(seconds=2)  # repair spans are whole seconds, events milliseconds
-
-
-def repaired_posts(con, gap: Gap, collector_id: str | None) -> int:
-    """Distinct posts in `collector_id`'s repair objects (every collector's when None) whose
-    created_at lies in the gap: a span repaired twice (automatically, then by hand) or
-    repaired by another collector counts each post once, for this collector only."""
-    sql = f"SELECT count(DISTINCT id) FROM posts WHERE {loader.REPAIRED_SQL}"
-    sql += " AND created_at >= ? AND created_at < ?"
-    params: list[object] = [gap.start - _REPAIR_SLACK, gap.end + _REPAIR_SLACK]
-    if collector_id is not None:
-        sql += " AND contains(file, ?)"
-        params.append(f"/{collector_id}-repair-")
-    return con.execute(sql, params).fetchall()[0][0]
-
-
-def searched_span(event: Event, start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """What a repair searched (its `searched` window: older than 7 days or too recent parts
-    left out), else its span."""
-    try:
-        first, last = (event.detail or {})["searched"]
-        return loader.parse_time(first), loader.parse_time(last)
-    except (KeyError, TypeError, ValueError):
-        return start, end
-
-
-def repair_state(gap: Gap, repairs: list[Event], con=None, collector_id: str | None = None) -> str:
-    """What gap repair did for a "not collecting" gap, from its repair_done / repair_failed
-    events (collector.source.repair) and the repaired posts in it (repaired_posts):
-    `repaired (N posts fetched again)`, `partly repaired (...; not repairable: rule ...)` or
-    `not repaired (why)`."""
-
-    def detail(event: Event) -> dict:
-        return event.detail or {}
-
-    def span(event: Event) -> tuple[datetime, datetime]:
-        return loader.parse_time(detail(event)["from"]), loader.parse_time(detail(event)["to"])
-
-    touching = []
-    for event in repairs:
-        try:
-            start, end = span(event)
-        except (KeyError, TypeError, ValueError):
-            continue
-        if start < gap.end + _REPAIR_SLACK and end > gap.start - _REPAIR_SLACK:
-            touching.append((event, start, end))
-    if not touching:
-        return NO_REPAIR_RECORDED
-    done = [(e, a, b) for e, a, b in touching if e.event == "repair_done"]
-    if not done:
-        return f"{NOT_REPAIRED} ({touching[-1][0].cause or 'repair failed'})"
-    if con is not None:
-        posts = repaired_posts(con, gap, collector_id)
-    else:  # without the posts: the largest repair's count (repairs of one span overlap)
-        posts = max(int(detail(e).get("posts") or 0) for e, _, _ in done)
-    rules = sorted(
-        {r.get("rule", "?") for e, _, _ in done for r in detail(e).get("not_repairable") or []}
-    )
-    searched = [searched_span(e, a, b) for e, a, b in done]
-    covered = min(a for a, _ in searched) <= gap.start + _REPAIR_SLACK
-    covered = covered and max(b for _, b in searched) >= gap.end - _REPAIR_SLACK
-    methods = {detail(e).get("method", "search") for e, _, _ in done}
-    fetched = f"{posts} posts fetched again"
-    if methods == {"backfill"}:
-        fetched = "backfill_minutes on the reconnect"
-    elif "recovery" in methods:
-        fetched += " by Recovery"
-    if covered and not rules:
-        return f"{REPAIRED} ({fetched})"
-    notes = [fetched] + ([f"not repairable: {', '.join(rules)}"] if rules else [])
-    if not covered:
-        notes.append("part of the span not searched")
-    return f"{PARTLY_REPAIRED} ({'; '.join(notes)})"
-
-
-def _merge_adjacent(gaps: list[Gap]) -> list[Gap]:
-    """One row for back-to-back "not collecting" spans (the first one's cause)."""
-    merged: list[Gap] = []
-    for gap in gaps:
-        last = merged[-1] if merged else None
-        if last and last.kind == gap.kind == NOT_COLLECTING and last.end == gap.start:
-            merged[-1] = Gap(last.start, gap.end, NOT_COLLECTING, last.cause)
-        else:
-            merged.append(gap)
-    return merged
-
 
 # ---------------------------------------------------------------- charts (matplotlib)
-
-DATA_COLOUR = "#1d9bf0"  # every bar; tests count its pixels
-REPAIRED_COLOUR = "#8e6bd8"  # posts fetched again by gap repair, stacked on the streamed ones
-REPAIRED_LABEL = "fetched again by gap repair"
-# Behind the bars of the time chart, so a gap and a quiet spell do not look alike.
-SPAN_COLOURS = {
-    NOT_COLLECTING: "#f4a6a6",
-    PAUSED_BUDGET: "#c6b3e6",
-    QUIET: "#fde8a8",
-    NO_POSTS: "#d9d9d9",
-    "before collection / after the last stop": "#ececec",
-}
-
-
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def chart_spans(gaps: GapAccount | None) -> list[tuple[datetime, datetime, str]]:
-    """(start, end, kind) shaded behind the time chart: the gaps (not collecting, quiet, no
-    posts), then the time before collection and after the last stop (SPAN_COLOURS' keys)."""
-    if gaps is None:
-        return []
-    spans = [(g.start, g.end, g.kind) for g in gaps.gaps]
-    outside = "before collection / after the last stop"
-    for edge in (gaps.before_collection, gaps.after_collection):
-        if edge and edge[0] < edge[1]:
-            spans.append((edge[0], edge[1], outside))
-    return spans
-
-
-def _time_chart(
-    points: list[tuple[datetime, int]],
-    title: str,
-    period: Period,
-    spans: Sequence[tuple[datetime, datetime, str]] = (),
-    repaired: Sequence[tuple[datetime, int]] = (),
-) -> bytes:
-    """Bars of posts per bucket; the x axis covers the whole period (whole buckets), in UTC.
-    `spans` (chart_spans) are shaded behind the bars, with a legend; the `repaired` part of
-    each bar (posts fetched again by gap repair) is a shade of its own on top."""
-    import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
-
-    unit, step = bucket_for(period)
-    fig, ax = plt.subplots(figsize=(10, 3.2))
-    labelled = set()
-    for start, end, kind in spans:
-        label = None if kind in labelled else kind
-        labelled.add(kind)
-        # matplotlib converts datetimes and timedeltas through its date units; its stubs say float
-        ax.axvspan(start, end, color=SPAN_COLOURS[kind], linewidth=0, zorder=0, label=label)  # type: ignore[arg-type]
-    fetched = dict(repaired)
-    ax.bar(
-        [t for t, _ in points], [n - fetched.get(t, 0) for t, n in points], width=step,  # type: ignore[arg-type]
-        align="edge", color=DATA_COLOUR, linewidth=0,
-    )  # fmt: skip
-    if fetched:
-        streamed = {t: n - fetched.get(t, 0) for t, n in points}
-        ax.bar(
-            list(fetched), list(fetched.values()), bottom=[streamed.get(t, 0) for t in fetched],  # type: ignore[arg-type]
-            width=step, align="edge", color=REPAIRED_COLOUR, linewidth=0, label=REPAIRED_LABEL,  # type: ignore[arg-type]
-        )  # fmt: skip
-        labelled.add(REPAIRED_LABEL)
-    left = floor_time(period.start, step)
-    right = floor_time(period.end - timedelta(microseconds=1), step) + step
-    ax.set_xlim(left, right)  # type: ignore[arg-type]  # datetimes, as above
-    locator = mdates.AutoDateLocator(tz=UTC, minticks=3, maxticks=10)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
-    ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # a MaxNLocator
-    ax.set_title(title)
-    ax.set_ylabel(f"posts per {unit}")
-    ax.set_xlabel("time (UTC)")
-    ax.grid(alpha=0.3)
-    if labelled:
-        ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
-    return _png(fig)
-
-
-def _ranking_chart(rows: list[tuple[str, int]], title: str) -> bytes:
-    import matplotlib.pyplot as plt
-
-    rows = list(reversed(rows))
-    fig, ax = plt.subplots(figsize=(10, max(2.0, 0.3 * len(rows) + 1)))
-    ax.barh([str(label)[:48] for label, _ in rows], [n for _, n in rows], color=DATA_COLOUR)
-    ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # a MaxNLocator
-    ax.set_title(title)
-    ax.set_xlabel("posts")
-    ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
-
-
-def author_label(username: str, author_id: str) -> str:
-    return f"@{username} ({author_id})" if username else f"id {author_id}"
-
-
-def render_charts(
-    figures: Figures, period: Period, gaps: GapAccount | None = None
-) -> dict[str, tuple[str, bytes]]:
-    """name -> (title, PNG bytes); a chart with nothing to show is left out. The gaps are
-    shaded on the posts-over-time chart."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    # Labels are posts' data (hashtags, rule tags, usernames): "$...$" is text, never mathtext.
-    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
-        return _render_charts(figures, period, gaps)
-
-
-def _render_charts(figures: Figures, period: Period, gaps: GapAccount | None):
-    charts = {}
-    if figures.posts_per_bucket:
-        title = f"Posts per {figures.bucket}"
-        chart = _time_chart(
-            figures.posts_per_bucket, title, period, chart_spans(gaps), figures.repaired_per_bucket
-        )
-        charts["posts_over_time"] = (title, chart)
-    rankings = [
-        ("post_types", "Post types", figures.post_types),
-        ("authors", "Top authors", [(author_label(u, i), n) for u, i, n in figures.authors]),
-        ("rules", "Posts per rule tag", figures.rules),
-        ("hashtags", "Top hashtags", figures.hashtags),
-        ("mentions", "Top mentioned accounts", [(f"@{u}", n) for u, n in figures.mentions]),
-        ("domains", "Top linked domains", figures.domains),
-        ("languages", "Languages", figures.languages),
-    ]
-    for name, title, rows in rankings:
-        if any(n for _, n in rows):
-            charts[name] = (title, _ranking_chart(rows, title))
-    return charts
 
 
 # ---------------------------------------------------------------- HTML
@@ -949,59 +442,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_compliance_argument(parser)
 
 
-def add_compliance_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--include-removed",
-        action="store_true",
-        help="keep posts X reported deleted, protected or suspended, and their geotags "
-        "(for an audit; collector compliance finds them)",
-    )
-
-
-def apply_compliance(con, source: Source, args: argparse.Namespace, geo_columns=()):
-    """collector.analysis.compliance.apply on table `posts`; None after one line when the
-    results cannot be read and --include-removed was not given."""
-    from collector.analysis import compliance
-
-    cache_dir = args.cache_dir or loader.default_cache_dir()
-    files = compliance.results_for(source, cache_dir, args.offline)
-    if files is None:
-        if not args.include_removed:
-            return None
-        files = []
-    return compliance.apply(con, files, args.include_removed, geo_columns)
-
-
-def compliance_url(source: Source) -> str:
-    from collector.analysis.compliance import compliance_prefix
-
-    return f"s3://{source.bucket}/{compliance_prefix(source.prefix)}"
-
-
-def period_objects(
-    source: Source, period: Period, args: argparse.Namespace
-) -> tuple[list[Path] | None, loader.CacheSync | None]:
-    """The period's objects in the local cache (downloaded first unless --offline).
-
-    (None, None) after printing one line when S3 refuses or cannot be reached (the listing);
-    an object S3 refuses alone, or whose key is not the collector's, is in sync.skipped.
-    """
-    cache = cache_dir(args)
-    if args.offline:
-        return loader.cached_files(cache, source.bucket, source.prefix, period), None
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        sync = loader.sync_cache(
-            _s3_client(source), source.bucket, source.prefix, period, cache,
-            progress=not args.no_progress,
-        )  # fmt: skip
-    except (BotoCoreError, ClientError) as error:
-        print(f"error: s3://{source.bucket}: {error} (--offline uses the cache)", file=sys.stderr)
-        return None, None
-    return sync.paths, sync
-
-
 def period_events(source: Source, period: Period, args: argparse.Namespace) -> list[Event]:
     """The collectors' connection events of the period and its lookback (telemetry.events)."""
     cache = cache_dir(args)
@@ -1074,44 +514,6 @@ def run(args: argparse.Namespace) -> int:
     print(compliance_line)
     print(f"{args.out}: {result.posts} posts {provenance(result, sync, started)}")
     return 0
-
-
-def with_sync_skipped(result: LoadResult, sync: loader.CacheSync | None) -> LoadResult:
-    """The load's result with the objects the cache sync skipped (refused keys, unreadable
-    objects) counted among the period's objects and listed first among the skipped."""
-    if sync is not None and sync.skipped:
-        result.files += len(sync.skipped)
-        result.skipped[:0] = sync.skipped
-    return result
-
-
-def print_skipped(result) -> None:
-    """One stderr line per object or run of lines the loader skipped (report and export)."""
-    for skipped in result.skipped:
-        what = "object" if skipped.lines is None else f"{skipped.lines} line(s) of"
-        print(f"skipped {what} {skipped.file}: {skipped.reason}", file=sys.stderr)
-
-
-def provenance(result, sync, started: float) -> str:
-    """'from N objects (D downloaded, C cached), S objects and L lines skipped, T s'.
-
-    `sync` is None offline; `started` is a time.monotonic() reading.
-    """
-    return (
-        f"from {result.files} objects"
-        + (f" ({sync.downloaded} downloaded, {sync.cached} cached)" if sync else " (offline)")
-        + f", {result.skipped_files} objects and {result.skipped_lines} lines skipped,"
-        f" {time.monotonic() - started:.1f} s"
-    )
-
-
-def _s3_client(source: Source):
-    import boto3
-
-    # endpoint_url None lets boto3 honour AWS_ENDPOINT_URL, like the collector does.
-    return boto3.client(
-        "s3", region_name=source.region or None, endpoint_url=source.endpoint_url or None
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
