@@ -234,8 +234,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from collector.telemetry import status
 
     spool_dir: Path | None
+    repair_on = True
     try:
-        spool_dir = load_config(args.config).spool.dir
+        loaded = load_config(args.config)
+        spool_dir = loaded.spool.dir
+        repair_on = loaded.x.repair == "auto" and loaded.x.stream == "filter"
     except ConfigError as exc:
         # An invalid edit of a running collector's file: its status is still worth reading.
         spool_dir = _spool_dir_of_invalid_config(args.config)
@@ -253,6 +256,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     code, verdict = status.assess_compliance(code, verdict, last_run)
     if current is not None and last_run is not None:
         current = {**current, "compliance_last_run": status.compliance_summary(last_run)}
+    gap = status.repair_open(SpoolDirs(spool_dir), code != status.EXIT_NOT_RUNNING)
+    if current is not None and repair_on and gap:
+        current = {**current, "repair_open": gap}
     if args.json:
         text = json.dumps({**(current or {}), "verdict": verdict, "healthy": code == 0}, indent=1)
     elif current is None:

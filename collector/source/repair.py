@@ -70,6 +70,7 @@ from collector.telemetry.metrics import (
     REPAIR_POSTS_FETCHED,
     Metrics,
 )
+from collector.telemetry.status import REPAIR_STATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ PAGE_SIZE = 100  # max_results: X's maximum
 CHUNK = timedelta(hours=1)  # one search per rule and hour: one file per hour partition
 SERVER_RETRIES = 3  # 5xx / network errors per page before the repair fails
 RETRY_WAIT = 5.0  # s, doubling
-STATE_FILE = "repair.json"
+STATE_FILE = REPAIR_STATE_FILE
 BUDGET_RECHECK = 600.0  # s: a repair the budget stopped is tried again after this
 HEARTBEAT_SECONDS = 10.0  # while connected: the time a kill -9 would start a span from
 

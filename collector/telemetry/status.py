@@ -461,6 +461,37 @@ def read_status(dirs: SpoolDirs) -> dict | None:
     return None
 
 
+REPAIR_STATE_FILE = "repair.json"  # gap repair's state in the spool (collector.source.repair)
+
+
+def repair_open(dirs: SpoolDirs, running: bool) -> str | None:
+    """One line for `collector status` on the gap repair has still to fill, from its state
+    file: the span open now (not connected since T; after a kill -9, since the last sign of
+    life) and the spans waiting for repair; None when there is none."""
+    try:
+        doc = json.loads((dirs.root / REPAIR_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    parts = []
+    down, alive = doc.get("down_since"), doc.get("alive_at")
+    if down:
+        when = "on reconnect" if running else "once the collector runs and connects"
+        parts.append(f"not connected since {down}: will be repaired {when}")
+    elif alive and not running:
+        parts.append(
+            f"not connected since {alive} (its last sign of life: the collector ended without "
+            "a stop): will be repaired once it runs and connects"
+        )
+    pending = [p for p in doc.get("pending") or [] if isinstance(p, list) and len(p) == 2]
+    if pending:
+        spans = ", ".join(f"{a} to {b}" for a, b in pending[:3])
+        more = f" and {len(pending) - 3} more" if len(pending) > 3 else ""
+        parts.append(f"{len(pending)} span(s) waiting for repair: {spans}{more}")
+    return "; ".join(parts) or None
+
+
 # x_account_state values in which X refuses the stream for money: nothing is collected or billed
 REFUSED_FOR_MONEY = ("credits_depleted", "spending_limit", "monthly_cap")
 

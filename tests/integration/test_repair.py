@@ -294,6 +294,7 @@ def test_a_stream_outage_is_repaired_in_stream_shape_counted_once_and_shown(s3, 
         server.operational_disconnect()
         wait_until(lambda: server.streams_open == 0, 10)
         time.sleep(3)
+        down = run_cli("status", "--config", str(config))
         server.refuse_streams(None)  # tweepy's next attempt (5 s after the 503) gets through
         wait_until(lambda: server.streams_open == 1, 30)
         missed = server.missed_posts()  # nothing is missed while the stream is open
@@ -304,6 +305,9 @@ def test_a_stream_outage_is_repaired_in_stream_shape_counted_once_and_shown(s3, 
         code = collector.stop()
         server.stop()
     assert code == 0, collector.log
+    assert re.search(
+        r"repair_open +not connected since \S+Z: will be repaired on reconnect", down.stdout
+    ), down.stdout
     searchable = {str(p.id) for p in missed if not p.repost}
     reposts = {str(p.id) for p in missed if p.repost}
     assert len(searchable) >= 40, "the outage lasted a few seconds at 20 posts/s"
@@ -537,6 +541,7 @@ def test_kill_9_and_restart_with_repair_loses_no_post_the_stand_in_sent(s3, aws_
         first.kill()
         killed_at = time.time()
         time.sleep(1)  # X keeps matching; the stand-in writes to the dead socket until it notices
+        killed = run_cli("status", "--config", str(config))
         second = CollectorProcess(config)
         wait_until(lambda: "repaired" in (status_of(tmp_path).get("repair_last") or ""), 60)
         server.count = 0  # no new posts: the reader gets everything sent before its stop
@@ -544,6 +549,12 @@ def test_kill_9_and_restart_with_repair_loses_no_post_the_stand_in_sent(s3, aws_
         assert second.stop() == 0, second.log
     finally:
         server.stop()
+    assert killed.returncode == 3, killed.stdout
+    assert re.search(
+        r"repair_open +not connected since \S+Z \(its last sign of life: the collector ended "
+        r"without a stop\): will be repaired once it runs and connects",
+        killed.stdout,
+    ), killed.stdout
     sent = set(server.sent_ids)
     streamed, repaired = stored_ids_by_origin(s3)
     stored = streamed | repaired
