@@ -24,6 +24,10 @@ compliance endpoints tell which of a list of post ids need such action
    (`dt` is the day the job completed; an empty object when no id needs action, so every run
    leaves its mark).
 
+One run at a time: a run holds `{spool.dir}/compliance/.lock` (flock); another one started
+meanwhile (by hand, while a timer's run is going) ends at once with exit 75 (EX_TEMPFAIL),
+naming the holder, and records nothing.
+
 Resumable: the run's ids and each job id are written to `{spool.dir}/compliance/` the moment
 X hands the job out, so a run that dies (crash, reboot, timer stopped) is picked up by the
 next one: a job still `created` gets its upload, an `in_progress` one is polled, a
@@ -68,6 +72,10 @@ _POST_ID = re.compile(rb'^\{"data":\{"id":"(\d+)"')
 
 class ComplianceError(Exception):
     """X refused or failed a job, or S3 refused an object: one line naming which and why."""
+
+
+class ComplianceBusy(Exception):
+    """Another `collector compliance` holds the spool's compliance state (StateDir.lock)."""
 
 
 def compliance_prefix(prefix: str) -> str:
@@ -255,6 +263,32 @@ class StateDir:
 
     def load_ids(self) -> list[str]:
         return self.ids_file.read_text().split()
+
+    def lock(self) -> int:
+        """An exclusive flock on `{spool.dir}/compliance/.lock` for this run (released when the
+        process ends; the descriptor is returned). Raises ComplianceBusy naming the holder's
+        PID when another run holds it: two runs would share run.json."""
+        import errno
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            raise ComplianceBusy(
+                f"another compliance run (pid {holder or '?'}) holds {path}; it resumes or ends"
+                " the current run: try again when it is done (systemctl is-active "
+                "'twittersnake-compliance*' on the instance)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
 
     def finish(self, outcome: dict) -> None:
         self._write(self.last_run_file, json.dumps(outcome, indent=1))
@@ -753,7 +787,7 @@ def _progress(enabled: bool) -> Callable[[str], None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from collector.analysis import loader, options
+    from collector.analysis import options
     from collector.config import ConfigError, load_config, read_bearer_token
     from collector.errors import EX_CONFIG
 
@@ -775,6 +809,28 @@ def run(args: argparse.Namespace) -> int:
     from collector.telemetry.redact import SECRETS
 
     SECRETS.add(token)
+    try:
+        lock = StateDir(cfg.spool.dir).lock()
+    except ComplianceBusy as busy:
+        print(f"collector: error: {busy}", file=sys.stderr)
+        return os.EX_TEMPFAIL
+    except OSError as error:
+        print(
+            f"collector: error: cannot lock {error.filename or cfg.spool.dir}: {error.strerror} "
+            "(run it as the collector's user, who owns spool.dir)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        return _run_locked(args, cfg, token, period)
+    finally:
+        os.close(lock)  # releases the flock
+
+
+def _run_locked(args: argparse.Namespace, cfg, token: str, period) -> int:
+    from collector.analysis import loader, options
+    from collector.telemetry.redact import SECRETS
+
     source = options.Source(cfg.s3.bucket, cfg.s3.prefix, cfg.s3.region, cfg.s3.endpoint_url, None)
     s3 = options._s3_client(source)
     runner = Runner(

@@ -126,6 +126,24 @@ def test_all_checks_the_whole_archive_in_one_listing(archive, s3) -> None:
     assert compliance.main([*argv, "--all", "--to", "2026-12-01"]) == 78
 
 
+def test_a_second_run_while_one_is_going_ends_at_once_and_records_nothing(archive, capsys):
+    import fcntl
+    import os
+
+    spool = load_config(archive.config).spool.dir
+    held = compliance.StateDir(spool).lock()  # a run in progress (another open file: a conflict)
+    try:
+        assert run(archive, "--no-progress") == os.EX_TEMPFAIL
+    finally:
+        fcntl.flock(held, fcntl.LOCK_UN)
+        os.close(held)
+    err = capsys.readouterr().err
+    assert f"another compliance run (pid {os.getpid()}) holds {spool}/compliance/.lock" in err
+    assert compliance.read_last_run(spool) is None
+    assert archive.server.stats().get("compliance_jobs", 0) == 0
+    assert run(archive, "--no-progress") == 0  # once it is done
+
+
 def test_jobs_over_the_upload_limit_are_split(archive, s3) -> None:
     marked = mark(archive)
     archive.server.control({"compliance_max_ids": 50})
