@@ -73,7 +73,8 @@ Knobs, set from tests at runtime (thread-safe; each one-shot knob fires once):
                              "partial_errors" (a data post that also carries "errors")
 
 The same knobs over HTTP for processes started through the CLI (no bearer token needed):
-    GET /_fake/stats -> {"sent": N, "first_byte_at": epoch, "last_post_at": epoch, ...}
+    GET /_fake/stats -> {"sent": N, "missed": N, "first_byte_at": epoch, "last_post_at": epoch,
+                         ...}   (missed: posts made while no stream was open, the timeline)
     POST /_fake/control {"rate": 0, "count": 10, "drop_after": 3, "fail_next": [503, 2],
                          "stall": 5, "operational_disconnect": true, "inject": "malformed",
                          "note_share": 0.1, "renamed_fields": true}
@@ -1171,6 +1172,7 @@ class FakeXServer:
             **{key: value for part in STATS_PARTS for key, value in part(self).items()},
             "billed": {day: len(ids) for day, ids in self.billed.items()},
             "sent": len(self.sent_ids),
+            "missed": len(self.missed_posts()),  # made while no stream was open
             "bytes_sent": self.bytes_sent,
             "connections": self.connections,
             "first_byte_at": self.first_byte_at,

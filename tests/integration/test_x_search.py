@@ -90,6 +90,8 @@ def test_search_returns_every_post_that_matched_while_no_stream_was_open(x_serve
     assert set(users[0]) == {"id", "name", "username"}
     assert x_server.billed_posts() == len(originals)  # X bills each post returned
     assert x_server.stats()["search_posts_returned"] == len(originals)
+    status, stats = get(x_server, "/_fake/stats")
+    assert status == 200 and stats["missed"] == len(x_server.missed_posts()) >= len(missed)
 
 
 def test_search_returns_streamed_posts_as_well_as_missed_ones(x_server):
@@ -247,3 +249,35 @@ def test_recovery_restreams_a_period_then_ends(x_server):
     assert ids == sorted(ids, key=int)
     assert set(missed) <= set(ids)
     assert {m["data"]["id"] for m in before} <= set(ids)
+
+
+def test_the_documented_gap_repair_switches_make_the_stand_in_answer_as_x(x_server):
+    """The `/_fake/control` lines of docs/collector.md's gap-repair example work as written:
+    the outage refuses streams with 503 and ends, search fails as told, stats count it all."""
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[2] / "docs" / "collector.md").read_text()
+    section = docs.split("Gap repair ([Gap repair](#gap-repair)) can be tried")[1]
+    section = section.split("```\n\n")[0]
+    bodies = [json.loads(b) for b in re.findall(r"_fake/control -d '(\{.*\})'", section)]
+    assert [next(iter(b)) for b in bodies] == [
+        "rate", "refuse_streams", "refuse_streams", "operational_disconnect", "search_fail_next"
+    ]  # fmt: skip
+    x_server.add_rule("python", tag="py")
+    x_server.control(bodies[0])
+    x_server.control(bodies[1])  # the outage on
+    assert get(x_server, "/2/tweets/search/stream")[0] == 503
+    x_server.control(bodies[2])  # the outage off
+    conn = http.client.HTTPConnection("127.0.0.1", x_server.port, timeout=10)
+    conn.request("GET", "/2/tweets/search/stream", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert conn.getresponse().status == 200
+    conn.close()
+    x_server.control(bodies[3])
+    x_server.clock = lambda: time.time() + 15
+    x_server.control(bodies[4])
+    params = {"query": "python", "start_time": iso(time.time() - 30), "end_time": iso(time.time())}
+    assert [get(x_server, SEARCH, params)[0] for _ in range(3)] == [503, 503, 200]
+    stats = get(x_server, "/_fake/stats")[1]
+    assert {"missed", "search_requests", "search_posts_returned", "sent"} <= set(stats)
+    assert stats["search_requests"] == 3
