@@ -2,7 +2,8 @@
 
 X does not resend what matched while no connection was open. Recent search
 (`GET /2/tweets/search/recent`, every access level: the last 7 days, 100 posts a page, billed
-per post like the stream) finds them again: for each live rule, its value as the query, over
+per post like the stream) finds them again: for each live rule this collector owns (its tag
+prefix, as `rules sync` owns rules), its value as the query, over
 the span without connection widened by `x.repair_margin_seconds` on both sides. The posts come
 back in X's search shape (`data`, `includes`, `meta`); each becomes one stream-shaped line
 
@@ -29,7 +30,9 @@ Spans come from the connection events (`Repairs.on_connection`): from the first
 `disconnected` (or the stop of the previous process) to the next `connected`. They are kept
 in the spool (`repair.json`, written atomically) until repaired, so a restart repairs what the
 last process left. A repair waits until X can answer for the span's end (search refuses an
-end_time less than 10 seconds old). Each repair is three events: `repair_started`, then
+end_time less than 10 seconds before the request: the window ends END_TIME_LAG, 15 s, before
+it is computed; a part newer than that, or older than 7 days, is named as not searched).
+Each repair is three events: `repair_started`, then
 `repair_done` (posts per rule, rules not repairable) or `repair_failed` (X's reason).
 
 Sources: docs.x.com/x-api/posts/search (recent search: parameters, 7 days, 10-100 results,
@@ -861,7 +864,7 @@ class Repairs:
                 self._save()
 
     def due(self, span: Span, now: float) -> float:
-        """Seconds until X can answer for the whole span (margin + search's 10 s lag)."""
+        """Seconds until X can answer for the whole span (margin + END_TIME_LAG)."""
         ready = span.end + timedelta(seconds=self.cfg.x.repair_margin_seconds) + END_TIME_LAG
         return max(0.0, ready.timestamp() + 1 - now)
 
