@@ -52,7 +52,7 @@ import flask
 from moto.iam import access_control
 from moto.iam.access_control import PermissionResult
 from moto.iam.models import get_account_id_from, iam_backends
-from moto.s3.exceptions import S3AccessDeniedError
+from moto.s3.exceptions import S3AccessDeniedError, S3ClientError
 from moto.s3.models import FakeBucket
 from moto.server import main
 
@@ -125,6 +125,36 @@ def request_context(action: str, path: str, headers, body: bytes = b"") -> dict[
     return context
 
 
+# Objects written with a customer-provided key (SSE-C), by path: moto 5.2.5 ignores SSE-C, AWS
+# then refuses a GET or HEAD without that key's headers with 400 InvalidRequest ("Protecting data
+# with server-side encryption using customer-provided keys (SSE-C)",
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/ServerSideEncryptionCustomerKeys.html).
+SSE_C_HEADER = "x-amz-server-side-encryption-customer-algorithm"
+_sse_c_objects: set[str] = set()
+
+
+class SseCKeyRequired(S3ClientError):
+    def __init__(self) -> None:
+        super().__init__(
+            "InvalidRequest",
+            "The object was stored using a form of Server Side Encryption. The correct "
+            "parameters must be provided to retrieve the object.",
+        )
+
+
+def _check_sse_c(action: str, method: str, path: str, headers) -> None:
+    object_path = urlsplit(path).path
+    if action == "s3:PutObject":  # a later plain PUT replaces the object
+        if headers.get(SSE_C_HEADER):
+            _sse_c_objects.add(object_path)
+        else:
+            _sse_c_objects.discard(object_path)
+    elif method in ("GET", "HEAD") and object_path in _sse_c_objects:
+        locked = not headers.get(SSE_C_HEADER)
+        if locked:
+            raise SseCKeyRequired()
+
+
 def _check_action_permitted(self, resource: str) -> None:
     token = _request_context.set(
         request_context(self._action, self._path, self._headers, self._body)
@@ -133,6 +163,8 @@ def _check_action_permitted(self, resource: str) -> None:
         _moto_check_action_permitted(self, resource)
     finally:
         _request_context.reset(token)
+    if self._action.startswith("s3:"):
+        _check_sse_c(self._action, self._method, self._path, self._headers)
 
 
 def _like(actual: str, pattern: str) -> bool:

@@ -211,6 +211,25 @@ def test_an_archived_object_is_skipped_and_named(bucket, capsys):
     assert ": 5 posts from 2 objects" in out and "1 objects and 0 lines skipped" in out
 
 
+def test_an_object_encrypted_with_a_customer_key_is_skipped_and_named(bucket, capsys):
+    """SSE-C: only the writer's key reads it back (S3 answers 400 to a GET or HEAD without it);
+    the collector's policy refuses such a PUT, an administrator's key need not."""
+    name = data_file_name("collector-1", HOUR + timedelta(minutes=1), 1) + ".gz"
+    locked = object_key(PREFIX, name)
+    bucket.admin_s3.put_object(
+        Bucket=BUCKET, Key=locked, Body=gzip.compress(b"".join(posts(300, 2))),
+        SSECustomerAlgorithm="AES256", SSECustomerKey="k" * 32,
+    )  # fmt: skip
+    bucket.put_posts(2, posts(100, 5))
+
+    code, out, err = run_report(bucket, capsys)
+
+    assert code == 0, err
+    assert f"skipped object s3://{BUCKET}/{locked}: unreadable object: 400" in err, err
+    assert "encrypted with a customer-provided key, SSE-C" in err
+    assert ": 5 posts from 2 objects" in out and "1 objects and 0 lines skipped" in out
+
+
 BOMB_BYTES = 1 << 30  # 1 GiB of spaces: about 1 MB compressed
 
 
