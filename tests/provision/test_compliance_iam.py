@@ -8,6 +8,7 @@ import gzip
 import json
 from datetime import UTC, datetime
 
+from collector.spool.layout import data_file_name, object_key
 from tests.collector_support import TOKEN, run_cli, write_config
 from tests.fakes.x_server import FakeXServer
 from tests.provision.test_prefix import BUCKET, render_roles
@@ -30,7 +31,8 @@ def test_the_collector_key_checks_compliance_but_only_an_administrator_purges(
         now = datetime.now(UTC)
         keys = []
         for number in range(3):  # 20 posts an object
-            key = f"tweets/dt={now:%Y-%m-%d}/hour={now:%H}/c1-{number:06d}.jsonl.gz"
+            # The collector's key layout: compliance reads no other key (loader.cache_path).
+            key = object_key("tweets", data_file_name("c1", now, number) + ".gz")
             body = b"".join(line for _, line in posts[number * 20 : (number + 1) * 20])
             admin_s3.put_object(Bucket=BUCKET, Key=key, Body=gzip.compress(body))
             keys.append(key)
