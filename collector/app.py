@@ -207,12 +207,22 @@ class Collector:
 
         files = RepairFiles(self.cfg, self.dirs, writer.seq, shipper.submit, quarantine)
         repairer = Repairer(
-            self.cfg, self.token, files, self.events, self.metrics, ledger=self.ledger
+            self.cfg,
+            self.token,
+            files,
+            self.events,
+            self.metrics,
+            ledger=self.ledger,
+            backfilled_reconnects=backfills(self.cfg),  # Enterprise: backfill_minutes
         )
         repairer.announce()
-        repairer.backfilled_reconnects = backfills(self.cfg)  # Enterprise: backfill_minutes
         self.repairs = Repairs(self.cfg, self.dirs, repairer)
         self.repairs.run(self.background_stop)
+
+    def _account_refused(self, state) -> None:
+        # a span X refused for money waits for a repair by hand
+        if self.repairs is not None:
+            self.repairs.on_refused(state.name)
 
     def _on_signal(self, signum: int, frame) -> None:
         if not self.stop_requested.is_set():
@@ -263,11 +273,14 @@ class Collector:
         self._start_repairs(writer, shipper, quarantine)
 
         stream = open_stream(
-            self.cfg, self.token, writer.accept, self.metrics, self.health, self._stream_event
+            self.cfg,
+            self.token,
+            writer.accept,
+            self.metrics,
+            self.health,
+            self._stream_event,
+            self._account_refused,
         )
-        if self.repairs is not None:  # a span X refused for money waits for a repair by hand
-            repairs = self.repairs
-            stream.on_account_refusal = lambda state: repairs.on_refused(state.name)
         guard = BudgetGuard(
             self.ledger,
             stream,

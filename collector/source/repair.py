@@ -479,6 +479,7 @@ class Repairer:
         ledger=None,
         clock: Callable[[], float] = time.time,
         search: SearchClient | None = None,
+        backfilled_reconnects: bool = False,
     ) -> None:
         self.cfg = cfg
         self.token = token
@@ -489,7 +490,7 @@ class Repairer:
         self.clock = clock
         self.search = search or SearchClient(cfg, token)
         # the running collector's connections ask for backfill_minutes (stream.backfills)
-        self.backfilled_reconnects = False
+        self.backfilled_reconnects = backfilled_reconnects
 
     def announce(self) -> None:
         """Name the configured rules search cannot repair, once at start (log and status)."""

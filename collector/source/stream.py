@@ -230,6 +230,7 @@ class XStream(tweepy.StreamingClient):
         on_event: Callable[[str, str | None], None] | None = None,
         token_source: str = "the configuration",
         config: Config | None = None,
+        on_account_refusal: Callable[[AccountState], None] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(token, **kwargs)
@@ -251,7 +252,7 @@ class XStream(tweepy.StreamingClient):
         self.account_retry = {k: s.retry_seconds for k, s in ACCOUNT_STATES.items()}
         self.resume_in: float | None = None
         # told each account-level refusal (gap repair leaves such spans to a repair by hand)
-        self.on_account_refusal: Callable[[AccountState], None] | None = None
+        self.on_account_refusal = on_account_refusal
         self._http_wait = 0.0  # s: tweepy's wait before its next attempt (its own counter)
         self.cfg = config  # for X's usage and Connections APIs
         self.token = token
@@ -619,10 +620,12 @@ def open_stream(
     metrics: Metrics,
     health: Health | None = None,
     on_event: Callable[[str, str | None], None] | None = None,
+    on_account_refusal: Callable[[AccountState], None] | None = None,
 ):
     """Create the stream client; `start_stream` connects it in a background thread.
 
-    on_event(state, cause) is told each change of connection state."""
+    on_event(state, cause) is told each change of connection state; on_account_refusal(state)
+    each account-level refusal gap repair cannot make up for by itself."""
     stream = make_client(
         cfg,
         token,
@@ -633,6 +636,7 @@ def open_stream(
         on_event=on_event,
         token_source=bearer_token_source(cfg),
         config=cfg,
+        on_account_refusal=on_account_refusal,
     )
     path = "search" if cfg.x.stream == "filter" else "sample"
     metrics.set(STREAM_URL, f"{cfg.x.api_base_url.rstrip('/')}/2/tweets/{path}/stream")
