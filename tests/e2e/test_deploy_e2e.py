@@ -435,6 +435,35 @@ def test_a_rule_x_refuses_fails_every_deploy_with_xs_reason_and_changes_nothing(
     assert "(python OR rust" not in sandbox.ssh("cat /etc/twittersnake/collector.toml")
 
 
+def test_tags_rules_changes_the_live_rules_and_nothing_else(sandbox):
+    pid = sandbox.wait_running()
+    before = sandbox.extra.get("collector_x_rules")
+    rules = [{"value": "python lang:en", "tag": "python"}, {"value": "golang", "tag": "go"}]
+    result = sandbox.site("--tags", "rules", collector_x_rules=rules)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Sync the live rules without restarting" in result.stdout
+    deploy = result.stdout.split("PLAY [Deploy the collector]", 1)[1]
+    tasks = re.findall(r"^TASK \[([^\]]+)\]", deploy, re.M)
+    # nothing of the environment, supervisor or the notebook (their argument checks run always)
+    others = [
+        t
+        for t in tasks
+        if t.split(" : ")[0] in ("conda", "supervisor", "notebook") and "Validating" not in t
+    ]
+    assert "collector : Write collector.toml" in tasks and not others, tasks
+    assert recap_changed(result.stdout) == 2  # collector.toml and the sync
+    assert sandbox.pid() == pid
+    live = sandbox.ssh(
+        "cd /opt/twittersnake/src && /opt/conda/envs/twittersnake/bin/python"
+        " -m collector rules list --config /etc/twittersnake/collector.toml"
+    )
+    assert "golang" in live
+    again = sandbox.site("--tags", "rules")
+    assert again.returncode == 0 and recap_changed(again.stdout) == 0, again.stdout[-3000:]
+    if before is not None:  # the next tests start from the rules they expect
+        sandbox.site("--tags", "rules", collector_x_rules=before)
+
+
 def _on_instance(sandbox, command: str) -> subprocess.CompletedProcess:
     """`command` as root (sudo, root's own environment) in the collector's checkout."""
     return sandbox.world.ssh(
