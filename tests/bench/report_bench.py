@@ -123,7 +123,7 @@ def generate(cache_dir: Path, posts: int, start: datetime, span: timedelta, per_
 def timed(command: list[str]) -> tuple[float, float, float]:
     """Run `command` in a child process: (wall s, CPU s (user + system), peak RSS in MiB).
 
-    CPU seconds say more than wall time on a machine shared with other work."""
+    CPU seconds are what a small instance pays for, whatever else it runs."""
     t0 = time.monotonic()
     child = subprocess.Popen(command, cwd=REPO)
     _, status, usage = os.wait4(child.pid, 0)
