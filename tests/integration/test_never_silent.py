@@ -34,6 +34,8 @@ from tests.fakes.x_server import FakeXServer
 # 1,080 characters: over X's 1,024 on pay-per-use (the stand-in's level), within the 2,048 of the
 # enterprise level the configs below claim, so X, not the collector's own check, refuses it
 LONG_RULE = "(python OR rust OR golang) " * 40
+# an operator X does not know: X refuses the rule when it is added, the collector has no own check
+UNKNOWN_OPERATOR_RULE = "golang madeup:operator"
 
 
 def claiming_enterprise(config: Path) -> Path:
@@ -92,8 +94,8 @@ def test_one_refused_rule_streams_the_others_and_shows_degraded(
     tmp_path: Path, x_server, s3
 ) -> None:
     s3.create_bucket(Bucket=BUCKET)
-    rules = [("python lang:en", "python"), (LONG_RULE, "langs")]
-    config = claiming_enterprise(write_config(tmp_path, x_server.url, rules=rules, max_seconds=0.5))
+    rules = [("python lang:en", "python"), (UNKNOWN_OPERATOR_RULE, "langs")]
+    config = write_config(tmp_path, x_server.url, rules=rules, max_seconds=0.5)
     collector = CollectorProcess(config)
     try:
         wait_until(lambda: x_server.connections == 1, 20)
