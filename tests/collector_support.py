@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import zstandard
@@ -17,6 +17,24 @@ import zstandard
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "t0ken-SECRET-abc123"
 BUCKET = "collector-test-bucket"
+
+
+def x_server_fixture(**knobs):
+    """A pytest fixture: an X stand-in accepting TOKEN, started with `knobs` (FakeXServer's
+    keyword arguments) for one test and stopped after it.
+
+    Use in a test module: `x_server = x_server_fixture(count=0)`."""
+    import pytest
+
+    from tests.fakes.x_server import FakeXServer
+
+    @pytest.fixture
+    def x_server() -> Iterator[FakeXServer]:
+        server = FakeXServer(token=TOKEN, **knobs).start()
+        yield server
+        server.stop()
+
+    return x_server
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.1):

@@ -11,7 +11,6 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,15 +30,11 @@ from tests.collector_support import (
     s3_objects,
     wait_until,
     write_config,
+    x_server_fixture,
 )
 from tests.fakes.x_server import NAMED_PROBLEMS, FakeXServer
 
-
-@pytest.fixture
-def x_server() -> Iterator[FakeXServer]:
-    server = FakeXServer(token=TOKEN, keepalive_interval=0.5, rate=50).start()
-    yield server
-    server.stop()
+x_server = x_server_fixture(keepalive_interval=0.5, rate=50)
 
 
 class Reader:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,11 @@ from tests.collector_support import (
     run_cli,
     wait_until,
     write_config,
+    x_server_fixture,
 )
 from tests.fakes.x_server import FakeXServer
 
-
-@pytest.fixture
-def x_server() -> Iterator[FakeXServer]:
-    server = FakeXServer(token=TOKEN, keepalive_interval=1.0, count=0).start()
-    yield server
-    server.stop()
+x_server = x_server_fixture(keepalive_interval=1.0, count=0)
 
 
 def run_and_expect_78(config: Path, *needles: str, env: dict | None = None) -> str:

@@ -24,11 +24,11 @@ from collector.telemetry.cloudwatch import NAMESPACE, CloudWatchPublisher, make_
 from collector.telemetry.metrics import PUBLISHED, Metrics
 from tests.collector_support import (
     BUCKET,
-    TOKEN,
     CollectorProcess,
     s3_post_ids,
     wait_until,
     write_config,
+    x_server_fixture,
 )
 from tests.conftest import AccessKey, IamMoto, MotoServer
 from tests.fakes.tcp_proxy import OutageProxy
@@ -54,11 +54,7 @@ EXPECTED_METRICS = {
 }
 
 
-@pytest.fixture
-def x_server() -> Iterator[FakeXServer]:
-    server = FakeXServer(token=TOKEN, keepalive_interval=1.0, count=0).start()
-    yield server
-    server.stop()
+x_server = x_server_fixture(keepalive_interval=1.0, count=0)
 
 
 def cloudwatch_toml(endpoint: str, interval: float = 1) -> str:

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,14 +21,13 @@ from collector.telemetry.lograte import RepeatedWarnings
 from tests.collector_support import (
     BUCKET,
     REPO,
-    TOKEN,
     CollectorProcess,
     run_cli,
     s3_post_ids,
     wait_until,
     write_config,
+    x_server_fixture,
 )
-from tests.fakes.x_server import FakeXServer
 
 # 1,080 characters: over X's 1,024 on pay-per-use (the stand-in's level), within the 2,048 of the
 # enterprise level the configs below claim, so X, not the collector's own check, refuses it
@@ -43,11 +41,7 @@ def claiming_enterprise(config: Path) -> Path:
     return config
 
 
-@pytest.fixture
-def x_server() -> Iterator[FakeXServer]:
-    server = FakeXServer(token=TOKEN, keepalive_interval=1.0, count=0).start()
-    yield server
-    server.stop()
+x_server = x_server_fixture(keepalive_interval=1.0, count=0)
 
 
 def status_of(config: Path) -> tuple[int, dict]:

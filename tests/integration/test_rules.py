@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,11 @@ from tests.collector_support import (
     run_cli,
     wait_until,
     write_config,
+    x_server_fixture,
 )
 from tests.fakes.x_server import FakeXServer
 
-
-@pytest.fixture
-def x_server() -> Iterator[FakeXServer]:
-    server = FakeXServer(token=TOKEN, count=0).start()
-    yield server
-    server.stop()
+x_server = x_server_fixture(count=0)
 
 
 def live(server: FakeXServer) -> set[tuple[str, str | None]]:

@@ -18,15 +18,14 @@ import pytest
 from tests.collector_support import (
     BUCKET,
     REPO,
-    TOKEN,
     CollectorProcess,
     run_cli,
     wait_until,
     write_config,
+    x_server_fixture,
 )
 from tests.fakes.http_recorder import RecordingProxy
 from tests.fakes.s3_answers import bucket_in_region, clock_ahead
-from tests.fakes.x_server import FakeXServer
 
 SKEW_LINE = re.compile(
     r"RequestTimeTooSkewed: this machine's clock is 1 h 1 min \d+ s behind S3's \(request signed "
@@ -40,11 +39,7 @@ REDIRECT_LINE = (
 )
 
 
-@pytest.fixture
-def x_server() -> Iterator[FakeXServer]:
-    server = FakeXServer(token=TOKEN, count=0).start()
-    yield server
-    server.stop()
+x_server = x_server_fixture(count=0)
 
 
 @pytest.fixture

@@ -7,33 +7,26 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from collector.spool.layout import SpoolDirs
 from collector.telemetry.metrics import Metrics
 from collector.telemetry.status import StatusReporter
 from tests.collector_support import (
     BUCKET,
-    TOKEN,
     CollectorProcess,
     run_cli,
     wait_until,
     write_config,
+    x_server_fixture,
 )
 from tests.fakes.x_server import FakeXServer
 
 COLLECTOR = Path(__file__).resolve().parents[2] / "collector"
 
 
-@pytest.fixture
-def x_server() -> Iterator[FakeXServer]:
-    server = FakeXServer(token=TOKEN, keepalive_interval=1.0, count=0).start()
-    yield server
-    server.stop()
+x_server = x_server_fixture(keepalive_interval=1.0, count=0)
 
 
 def status_json(config: Path) -> tuple[int, dict]:

@@ -8,34 +8,27 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from collector.analysis import export, report
 from collector.analysis.loader import SNOWFLAKE_EPOCH_MS
 from tests.collector_support import (
     BUCKET,
-    TOKEN,
     CollectorProcess,
     object_lines,
     s3_objects,
     s3_post_ids,
     wait_until,
     write_config,
+    x_server_fixture,
 )
 from tests.fakes.x_server import FakeXServer
 
 BALANCED_CUT = b'{"data":{"id":"125","text":"cut here }}'
 
 
-@pytest.fixture
-def x_server() -> Iterator[FakeXServer]:
-    server = FakeXServer(token=TOKEN, count=0).start()
-    yield server
-    server.stop()
+x_server = x_server_fixture(count=0)
 
 
 def test_a_line_cut_where_its_braces_balance_goes_to_quarantine_not_s3(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,15 +12,10 @@ import requests
 from collector.config import load_config
 from collector.errors import XRequestError
 from collector.source.usage import credits, post_usage
-from tests.collector_support import TOKEN, write_config
+from tests.collector_support import TOKEN, write_config, x_server_fixture
 from tests.fakes.x_server import FakeXServer
 
-
-@pytest.fixture
-def x_server() -> Iterator[FakeXServer]:
-    server = FakeXServer(token=TOKEN, keepalive_interval=0.2).start()
-    yield server
-    server.stop()
+x_server = x_server_fixture(keepalive_interval=0.2)
 
 
 def at(day: str) -> float:

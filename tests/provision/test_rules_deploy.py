@@ -10,12 +10,11 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.collector_support import TOKEN
+from tests.collector_support import TOKEN, x_server_fixture
 from tests.conftest import REPO
 from tests.fakes.x_server import FakeXServer
 
@@ -36,11 +35,7 @@ PLAYBOOK = """
 """
 
 
-@pytest.fixture
-def x_server() -> Iterator[FakeXServer]:
-    server = FakeXServer(token=TOKEN, count=0).start()
-    yield server
-    server.stop()
+x_server = x_server_fixture(count=0)
 
 
 def deploy(
