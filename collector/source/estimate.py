@@ -31,7 +31,7 @@ import tweepy
 from collector.config import BudgetConfig, Config
 from collector.source.repair import not_repairable_reason, search_query_max_length
 from collector.source.stream import point_at_base_url
-from collector.telemetry.health import x_problem_reason
+from collector.telemetry.health import x_response_reason
 from collector.telemetry.ledger import MONTHLY_CAP
 
 log = logging.getLogger(__name__)
@@ -98,16 +98,7 @@ def _parse(text: str) -> datetime:
 
 
 def _reason(exc: tweepy.HTTPException) -> str:
-    response = exc.response
-    try:
-        problem = response.json()
-    except ValueError:
-        problem = {}
-    problem = problem if isinstance(problem, dict) else {}
-    messages = [e.get("message") for e in problem.get("errors") or [] if isinstance(e, dict)]
-    if any(messages):
-        problem = {**problem, "detail": "; ".join(m for m in messages if m)}
-    return x_problem_reason(response.status_code, problem)
+    return x_response_reason(exc.response)
 
 
 @dataclass

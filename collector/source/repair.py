@@ -65,7 +65,7 @@ from collector.source.rules import desired_rules
 from collector.source.stream import BACKFILL_MINUTES, TWEEPY_HOST, _Redirect
 from collector.spool.layout import SpoolDirs, atomic_write, repair_file_name
 from collector.spool.writer import DATA, Quarantine, SeqState, classify
-from collector.telemetry.health import x_problem_reason
+from collector.telemetry.health import x_response_reason
 from collector.telemetry.metrics import (
     REPAIR_LAST,
     REPAIR_NOT_REPAIRABLE,
@@ -299,16 +299,7 @@ class SearchClient:
 def _reason(exc: Exception) -> str:
     """X's own words for a failed search: the problem's title and its errors' messages."""
     if isinstance(exc, tweepy.HTTPException):
-        response = exc.response
-        try:
-            problem = response.json()
-        except ValueError:
-            problem = {}
-        problem = problem if isinstance(problem, dict) else {}
-        messages = [e.get("message") for e in problem.get("errors") or [] if isinstance(e, dict)]
-        if messages and messages[0]:
-            problem = {**problem, "detail": "; ".join(m for m in messages if m)}
-        return x_problem_reason(response.status_code, problem)
+        return x_response_reason(exc.response)
     return f"{type(exc).__name__}: {exc}".replace("\n", " ")
 
 

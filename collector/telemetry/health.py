@@ -134,3 +134,19 @@ def x_problem_reason(status: int | None, problem: dict | None) -> str:
     detail = problem.get("detail") or problem.get("reason") or ""
     prefix = f"HTTP {status} " if status else ""
     return f"{prefix}{title}: {detail}".rstrip(": ") if detail else f"{prefix}{title}"
+
+
+def x_response_reason(response) -> str:
+    """X's own words for a refused request (a requests.Response): its problem's title, with its
+    errors' messages joined as the detail when it names any (search and counts answer 400 with
+    `errors[].message`), as x_problem_reason writes them. A body that is not JSON counts as none.
+    """
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {}
+    problem = problem if isinstance(problem, dict) else {}
+    messages = [e.get("message") for e in problem.get("errors") or [] if isinstance(e, dict)]
+    if any(messages):
+        problem = {**problem, "detail": "; ".join(m for m in messages if m)}
+    return x_problem_reason(response.status_code, problem)
