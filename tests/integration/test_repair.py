@@ -96,6 +96,22 @@ def outage_while_nobody_streams(server: FakeXServer, seconds: float):
     return started, time.time(), stream
 
 
+def repair_by_hand_after_outage(server: FakeXServer, config: Path, seconds: float = 2.5):
+    """`rules sync`, an outage of `seconds` (outage_while_nobody_streams), then `collector repair`
+    over the outage widened by 1 s once search can answer for its end; returns (the repair's
+    CompletedProcess, start, end)."""
+    assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
+    start, end, stream = outage_while_nobody_streams(server, seconds)
+    time.sleep(max(0.0, end + 17 - time.time()))  # repair asks for an end_time 15 s old
+    try:
+        result = run_cli(
+            "repair", "--config", str(config), "--from", iso(start - 1), "--to", iso(end + 1)
+        )
+    finally:
+        stream.close()
+    return result, start, end
+
+
 @pytest.mark.slow  # repair asks for an end_time 15 s old: the test waits for it
 def test_collector_repair_by_hand_stores_what_matched_in_the_span(s3, aws_env, tmp_path):
     s3.create_bucket(Bucket=BUCKET)
@@ -105,13 +121,7 @@ def test_collector_repair_by_hand_stores_what_matched_in_the_span(s3, aws_env, t
             tmp_path, server.url, s3_endpoint=aws_env.url, rules=RULES,
             x_extra="repair_margin_seconds = 0",
         )  # fmt: skip
-        assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
-        start, end, stream = outage_while_nobody_streams(server, 2.5)
-        time.sleep(max(0.0, end + 17 - time.time()))  # repair asks for an end_time 15 s old
-        result = run_cli(
-            "repair", "--config", str(config), "--from", iso(start - 1), "--to", iso(end + 1)
-        )
-        stream.close()
+        result, start, end = repair_by_hand_after_outage(server, config)
     finally:
         server.stop()
     # X's search finds every post of the span: the outage's and the stream's after it
@@ -457,13 +467,7 @@ def test_a_repair_honours_the_budget_and_keeps_what_it_fetched(s3, aws_env, tmp_
             tmp_path, server.url, s3_endpoint=aws_env.url, x_extra="repair_margin_seconds = 0",
             extra="[budget]\nposts_per_day = 20\n",
         )  # fmt: skip
-        assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
-        start, end, stream = outage_while_nobody_streams(server, 2.5)
-        time.sleep(max(0.0, end + 17 - time.time()))
-        result = run_cli(
-            "repair", "--config", str(config), "--from", iso(start - 1), "--to", iso(end + 1)
-        )
-        stream.close()
+        result, start, end = repair_by_hand_after_outage(server, config)
     finally:
         server.stop()
     in_span = server.timeline_posts(int(start - 1), int(end + 1))
