@@ -124,8 +124,16 @@ class Grant:
         return self.moto.client("s3", self.collector)
 
 
-def provision(moto: IamMoto, tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    """provision.yml --tags bucket,iam as the administrator; its key goes in a file, not argv."""
+def provision(
+    moto: IamMoto,
+    tmp: Path,
+    *args: str,
+    playbook: str = "playbooks/provision.yml",
+    tags: str = "bucket,iam",
+    **inventory: object,
+) -> subprocess.CompletedProcess:
+    """provision.yml --tags bucket,iam as the administrator (or another playbook and tags, with
+    more `inventory` variables); its key goes in a file, not argv."""
     extra = tmp / "extra-vars.json"
     extra.write_text(
         json.dumps(
@@ -136,6 +144,7 @@ def provision(moto: IamMoto, tmp: Path, *args: str) -> subprocess.CompletedProce
                 "twittersnake_bucket": BUCKET,
                 "twittersnake_prefix": PREFIX,
                 "twittersnake_credentials_file": str(tmp / "collector-credentials.yml"),
+                **inventory,
             }
         )
     )
@@ -144,11 +153,11 @@ def provision(moto: IamMoto, tmp: Path, *args: str) -> subprocess.CompletedProce
     done = subprocess.run(
         [
             str(REPO / ".venv/bin/ansible-playbook"),
-            "playbooks/provision.yml",
+            playbook,
             "-i",
             "inventory/sandbox",
             "--tags",
-            "bucket,iam",
+            tags,
             "-e",
             f"@{extra}",
             *args,
@@ -547,6 +556,7 @@ def test_a_collector_run_satisfies_every_condition_of_its_policy(grant, tmp_path
     [
         "inventory/aws/group_vars/all/vault.yml",
         ".credentials/collector-aws.vault.yml",  # the AWS inventory's twittersnake_credentials_file
+        ".credentials/notebook-aws.vault.yml",  # its twittersnake_notebook_credentials_file
     ],
 )
 def test_secret_files_are_git_ignored(path):

@@ -523,6 +523,7 @@ class Sandbox:
             # Provisioning's sandbox paths, pointed at this sandbox's state directory.
             keypair_public_key_file=str(self.ssh_key.with_suffix(".pub")),
             twittersnake_credentials_file=str(self.state_dir / "collector-credentials.yml"),
+            twittersnake_notebook_credentials_file=str(self.state_dir / "notebook-credentials.yml"),
             vault_x_bearer_token=self.x_token,
             # moto enforces IAM: provisioning signs as its administrator, the collector with the
             # key roles/iam creates for it (twittersnake_credentials_file).
