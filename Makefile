@@ -17,7 +17,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 help:
 	@awk '/^## [a-z-]+: / { sub(/^## /, ""); split($$0, p, ": "); printf "  %-20s %s\n", p[1], substr($$0, length(p[1]) + 3) }' $(MAKEFILE_LIST)
 
-.PHONY: help venv debian-packages test test-fast lint bench demo demo-down sandbox-preflight sandbox-image sandbox-wheelhouse clean
+.PHONY: help venv debian-packages test test-fast lint bench demo demo-down sandbox-preflight sandbox-image sandbox-wheelhouse lock clean
 
 ## venv: the virtualenv .venv/ from requirements.txt (rebuilt when it changes)
 venv: $(STAMP)
@@ -76,6 +76,27 @@ demo: sandbox-preflight
 	$(PY) -m tests.sandbox up
 	$(VENV)/bin/ansible-playbook site.yml -i inventory/sandbox -e @.sandbox/vars.json
 	$(PY) -m tests.sandbox report
+
+# The instance's pip packages, every one pinned `==` with its sha256 (uv pip compile --generate-hashes),
+# resolved for the instance: Linux x86_64 and the Python the sandbox host stands in for conda-forge's
+# python=3.11 (tests/sandbox/miniforge.py INSTANCE_PYTHON; the lowest 3.11 the instance may have).
+# The notebook's lock is resolved within the collector's (-c): both go into one environment with
+# --no-deps. A version already in a lock stays unless an input needs another: LOCK_ARGS=--upgrade
+# moves every package to its newest release. uv runs from a throwaway virtualenv (not requirements.txt).
+UV_VERSION := 0.13.8
+LOCK_PYTHON := 3.11.2
+LOCK_COMPILE = "$$tools/bin/uv" pip compile --quiet --generate-hashes --custom-compile-command "make lock" --python-version $(LOCK_PYTHON) \
+	--python-platform x86_64-unknown-linux-gnu $(LOCK_ARGS)
+NOTEBOOK_FILES := roles/notebook/files
+## lock: regenerate the hash-locked requirements the instance installs (collector/, roles/notebook/files/)
+lock:
+	@tools=$$(mktemp -d /tmp/twittersnake-lock.XXXXXX) && trap 'rm -rf "$$tools"' EXIT && \
+	python3 -m venv "$$tools" && \
+	"$$tools/bin/pip" install --quiet --disable-pip-version-check uv==$(UV_VERSION) && \
+	$(LOCK_COMPILE) collector/requirements.in -o collector/requirements.lock && \
+	$(LOCK_COMPILE) $(NOTEBOOK_FILES)/requirements.in -c collector/requirements.lock -o $(NOTEBOOK_FILES)/requirements.lock && \
+	echo "collector/requirements.lock: $$(grep -c '^[a-z0-9]' collector/requirements.lock) packages;" \
+	  "$(NOTEBOOK_FILES)/requirements.lock: $$(grep -c '^[a-z0-9]' $(NOTEBOOK_FILES)/requirements.lock) packages"
 
 # The sandbox's caches in /var/cache/twittersnake (kept by demo-down): the Debian root (stdlib python3
 # is enough, so it does not wait for the venv) and the wheelhouse the instance installs from.

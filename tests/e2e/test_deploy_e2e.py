@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -296,7 +297,15 @@ def test_the_compliance_timers_are_enabled_and_a_run_shows_in_collector_status(s
     assert "compliance_last_run_ok" in status and "compliance_age_seconds" in status
 
 
-def test_environment_is_built_by_the_conda_roles_command_at_the_tested_pins(sandbox):
+def locked_versions(lock: str) -> dict[str, str]:
+    """{project: version} of a hash-locked requirements file (`make lock`)."""
+    return {
+        re.sub(r"[-_.]+", "-", name).lower(): version
+        for name, version in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", lock, re.M)
+    }
+
+
+def test_environment_is_built_by_the_conda_roles_command_at_the_locked_versions(sandbox):
     role = yaml.safe_load((REPO / "roles/conda/tasks/environment.yml").read_text())
     (create,) = [task for task in role if task["name"] == "Create the environment"]
     defaults = yaml.safe_load((REPO / "roles/conda/defaults/main.yml").read_text())
@@ -306,13 +315,56 @@ def test_environment_is_built_by_the_conda_roles_command_at_the_tested_pins(sand
     history = sandbox.ssh("cat /opt/conda/envs/twittersnake/conda-meta/history")
     commands = re.findall(r"^# cmd: (.*)$", history, re.M)
     assert commands and commands[0] == " ".join(argv), history  # conda records each command line
+    assert "# pip: " not in history  # conda gives python and pip only; pip installs the lock
     listing = sandbox.ssh("/opt/conda/envs/twittersnake/bin/python -m pip list --format json")
-    installed = {p["name"].lower(): p["version"] for p in json.loads(listing)}
-    environment = yaml.safe_load((REPO / "collector/environment.yml").read_text())
-    (pip,) = [d["pip"] for d in environment["dependencies"] if isinstance(d, dict)]
-    for line in pip:  # the pip section: the versions requirements.txt pins (test_conda_environment)
-        name, version = line.split("==")
-        assert installed.get(name.lower()) == version, f"{name}: {installed.get(name.lower())}"
+    installed = {
+        re.sub(r"[-_.]+", "-", p["name"]).lower(): p["version"] for p in json.loads(listing)
+    }
+    # Every package of the lock, transitive ones too, at its locked version (test_conda_environment:
+    # the versions requirements.txt pins), and nothing else but the environment's own pip.
+    locked = locked_versions((REPO / "collector/requirements.lock").read_text())
+    assert {name: installed.get(name) for name in locked} == locked
+    assert set(installed) - set(locked) <= {"pip", "setuptools", "wheel"}, installed
+    applied = sandbox.ssh("cat /opt/conda/envs/.twittersnake.requirements.lock")
+    assert applied == (REPO / "collector/requirements.lock").read_text()
+
+
+def test_a_file_whose_sha256_the_lock_does_not_list_stops_the_deploy(sandbox):
+    """What a tampered mirror or PyPI answer looks like to the instance: pip refuses the file, the
+    deploy stops at the conda role with pip's line, and the running collector is left alone.
+    A fresh environment (another conda_env_name), as on a new instance: pip does not download
+    again what is already installed at the locked version."""
+    pid = sandbox.pid()
+    lock = (REPO / "collector/requirements.lock").read_text()
+    forged = hashlib.sha256(b"not the file PyPI serves").hexdigest()
+    entry = re.compile(r"^six==(\S+)(?: \\\n\s+--hash=sha256:[0-9a-f]{64})+", re.M)
+    version = entry.search(lock).group(1)
+    tampered = entry.sub(f"six=={version} \\\n    --hash=sha256:{forged}", lock)
+    assert tampered != lock and forged in tampered
+    encoded = base64.b64encode(tampered.encode()).decode()
+    sandbox.ssh(f"echo {encoded} | base64 -d > /root/tampered.requirements.lock")
+    try:
+        result = sandbox.site(
+            conda_env_name="twittersnake-tampered",
+            conda_env_requirements="/root/tampered.requirements.lock",
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output[-3000:]
+        assert "THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE" in output
+        assert f"six=={version} from" in output and f"Expected sha256 {forged}" in output
+        task = "TASK [conda : Install the hash-locked packages into the environment]"
+        assert "fatal: [" in output.split(task, 1)[-1].split("TASK [", 1)[0], output[-3000:]
+        # Nothing recorded as installed: the next run installs the lock again.
+        stamp = "/opt/conda/envs/.twittersnake-tampered.requirements.lock"
+        assert sandbox.ssh(f"test -e {stamp} || echo absent").strip() == "absent"
+        assert sandbox.pid() == pid  # the deploy stopped before the collector's program
+    finally:
+        for key in ("conda_env_name", "conda_env_requirements"):
+            sandbox.extra.pop(key, None)
+        sandbox.ssh(
+            "rm -rf /opt/conda/envs/twittersnake-tampered /opt/conda/envs/.twittersnake-tampered.*"
+            " /root/tampered.requirements.lock"
+        )
 
 
 def test_private_repository_is_cloned_with_the_deploy_key_and_the_pinned_host_key(sandbox):

@@ -4,7 +4,8 @@ Miniforge3.sh honours the real installer's contract (`bash Miniforge3.sh -b -p P
 update, an error if PREFIX exists) and produces PREFIX/bin/conda (conda_standin.py) and
 PREFIX/bin/python, so the conda role's download, checksum and install steps run for real.
 The environment's packages come from a PEP 503 package index over a wheelhouse built here
-(files/simple/), which the instance's pip uses through /etc/pip.conf (image.personalise).
+(files/simple/), which the instance's pip uses through /etc/pip.conf (image.personalise): the
+files the hash-locked requirements name, downloaded from PyPI, so their sha256 are PyPI's.
 """
 
 from __future__ import annotations
@@ -16,10 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from tests.sandbox import paths
-from tests.sandbox.conda_standin import conda_to_pip
 
 INSTALLER_NAME = "Miniforge3.sh"
 
@@ -60,51 +58,34 @@ echo "installation finished."
 """
 
 
-# Environment files the instance installs: the collector's and the optional notebook role's.
-ENVIRONMENT_FILES = ("collector/environment.yml", "roles/notebook/files/environment.yml")
-
-
-def collector_requirements() -> list[str]:
-    """pip requirements equivalent to the environment files (the instance has no package index)."""
-    requirements: list[str] = []
-    for name in ENVIRONMENT_FILES:
-        env_file = paths.REPO / name
-        if not env_file.exists():
-            continue
-        spec = yaml.safe_load(env_file.read_text()) or {}
-        for dep in spec.get("dependencies", []):
-            if isinstance(dep, dict):
-                requirements += [str(d) for d in dep.get("pip", [])]
-            elif (req := conda_to_pip(str(dep))) is not None:
-                requirements.append(req)
-    return list(dict.fromkeys(requirements))
-
+# The hash-locked requirements the instance installs with pip (`make lock`): the collector's (conda
+# role) and the optional notebook role's.
+LOCK_FILES = ("collector/requirements.lock", "roles/notebook/files/requirements.lock")
 
 # The instance's interpreter (Debian 12's python3): wheels are chosen for it, not for this machine's
-# Python (a newer 3.11.x here lets pip pick releases that need >= 3.11.5, e.g. soupsieve).
+# Python (a newer 3.11.x here lets pip pick releases that need >= 3.11.5, e.g. soupsieve). `make
+# lock` resolves for the same version (LOCK_PYTHON; tests/unit/test_conda_environment.py).
 INSTANCE_PYTHON = "3.11.2"
 
 
 def ensure_wheelhouse(log) -> Path:
-    """Wheels for the collector environment, cached per requirement set (pip download)."""
-    requirements = collector_requirements()
-    key = "\n".join([f"python {INSTANCE_PYTHON}", *sorted(requirements)])
+    """Exactly the files the locks name for the instance, as PyPI serves them, so every sha256 on
+    the instance matches (pip download --require-hashes --no-deps); cached per lock content."""
+    locks = [paths.REPO / name for name in LOCK_FILES]
+    key = "\n".join([f"python {INSTANCE_PYTHON}", *(lock.read_text() for lock in locks)])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     wheelhouse = paths.cache_dir() / f"wheelhouse-{digest}"
     with paths.cache_lock("-wheelhouse"):
         if wheelhouse.is_dir():
             return wheelhouse
         partial = wheelhouse.with_name(wheelhouse.name + ".partial")
-        partial.mkdir(parents=True, exist_ok=True)
-        if requirements:
-            log(f"building the wheelhouse for the instance ({len(requirements)} requirements)")
-            pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-            common = ["--dest", str(partial), "pip", "setuptools", "wheel", *requirements]
-            binary = ["--only-binary=:all:", "--python-version", INSTANCE_PYTHON]
-            result = subprocess.run([*pip, "download", *binary, *common])
-            if result.returncode != 0:  # an sdist-only package: let pip build it
-                wheel = [*pip, "wheel", "--wheel-dir", str(partial), *requirements]
-                subprocess.run(wheel, check=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        log(f"building the wheelhouse for the instance from {', '.join(LOCK_FILES)}")
+        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", "download"]
+        pip += ["--require-hashes", "--no-deps", "--only-binary=:all:"]
+        pip += ["--python-version", INSTANCE_PYTHON, "--dest", str(partial)]
+        subprocess.run([*pip, *(arg for lock in locks for arg in ("-r", str(lock)))], check=True)
         partial.rename(wheelhouse)
     return wheelhouse
 

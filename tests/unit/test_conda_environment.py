@@ -1,22 +1,32 @@
 """The instance's conda environment: one source for the Python pins, the role's own commands.
 
-collector/environment.yml takes python and pip from conda-forge and every package through its
-`pip:` section at exactly the version requirements.txt pins, where the test suite runs the same
-code (conda-forge's recipes lag PyPI: its tweepy was at 4.15.0 when we pinned 4.17.0).
+collector/environment.yml takes python and pip from conda-forge, nothing else; every package comes
+from PyPI through a hash-locked requirements file (collector/requirements.lock, and the notebook
+role's roles/notebook/files/requirements.lock) that `make lock` resolves from the requirements.in
+beside it, at exactly the versions requirements.txt pins, where the test suite runs the same code
+(conda-forge's recipes lag PyPI: its tweepy was at 4.15.0 when we pinned 4.17.0). The instance
+installs each lock with `pip install --require-hashes --no-deps`: a lock line without a hash, or
+a lock that no longer agrees with the pins, is caught here, before a deploy.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import REPO
 from tests.sandbox import miniforge
 
-ENVIRONMENT_FILES = [REPO / name for name in miniforge.ENVIRONMENT_FILES]
 COLLECTOR_ENVIRONMENT = REPO / "collector/environment.yml"
+COLLECTOR_LOCK = REPO / "collector/requirements.lock"
+LOCKS = [REPO / name for name in miniforge.LOCK_FILES]
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;#]+)$")
+LOCKED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)((?:\s+--hash=\S+)*)$")
+SHA256 = re.compile(r"^--hash=sha256:[0-9a-f]{64}$")
+FIX = "run `make lock` and commit the lock"
 
 
 def normalized(name: str) -> str:
@@ -24,48 +34,105 @@ def normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def requirements_pins() -> dict[str, str]:
-    pins = {}
-    for raw in (REPO / "requirements.txt").read_text().splitlines():
+def pins(path: Path) -> dict[str, str]:
+    """{project: version} of a requirements file whose every line is `name==version`."""
+    found = {}
+    for raw in path.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if line:
             match = PIN.match(line)
-            assert match, f"requirements.txt: {line!r} is not pinned with =="
-            pins[normalized(match.group(1))] = match.group(2)
-    return pins
+            assert match, f"{path.relative_to(REPO)}: {line!r} is not pinned with =="
+            found[normalized(match.group(1))] = match.group(2)
+    return found
 
 
-def dependencies(path) -> tuple[list[str], list[str]]:
-    """(conda specs, pip lines) of an environment file."""
-    spec = yaml.safe_load(path.read_text())
-    conda = [d for d in spec["dependencies"] if isinstance(d, str)]
-    pip = [line for d in spec["dependencies"] if isinstance(d, dict) for line in d["pip"]]
-    return conda, pip
+def locked(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """{project: (version, hashes)} of a hash-locked requirements file; fails naming the first
+    entry that is not `name==version` followed by sha256 hashes."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    text = re.sub(r"\\\n", " ", path.read_text())  # continuation lines
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = LOCKED.match(line)
+        name = normalized(match.group(1)) if match else line.split()[0]
+        assert match, (
+            f"{path.relative_to(REPO)}: {name}: {line[:80]!r} is not"
+            f" `name==version --hash=sha256:...`; {FIX}"
+        )
+        hashes = match.group(3).split()
+        assert hashes and all(SHA256.match(h) for h in hashes), (
+            f"{path.relative_to(REPO)}: {name}=={match.group(2)} has no sha256 hash; {FIX}"
+        )
+        entries[name] = (match.group(2), hashes)
+    return entries
 
 
 def test_conda_forge_gives_only_python_and_pip():
-    for path in ENVIRONMENT_FILES:
-        conda, _ = dependencies(path)
-        names = sorted(re.split(r"[=<>! ]", spec, maxsplit=1)[0] for spec in conda)
-        assert names in (["pip"], ["pip", "python"]), f"{path}: conda packages {conda}"
-    conda, _ = dependencies(COLLECTOR_ENVIRONMENT)
+    spec = yaml.safe_load(COLLECTOR_ENVIRONMENT.read_text())
     python = miniforge.INSTANCE_PYTHON.rsplit(".", 1)[0]
-    assert f"python={python}" in conda  # the sandbox host's python3 stands in for it
+    # the sandbox host's python3 stands in for it; no `pip:` section: pip installs only the lock
+    assert spec["dependencies"] == [f"python={python}", "pip"], spec["dependencies"]
 
 
-def test_every_pip_pin_of_the_instance_equals_requirements_txt():
-    pins = requirements_pins()
-    for path in ENVIRONMENT_FILES:
-        _, pip = dependencies(path)
-        assert pip, f"{path}: no pip section"
-        for line in pip:
-            match = PIN.match(line)
-            assert match, f"{path}: {line!r} is not pinned with =="
-            name, version = normalized(match.group(1)), match.group(2)
-            # The notebook's JupyterLab is the one package the controller's tests do not import.
-            if name in pins or path == COLLECTOR_ENVIRONMENT:
-                assert pins.get(name) == version, (
-                    f"{path}: {name}=={version}, requirements.txt {pins.get(name)}"
+def test_the_locks_are_resolved_for_the_instances_python():
+    makefile = (REPO / "Makefile").read_text()
+    assert f"\nLOCK_PYTHON := {miniforge.INSTANCE_PYTHON}\n" in makefile
+    assert "--python-platform x86_64-unknown-linux-gnu" in makefile  # the instance is Linux x86_64
+
+
+@pytest.mark.parametrize("lock", LOCKS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_locked_package_is_pinned_with_its_sha256(lock):
+    entries = locked(lock)
+    assert entries, f"{lock.relative_to(REPO)} is empty; {FIX}"
+
+
+@pytest.mark.parametrize("lock", LOCKS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_input_is_pinned_as_requirements_txt_pins_it_and_locked_at_that_version(lock):
+    requirements_txt = pins(REPO / "requirements.txt")
+    requirements_in = lock.with_suffix(".in")
+    inputs = pins(requirements_in)
+    assert inputs, f"{requirements_in.relative_to(REPO)}: no packages"
+    entries = locked(lock)
+    for name, version in inputs.items():
+        # The notebook's JupyterLab is the one input the controller's tests do not import.
+        if name in requirements_txt or lock == COLLECTOR_LOCK:
+            assert requirements_txt.get(name) == version, (
+                f"{requirements_in.relative_to(REPO)}: {name}=={version},"
+                f" requirements.txt {requirements_txt.get(name)}"
+            )
+        assert entries.get(name, ("missing",))[0] == version, (
+            f"{lock.relative_to(REPO)}: {name} {entries.get(name, ('missing',))[0]},"
+            f" {requirements_in.relative_to(REPO)} pins {version}; {FIX}"
+        )
+
+
+@pytest.mark.parametrize("lock", LOCKS, ids=lambda p: str(p.relative_to(REPO)))
+def test_a_package_the_lock_shares_with_requirements_txt_has_its_version(lock):
+    """Transitive packages too: one requirements.txt also pins (numpy for matplotlib, boto3's
+    for moto) is locked at that version."""
+    requirements_txt = pins(REPO / "requirements.txt")
+    for name, (version, _) in locked(lock).items():
+        if name in requirements_txt:
+            assert requirements_txt[name] == version, (
+                f"{lock.relative_to(REPO)}: {name}=={version}, requirements.txt pins"
+                f" {requirements_txt[name]}; {FIX}"
+            )
+
+
+def test_the_notebooks_lock_keeps_the_collectors_versions():
+    """Both locks go into one environment with --no-deps: a package in both is at one version."""
+    collector = locked(COLLECTOR_LOCK)
+    for lock in LOCKS:
+        for name, (version, hashes) in locked(lock).items():
+            if name in collector:
+                assert (version, sorted(hashes)) == (
+                    collector[name][0],
+                    sorted(collector[name][1]),
+                ), (
+                    f"{lock.relative_to(REPO)}: {name}=={version}, collector/requirements.lock"
+                    f" {collector[name][0]}; {FIX}"
                 )
 
 
