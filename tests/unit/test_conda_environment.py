@@ -11,11 +11,13 @@ a lock that no longer agrees with the pins, is caught here, before a deploy.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from tests.conftest import REPO
 from tests.sandbox import miniforge
@@ -27,6 +29,18 @@ PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;#]+)$")
 LOCKED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)((?:\s+--hash=\S+)*)$")
 SHA256 = re.compile(r"^--hash=sha256:[0-9a-f]{64}$")
 FIX = "run `make lock` and commit the lock"
+# PEP 508 environment markers of the instance (Linux x86_64, the locks' Python), no extras.
+INSTANCE_MARKERS = {
+    "python_version": miniforge.INSTANCE_PYTHON.rsplit(".", 1)[0],
+    "python_full_version": miniforge.INSTANCE_PYTHON,
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "extra": "",
+}
 
 
 def normalized(name: str) -> str:
@@ -119,6 +133,39 @@ def test_a_package_the_lock_shares_with_requirements_txt_has_its_version(lock):
                 f"{lock.relative_to(REPO)}: {name}=={version}, requirements.txt pins"
                 f" {requirements_txt[name]}; {FIX}"
             )
+
+
+def test_every_dependency_of_a_locked_package_is_locked_too():
+    """--no-deps installs the lock and nothing else: a package whose dependency is missing from
+    it would fail at import on the instance. Checked offline for the locked packages this
+    virtualenv has at the same version (their metadata lists their dependencies)."""
+    collector = locked(COLLECTOR_LOCK)
+    checked = set()
+    for lock in LOCKS:
+        entries = {**collector, **locked(lock)}
+        for name, (version, _) in locked(lock).items():
+            try:
+                distribution = importlib.metadata.distribution(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+            if distribution.version != version:
+                continue
+            checked.add(name)
+            for line in distribution.requires or []:
+                requirement = Requirement(line)
+                if requirement.marker and not requirement.marker.evaluate(INSTANCE_MARKERS):
+                    continue
+                dependency = normalized(requirement.name)
+                assert dependency in entries, (
+                    f"{lock.relative_to(REPO)}: {name}=={version} needs {requirement},"
+                    f" which is not in the lock; {FIX}"
+                )
+                assert requirement.specifier.contains(entries[dependency][0], prereleases=True), (
+                    f"{lock.relative_to(REPO)}: {name}=={version} needs {requirement},"
+                    f" the lock has {dependency}=={entries[dependency][0]}; {FIX}"
+                )
+    # requirements.txt pins the collector's own packages: this virtualenv has them at those versions
+    assert set(pins(COLLECTOR_LOCK.with_suffix(".in"))) <= checked
 
 
 def test_the_notebooks_lock_keeps_the_collectors_versions():
