@@ -56,6 +56,9 @@ from moto.s3.exceptions import S3AccessDeniedError, S3ClientError
 from moto.s3.models import FakeBucket
 from moto.server import main
 
+# S3 bucket metrics configurations and CloudWatch's reserved AWS/ namespaces, as AWS has them.
+from tests.fakes import moto_monitoring  # noqa: F401
+
 IAM_PREFIX_BY_SIGNING_NAME = {"monitoring": "cloudwatch"}
 # The condition keys this launcher supplies; statements on others keep moto's behaviour.
 EVALUATED_KEYS = (

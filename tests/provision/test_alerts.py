@@ -1,13 +1,21 @@
-"""Alerts: provision.yml with alerts_email makes an SNS topic, its e-mail subscription and
-the CloudWatch alarms; re-runs change nothing; teardown removes them, twice without a change."""
+"""Alerts: provision.yml with alerts_email makes an SNS topic, its e-mail subscription, the
+CloudWatch alarms and S3's request metrics on the collector's prefix; re-runs change nothing;
+teardown removes them, twice without a change.
+
+The playbooks sign as the administrator of a moto that enforces IAM (as on AWS), so the collector's
+key the iam role stored can be tried against what the alarms rest on."""
 
 from __future__ import annotations
 
 import json
 
+import boto3
+import botocore.exceptions
 import pytest
+import yaml
 
-from tests.provision.test_provision import Runner, recap
+from tests.conftest import IamMoto, enforcing_moto_server
+from tests.provision.test_provision import BUCKET, Runner, recap
 
 # Every test here reads a footprint built by three ansible-playbook runs against moto.
 pytestmark = pytest.mark.slow
@@ -15,16 +23,23 @@ pytestmark = pytest.mark.slow
 EMAIL = "ops@example.org"
 PREFIX = "twittersnake"  # twittersnake_project in the sandbox inventory
 COLLECTOR_ID = "sandbox-collector"  # collector_id in the sandbox inventory
+KEY_PREFIX = "raw/"  # twittersnake_prefix in the sandbox inventory, as S3 keys start
+METRICS_ID = f"{PREFIX}-collector"  # the bucket metrics configuration, AWS/S3's FilterId
 
 
 @pytest.fixture(scope="module")
-def alerted(moto_server, tmp_path_factory):
-    """provision with alerts_email: fresh, again, --check."""
-    moto_server.reset()
-    runner = Runner(moto_server.url, tmp_path_factory.mktemp("alerts"))
-    email = ["-e", f"alerts_email={EMAIL}"]
-    runs = [runner.run("provision", *email, *args) for args in ([], [], ["--check"])]
-    return runner, runs
+def alerted(tmp_path_factory):
+    """provision with alerts_email: fresh, again, --check, on its own moto that enforces IAM."""
+    server = enforcing_moto_server()
+    server.start()
+    try:
+        admin = IamMoto(server).reset()
+        runner = Runner(server.url, tmp_path_factory.mktemp("alerts"), key=admin)
+        email = ["-e", f"alerts_email={EMAIL}"]
+        runs = [runner.run("provision", *email, *args) for args in ([], [], ["--check"])]
+        yield runner, runs
+    finally:
+        server.stop()
 
 
 def alarms(runner: Runner) -> dict[str, dict]:
@@ -84,6 +99,7 @@ def test_each_alarm_has_its_threshold_and_notifies_on_alarm_and_ok(alerted):
         f"{PREFIX}-{name}"
         for name in (
             "no-posts",
+            "no-uploads",
             "uploads-stuck",
             "unhealthy",
             "disk-low",
@@ -164,6 +180,86 @@ def test_each_alarm_has_its_threshold_and_notifies_on_alarm_and_ok(alerted):
     assert found[f"{PREFIX}-instance-check"]["AlarmActions"] == [arn]
 
 
+def metrics_configuration(runner: Runner) -> dict | None:
+    """The bucket's metrics configuration the no-uploads alarm rests on, None without one."""
+    try:
+        answer = runner.client("s3").get_bucket_metrics_configuration(Bucket=BUCKET, Id=METRICS_ID)
+    except botocore.exceptions.ClientError as exc:
+        assert exc.response["Error"]["Code"] == "NoSuchConfiguration", exc.response
+        return None
+    return answer["MetricsConfiguration"]
+
+
+def collector_cloudwatch(runner: Runner):
+    """CloudWatch, signed with the collector's key as the iam role stored it."""
+    stored = yaml.safe_load(runner.creds.read_text())
+    return boto3.client(
+        "cloudwatch",
+        endpoint_url=runner.url,
+        region_name="us-east-1",
+        aws_access_key_id=stored["collector_aws_access_key_id"],
+        aws_secret_access_key=stored["collector_aws_secret_access_key"],
+    )
+
+
+def test_s3_counts_the_requests_under_the_collectors_prefix(alerted):
+    runner, _ = alerted
+    assert metrics_configuration(runner) == {"Id": METRICS_ID, "Filter": {"Prefix": KEY_PREFIX}}
+
+
+def test_the_no_uploads_alarm_rests_on_s3s_own_count_of_puts(alerted):
+    """AWS/S3 PutRequests for the configuration's filter: no PUT under the prefix for the
+    no-posts window plus one rotation (30 + 1 minutes: the sandbox rotates every 5 s) alarms; a
+    minute without a PUT has no data point, so missing data must breach."""
+    runner, _ = alerted
+    alarm = alarms(runner)[f"{PREFIX}-no-uploads"]
+    dims = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+    assert (alarm["Namespace"], alarm["MetricName"], dims) == (
+        "AWS/S3", "PutRequests", {"BucketName": BUCKET, "FilterId": METRICS_ID}
+    )  # fmt: skip
+    assert (alarm["Statistic"], alarm["ComparisonOperator"], alarm["Threshold"]) == (
+        "Sum", "LessThanThreshold", 1.0
+    )  # fmt: skip
+    assert (alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (60, 31, 31)
+    assert alarm["TreatMissingData"] == "breaching"
+    arn = topic_arn(runner)
+    assert alarm["AlarmActions"] == [arn] and alarm["OKActions"] == [arn]
+
+
+def test_no_key_can_publish_the_metric_the_no_uploads_alarm_watches(alerted):
+    """The collector's key publishes its own metrics, not S3's: its policy allows PutMetricData
+    only in TwitterSnake (moto checks the policy first: AccessDenied), and CloudWatch refuses
+    AWS/ namespaces to every key, even one allowed everything (InvalidParameterValue)."""
+    runner, _ = alerted
+    datum = {
+        "MetricName": "PutRequests",
+        "Dimensions": [
+            {"Name": "BucketName", "Value": BUCKET},
+            {"Name": "FilterId", "Value": METRICS_ID},
+        ],
+        "Value": 1.0,
+        "Unit": "Count",
+    }
+    collector = collector_cloudwatch(runner)
+    collector.put_metric_data(Namespace="TwitterSnake", MetricData=[datum])  # its own: allowed
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        collector.put_metric_data(Namespace="AWS/S3", MetricData=[datum])
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "AccessDenied" in str(refused.value)
+
+    administrator = runner.client("cloudwatch")  # Action "*"
+    with pytest.raises(botocore.exceptions.ClientError) as invalid:
+        administrator.put_metric_data(Namespace="AWS/S3", MetricData=[datum])
+    assert invalid.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert invalid.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert (
+        invalid.value.response["Error"]["Message"]
+        == "The value AWS/S3 for parameter Namespace is invalid."
+    )
+    published = administrator.list_metrics(Namespace="AWS/S3", MetricName="PutRequests")
+    assert published["Metrics"] == []
+
+
 def test_thresholds_follow_the_role_variables(alerted):
     runner, _ = alerted
     changed = runner.run(
@@ -174,11 +270,16 @@ def test_thresholds_follow_the_role_variables(alerted):
         "alerts_no_posts_minutes=120",
         "-e",
         "alerts_disk_free_percent=20",
+        "-e",
+        "collector_rotate_max_seconds=300",  # AWS's inventory
     )
-    assert recap(changed.stdout)["changed"] == 1  # the looped alarms task, nothing else
+    # the looped alarms task and S3's no-uploads alarm (its window follows), nothing else
+    assert recap(changed.stdout)["changed"] == 2, changed.stdout[-3000:]
     assert changed.stdout.count("changed: [localhost] => (item=") == 2, changed.stdout[-3000:]
     found = alarms(runner)
     assert found[f"{PREFIX}-no-posts"]["EvaluationPeriods"] == 120
+    # no PUT for the no-posts window plus one rotation (300 s: 5 minutes)
+    assert found[f"{PREFIX}-no-uploads"]["EvaluationPeriods"] == 125
     assert found[f"{PREFIX}-disk-low"]["Threshold"] == 20.0
 
 
@@ -226,10 +327,29 @@ def test_a_monthly_budget_adds_the_spend_forecast_alarm(alerted):
     assert f"{PREFIX}-spend-forecast" not in alarms(runner)
 
 
+def test_without_s3_request_metrics_there_is_neither_configuration_nor_alarm(alerted):
+    runner, _ = alerted
+    email = ["-e", f"alerts_email={EMAIL}"]
+    off = ["-e", "alerts_s3_request_metrics=false", "--tags", "alerts"]
+    first = runner.run("provision", *email, *off)
+    assert recap(first.stdout)["changed"] == 2, first.stdout[-3000:]  # configuration and alarm
+    assert metrics_configuration(runner) is None
+    assert f"{PREFIX}-no-uploads" not in alarms(runner)
+    assert f"{PREFIX}-no-posts" in alarms(runner)  # the collector's own alarms stay
+    assert runner.client("s3").head_bucket(Bucket=BUCKET)  # the bucket stays
+    assert recap(runner.run("provision", *email, *off).stdout)["changed"] == 0
+    runner.run("provision", *email, "--tags", "alerts")  # on again: both come back
+    assert metrics_configuration(runner) == {"Id": METRICS_ID, "Filter": {"Prefix": KEY_PREFIX}}
+    assert f"{PREFIX}-no-uploads" in alarms(runner)
+
+
 def test_teardown_removes_alarms_and_topic_and_a_second_changes_nothing(alerted):
     runner, _ = alerted
     runner.run("teardown")
     assert alarms(runner) == {}
     assert topic_arn(runner) is None
+    # the bucket and its data stay; S3's request metrics, which bill, do not
+    assert runner.client("s3").head_bucket(Bucket=BUCKET)
+    assert metrics_configuration(runner) is None
     assert runner.client("sns").list_subscriptions()["Subscriptions"] == []
     assert recap(runner.run("teardown").stdout)["changed"] == 0
