@@ -59,9 +59,13 @@ def pytest_runtest_makereport(item, call):
 
 
 class MotoServer:
-    """A moto server process on a free loopback port."""
+    """A moto server process on a free loopback port: moto.server with what AWS does and moto
+    5.2.5 does not (tests/fakes/moto_monitoring.py: bucket metrics configurations, CloudWatch's
+    reserved AWS/ namespaces), or `module`."""
 
-    def __init__(self, env: dict[str, str] | None = None, module: str = "moto.server") -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, module: str = "tests.fakes.moto_monitoring"
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None

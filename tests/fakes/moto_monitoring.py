@@ -1,6 +1,10 @@
 """What AWS does, and moto 5.2.5 does not, for the alarm S3 itself feeds.
 
-Imported by tests/fakes/moto_iam_server.py (its patches apply to that server process).
+    python -m tests.fakes.moto_monitoring -H 127.0.0.1 -p PORT   (moto.server's arguments)
+
+The tests' plain moto server runs this (tests/conftest.py MotoServer); the IAM-enforcing one
+(tests/fakes/moto_iam_server.py) imports it, so its patches apply there too. Without them, a
+teardown on moto would delete the bucket (a DELETE of `?metrics` is a DeleteBucket to moto).
 
 S3 bucket metrics configurations (PutBucketMetricsConfiguration, GetBucketMetricsConfiguration,
 DeleteBucketMetricsConfiguration, ListBucketMetricsConfigurations: `?metrics` on the bucket). moto
@@ -33,6 +37,7 @@ from xml.etree import ElementTree
 from moto.cloudwatch.exceptions import InvalidParameterValue
 from moto.cloudwatch.models import CloudWatchBackend
 from moto.s3.responses import S3Response
+from moto.server import main
 
 RESERVED_NAMESPACE_PREFIX = "AWS/"
 S3_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -129,3 +134,6 @@ S3Response._bucket_response_put = _with_metrics("PUT", S3Response._bucket_respon
 S3Response._bucket_response_get = _with_metrics("GET", S3Response._bucket_response_get)
 S3Response._bucket_response_delete = _with_metrics("DELETE", S3Response._bucket_response_delete)
 CloudWatchBackend.put_metric_data = _put_metric_data
+
+if __name__ == "__main__":
+    main()
