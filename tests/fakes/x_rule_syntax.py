@@ -9,8 +9,17 @@ from 1. Sentences quoted from X's answers:
   - a lower-case or between clauses: "Ambiguous use of or as a keyword. Use OR to logically join
     two clauses, or \"or\" to find occurrences of or in text (at position 25)"
     (felixdorn/twitter-stream-api#10)
-No public answer quotes X on unbalanced parentheses or quotes or a dangling OR: those sentences
-are ours, in the same form (what is wrong, then the position).
+  - a rule of negated terms only ("--b"): two sentences, "Rules must contain a non-negation term
+    (at position 1)" and "Rules must contain at least one positive, non-stopword clause (at
+    position 1)" (a recorded v2 answer quoted in a public client's source; Gnip PowerTrack gave
+    the same pair for "-follow").
+X's build-a-rule page (docs.x.com/x-api/posts/filtered-stream/integrate/build-a-rule) says
+conjunction-required operators (is:, has:, lang:, sample:) "cannot be used by themselves in a rule;
+they can only be used when at least one standalone operator is included", and that a negated
+operator cannot be used alone.
+No public answer quotes X on unbalanced parentheses or quotes, a dangling OR, or a rule of
+conjunction-required operators only: those sentences are ours, in the same form (what is wrong,
+then the position).
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ STREAM_OPERATORS = frozenset(
         "in_reply_to_tweet_id", "retweets_of_tweet_id", "quotes_of_tweet_id",
     }
 )  # fmt: skip
+# Operators that "cannot be used by themselves": they need a standalone term beside them.
+CONJUNCTION_REQUIRED = frozenset({"is", "has", "lang", "sample"})
 _OPERATOR = re.compile(r"-?([A-Za-z_]+):(?!//)\S")
 INVALID_OPERATOR = (
     "Reference to invalid operator '{token}'. Operator is not available in current product or "
@@ -42,6 +53,14 @@ DANGLING_OR = "OR must join two clauses: nothing on its {side} (at position {pos
 UNMATCHED_QUOTE = 'Unmatched double quote: a phrase needs a closing " (at position {position})'
 UNMATCHED_OPEN = "Missing closing parenthesis for this one (at position {position})"
 UNMATCHED_CLOSE = "Closing parenthesis without an opening one (at position {position})"
+NO_NON_NEGATION = "Rules must contain a non-negation term (at position {position})"
+NO_POSITIVE_CLAUSE = (
+    "Rules must contain at least one positive, non-stopword clause (at position {position})"
+)
+CONJUNCTION_ONLY = (
+    "Rules must contain a standalone operator: '{token}' cannot be used by itself "
+    "(at position {position})"
+)
 
 
 def _tokens(value: str) -> tuple[list[tuple[str, int]], list[str]]:
@@ -96,4 +115,20 @@ def rule_syntax_problems(value: str) -> list[str]:
             problems.append(AMBIGUOUS_OR.format(position=position))
         elif (match := _OPERATOR.match(token)) and match[1].lower() not in STREAM_OPERATORS:
             problems.append(INVALID_OPERATOR.format(token=token.lstrip("-"), position=position))
-    return problems
+    return problems or _standalone_problems(tokens)
+
+
+def _standalone_problems(tokens: list[tuple[str, int]]) -> list[str]:
+    """X's refusal of a rule without a positive standalone term (negations or is:/has:/... only)."""
+    terms = [(token, position) for token, position in tokens if token not in ("(", ")", "OR")]
+    positive = [(token, position) for token, position in terms if not token.startswith("-")]
+    if terms and not positive:
+        return [NO_NON_NEGATION.format(position=1), NO_POSITIVE_CLAUSE.format(position=1)]
+    for token, _ in positive:
+        match = _OPERATOR.match(token)
+        if not match or match[1].lower() not in CONJUNCTION_REQUIRED:
+            return []
+    if not positive:
+        return []
+    token, position = positive[0]
+    return [CONJUNCTION_ONLY.format(token=token, position=position)]

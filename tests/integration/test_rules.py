@@ -107,6 +107,11 @@ def test_a_rejected_token_is_an_auth_error(tmp_path: Path, x_server: FakeXServer
         ("python OR", "OR must join two clauses: nothing on its right (at position 8)"),
         ("OR python", "OR must join two clauses: nothing on its left (at position 1)"),
         ("python or rust", "Ambiguous use of or as a keyword. Use OR to logically join two"),
+        ("has:media", "Rules must contain a standalone operator: 'has:media' cannot be used by"),
+        ("is:verified", "Rules must contain a standalone operator: 'is:verified' cannot be used"),
+        ("has:links OR is:retweet", "Rules must contain a standalone operator: 'has:links'"),
+        ("-python", "Rules must contain a non-negation term (at position 1)"),
+        ("-is:retweet -is:reply", "Rules must contain a non-negation term (at position 1)"),
     ],
 )
 def test_the_stand_in_refuses_a_rule_x_cannot_parse_as_x_does(
@@ -128,6 +133,43 @@ def test_the_stand_in_refuses_a_rule_x_cannot_parse_as_x_does(
         assert error["details"][0].startswith(detail), error
         assert [r["value"] for r in body["data"]] == ['(a OR "b c") -is:retweet']
     assert live(x_server) == {('(a OR "b c") -is:retweet', None)}
+
+
+def test_the_stand_in_refuses_a_rule_of_negations_only_with_x_two_sentences(
+    x_server: FakeXServer,
+) -> None:
+    response = requests.post(
+        f"{x_server.url}/2/tweets/search/stream/rules?dry_run=true",
+        json={
+            "add": [
+                {"value": "-python"},
+                {"value": '"X data" has:mentions (has:media OR has:links)'},
+            ]
+        },
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
+    body = response.json()
+    (error,) = body["errors"]
+    assert error["details"] == [
+        "Rules must contain a non-negation term (at position 1)",
+        "Rules must contain at least one positive, non-stopword clause (at position 1)",
+    ]
+    assert body["meta"]["summary"]["valid"] == 1, body
+
+
+def test_rules_sync_check_refuses_a_rule_of_conjunction_required_operators_alone(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    rules = [("has:media", "media"), ("python has:media", "python")]
+    config = write_config(tmp_path, x_server.url, rules=rules)
+    result = run_cli("rules", "sync", "--check", "--config", str(config))
+    assert (result.returncode, x_server.rules) == (2, {}), result.stdout + result.stderr
+    assert (
+        "refused    x.rules 'has:media' (tag test-1:media): UnprocessableEntity: Rules must "
+        "contain a standalone operator: 'has:media' cannot be used by itself (at position 1)"
+    ) in result.stdout.splitlines()
+    assert "to add     tag=test-1:python  python has:media" in result.stdout.splitlines()
 
 
 def test_check_fails_on_a_typo_rule_with_x_reason(tmp_path: Path, x_server: FakeXServer) -> None:
