@@ -109,9 +109,10 @@ def _all_data(lines: LineBatch) -> bool:
     return all(map(_valid_json, lines))  # else classify decides, line by line
 
 
-def _parsed_id(parser, line: bytes) -> int | None:
-    """The post id (data.id) of a line simdjson parses in full, None when it has none;
-    ValueError when the line is not one JSON text in UTF-8 (as _valid_json)."""
+def _parsed_id(parser, line: bytes) -> int | str | None:
+    """The post id (data.id) of a line simdjson parses in full, None when it has none (as
+    text when it is not decimal: the ledger counts it as uncountable); ValueError when the
+    line is not one JSON text in UTF-8 (as _valid_json)."""
     document = parser.parse(line)
     try:
         value = document.at_pointer("/data/id")
@@ -119,10 +120,12 @@ def _parsed_id(parser, line: bytes) -> int | None:
         value = None
     value = value if type(value) is str else None  # nothing left referencing the parser
     del document  # the parser holds one document at a time
-    return int(value) if value is not None and value.isdigit() else None
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
 
 
-def _data_ids(lines: LineBatch) -> list[int] | None:
+def _data_ids(lines: LineBatch) -> list[int | str] | None:
     """`_all_data` that also returns each line's post id (for the billing ledger), read from
     the same full parse: None when a line is not a data message (classify decides then)."""
     if not all(map(bytes.startswith, lines, repeat(DATA_START))):

@@ -44,14 +44,17 @@ MERGE_AT = 65536  # newest ids kept in a set before they join the sorted array
 SYNC_SECONDS = 1.0
 RATE_WINDOW = 3600  # s: the spend rate is measured over the last hour
 MONTHLY_CAP = 3_000_000  # X's post reads per billing cycle on pay-per-use (pricing page)
+UINT64_MAX = 2**64 - 1  # the ledger stores ids as uint64: X's ids are 64-bit snowflakes
 _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.u64$")
 _ID_KEY = b'"id":"'
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 DATA_DEPTH = 2  # `{"data":{` : a key of the post object itself is two levels deep
 
 
-def post_id_of(line: bytes) -> int | None:
+def post_id_of(line: bytes) -> int | str | None:
     """The id of the post in a stream data line (`{"data":{..., "id":"123", ...}}`), or None.
+    X's ids are decimal strings: an id of other characters comes back as text, and the ledger
+    counts it as uncountable (BillingLedger.add).
 
     Cheap: only the bytes before the post's own `"id"` are looked at. A nested object (a
     referenced post, a context annotation) may carry an "id" key earlier in the line; the
@@ -67,9 +70,27 @@ def post_id_of(line: bytes) -> int | None:
         if depth == DATA_DEPTH:
             end = line.find(b'"', found + len(_ID_KEY))
             value = line[found + len(_ID_KEY) : end]
-            return int(value) if value.isdigit() else None
+            return int(value) if value.isdigit() else value.decode("utf-8", "replace")
         start = found + len(_ID_KEY)
     return None
+
+
+def countable_ids(ids: Iterable[int | str]) -> tuple[list[int], int]:
+    """(the ids as ints that fit a uint64, how many did not): an id that is not a decimal
+    number from 0 to 2**64 - 1 cannot be kept in the ledger's uint64 files."""
+    ids = list(ids)
+    try:
+        values = [int(i) for i in ids]
+        if not values or (min(values) >= 0 and max(values) <= UINT64_MAX):
+            return values, 0
+    except (TypeError, ValueError):
+        pass
+    fitting = []
+    for raw in ids:
+        with contextlib.suppress(TypeError, ValueError):
+            if 0 <= (value := int(raw)) <= UINT64_MAX:
+                fitting.append(value)
+    return fitting, len(ids) - len(fitting)
 
 
 def day_of(epoch: float) -> date:
@@ -149,6 +170,7 @@ class BillingLedger:
         self._minutes: deque[list[int]] = deque()  # [epoch minute, posts billed in it]
         self._started_at = clock()
         self._reported: Exhausted | None = None
+        self._uncountable = 0  # ids seen since the start that no uint64 holds
         self.folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._roll(self.clock())
@@ -161,11 +183,13 @@ class BillingLedger:
 
     def add(self, ids: Iterable[int | str]) -> int:
         """Count post ids delivered now (stream, search, lookup); returns how many X bills
-        anew today (ids not yet seen this UTC day)."""
-        values = [int(i) for i in ids]
+        anew today (ids not yet seen this UTC day). An id that is not a decimal uint64 is not
+        counted: `figures()["uncountable_post_ids"]` says how many there were."""
+        values, uncountable = countable_ids(ids)
         now = self.clock()
         with self._lock:
             self._roll(now)
+            self._uncountable += uncountable
             if not values:
                 return 0
             candidates = values
@@ -261,6 +285,7 @@ class BillingLedger:
                     self._today, self.budget.billing_cycle_day
                 ).isoformat(),
                 "monthly_cap_used_percent": round(100.0 * cycle / MONTHLY_CAP, 2),
+                "uncountable_post_ids": self._uncountable,
                 "budget": self._budget_figures(),
             }
 

@@ -69,8 +69,9 @@ Knobs, set from tests at runtime (thread-safe; each one-shot knob fires once):
                              "balanced_cut" (cut where its braces balance), "non_utf8",
                              "lone_surrogate" (a post whose text starts with \\ud83d alone),
                              "control_chars" (a post whose text starts with a\\u0000b\\u0007),
-                             "huge" (a 10 MB data post, its id lands in sent_ids) or
-                             "partial_errors" (a data post that also carries "errors")
+                             "huge" (a 10 MB data post, its id lands in sent_ids),
+                             "partial_errors" (a data post that also carries "errors") or
+                             "overflow_id" (a data post whose id does not fit 64 bits)
 
 The same knobs over HTTP for processes started through the CLI (no bearer token needed):
     GET /_fake/stats -> {"sent": N, "missed": N, "first_byte_at": epoch, "last_post_at": epoch,
@@ -1290,6 +1291,8 @@ class FakeXServer:
             return line + self._matching_rules
         if kind == "non_utf8":
             return b'{"data":{"id":"124","text":"\xff\xfe\xc3\x28"}}\r\n'
+        if kind == "overflow_id":  # JSON and a data message, but no uint64 holds its id
+            return b'{"data":{"id":"99999999999999999999999","text":"overflow"}}\r\n'
         if kind == "huge":
             with self._lock:
                 post_id = str(self._next_id(self._posts_taken))

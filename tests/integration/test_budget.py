@@ -17,6 +17,7 @@ from tests.collector_support import (
     TOKEN,
     CollectorProcess,
     run_cli,
+    s3_post_ids,
     wait_until,
     write_config,
 )
@@ -178,3 +179,25 @@ def test_on_exhausted_continue_only_meters_and_warns(
         assert collector.stop() == 0
     assert "posts today (posts_per_day 100)" in collector.log
     assert "collecting on (budget.on_exhausted = continue)" in collector.log
+
+
+def test_a_post_id_no_uint64_holds_is_stored_and_shown_uncountable(
+    tmp_path: Path, x_server: FakeXServer, clock: OffsetClock, s3
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, x_server.url, max_seconds=0.5)
+    collector = CollectorProcess(config, clock_file=clock.path)
+    try:
+        wait_until(lambda: x_server.streams_open == 1, 20)
+        x_server.inject("overflow_id")
+        x_server.count = 5
+        code, status = wait_until(
+            lambda: (r := status_of(config))[1].get("billable_posts_today") == 5 and r, 30, 0.5
+        )
+        assert code == 0 and status["uncountable_post_ids"] == 1
+        assert status["connection"] == "connected" and collector.process.poll() is None
+    finally:
+        assert collector.stop() == 0
+    assert "99999999999999999999999" in s3_post_ids(s3)
+    assert len(s3_post_ids(s3)) == 6
+    assert "OverflowError" not in collector.log

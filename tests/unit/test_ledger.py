@@ -54,6 +54,19 @@ def test_a_restart_reads_the_day_back_and_a_torn_tail_is_cut(tmp_path: Path) -> 
     assert (tmp_path / "2026-12-03.u64").stat().st_size == 101 * 8
 
 
+def test_ids_no_uint64_holds_are_not_counted_and_say_how_many(tmp_path: Path) -> None:
+    ledger = BillingLedger(tmp_path, clock=Clock())
+    assert ledger.add([1, 2]) == 2
+    too_big = "99999999999999999999999"
+    assert ledger.add([too_big, "3", "abc", -1, 2**64 - 1]) == 2
+    assert ledger.add_lines([b'{"data":{"id":"' + too_big.encode() + b'","text":"x"}}']) == 0
+    assert ledger.add_lines([b'{"data":{"id":"12a","text":"x"}}']) == 0
+    figures = ledger.figures()
+    assert figures["billable_posts_today"] == 4 and figures["uncountable_post_ids"] == 5
+    ledger.close()
+    assert BillingLedger(tmp_path, clock=Clock()).billable_today() == 4
+
+
 def test_ids_survive_a_merge_of_the_recent_set(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("collector.telemetry.ledger.MERGE_AT", 10)
     ledger = BillingLedger(tmp_path, clock=Clock())
