@@ -1,12 +1,16 @@
-"""The optional notebook role on the sandbox host: JupyterLab answers on 127.0.0.1 only."""
+"""The optional notebook role on the sandbox host: JupyterLab answers on 127.0.0.1 only, runs as
+its own user, who cannot read the collector's secrets nor write its spool, with a key that only
+reads the collector's prefix."""
 
 from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import time
 
 import pytest
+import yaml
 
 from tests.conftest import free_port
 from tests.sandbox.fixture import run_playbook
@@ -14,6 +18,8 @@ from tests.sandbox.fixture import run_playbook
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 TOKEN = "notebook-e2e-token-0123456789abcdef"
+USER = "twittersnake-notebook"
+CONFIG_DIR = "/etc/twittersnake-notebook"
 
 
 def root(world, command: str) -> str:
@@ -35,6 +41,47 @@ def probe(world, host: str, port: int, path: str = "/api/status") -> str:
         "    print('refused')\n"
     )
     return root(world, f"python3 -c {shlex.quote(script)}").strip()
+
+
+def as_user(world, user: str, command: str) -> subprocess.CompletedProcess:
+    return world.ssh(f"sudo -n -u {user} sh -c {shlex.quote(command)}", check=False, timeout=120)
+
+
+def key_id(credentials: str) -> str:
+    """aws_access_key_id of an AWS shared-credentials file's text."""
+    (line,) = [line for line in credentials.splitlines() if line.startswith("aws_access_key_id")]
+    return line.split("=", 1)[1].strip()
+
+
+# Run as the notebook's user with JupyterLab's own environment: what a cell would do. It reads the
+# bucket and prefix as the starter notebook does, waits for an object the collector shipped, reads
+# it, and tries to write and delete under the prefix.
+READ_ONLY_PROBE = """
+import json, os, time
+from pathlib import Path
+import boto3, botocore.exceptions
+from collector.analysis import report
+
+source = report.read_source(Path(os.environ["TWITTERSNAKE_CONFIG"]))
+s3 = boto3.client("s3", region_name=source.region, endpoint_url=source.endpoint_url or None)
+prefix = source.prefix + "/dt="
+deadline = time.monotonic() + 120
+while not (listed := s3.list_objects_v2(Bucket=source.bucket, Prefix=prefix).get("Contents")):
+    assert time.monotonic() < deadline, "no object under " + prefix
+    time.sleep(2)
+key = listed[0]["Key"]
+out = {"read": len(s3.get_object(Bucket=source.bucket, Key=key)["Body"].read())}
+for name, call in (
+    ("put", lambda: s3.put_object(Bucket=source.bucket, Key=source.prefix + "/x", Body=b"x")),
+    ("delete", lambda: s3.delete_object(Bucket=source.bucket, Key=key)),
+):
+    try:
+        call()
+        out[name] = "allowed"
+    except botocore.exceptions.ClientError as error:
+        out[name] = error.response["Error"]["Code"]
+print(json.dumps(out))
+"""
 
 
 def test_jupyterlab_answers_on_loopback_only(sandbox_world):
@@ -74,14 +121,58 @@ def test_jupyterlab_answers_on_loopback_only(sandbox_world):
     for address in others:
         assert probe(sandbox_world, address, port) == "refused", address
 
-    # The token is in a 0600 file of the twittersnake user, and in no Ansible output.
+    # The token is in a 0600 file of the notebook's user, and in no Ansible output.
     mode = root(
-        sandbox_world, "stat -c '%a %U' /etc/twittersnake/secrets/jupyter_server_config.json"
+        sandbox_world,
+        f"stat -c '%a %U' {CONFIG_DIR}/secrets/jupyter_server_config.json",
     )
-    assert mode.split() == ["600", "twittersnake"]
+    assert mode.split() == ["600", USER]
     assert TOKEN not in result.stdout + result.stderr
-    notebook = root(sandbox_world, "cat /var/lib/twittersnake/notebooks/analysis.ipynb")
+    notebook = root(sandbox_world, "cat /var/lib/twittersnake-notebook/analysis.ipynb")
     assert "from collector.analysis import loader" in notebook
+
+    assert_runs_as_its_own_user_with_a_read_only_key(sandbox_world)
 
     rerun = run_playbook(sandbox_world, "site.yml", extra_vars=extra)
     assert rerun.returncode == 0 and rerun.changed() == 0, rerun.stdout[-3000:]
+
+
+def assert_runs_as_its_own_user_with_a_read_only_key(world) -> None:
+    pid = root(world, "supervisorctl pid twittersnake-notebook").strip()
+    assert root(world, f"ps -o user:32= -p {pid}").strip() == USER
+    environ = root(world, f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
+    env = dict(line.split("=", 1) for line in environ if "=" in line)
+    assert env["AWS_SHARED_CREDENTIALS_FILE"] == f"{CONFIG_DIR}/secrets/aws_credentials"
+    assert env["TWITTERSNAKE_CONFIG"] == f"{CONFIG_DIR}/notebook.toml"
+
+    # What the collector keeps to itself stays out of reach.
+    for command in (
+        "cat /etc/twittersnake/secrets/x_bearer_token",
+        "cat /etc/twittersnake/secrets/aws_credentials",
+        "cat /etc/twittersnake/collector.toml",
+        "touch /var/lib/twittersnake/spool/notebook-was-here",
+    ):
+        refused = as_user(world, USER, command)
+        assert refused.returncode != 0 and "Permission denied" in refused.stderr, (command, refused)
+    assert "notebook-was-here" not in root(world, "ls -a /var/lib/twittersnake/spool")
+
+    # Its key is the notebook's from provisioning, not the collector's.
+    notebook_key = key_id(root(world, f"cat {env['AWS_SHARED_CREDENTIALS_FILE']}"))
+    collector_key = key_id(root(world, "cat /etc/twittersnake/secrets/aws_credentials"))
+    stored = yaml.safe_load((world.state_dir / "notebook-credentials.yml").read_text())
+    assert notebook_key == stored["notebook_aws_access_key_id"] != collector_key
+
+    # It reads what the collector shipped and may neither write nor delete.
+    names = ("HOME", "PYTHONPATH", "TWITTERSNAKE_CONFIG", "AWS_SHARED_CREDENTIALS_FILE")
+    assigns = " ".join(f"{name}={shlex.quote(env[name])}" for name in names)
+    python = "/opt/conda/envs/twittersnake/bin/python"
+    probe = as_user(
+        world,
+        USER,
+        f"cd {env['HOME']} && env AWS_CONFIG_FILE=/dev/null {assigns} {python} -c "
+        + shlex.quote(READ_ONLY_PROBE),
+    )
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    outcome = json.loads(probe.stdout.splitlines()[-1])
+    assert outcome["read"] > 0
+    assert (outcome["put"], outcome["delete"]) == ("AccessDenied", "AccessDenied")
