@@ -177,13 +177,10 @@ _TEXT_COLUMNS = (
 )
 # A spreadsheet starts a formula at these (https://owasp.org/www-community/attacks/CSV_Injection).
 FORMULA_START = r"^[=+\-@\t\r]"
-# What people type (may hold any character): control characters other than tab, line feed
-# and carriage return (which CSV quotes) are written as JSON writes them, \u0000 to \u001f and
+# Every string cell (the VARCHAR columns above; the list columns are JSON already) may hold any
+# character, from the poster or from X: control characters other than tab, line feed and
+# carriage return (which CSV quotes) are written as JSON writes them, \u0000 to \u001f and
 # \u007f: a raw NUL ends a C string and stops many CSV readers (R's read.csv, Excel).
-_TYPED_COLUMNS = (
-    *("text", "author_username", "text_truncated", "quoted_author_username"),
-    "replied_to_author_username",
-)
 _ESCAPED = [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]
 
 
@@ -203,7 +200,7 @@ def _rows_sql(fmt: str, where: str = "", csv_raw: bool = False) -> str:
     cells that would start a formula prefixed with `'` unless csv_raw)."""
     columns = []
     for name in EXPORT_COLUMNS:
-        value = _escaped_sql(name) if fmt == "csv" and name in _TYPED_COLUMNS else name
+        value = _escaped_sql(name) if fmt == "csv" and name in _TEXT_COLUMNS else name
         if fmt == "csv" and not csv_raw and name in _TEXT_COLUMNS:
             columns.append(
                 f"CASE WHEN regexp_matches({name}, '{FORMULA_START}') THEN '''' || {value} "

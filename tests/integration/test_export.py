@@ -9,6 +9,8 @@ already use, reads the same S3 objects and must agree on ids and author username
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import os
 import re
@@ -25,6 +27,8 @@ import yaml
 
 from collector.analysis import export
 from collector.source.fields import COMPACT, FULL
+from collector.spool.layout import data_file_name, object_key
+from tests.bench.report_bench import post_line, templates
 from tests.collector_support import (
     BUCKET,
     TOKEN,
@@ -320,3 +324,33 @@ def test_a_4000_character_note_comes_out_with_its_full_text_and_every_hashtag(
         assert truncated == data["text"] and len(truncated) <= 280
         assert hashtags == re.findall(r"#(\w+)", text)  # every hashtag, past the cut too
         assert len(hashtags) > len(data["entities"]["hashtags"])
+
+
+def test_every_string_cell_of_the_csv_has_its_control_characters_escaped(
+    s3, aws_env, tmp_path, capsys
+):
+    """A place name, a country code, a language or a reply setting is as free as a post's text:
+    no raw control character reaches a CSV cell, and a formula stays text."""
+    s3.create_bucket(Bucket=BUCKET)
+    config = write_config(tmp_path, "http://127.0.0.1:9", s3_endpoint=aws_env.url)
+    hour = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    line = post_line(templates()[0], 100, hour, ["r"], author=("7", "ev\u0000il"), lang="e\u001fn")
+    message = json.loads(line)
+    message["data"].update(geo={"place_id": "p\u00011"}, reply_settings="every\u0007one")
+    place = {"id": "p\u00011", "full_name": '=HYPERLINK("http://evil")\u0000X'}
+    message["includes"]["places"] = [{**place, "country_code": "U\u007fS"}]
+    body = gzip.compress(json.dumps(message).encode() + b"\n")
+    key = object_key("tweets", data_file_name("test-1", hour, 1) + ".gz")
+    s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+    out = tmp_path / "posts.csv"
+    argv = ["--config", str(config), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    argv += ["--no-progress", "--from", "2026-12-01T10:00Z", "--to", "2026-12-01T11:00Z"]
+    assert export.main(argv) == 0, capsys.readouterr()
+    data = out.read_bytes()
+    assert not re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", data), data
+    (row,) = csv.DictReader(io.StringIO(data.decode("utf-8")))
+    assert row["place_full_name"] == '\'=HYPERLINK("http://evil")\\u0000X'
+    assert row["author_username"] == "ev\\u0000il"
+    assert (row["lang"], row["geo_place_id"]) == ("e\\u001fn", "p\\u00011")
+    assert (row["reply_settings"], row["place_country_code"]) == ("every\\u0007one", "U\\u007fS")
