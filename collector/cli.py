@@ -13,6 +13,7 @@ from pathlib import Path
 from collector.config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_bearer_token
 from collector.errors import EX_CONFIG
 from collector.source.fields import describe
+from collector.source.pricing import USD_PER_COUNTS_REQUEST
 from collector.spool.layout import SpoolDirs
 from collector.telemetry.redact import SECRETS
 from collector.telemetry.status import DISCONNECTED_LIMIT
@@ -621,8 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
         rules_sub.add_parser(
             "estimate",
             help="posts, USD and the monthly cap the configured rules imply, from X's counts "
-            f"of the last 7 days (one request per rule, ${0.005} each); exit 0 when the budget "
-            f"holds, {ESTIMATE_OVER_BUDGET} when the forecast exceeds it, "
+            f"of the last 7 days (one request per rule, ${USD_PER_COUNTS_REQUEST} each); exit 0 "
+            f"when the budget holds, {ESTIMATE_OVER_BUDGET} when the forecast exceeds it, "
             f"{ESTIMATE_NOT_DONE} when nothing could be estimated",
         )
     )

@@ -28,6 +28,7 @@ from collector.source.fields import (
     FieldSet,
     explicit_field_set,
 )
+from collector.source.pricing import USD_PER_POST
 from collector.spool.layout import DEFAULT_PREFIX, bucket_name_problem, normalize_prefix
 
 DEFAULT_CONFIG = Path("/etc/twittersnake/collector.toml")
@@ -121,8 +122,6 @@ class CloudWatchConfig:
     interval_seconds: float = 60
 
 
-# X's list price for Posts: Read, per post returned (https://docs.x.com/x-api/getting-started/pricing).
-USD_PER_POST = 0.005
 ON_EXHAUSTED = ("pause", "continue")
 
 

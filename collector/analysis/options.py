@@ -16,6 +16,7 @@ from pathlib import Path
 
 from collector.analysis import loader
 from collector.analysis.loader import LoadResult, Period
+from collector.source.pricing import USD_PER_POST
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class Source:
     region: str
     endpoint_url: str
     spool_dir: Path | None
-    usd_per_post: float = 0.005  # [budget] usd_per_post: X's list price unless configured
+    usd_per_post: float = USD_PER_POST  # [budget] usd_per_post: X's list price unless configured
     collector_id: str | None = None  # its own repairs are the ones the gaps table counts
 
 
@@ -70,7 +71,7 @@ def read_source(config_path: Path) -> Source:
         s3.get("region", "us-east-1"),
         s3.get("endpoint_url", ""),
         Path(spool) if spool else None,
-        float(doc.get("budget", {}).get("usd_per_post", 0.005)),
+        float(doc.get("budget", {}).get("usd_per_post", USD_PER_POST)),
         doc.get("collector_id"),
     )
 

@@ -67,6 +67,7 @@ from collector.analysis.options import provenance as provenance
 from collector.analysis.options import read_source as read_source
 from collector.analysis.options import with_sync_skipped as with_sync_skipped
 from collector.errors import EX_CONFIG
+from collector.source.pricing import MONTHLY_CAP, USD_PER_POST
 from collector.spool.layout import normalize_prefix
 from collector.telemetry.events import Event, read_events
 
@@ -206,9 +207,6 @@ text-align:left}th{background:#f3f3f3}img{max-width:100%;display:block;margin:.5
 """
 
 
-MONTHLY_CAP = 3_000_000  # post reads per billing cycle on pay-per-use (X's pricing page)
-
-
 def cost_per_day(con) -> list[tuple[date, int]]:
     """(UTC day, distinct posts created that day) of the loaded posts: what X billed for them,
     a post billed once per UTC day of delivery (a streamed post arrives seconds after it was
@@ -221,7 +219,8 @@ def cost_per_day(con) -> list[tuple[date, int]]:
 def _cost_section(days: list[tuple[date, int]], usd_per_post: float, status: dict | None) -> str:
     parts = [
         "<h2 id='cost'>What it cost</h2><p>X bills pay-per-use reads per post delivered, "
-        f"${usd_per_post} a post ([budget] usd_per_post; X's list price for Posts: Read is $0.005, "
+        f"${usd_per_post} a post ([budget] usd_per_post; X's list price for Posts: Read is "
+        f"${USD_PER_POST}, "
         "https://docs.x.com/x-api/getting-started/pricing), once per post and UTC day, up to "
         f"{MONTHLY_CAP:,} post reads per monthly billing cycle. Estimated here from the posts "
         "stored, by the UTC day they were created; the collector's billing ledger (below, and "

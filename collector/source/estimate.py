@@ -29,14 +29,13 @@ import requests
 import tweepy
 
 from collector.config import BudgetConfig, Config
+from collector.source.pricing import MONTHLY_CAP, USD_PER_COUNTS_REQUEST
 from collector.source.repair import not_repairable_reason, search_query_max_length
 from collector.source.stream import point_at_base_url
 from collector.telemetry.health import x_response_reason
-from collector.telemetry.ledger import MONTHLY_CAP
 
 log = logging.getLogger(__name__)
 
-USD_PER_COUNTS_REQUEST = 0.005  # Counts: Recent (X's pricing page)
 ASK_ABOVE = 10  # requests: more than this needs a yes
 DAYS_PER_CYCLE = 30
 BUCKET_SECONDS = {"day": 86400, "hour": 3600}

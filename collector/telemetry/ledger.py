@@ -37,13 +37,13 @@ from pathlib import Path
 import numpy as np
 
 from collector.config import BudgetConfig
+from collector.source.pricing import MONTHLY_CAP
 
 log = logging.getLogger(__name__)
 
 MERGE_AT = 65536  # newest ids kept in a set before they join the sorted array
 SYNC_SECONDS = 1.0
 RATE_WINDOW = 3600  # s: the spend rate is measured over the last hour
-MONTHLY_CAP = 3_000_000  # X's post reads per billing cycle on pay-per-use (pricing page)
 UINT64_MAX = 2**64 - 1  # the ledger stores ids as uint64: X's ids are 64-bit snowflakes
 _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.u64$")
 _ID_KEY = b'"id":"'
