@@ -7,11 +7,12 @@ import argparse
 import json
 import logging
 import os
+import select
 import sys
 from pathlib import Path
 
 from collector.config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_bearer_token
-from collector.errors import EX_CONFIG
+from collector.errors import EX_CONFIG, EX_PIPE_CLOSED
 from collector.source.fields import describe
 from collector.source.pricing import USD_PER_COUNTS_REQUEST
 from collector.spool.layout import SpoolDirs
@@ -694,7 +695,31 @@ def _analysis_installed() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = _run(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket's, not stdout's: a bug
+        # `collector check | head -1`: the reader closed stdout, which is no bug; stop quietly
+        # as Unix tools do, and keep Python from writing to the closed pipe again at exit
+        # (Python docs, signal module, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_PIPE_CLOSED
+    return code
+
+
+def _stdout_closed() -> bool:
+    """True when stdout's reader is gone (poll reports an error on a pipe without readers)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _run(argv: list[str]) -> int:
     if argv[:1] in (["report"], ["export"]) and not _analysis_installed():
         return _fail(
             f"collector {argv[0]} needs DuckDB, which the instance's environment leaves out (its "
@@ -725,6 +750,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            log.critical("unexpected error (a bug): exiting", exc_info=True)
+            return 70
+        raise
     except Exception:
         log.critical("unexpected error (a bug): exiting", exc_info=True)
         return 70

@@ -5,16 +5,20 @@ Exit codes are the BSD sysexits (`os.EX_*`) where one fits, as supervisord and s
     EX_SOFTWARE (70) a bug or a condition the collector cannot name (a restart may help)
     EX_CONFIG (78)   a condition a restart cannot fix: bad configuration, a token X rejects, a
                      bucket that does not exist, every rule refused
+    EX_PIPE_CLOSED (141)  stdout closed by its reader (`collector check | head -1`): 128 + SIGPIPE,
+                     the code a shell reports for a Unix tool that stops on a closed pipe
 A class's docstring says what raises it and what the caller does with it.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 
 EX_OK: int = os.EX_OK
 EX_SOFTWARE: int = os.EX_SOFTWARE
 EX_CONFIG: int = os.EX_CONFIG
+EX_PIPE_CLOSED: int = 128 + signal.SIGPIPE
 
 
 class ConfigError(Exception):

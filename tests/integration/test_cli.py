@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ from tests.collector_support import (
     write_config,
     x_server_fixture,
 )
+from tests.conftest import REPO
 from tests.fakes.x_server import FakeXServer
 
 x_server = x_server_fixture(keepalive_interval=1.0, count=0)
@@ -196,3 +201,25 @@ def test_a_stop_on_an_idle_stream_leaves_status_disconnected(tmp_path: Path, x_s
         assert collector.stop() == 0
     final = status()
     assert (final["state"], final["connection"]) == ("stopped", "disconnected")
+
+
+def test_check_piped_into_head_stops_quietly_when_the_reader_has_gone(tmp_path: Path) -> None:
+    """`collector check | head -1`: a closed stdout is no bug (no traceback, no CRITICAL); the
+    exit code is 141 (128 + SIGPIPE), what a shell reports for a Unix tool in that pipe."""
+    x_api = socket.create_server(("127.0.0.1", 0))  # accepts, never answers until closed
+    config = write_config(tmp_path, f"http://127.0.0.1:{x_api.getsockname()[1]}")
+    read_end, write_end = os.pipe()
+    check = subprocess.Popen(
+        [sys.executable, "-m", "collector", "check", "--config", str(config)],
+        cwd=REPO,
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        first = reader.readline()  # then `head -1` exits: the pipe has no reader any more
+    x_api.close()  # check, waiting for X, now writes its next line into the closed pipe
+    _, stderr = check.communicate(timeout=60)
+    assert first.startswith(b"ok    config: "), first
+    assert (check.returncode, stderr) == (141, "")
