@@ -803,6 +803,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--max-ids {args.max_ids}: expected a number of ids >= 1")
         if args.poll_seconds < 0:
             raise ValueError(f"--poll-seconds {args.poll_seconds:g}: expected seconds >= 0")
+        source = options.source_of(cfg)
     except (ConfigError, ValueError) as error:
         print(f"collector: error: {error}", file=sys.stderr)
         return EX_CONFIG
@@ -822,16 +823,15 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        return _run_locked(args, cfg, token, period)
+        return _run_locked(args, cfg, token, period, source)
     finally:
         os.close(lock)  # releases the flock
 
 
-def _run_locked(args: argparse.Namespace, cfg, token: str, period) -> int:
+def _run_locked(args: argparse.Namespace, cfg, token: str, period, source) -> int:
     from collector.analysis import loader, options
     from collector.telemetry.redact import SECRETS
 
-    source = options.Source(cfg.s3.bucket, cfg.s3.prefix, cfg.s3.region, cfg.s3.endpoint_url, None)
     s3 = options._s3_client(source)
     runner = Runner(
         cfg,

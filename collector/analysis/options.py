@@ -35,10 +35,14 @@ class Source:
     spool_dir: Path | None
     usd_per_post: float = USD_PER_POST  # [budget] usd_per_post: X's list price unless configured
     collector_id: str | None = None  # its own repairs are the ones the gaps table counts
+    credentials_file: str = ""  # [s3] credentials_file: the collector's key, as `check` uses
 
 
 def read_source(config_path: Path) -> Source:
-    """The bucket, prefix and endpoint of a collector config (the same TOML `run` reads)."""
+    """The bucket, prefix and endpoint of a collector config (the same TOML `run` reads).
+
+    ValueError naming the file and key when the config, or the AWS credentials file its
+    s3.credentials_file names, cannot be read."""
     try:
         from collector.config import ConfigError, load_config
     except ImportError:  # the report works without the collector's own modules
@@ -48,15 +52,7 @@ def read_source(config_path: Path) -> Source:
             cfg = load_config(config_path, streaming=False)  # rules do not matter here
         except ConfigError as error:
             raise ValueError(str(error)) from None
-        return Source(
-            cfg.s3.bucket,
-            cfg.s3.prefix,
-            cfg.s3.region,
-            cfg.s3.endpoint_url or "",
-            cfg.spool.dir,
-            cfg.budget.usd_per_post,
-            cfg.collector_id,
-        )
+        return source_of(cfg)
     try:
         doc = tomllib.loads(config_path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
@@ -65,7 +61,7 @@ def read_source(config_path: Path) -> Source:
     if not s3.get("bucket"):
         raise ValueError(f"{config_path}: [s3] bucket is required")
     spool = doc.get("spool", {}).get("dir")
-    return Source(
+    source = Source(
         s3["bucket"],
         s3.get("prefix", ""),
         s3.get("region", "us-east-1"),
@@ -73,7 +69,27 @@ def read_source(config_path: Path) -> Source:
         Path(spool) if spool else None,
         float(doc.get("budget", {}).get("usd_per_post", USD_PER_POST)),
         doc.get("collector_id"),
+        str(s3.get("credentials_file", "")),
     )
+    _session(source)  # a credentials file that cannot be read is a config error, said now
+    return source
+
+
+def source_of(cfg) -> Source:
+    """The Source of a loaded collector config (collector.config.Config); ValueError naming
+    s3.credentials_file when that file cannot be read."""
+    source = Source(
+        cfg.s3.bucket,
+        cfg.s3.prefix,
+        cfg.s3.region,
+        cfg.s3.endpoint_url or "",
+        cfg.spool.dir,
+        cfg.budget.usd_per_post,
+        cfg.collector_id,
+        cfg.s3.credentials_file,
+    )
+    _session(source)
+    return source
 
 
 def period_from_args(args: argparse.Namespace, now: datetime | None = None) -> Period:
@@ -199,10 +215,25 @@ def provenance(result, sync, started: float) -> str:
     )
 
 
-def _s3_client(source: Source):
+def _session(source: Source):
+    """boto3's session with the key of s3.credentials_file when the config names one (the
+    collector's own key, as `collector run` and `check` use it, whoever runs the command),
+    else boto3's standard credential chain. ValueError naming the file when it is unreadable."""
     import boto3
 
+    if not source.credentials_file:
+        return boto3.session.Session()
+    from collector.errors import Fatal
+    from collector.sink.s3 import credentials_file_session
+
+    try:
+        return credentials_file_session(source.credentials_file)
+    except Fatal as error:
+        raise ValueError(str(error)) from None
+
+
+def _s3_client(source: Source):
     # endpoint_url None lets boto3 honour AWS_ENDPOINT_URL, like the collector does.
-    return boto3.client(
+    return _session(source).client(
         "s3", region_name=source.region or None, endpoint_url=source.endpoint_url or None
     )

@@ -81,6 +81,13 @@ def aws_session(cfg) -> boto3.session.Session:
     path = getattr(cfg.s3, "credentials_file", "")
     if not path:
         return boto3.session.Session()
+    return credentials_file_session(path)
+
+
+def credentials_file_session(path: str) -> boto3.session.Session:
+    """A boto3 session with the [default] key of the AWS shared-credentials file `path`
+    (aws_session; `collector compliance`, `purge`, `report` and `export` use it too). Raises
+    Fatal naming the file when it cannot be read."""
     parser = configparser.ConfigParser()
     try:
         with open(path, encoding="utf-8") as handle:

@@ -307,3 +307,35 @@ def test_collector_status_shows_the_last_run_and_a_failed_one_degrades_it(archiv
         assert f"{POSTS} ids checked, 8 removed, 2 geotags scrubbed" in shown
     finally:
         assert collector.stop() == 0, collector.log
+
+
+def test_compliance_purge_and_report_use_the_key_of_the_configs_credentials_file(
+    archive, s3, tmp_path, monkeypatch, capsys
+) -> None:
+    """On the instance the timers and `sudo -u twittersnake ...` have no AWS key in their
+    environment: the collector's key is in the file s3.credentials_file names, as for `check`."""
+    from collector.analysis import purge, report
+
+    mark(archive)
+    credentials = tmp_path / "aws_credentials"
+    credentials.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = t\n")
+    archive.config.write_text(
+        archive.config.read_text().replace("[s3]\n", f'[s3]\ncredentials_file = "{credentials}"\n')
+    )
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+
+    assert run(archive, "--no-progress") == 0
+    assert len(stored_results(s3)) == 10
+    assert purge.main(["--config", str(archive.config)]) == 0
+    assert "8 posts removed" in capsys.readouterr().out
+    base = ["--config", str(archive.config), "--cache-dir", str(archive.cache), "--no-progress"]
+    assert report.main([*base, *archive.period, "--out", str(tmp_path / "r.html")]) == 0
+    assert "compliance: 8 posts left out" in capsys.readouterr().out
+
+    credentials.write_text("[other]\n")
+    assert run(archive, "--no-progress") == 78
+    err = capsys.readouterr().err
+    assert f"s3.credentials_file {credentials}: not an AWS credentials file with [default]" in err
