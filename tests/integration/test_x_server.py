@@ -278,8 +278,13 @@ def test_http_control_api_sets_knobs_and_reports_stats(x_server: FakeXServer) ->
     )
     urllib.request.urlopen(request, timeout=5).close()
     read_lines(open_stream(x_server), 5)
-    with urllib.request.urlopen(x_server.url + "/_fake/stats", timeout=5) as stats:
-        assert json.load(stats)["sent"] == 5
+
+    def sent() -> int:  # counted once the write returned: a moment after the client read it
+        with urllib.request.urlopen(x_server.url + "/_fake/stats", timeout=5) as stats:
+            return json.load(stats)["sent"]
+
+    wait_until(lambda: sent() == 5)
+    assert sent() == 5
 
 
 def test_rate_limits_posts_per_second(x_server: FakeXServer) -> None:
@@ -413,6 +418,9 @@ def test_every_connection_can_end_with_an_operational_disconnect(x_server: FakeX
 
 
 def stream_messages(server: FakeXServer, posts: int, query: dict[str, str] | None) -> list[dict]:
+    # the stand-in counts a post once its write returned, a moment after the client read it:
+    # the last call's posts are all counted before the next count is set
+    wait_until(lambda: server.count is None or len(server.sent_ids) >= server.count)
     server.count = len(server.sent_ids) + posts
     response = open_stream(server, query=query)
     assert response.status == 200
