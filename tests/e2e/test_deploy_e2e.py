@@ -556,6 +556,17 @@ def test_report_on_the_instance_says_in_one_line_where_to_run_it(sandbox):
         assert f".venv/bin/python -m collector {command} --config" in line
 
 
+def test_a_manual_run_beside_supervisors_exits_78_naming_its_pid_and_touches_nothing(sandbox):
+    pid = sandbox.wait_running()
+    result = _on_instance(
+        sandbox, "python -m collector run --config /etc/twittersnake/collector.toml"
+    )
+    assert result.returncode == 78, result.stdout + result.stderr
+    refusal = [line for line in (result.stdout + result.stderr).splitlines() if "in use" in line]
+    assert len(refusal) == 1 and f"pid {pid}" in refusal[0], result.stdout + result.stderr
+    assert sandbox.state() == "RUNNING" and sandbox.pid() == pid
+
+
 def _stops_logged(sandbox) -> int:
     return sandbox.ssh("cat /var/log/supervisor/supervisord.log*", check=False).count(
         "stopped: twittersnake"
