@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from collector.config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_bearer_token
-from collector.errors import EX_CONFIG, EX_PIPE_CLOSED
+from collector.errors import EX_CONFIG, EX_PIPE_CLOSED, ConfigUnreadable
 from collector.source.fields import describe
 from collector.source.pricing import USD_PER_COUNTS_REQUEST
 from collector.spool.layout import SpoolDirs
@@ -94,6 +94,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config)
+    except ConfigUnreadable as exc:
+        # On the instance the config is root's and the collector's group's (docs/operations.md).
+        command = f"sudo {sys.executable} -m collector check --config {args.config}"
+        report(False, "config", f"{exc}: run check as root: {command} (docs/operations.md)")
+        return EX_CONFIG
     except ConfigError as exc:
         report(False, "config", str(exc))
         return EX_CONFIG

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collector.errors import ConfigError
+from collector.errors import ConfigError, ConfigUnreadable
 from collector.sink.codecs import CODECS
 from collector.source.access import ACCESS_LEVELS, DEFAULT_ACCESS_LEVEL, AccessLevel
 from collector.source.fields import (
@@ -505,7 +505,7 @@ def load_config(path: str | os.PathLike[str], streaming: bool = True) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except PermissionError:
-        raise ConfigError(f"{path}: permission denied reading the config file") from None
+        raise ConfigUnreadable(f"{path}: permission denied reading the config file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: config file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:

@@ -25,6 +25,11 @@ class ConfigError(Exception):
     """A configuration problem, explained in one line a user can act on (exit 78)."""
 
 
+class ConfigUnreadable(ConfigError):
+    """The config file exists but this user may not read it (on the instance it is root's and
+    the collector user's group's): `check` says to run it with sudo."""
+
+
 class Fatal(Exception):
     """A condition a restart cannot fix (exit 78): bad token, missing bucket."""
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,33 @@ def test_check_piped_into_head_stops_quietly_when_the_reader_has_gone(tmp_path: 
     _, stderr = check.communicate(timeout=60)
     assert first.startswith(b"ok    config: "), first
     assert (check.returncode, stderr) == (141, "")
+
+
+def test_check_as_a_user_who_may_not_read_the_config_says_to_run_it_with_sudo() -> None:
+    """On the instance the config is root's and the collector user's group's (mode 0640): an
+    operator's `check` gets the command to run as root in the one FAIL line, exit 78."""
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o755)
+        config = Path(folder) / "collector.toml"
+        config.write_text('collector_id = "test-1"\n')
+        config.chmod(0o640)
+        # The interpreter lives under /root (0700): it starts as root, loads what check needs,
+        # then becomes nobody.
+        as_nobody = (
+            "import os, sys; import collector.cli as cli, collector.source.rules; "
+            "cli.build_parser().parse_args(['check']); "
+            "os.setgroups([]); os.setgid(65534); os.setuid(65534); "
+            f"sys.exit(cli.main(['check', '--config', {str(config)!r}]))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", as_nobody],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 78, result.stderr
+    assert result.stdout.splitlines() == [
+        f"FAIL  config: {config}: permission denied reading the config file: run check as "
+        f"root: sudo {sys.executable} -m collector check --config {config} (docs/operations.md)"
+    ]
