@@ -122,13 +122,25 @@ def port_open(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
+def shown_path(path: str | Path) -> str:
+    """`path` relative to the current folder when under it (.sandbox/logs/files.log for make)."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def _see_log(process: dict | None) -> str:
+    if process is None or not process.get("log"):
+        return "see its log"
+    return f"see {shown_path(process['log'])}; make demo-down removes it"
+
+
 def wait_until(check, what: str, timeout: float, process: dict | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if process is not None and start_time(process["pid"]) != process["start"]:
-            raise SandboxError(f"{what}: the process exited (see its log)")
+            raise SandboxError(f"{what}: the process exited ({_see_log(process)})")
         if time.monotonic() > deadline:
-            raise SandboxError(f"{what}: not ready after {timeout:.0f}s (see its log)")
+            raise SandboxError(f"{what}: not ready after {timeout:.0f}s ({_see_log(process)})")
         time.sleep(0.2)
 
 
@@ -195,7 +207,8 @@ class Sandbox:
 
     def _spawn(self, state: dict, name: str, command: list[str], **kwargs) -> dict:
         self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.logs / f"{name}.log", "ab") as log_file:
+        log_path = self.logs / f"{name}.log"
+        with open(log_path, "ab") as log_file:
             popen = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -205,6 +218,7 @@ class Sandbox:
                 **kwargs,
             )
         process = {"pid": popen.pid, "start": start_time(popen.pid), "command": command}
+        process["log"] = str(log_path)
         state["processes"][name] = process
         self._save(state)
         return process
