@@ -9,6 +9,7 @@ import logging
 import os
 import select
 import sys
+import time
 from pathlib import Path
 
 from collector.config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_bearer_token
@@ -237,6 +238,16 @@ def _spool_dir_of_invalid_config(path: str) -> Path | None:
     return Path(value) if isinstance(value, str) and value else None
 
 
+def _timestamp(stamp: object) -> float:
+    """An ISO time of status.json as a POSIX timestamp (now when absent or unreadable)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from collector.telemetry import status
 
@@ -260,9 +271,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     from collector.analysis.compliance import read_last_run
 
     last_run = read_last_run(spool_dir)
-    code, verdict = status.assess_compliance(code, verdict, last_run)
-    if current is not None and last_run is not None:
-        current = {**current, "compliance_last_run": status.compliance_summary(last_run)}
+    if current is not None:
+        # The record as it is now, not as the collector last copied it into status.json.
+        started = _timestamp(current.get("started_at"))
+        current = {**current, **status.compliance_fields(spool_dir, started, time.time())}
+        if last_run is not None:
+            current["compliance_last_run"] = status.compliance_summary(last_run)
+    schedule = status.read_compliance_schedule(Path(args.config))
+    code, verdict, current = status.assess_compliance(code, verdict, current, last_run, schedule)
     gap = status.repair_open(SpoolDirs(spool_dir), code != status.EXIT_NOT_RUNNING)
     if current is not None and repair_on and gap:
         current = {**current, "repair_open": gap}

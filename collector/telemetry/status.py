@@ -418,16 +418,70 @@ def assess(status: dict | None, disconnected_limit: float = DISCONNECTED_LIMIT) 
     return 0, f"running (pid {pid}), healthy, connected"
 
 
-def assess_compliance(code: int, verdict: str, last_run: dict | None) -> tuple[int, str]:
-    """The verdict with the last `collector compliance` run folded in: a failed run makes a
-    healthy collector degraded (exit 1) with X's (or S3's) reason; a collector that is not
-    running keeps its own verdict."""
-    if not last_run or last_run.get("ok", True) or code != 0:
-        return code, verdict
-    return EXIT_UNHEALTHY, (
-        f"{verdict.split(', healthy')[0]}, degraded: compliance run failed at "
-        f"{last_run.get('finished_at')}: {last_run.get('error')}"
+COMPLIANCE_SCHEDULE_FILE = "compliance-schedule.json"  # next to the config (roles/compliance)
+COMPLIANCE_OVERDUE_HOURS = 36  # X's 24 h plus the schedule's slack: the overdue alarm's default
+
+
+def read_compliance_schedule(config_path: Path) -> dict | None:
+    """The compliance timers' schedule the deploy left next to the collector's config
+    (roles/compliance: overdue_hours, daily_since, daily_on_calendar, archive_on_calendar), or
+    None where no timer runs `collector compliance` (a hand-made setup, compliance_enabled:
+    false). An unreadable file counts as scheduled with the default threshold."""
+    path = Path(config_path).parent / COMPLIANCE_SCHEDULE_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"overdue_hours": COMPLIANCE_OVERDUE_HOURS}
+    return doc if isinstance(doc, dict) else {"overdue_hours": COMPLIANCE_OVERDUE_HOURS}
+
+
+def compliance_problem(fields: dict, last_run: dict | None, schedule: dict | None) -> str | None:
+    """Why compliance degrades the collector's health, or None.
+
+    A failed last run (X's or S3's reason); on a deployment whose timers run it (`schedule`,
+    read_compliance_schedule), no successful run for longer than its overdue_hours (36: X's
+    24 h of its developer policy plus 12 h for the daily timer's slack, the same threshold as
+    the compliance-overdue alarm), counted from the collector's start when none ever succeeded.
+    `fields` are compliance_fields.
+    """
+    if last_run and not last_run.get("ok", True):
+        return f"compliance run failed at {last_run.get('finished_at')}: {last_run.get('error')}"
+    if schedule is None:
+        return None
+    try:
+        limit = float(schedule.get("overdue_hours") or COMPLIANCE_OVERDUE_HOURS)
+    except (TypeError, ValueError):
+        limit = COMPLIANCE_OVERDUE_HOURS
+    age = fields.get("compliance_age_seconds")
+    if not isinstance(age, (int, float)) or age <= limit * 3600:
+        return None
+    since = (
+        f"last successful run {age / 3600:.0f} h ago ({fields['compliance_last_ok_at']})"
+        if fields.get("compliance_last_ok_at")
+        else f"no run succeeded since the collector started {age / 3600:.0f} h ago"
     )
+    return (
+        f"compliance overdue: {since}, over {limit:g} h (X's 24 h plus the schedule's slack; "
+        "systemctl list-timers 'twittersnake-compliance*')"
+    )
+
+
+def assess_compliance(
+    code: int, verdict: str, current: dict | None, last_run: dict | None, schedule: dict | None
+) -> tuple[int, str, dict | None]:
+    """The exit code, verdict and status fields with compliance folded in: a failed last run
+    or an overdue one (compliance_problem) makes a healthy collector degraded (exit 1), in the
+    headline and in health / health_reason alike; a collector that is not running, or already
+    unhealthy, keeps its own verdict."""
+    if current is None or code != 0:
+        return code, verdict, current
+    problem = compliance_problem(current, last_run, schedule)
+    if problem is None:
+        return code, verdict, current
+    current = {**current, "health": "degraded", "health_reason": problem}
+    return EXIT_UNHEALTHY, f"{verdict.split(', healthy')[0]}, degraded: {problem}", current
 
 
 def compliance_summary(last_run: dict | None) -> str | None:

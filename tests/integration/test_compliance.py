@@ -296,6 +296,12 @@ def test_collector_status_shows_the_last_run_and_a_failed_one_degrades_it(archiv
         first = failed.stdout.splitlines()[0]
         assert "degraded: compliance run failed at" in first
         assert first.endswith("Job failed: storage unavailable")
+        fields = dict(line.split(None, 1) for line in failed.stdout.splitlines()[1:])
+        assert fields["health"] == "degraded"
+        assert fields["health_reason"] == first.split("degraded: ", 1)[1]
+        shown = json.loads(run_cli("status", "--config", str(archive.config), "--json").stdout)
+        assert shown["health"] == "degraded" and shown["healthy"] is False
+        assert shown["health_reason"].endswith("Job failed: storage unavailable")
 
         mark(archive)
         assert run(archive, "--no-progress") == 0  # resumes: a new job for the failed one
@@ -305,6 +311,30 @@ def test_collector_status_shows_the_last_run_and_a_failed_one_degrades_it(archiv
             line for line in ok.stdout.splitlines() if line.split()[:1] == ["compliance_last_run"]
         )
         assert f"{POSTS} ids checked, 8 removed, 2 geotags scrubbed" in shown
+        fields = dict(line.split(None, 1) for line in ok.stdout.splitlines()[1:])
+        assert fields["health"] == "healthy" and fields["compliance_last_run_ok"] == "True"
+        assert f"ok at {fields['compliance_last_run_at']}: " in shown
+
+        # The timers' schedule next to the config: a last success 40 h ago is overdue.
+        spool = load_config(archive.config).spool.dir
+        last_file = spool / "compliance" / "last_run.json"
+        last = json.loads(last_file.read_text())
+        last["finished_at"] = f"{datetime.now(UTC) - timedelta(hours=40):%Y-%m-%dT%H:%M:%SZ}"
+        last_file.write_text(json.dumps(last))
+        unscheduled = run_cli("status", "--config", str(archive.config))
+        assert unscheduled.returncode == 0, unscheduled.stdout  # no timer: no promise
+        schedule = archive.config.parent / "compliance-schedule.json"
+        schedule.write_text(json.dumps({"overdue_hours": "36", "daily_since": "30d"}))
+        late = run_cli("status", "--config", str(archive.config), "--json")
+        assert late.returncode == 1
+        shown = json.loads(late.stdout)
+        reason = (
+            f"compliance overdue: last successful run 40 h ago ({last['finished_at']}), over 36 h"
+        )
+        assert shown["health"] == "degraded" and shown["health_reason"].startswith(reason)
+        assert f"degraded: {reason}" in shown["verdict"]
+        last_file.unlink()  # never ran: counted from the collector's start (seconds ago)
+        assert run_cli("status", "--config", str(archive.config)).returncode == 0
     finally:
         assert collector.stop() == 0, collector.log
 

@@ -77,8 +77,10 @@ def unit(path: Path) -> dict[str, list[str]]:
 
 
 def test_the_role_writes_a_daily_and_a_monthly_timer_systemd_accepts(tmp_path: Path) -> None:
-    assert changed(play(tmp_path)) == 2  # the services, the timers
+    assert changed(play(tmp_path)) == 3  # the services, the timers, the schedule
     assert changed(play(tmp_path)) == 0
+    schedule = json.loads((tmp_path / "compliance-schedule.json").read_text())
+    assert int(schedule["overdue_hours"]) == 36 and schedule["daily_since"] == "30d"
     units = tmp_path / "units"
     names = sorted(p.name for p in units.iterdir())
     assert names == [
@@ -118,7 +120,8 @@ def test_the_role_writes_a_daily_and_a_monthly_timer_systemd_accepts(tmp_path: P
 def test_compliance_enabled_false_writes_no_unit_and_a_bad_period_is_named(tmp_path: Path) -> None:
     assert changed(play(tmp_path, "-e", "compliance_enabled=false")) == 0
     assert list((tmp_path / "units").iterdir()) == []
-    assert changed(play(tmp_path, "-e", "compliance_archive_on_calendar=")) == 2
+    assert not (tmp_path / "compliance-schedule.json").exists()  # status: nothing promised
+    assert changed(play(tmp_path, "-e", "compliance_archive_on_calendar=")) == 3
     assert sorted(p.name for p in (tmp_path / "units").iterdir()) == [
         "twittersnake-compliance.service",
         "twittersnake-compliance.timer",
@@ -137,7 +140,7 @@ def test_the_daily_service_command_records_a_run_collector_status_shows(
     """The ExecStart line as the role writes it, with the unit's environment, against the
     stand-in and moto: the run that systemd starts every day."""
     marked = mark(archive)
-    assert changed(play(tmp_path, config=archive.config)) == 2
+    assert changed(play(tmp_path, config=archive.config)) == 3
     service = unit(tmp_path / "units" / "twittersnake-compliance.service")
     command = shlex.split(service["ExecStart"][0])
     cache = Path(command[command.index("--cache-dir") + 1])

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collector.telemetry.metrics import DECLARED
-from collector.telemetry.status import compliance_fields
+from collector.telemetry.status import assess_compliance, compliance_fields
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC).timestamp()
 METRICS = {m.cloudwatch: m for m in DECLARED if m.cloudwatch.startswith("Compliance")}
@@ -54,3 +54,20 @@ def test_an_unreadable_record_is_no_run_not_a_crash(tmp_path: Path) -> None:
     (tmp_path / "compliance").mkdir()
     (tmp_path / "compliance" / "last_run.json").write_text("{half")
     assert compliance_fields(tmp_path, NOW - 5, NOW)["compliance_last_run_ok"] is None
+
+
+def test_a_scheduled_compliance_never_run_for_37_hours_degrades_fields_and_headline(
+    tmp_path: Path,
+) -> None:
+    fields = compliance_fields(tmp_path, NOW - 37 * 3600, NOW)
+    current = {"health": "healthy", "health_reason": None, **fields}
+    verdict = "running (pid 7), healthy, connected"
+
+    assert assess_compliance(0, verdict, current, None, None) == (0, verdict, current)
+    code, headline, shown = assess_compliance(0, verdict, current, None, {"overdue_hours": 36})
+
+    reason = "compliance overdue: no run succeeded since the collector started 37 h ago, over 36 h"
+    assert code == 1 and headline.startswith(f"running (pid 7), degraded: {reason}")
+    assert shown["health"] == "degraded" and shown["health_reason"].startswith(reason)
+    fresh = compliance_fields(tmp_path, NOW - 35 * 3600, NOW)
+    assert assess_compliance(0, verdict, {**current, **fresh}, None, {"overdue_hours": 36})[0] == 0
