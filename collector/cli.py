@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 
 from collector.config import DEFAULT_CONFIG, Config, ConfigError, load_config, read_bearer_token
-from collector.errors import EX_CONFIG, EX_PIPE_CLOSED, ConfigUnreadable
+from collector.errors import (
+    EX_CONFIG,
+    EX_INTERRUPTED,
+    EX_PIPE_CLOSED,
+    EX_SOFTWARE,
+    EX_UNAVAILABLE,
+    ConfigUnreadable,
+)
 from collector.source.fields import describe
 from collector.source.pricing import USD_PER_COUNTS_REQUEST
 from collector.spool.layout import SpoolDirs
@@ -460,7 +467,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except RulesError as exc:
         # --check: a difference is exit 1, so an X that cannot be asked must not look like one
-        return _fail(str(exc), os.EX_UNAVAILABLE if getattr(args, "check", False) else 1)
+        return _fail(str(exc), EX_UNAVAILABLE if getattr(args, "check", False) else 1)
     for value, tag in result.added:
         print(f"added    tag={tag}  {value}")
     for rule in result.deleted:
@@ -748,7 +755,7 @@ def _run(argv: list[str]) -> int:
             "repository's .venv, with a copy of the config: "
             f".venv/bin/python -m collector {argv[0]} --config collector.toml ... "
             "(docs/analysis.md)",
-            os.EX_UNAVAILABLE,
+            EX_UNAVAILABLE,
         )
     if argv[:1] == ["report"]:
         from collector.analysis import report
@@ -770,12 +777,12 @@ def _run(argv: list[str]) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED
     except BrokenPipeError:
         if not _stdout_closed():
             log.critical("unexpected error (a bug): exiting", exc_info=True)
-            return 70
+            return EX_SOFTWARE
         raise
     except Exception:
         log.critical("unexpected error (a bug): exiting", exc_info=True)
-        return 70
+        return EX_SOFTWARE

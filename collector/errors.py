@@ -2,7 +2,11 @@
 
 Exit codes are the BSD sysexits (`os.EX_*`) where one fits, as supervisord and systemd read them:
     EX_OK (0)        a clean stop
+    EX_UNAVAILABLE (69)  a service the command needs cannot be asked: X for `rules sync --check`,
+                     DuckDB for `report`/`export` where it is not installed
     EX_SOFTWARE (70) a bug or a condition the collector cannot name (a restart may help)
+    EX_TEMPFAIL (75) try again later: another `compliance` run is going on
+    EX_NOPERM (77)   S3 refuses these credentials what `purge --apply` needs (an administrator's)
     EX_CONFIG (78)   a condition a restart cannot fix: bad configuration, a token X rejects, a
                      bucket that does not exist, every rule refused
     EX_PIPE_CLOSED (141)  stdout closed by its reader (`collector check | head -1`): 128 + SIGPIPE,
@@ -16,9 +20,13 @@ import os
 import signal
 
 EX_OK: int = os.EX_OK
+EX_UNAVAILABLE: int = os.EX_UNAVAILABLE
 EX_SOFTWARE: int = os.EX_SOFTWARE
+EX_TEMPFAIL: int = os.EX_TEMPFAIL
+EX_NOPERM: int = os.EX_NOPERM
 EX_CONFIG: int = os.EX_CONFIG
 EX_PIPE_CLOSED: int = 128 + signal.SIGPIPE
+EX_INTERRUPTED: int = 128 + signal.SIGINT  # Ctrl-C
 
 
 class ConfigError(Exception):

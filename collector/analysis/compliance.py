@@ -789,7 +789,7 @@ def _progress(enabled: bool) -> Callable[[str], None]:
 def run(args: argparse.Namespace) -> int:
     from collector.analysis import options
     from collector.config import ConfigError, load_config, read_bearer_token
-    from collector.errors import EX_CONFIG
+    from collector.errors import EX_CONFIG, EX_TEMPFAIL
 
     try:
         cfg = load_config(args.config, streaming=False)
@@ -814,7 +814,7 @@ def run(args: argparse.Namespace) -> int:
         lock = StateDir(cfg.spool.dir).lock()
     except ComplianceBusy as busy:
         print(f"collector: error: {busy}", file=sys.stderr)
-        return os.EX_TEMPFAIL
+        return EX_TEMPFAIL
     except OSError as error:
         print(
             f"collector: error: cannot lock {error.filename or cfg.spool.dir}: {error.strerror} "

@@ -21,14 +21,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from collector.analysis import compliance
-
-EX_NOPERM = os.EX_NOPERM
+from collector.errors import EX_NOPERM
 
 
 @dataclass
