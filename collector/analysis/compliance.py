@@ -31,7 +31,9 @@ naming the holder, and records nothing.
 Resumable: the run's ids and each job id are written to `{spool.dir}/compliance/` the moment
 X hands the job out, so a run that dies (crash, reboot, timer stopped) is picked up by the
 next one: a job still `created` gets its upload, an `in_progress` one is polled, a
-`complete` one downloaded. The last run's outcome is `{spool.dir}/compliance/last_run.json`
+`complete` one downloaded. That next run says so, finishes the leftover run first, then
+checks the period it was asked for; when the leftover run fails again, it exits 1 saying that
+the period asked for was not checked. The last run's outcome is `{spool.dir}/compliance/last_run.json`
 (with `last_ok_at`, when the last successful run ended), which `collector status` shows and
 the running collector publishes (telemetry.status.compliance_fields: ComplianceRunFailed,
 ComplianceRunAge). The deploy runs this command from systemd timers (roles/compliance).
@@ -844,6 +846,25 @@ def _run_locked(args: argparse.Namespace, cfg, token: str, period, source) -> in
     )
     from botocore.exceptions import BotoCoreError, ClientError
 
+    leftover = runner.state.load()
+    if leftover is not None:
+        # Finished first (its jobs are X's, and the lock is ours now), then the period asked.
+        print(
+            f"compliance: finishing run {leftover.run_id} ({_period_words(leftover)}), left "
+            "unfinished by an earlier run, before the period asked for",
+            file=sys.stderr,
+            flush=True,
+        )
+        outcome = runner.execute(leftover)
+        if not outcome.ok:
+            print(
+                f"collector: error: {SECRETS.scrub(outcome.error or '')}; the period asked for "
+                f"({_asked_words(period)}) was not checked: the next run finishes run "
+                f"{leftover.run_id} first",
+                file=sys.stderr,
+            )
+            return 1
+        print(_summary(outcome, cfg.s3.bucket))
     try:
         state = runner.start(period, args.cache_dir or loader.default_cache_dir())
     except (BotoCoreError, ClientError) as error:
@@ -865,14 +886,36 @@ def _run_locked(args: argparse.Namespace, cfg, token: str, period, source) -> in
     if not outcome.ok:
         print(f"collector: error: {SECRETS.scrub(outcome.error or '')}", file=sys.stderr)
         return 1
-    print(
-        f"compliance run {outcome.run_id}: {outcome.ids_checked} post ids from "
-        f"{outcome.objects} objects checked in {len(outcome.jobs)} job(s), {outcome.removed} "
-        f"removed on X (deleted, protected, suspended, bounced), {outcome.scrub_geo} geotags "
-        f"scrubbed; results in {', '.join(f's3://{cfg.s3.bucket}/{k}' for k in outcome.keys)}"
+    print(_summary(outcome, cfg.s3.bucket))
+    return 0
+
+
+def _period_words(run: RunState | Outcome) -> str:
+    if run.period_start == "archive":
+        return f"the whole archive as of {run.period_end}"
+    return f"{run.period_start} to {run.period_end}"
+
+
+def _asked_words(period) -> str:
+    return "the whole archive" if period is None else f"{_iso(period.start)} to {_iso(period.end)}"
+
+
+def _summary(outcome: Outcome, bucket: str) -> str:
+    """The line a successful run prints: its period, counts, result objects and requests."""
+    if not outcome.jobs:
+        return (
+            f"compliance run {outcome.run_id} ({_period_words(outcome)}): no post id in its "
+            f"{outcome.objects} objects, nothing to check: no job made ({outcome.requests} X API "
+            "requests)"
+        )
+    return (
+        f"compliance run {outcome.run_id} ({_period_words(outcome)}): {outcome.ids_checked} "
+        f"post ids from {outcome.objects} objects checked in {len(outcome.jobs)} job(s), "
+        f"{outcome.removed} removed on X (deleted, protected, suspended, bounced), "
+        f"{outcome.scrub_geo} geotags scrubbed; results in "
+        f"{', '.join(f's3://{bucket}/{k}' for k in outcome.keys)}"
         f" ({outcome.requests} X API requests; no post reads billed)"
     )
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

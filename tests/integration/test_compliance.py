@@ -181,8 +181,46 @@ def test_a_job_created_before_a_crash_is_picked_up_again(archive, s3) -> None:
 
     assert run(archive) == 0
 
-    assert archive.server.stats()["compliance_jobs"] == 1  # the same job, not a new one
+    # the same job, not a new one; then one for the period asked for
+    assert archive.server.stats()["compliance_jobs"] == 2
     assert {i: r["reason"] for i, r in stored_results(s3).items()} == marked
+
+
+def test_a_leftover_run_is_finished_and_said_then_the_period_asked_is_checked(
+    archive, s3, capsys
+) -> None:
+    archive.server.control({"compliance_fail_next": "Job failed: storage unavailable"})
+    old = ["--since", "2h"]
+    argv = ["--config", str(archive.config), "--cache-dir", str(archive.cache)]
+    assert compliance.main([*argv, *old, "--poll-seconds", "0", "--no-progress"]) == 1
+    leftover = compliance.StateDir(load_config(archive.config).spool.dir).load()
+    capsys.readouterr()
+
+    marked = mark(archive)
+    assert run(archive, "--no-progress") == 0
+
+    captured = capsys.readouterr()
+    assert f"finishing run {leftover.run_id} ({leftover.period_start} to " in captured.err
+    lines = captured.out.splitlines()
+    assert lines[0].startswith(f"compliance run {leftover.run_id} ({leftover.period_start} to ")
+    asked = f"({archive.period[1]} to {archive.period[3]}): {POSTS} post ids from"
+    assert len(lines) == 2 and asked in lines[1]
+    last = compliance.read_last_run(load_config(archive.config).spool.dir)
+    assert last["ok"] and last["period_start"] == archive.period[1]
+    assert {i: r["reason"] for i, r in stored_results(s3).items()} == marked
+
+
+def test_a_leftover_run_failing_again_says_the_period_asked_was_not_checked(
+    archive, capsys
+) -> None:
+    for _ in range(2):
+        archive.server.control({"compliance_fail_next": "Job failed: storage unavailable"})
+        assert run(archive, "--no-progress") == 1
+    err = capsys.readouterr().err
+    assert (
+        f"storage unavailable; the period asked for ({archive.period[1]} to {archive.period[3]})"
+        " was not checked: the next run finishes run " in err
+    )
 
 
 def test_a_failed_job_says_x_reason_and_is_kept_as_the_last_run(archive, s3, capsys) -> None:
