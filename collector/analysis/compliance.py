@@ -28,14 +28,14 @@ One run at a time: a run holds `{spool.dir}/compliance/.lock` (flock); another o
 meanwhile (by hand, while a timer's run is going) ends at once with exit 75 (EX_TEMPFAIL),
 naming the holder, and records nothing.
 
-Resumable: the run's ids and each job id are written to `{spool.dir}/compliance/` the moment
-X hands the job out, so a run that dies (crash, reboot, timer stopped) is picked up by the
-next one: a job still `created` gets its upload, an `in_progress` one is polled, a
-`complete` one downloaded. That next run says so, finishes the leftover run first, then
-checks the period it was asked for; when the leftover run fails again, it exits 1 saying that
-the period asked for was not checked. The last run's outcome is `{spool.dir}/compliance/last_run.json`
-(with `last_ok_at`, when the last successful run ended), which `collector status` shows and
-the running collector publishes (telemetry.status.compliance_fields: ComplianceRunFailed,
+Resumable: the run's ids and each job id are written to `{spool.dir}/compliance/` the moment X
+hands the job out, so a run that dies (crash, reboot, timer stopped) is picked up by the next
+one: a job still `created` gets its upload, an `in_progress` one is polled, a `complete` one
+downloaded. That next run says so, finishes the leftover run first, then checks the period it
+was asked for; when the leftover run fails again, it exits 1 saying that the period asked for
+was not checked. The last run's outcome is `{spool.dir}/compliance/last_run.json` (with
+`last_ok_at`, when the last successful run ended), which `collector status` shows and the
+running collector publishes (telemetry.status.compliance_fields: ComplianceRunFailed,
 ComplianceRunAge). The deploy runs this command from systemd timers (roles/compliance).
 
 Cost: the compliance endpoints return ids, not posts, so no post read is billed; each run
