@@ -223,7 +223,8 @@ def _cost_section(days: list[tuple[date, int]], usd_per_post: float, status: dic
         f"${USD_PER_POST}, "
         "https://docs.x.com/x-api/getting-started/pricing), once per post and UTC day, up to "
         f"{MONTHLY_CAP:,} post reads per monthly billing cycle. Estimated here from the posts "
-        "stored, by the UTC day they were created; the collector's billing ledger (below, and "
+        "stored, by the UTC day they were created, including the posts compliance leaves out of "
+        "the other figures (X billed them when it delivered them); the collector's billing ledger (below, and "
         "`collector usage` beside X's own figures) counts what was delivered.</p>"
     ]
     rows = [
@@ -483,6 +484,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     events = period_events(source, period, args)
     result = with_sync_skipped(loader.load_posts(con, files, period), sync)
+    billed_days = cost_per_day(con)  # X billed every post it delivered, removed since or not
     applied = apply_compliance(con, source, args)
     if applied is None:
         return 1
@@ -495,7 +497,7 @@ def run(args: argparse.Namespace) -> int:
     status = read_collector_status(source.spool_dir)
     page = render_html(
         source, period, sync, result, figures, charts, args.gap_minutes, status, gaps,
-        compliance_line, cost_per_day(con) if result.posts else [],
+        compliance_line, billed_days,
     )  # fmt: skip
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)

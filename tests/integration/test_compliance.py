@@ -254,7 +254,10 @@ def test_report_and_export_leave_removed_posts_out_and_blank_scrubbed_geotags(
     assert f"compliance: {len(removed)} posts left out" in out
     assert f"{len(scrubbed)} geotags blanked" in out and f"(job {job_id})" in out
     assert f"{POSTS - len(removed)} posts from" in out
-    assert "8 posts left out" in (tmp_path / "r.html").read_text()
+    page = (tmp_path / "r.html").read_text()
+    assert "8 posts left out" in page
+    # X billed all it delivered, the 8 removed since included: 120 posts, $0.60
+    assert f"<td>total</td><td>{POSTS:,}</td><td>$0.60</td>" in page
 
     assert export.main([*base, "--out", str(tmp_path / "kept.parquet")]) == 0
     out = capsys.readouterr().out
