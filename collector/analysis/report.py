@@ -225,7 +225,8 @@ def _cost_section(days: list[tuple[date, int]], usd_per_post: float, status: dic
         f"{MONTHLY_CAP:,} post reads per monthly billing cycle. Estimated here from the posts "
         "stored, by the UTC day they were created, including the posts compliance leaves out "
         "of the other figures (X billed them when it delivered them); the collector's billing "
-        "ledger (below, and `collector usage` beside X's own figures) counts what was delivered.</p>"
+        "ledger (below, and `collector usage` beside X's own figures) counts what was "
+        "delivered.</p>"
     ]
     rows = [
         [str(day), f"{n:,}", f"${n * usd_per_post:,.2f}", f"{100 * n / MONTHLY_CAP:.2f} %"]
