@@ -513,8 +513,10 @@ REPAIR_DRAIN_SECONDS = 300.0  # `collector repair` waits this long for its uploa
 
 
 def _billing_ledger(cfg: Config):
-    """(lock, ledger): the collector's billing ledger when no `collector run` holds the spool
-    (the repair's posts count and the budget applies), else (lock, None) after saying so."""
+    """(lock, ledger): the collector's billing ledger when no `collector run` holds the spool;
+    else (lock, a ledger of the same folder writing a file of its own), which the running
+    collector's ledger reads within a second: either way the repair's posts count in the
+    budget, status and `collector usage`, and the budget applies to the repair."""
     from collector.errors import SpoolLocked
     from collector.spool.guard import SpoolLock
     from collector.telemetry.ledger import BillingLedger
@@ -524,9 +526,17 @@ def _billing_ledger(cfg: Config):
     try:
         main.root.mkdir(parents=True, exist_ok=True)
         lock.acquire()
-    except (SpoolLocked, OSError) as exc:
+    except SpoolLocked:
+        writer = f"repair-{os.getpid()}"
         print(
-            f"budget: not checked here ({exc}); the running collector's ledger does not count "
+            f"budget: a collector runs on this spool; this repair's posts go to its billing "
+            f"ledger (ledger/YYYY-MM-DD.{writer}.u64), which it counts within a second",
+            flush=True,
+        )
+        return lock, BillingLedger(main.ledger, cfg.budget, writer=writer)
+    except OSError as exc:
+        print(
+            f"budget: not checked here ({exc}); the collector's billing ledger does not count "
             "this repair's posts",
             flush=True,
         )

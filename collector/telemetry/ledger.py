@@ -15,6 +15,13 @@ On disk: `{spool}/ledger/YYYY-MM-DD.u64`, the day's new ids as little-endian uin
 as they are counted (a restart or a reboot reads the day back; a torn tail is cut) and fsynced
 at most every SYNC_SECONDS. Days before the previous billing cycle are deleted.
 
+One writer a file: a process that counts posts while another holds the spool (`collector
+repair` beside a running collector) appends to a file of its own, `YYYY-MM-DD.<writer>.u64`
+(e.g. `2026-12-03.repair-4242.u64`). Every ledger reads all the files of a day: the day's
+count is their union (a post is billed once a UTC day, whichever process fetched it), and a
+running ledger takes in what the others append at most every ABSORB_SECONDS, so the budget,
+the status figures and `collector usage` count what X bills.
+
 Public API (thread-safe): `add(ids) -> billable_new`, `add_lines(data_lines) -> billable_new`,
 `billable_today()`, `remaining_today()`, `exhausted()`, `figures()`. The clock (seconds since
 the epoch, like time.time) is injectable.
@@ -43,9 +50,12 @@ log = logging.getLogger(__name__)
 
 MERGE_AT = 65536  # newest ids kept in a set before they join the sorted array
 SYNC_SECONDS = 1.0
+ABSORB_SECONDS = 1.0  # how often a ledger reads what other writers appended to today's files
 RATE_WINDOW = 3600  # s: the spend rate is measured over the last hour
+FORECAST_AFTER = 600  # s of measured rate before a forecast is shown (a first minute swings)
 UINT64_MAX = 2**64 - 1  # the ledger stores ids as uint64: X's ids are 64-bit snowflakes
-_DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.u64$")
+_DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.([a-z0-9-]+))?\.u64$")
+_WRITER = re.compile(r"^[a-z0-9-]+$")
 _ID_KEY = b'"id":"'
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 DATA_DEPTH = 2  # `{"data":{` : a key of the post object itself is two levels deep
@@ -118,16 +128,46 @@ def next_cycle_start(day: date, cycle_day: int) -> date:
     return cycle_start(probe.replace(day=min(probe.day, 28)), cycle_day)
 
 
-def billed_days(folder: Path) -> dict[date, int]:
-    """Posts the ledger in `folder` counted per UTC day, read from its files without opening
-    them for writing (a running collector may hold today's)."""
-    days = {}
+def day_files(folder: Path) -> dict[date, list[Path]]:
+    """The ledger files in `folder` per UTC day (the collector's and other writers')."""
+    days: dict[date, list[Path]] = {}
     if Path(folder).is_dir():
-        for path in Path(folder).iterdir():
+        for path in sorted(Path(folder).iterdir()):
             match = _DAY_FILE.match(path.name)
             if match:
-                days[date.fromisoformat(match.group(1))] = path.stat().st_size // 8
-    return dict(sorted(days.items()))
+                days.setdefault(date.fromisoformat(match.group(1)), []).append(path)
+    return days
+
+
+def read_ids(path: Path, offset: int = 0) -> np.ndarray:
+    """The whole ids in `path` from byte `offset` on (a multiple of 8): a tail another process
+    is writing is left for the next read; a missing file has none."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(offset)
+            data = handle.read(max(0, (size - offset) // 8 * 8))
+    except FileNotFoundError:
+        return np.empty(0, dtype=np.uint64)
+    return np.frombuffer(data, dtype="<u8").astype(np.uint64)
+
+
+def count_day(paths: Sequence[Path]) -> int:
+    """Distinct posts in one day's files: each file holds distinct ids, so one file's count
+    is its size; several are merged (a post two writers counted is billed once)."""
+    if len(paths) == 1:
+        with contextlib.suppress(FileNotFoundError):
+            return paths[0].stat().st_size // 8
+        return 0
+    if not paths:
+        return 0
+    return int(np.unique(np.concatenate([read_ids(path) for path in paths])).size)
+
+
+def billed_days(folder: Path) -> dict[date, int]:
+    """Posts the ledger in `folder` counted per UTC day (every writer's files, each post once),
+    read without opening them for writing (a running collector may hold today's)."""
+    return {day: count_day(paths) for day, paths in sorted(day_files(Path(folder)).items())}
 
 
 @dataclass(frozen=True)
@@ -154,7 +194,14 @@ class BillingLedger:
         folder: Path,
         budget: BudgetConfig | None = None,
         clock: Callable[[], float] = time.time,
+        writer: str | None = None,
     ) -> None:
+        """writer: None for the collector holding the spool (`YYYY-MM-DD.u64`), else a name
+        (lower-case letters, digits, dashes) for a file of its own (`YYYY-MM-DD.<writer>.u64`);
+        ValueError for another name."""
+        if writer is not None and not _WRITER.match(writer):
+            raise ValueError(f"ledger writer {writer!r}: expected lower-case letters, digits, -")
+        self.writer = writer
         self.folder = Path(folder)
         self.budget = budget or BudgetConfig()
         self.clock = clock
@@ -171,6 +218,8 @@ class BillingLedger:
         self._started_at = clock()
         self._reported: Exhausted | None = None
         self._uncountable = 0  # ids seen since the start that no uint64 holds
+        self._absorbed: dict[str, int] = {}  # other writers' files of today: bytes read
+        self._absorbed_at = time.monotonic()
         self.folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._roll(self.clock())
@@ -188,9 +237,9 @@ class BillingLedger:
         values, uncountable = countable_ids(ids)
         now = self.clock()
         with self._lock:
-            self._roll(now)
+            absorbed = self._roll(now)
             self._uncountable += uncountable
-            if not values:
+            if not values and not absorbed:
                 return 0
             candidates = values
             if self._sorted.size:
@@ -208,7 +257,7 @@ class BillingLedger:
                 self._count_rate(len(new), now)
             if len(recent) >= MERGE_AT:
                 self._merge()
-            exhausted = self._exhausted(now) if new else None
+            exhausted = self._exhausted(now) if new or absorbed else None
             fire = exhausted is not None and exhausted != self._reported
             if fire:
                 self._reported = exhausted
@@ -280,7 +329,7 @@ class BillingLedger:
                 "spend_usd_today": round(today * price, 4),
                 "spend_usd_cycle": round(cycle * price, 4),
                 "spend_usd_last_hour": round(self._last_hour(now) * price, 4),
-                "spend_usd_cycle_forecast": round(self._forecast_posts(now) * price, 2),
+                **self._forecast_figures(now),
                 "billing_cycle_start": cycle_start(
                     self._today, self.budget.billing_cycle_day
                 ).isoformat(),
@@ -358,12 +407,40 @@ class BillingLedger:
         first = int(now // 60) - RATE_WINDOW // 60
         return sum(n for minute, n in self._minutes if minute > first)
 
-    def _forecast_posts(self, now: float) -> float:
-        """The cycle's posts at its end: so far, plus the last hour's rate until the end,
-        bounded by what the budget lets through when it pauses."""
+    def _rate(self, now: float) -> tuple[float, float]:
+        """(posts per second over the last hour or since the start, seconds measured)."""
+        minute = int(now // 60)
+        since = max(self._started_at, (minute - RATE_WINDOW // 60 + 1) * 60.0)
+        measured = max(0.0, now - since)
+        return (self._last_hour(now) / measured if measured > 0 else 0.0), measured
+
+    def _forecast_figures(self, now: float) -> dict:
+        """spend_usd_cycle_forecast (None until FORECAST_AFTER seconds are measured, with
+        spend_forecast_note saying when), monthly_cap_reached_on (the UTC day the forecast
+        reaches X's MONTHLY_CAP, where X stops delivering: the forecast stops there too)."""
+        rate, measured = self._rate(now)
+        if measured < FORECAST_AFTER:
+            ready = datetime.fromtimestamp(self._started_at + FORECAST_AFTER, UTC)
+            return {
+                "spend_usd_cycle_forecast": None,
+                "spend_forecast_note": (
+                    f"no forecast yet: the rate is measured for {FORECAST_AFTER // 60} minutes "
+                    f"first (until {ready:%H:%M} UTC)"
+                ),
+                "monthly_cap_reached_on": None,
+            }
+        posts, cap_at = self._forecast_posts(now, rate)
+        return {
+            "spend_usd_cycle_forecast": round(posts * self.budget.usd_per_post, 2),
+            "spend_forecast_note": None,
+            "monthly_cap_reached_on": None if cap_at is None else day_of(cap_at).isoformat(),
+        }
+
+    def _forecast_posts(self, now: float, rate: float) -> tuple[float, float | None]:
+        """(the cycle's posts at its end, when X's monthly cap is reached or None): so far,
+        plus `rate` (posts/s) until the end, bounded by what the budget lets through when it
+        pauses and by MONTHLY_CAP (X delivers no more in the cycle: the pricing page)."""
         budget = self.budget
-        window = max(60.0, min(RATE_WINDOW, now - self._started_at))
-        rate = self._last_hour(now) / window  # posts per second
         end = datetime.combine(
             next_cycle_start(self._today, budget.billing_cycle_day), datetime.min.time(), UTC
         ).timestamp()
@@ -376,10 +453,18 @@ class BillingLedger:
         if pausing and budget.posts_per_day is not None:
             today_more = min(today_more, max(0, budget.posts_per_day - self._today_count()))
             later = min(later, budget.posts_per_day * max(0.0, end - midnight) / 86400)
-        total = self._cycle_posts() + today_more + later
+        so_far = self._cycle_posts()
+        total = so_far + today_more + later
         if pausing and budget.usd_per_month is not None:
-            total = min(total, max(self._cycle_posts(), budget.usd_per_month / budget.usd_per_post))
-        return total
+            total = min(total, max(so_far, budget.usd_per_month / budget.usd_per_post))
+        if total <= MONTHLY_CAP:
+            return total, None
+        left = max(0.0, MONTHLY_CAP - so_far)
+        if left <= today_more:
+            reached = now + (left / today_more) * max(0.0, midnight - now) if today_more else now
+        else:
+            reached = midnight + (left - today_more) / later * max(0.0, end - midnight)
+        return float(max(so_far, MONTHLY_CAP)), reached
 
     def _merge(self) -> None:
         recent = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
@@ -405,13 +490,44 @@ class BillingLedger:
         return self._day
 
     def _path(self, day: date) -> Path:
-        return self.folder / f"{day.isoformat()}.u64"
+        own = "" if self.writer is None else f".{self.writer}"
+        return self.folder / f"{day.isoformat()}{own}.u64"
 
-    def _roll(self, now: float) -> None:
-        """Switch to the UTC day of `now` (at start and at midnight): load it, prune old days."""
+    def _absorb(self, force: bool = False) -> int:
+        """Take in the ids other writers appended to today's files since the last look (at
+        most every ABSORB_SECONDS unless forced); returns how many were new today. They are
+        on disk already: not written again, and not part of the rate (a repair is no rate)."""
+        now = time.monotonic()
+        if not force and now - self._absorbed_at < ABSORB_SECONDS:
+            return 0
+        self._absorbed_at = now
+        own, new = self._path(self._today).name, 0
+        for path in day_files(self.folder).get(self._today, []):
+            if path.name == own:
+                continue
+            offset = self._absorbed.get(path.name, 0)
+            ids = read_ids(path, offset)
+            if not ids.size:
+                continue
+            self._absorbed[path.name] = offset + 8 * int(ids.size)
+            if self._sorted.size:
+                where = np.searchsorted(self._sorted, ids)
+                where[where == self._sorted.size] = 0
+                ids = ids[self._sorted[where] != ids]
+            for value in ids.tolist():
+                if value not in self._recent:
+                    self._recent.add(value)
+                    new += 1
+        if len(self._recent) >= MERGE_AT:
+            self._merge()
+        return new
+
+    def _roll(self, now: float) -> int:
+        """Switch to the UTC day of `now` (at start and at midnight): load it, prune old days;
+        take in what other writers appended (_absorb). Returns the posts that added today."""
         day = day_of(now)
         if day == self._day:
-            return
+            return self._absorb()
         if self._day is not None:
             self._earlier[self._day] = self._today_count()
             self._reported = None
@@ -420,12 +536,15 @@ class BillingLedger:
             self._fd = None
         self._day = day
         self._recent = set()
+        self._absorbed = {}
         self._sorted = self._load(day)
         self._scan_earlier(day)
+        absorbed = self._absorb(force=True)
         try:
             self._fd = os.open(self._path(day), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         except OSError as exc:
             log.error("cannot open the billing ledger %s: %s", self._path(day), exc)
+        return absorbed
 
     def _load(self, day: date) -> np.ndarray:
         path = self._path(day)
@@ -443,15 +562,12 @@ class BillingLedger:
             cycle_start(today, self.budget.billing_cycle_day) - timedelta(days=1),
             self.budget.billing_cycle_day,
         )
-        for path in self.folder.iterdir():
-            match = _DAY_FILE.match(path.name)
-            if not match:
-                continue
-            day = date.fromisoformat(match.group(1))
+        for day, paths in day_files(self.folder).items():
             if day >= today:
                 continue
             if day < keep_from:
-                path.unlink(missing_ok=True)
+                for path in paths:
+                    path.unlink(missing_ok=True)
                 self._earlier.pop(day, None)
             elif day not in self._earlier:
-                self._earlier[day] = path.stat().st_size // 8
+                self._earlier[day] = count_day(paths)

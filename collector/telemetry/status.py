@@ -554,7 +554,7 @@ def refusal_figures(status: dict, values: dict) -> dict:
     """The spend figures that change while X refuses for an account reason: the cap's use
     from X's own count (GET /2/usage/tweets, read at each refusal) when known, 100 % when X
     says the cap is reached; no forecast while nothing is collected (its reason instead)."""
-    figures: dict = {"spend_forecast_note": None}
+    figures: dict = {}
     usage, cap = values.get("x_project_usage"), values.get("x_project_cap")
     state = status.get("x_account_state")
     if usage is not None and cap:
@@ -571,11 +571,14 @@ def refusal_figures(status: dict, values: dict) -> dict:
 
 
 def forecast_text(status: dict) -> str:
-    """`forecast $150.00 at its end`, or why there is none."""
+    """`forecast $150.00 at its end` (`forecast $15,000.00 at its end: X's monthly cap reached
+    on 2026-12-10`), or why there is none."""
     forecast = status.get("spend_usd_cycle_forecast")
     if forecast is None:
         return status.get("spend_forecast_note") or "no forecast"
-    return f"forecast ${forecast:,.2f} at its end"
+    cap_on = status.get("monthly_cap_reached_on")
+    cap = f": X's monthly cap reached on {cap_on}" if cap_on else ""
+    return f"forecast ${forecast:,.2f} at its end{cap}"
 
 
 def spend_line(status: dict) -> str | None:

@@ -591,3 +591,75 @@ def test_kill_9_and_restart_with_repair_loses_no_post_the_stand_in_sent(s3, aws_
     (row,) = [r for r in report_gap_rows(out.read_text()) if r[3] == "not collecting"]
     assert row[4].startswith("the collector ended without a stop event (killed?)")
     assert row[2] != "under 1 s" and row[5].startswith("repaired (")
+
+
+def status_json(config: Path) -> tuple[int, dict]:
+    shown = run_cli("status", "--json", "--config", str(config))
+    return shown.returncode, json.loads(shown.stdout)
+
+
+@pytest.mark.slow  # repair asks for an end_time 15 s old: the test waits for it
+def test_a_repair_beside_the_running_collector_counts_in_its_budget_and_usage(
+    s3, aws_env, tmp_path
+):
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=30).start()
+    collector = None
+    try:
+        config = write_config(
+            tmp_path, server.url, s3_endpoint=aws_env.url, rules=RULES, max_seconds=0.5,
+            x_extra="repair_margin_seconds = 0",
+        )  # fmt: skip
+        assert run_cli("rules", "sync", "--config", str(config)).returncode == 0
+        server.refuse_streams(503)
+        assert connect(server).status == 503  # X's timeline runs: it matches, nobody streams
+        start = time.time()
+        time.sleep(2.5)
+        server.refuse_streams(None)
+        collector = CollectorProcess(config)
+        wait_until(lambda: server.streams_open == 1, 20)
+        end = time.time()
+        wait_until(lambda: len(server.sent_ids) >= 20, 20)
+        server.count = 0  # the stream sends nothing more: X's bill stops moving
+        time.sleep(max(0.0, end + 17 - time.time()))  # repair asks for an end_time 15 s old
+        result = run_cli(
+            "repair", "--config", str(config), "--from", iso(start - 1), "--to", iso(end + 1)
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "budget: a collector runs on this spool; this repair's posts go to its" in (
+            result.stdout
+        )
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        billed = server.billed_posts(day)
+        streamed = len(set(server.sent_ids))
+        assert billed >= streamed + 40  # the repair fetched posts the stream never delivered
+        code, status = wait_until(
+            lambda: (r := status_json(config))[1].get("billable_posts_today") == billed and r,
+            10,
+            0.5,
+        )
+        assert status["spend_usd_today"] == pytest.approx(billed * 0.005)
+        usage = run_cli("usage", "--config", str(config))
+        assert usage.returncode == 0 and "difference: none" in usage.stdout, usage.stdout
+        assert f"ledger (this collector): {billed:,} billable posts since " in usage.stdout
+        assert collector.stop() == 0
+
+        # a restart with a budget of what X billed stays paused: the repair's posts count
+        text = config.read_text().replace(
+            'collector_id = "test-1"\n',
+            f'collector_id = "test-1"\n[budget]\nposts_per_day = {billed}\n',
+        )
+        config.write_text(text)
+        collector = CollectorProcess(config)
+        code, status = wait_until(
+            lambda: (r := status_json(config))[1].get("state") == "running" and r, 20, 0.5
+        )
+        assert code == 1 and status["connection"] == "paused"
+        assert status["health_reason"] == (
+            f"budget reached: {billed:,} posts today (posts_per_day {billed:,}); "
+            "paused until 00:00 UTC"
+        )
+    finally:
+        if collector is not None:
+            collector.stop()
+        server.stop()

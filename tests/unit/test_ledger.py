@@ -11,10 +11,12 @@ import pytest
 from collector.config import BudgetConfig
 from collector.telemetry.ledger import (
     BillingLedger,
+    billed_days,
     cycle_start,
     next_cycle_start,
     post_id_of,
 )
+from collector.telemetry.status import forecast_text
 
 NOON = datetime(2026, 12, 3, 12, tzinfo=UTC).timestamp()
 DAY = 86400.0
@@ -117,6 +119,41 @@ def test_posts_per_day_is_exhausted_with_the_reason_and_renews_at_midnight(tmp_p
     assert ledger.exhausted() is None and ledger.remaining_today() == 1000
 
 
+def test_a_repair_beside_the_running_collector_counts_in_its_ledger_and_budget(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr("collector.telemetry.ledger.ABSORB_SECONDS", 0.0)
+    clock, seen = Clock(), []
+    running = BillingLedger(tmp_path, BudgetConfig(posts_per_day=1000), clock)
+    running.on_exhausted = seen.append
+    running.add(range(600))
+    repair = BillingLedger(tmp_path, BudgetConfig(posts_per_day=1000), clock, writer="repair-7")
+    assert repair.billable_today() == 600  # it reads the running collector's file
+    assert repair.add(range(500, 900)) == 300  # 500-599 were billed today already
+    assert (tmp_path / "2026-12-03.repair-7.u64").stat().st_size == 300 * 8
+    assert (tmp_path / "2026-12-03.u64").stat().st_size == 600 * 8  # one writer a file
+    assert running.billable_today() == 900 and not seen
+    assert running.add([899, 900, 901]) == 2  # 899 came from the repair: not billed again
+    assert running.figures()["billable_posts_today"] == 902
+    running.add(range(902, 1000))
+    assert [e.reason for e in seen] == [
+        "budget reached: 1,000 posts today (posts_per_day 1,000); paused until 00:00 UTC"
+    ]
+    assert repair.exhausted() is not None  # the repair sees the collector's posts too
+    running.close()
+    repair.close()
+    assert BillingLedger(tmp_path, clock=clock).billable_today() == 1000  # a restart
+    assert billed_days(tmp_path) == {date(2026, 12, 3): 1000}  # what `collector usage` reads
+    clock.now += DAY
+    again = BillingLedger(tmp_path, clock=clock)
+    assert again.billed_on(date(2026, 12, 3)) == 1000 and again.billed_in_cycle() == 1000
+
+
+def test_a_ledger_writer_name_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ledger writer '../x'"):
+        BillingLedger(tmp_path, writer="../x")
+
+
 def test_usd_per_month_holds_until_the_next_billing_cycle(tmp_path: Path) -> None:
     clock = Clock()
     budget = BudgetConfig(usd_per_month=1.0, billing_cycle_day=4)
@@ -132,16 +169,63 @@ def test_usd_per_month_holds_until_the_next_billing_cycle(tmp_path: Path) -> Non
 
 
 def test_figures_forecast_the_cycle_at_the_last_hours_rate(tmp_path: Path) -> None:
-    clock = Clock(datetime(2026, 12, 30, 0, tzinfo=UTC).timestamp())
+    start = datetime(2026, 12, 30, 0, tzinfo=UTC).timestamp()
+    clock = Clock(start)
     ledger = BillingLedger(tmp_path, BudgetConfig(), clock)
-    clock.now += 3600
-    ledger.add(range(3600))  # one post a second over the last hour
+    for minute in range(60):  # one post a second over the last hour
+        clock.now = start + minute * 60 + 30
+        ledger.add(range(minute * 60, minute * 60 + 60))
+    clock.now = start + 3600
     figures = ledger.figures()
     assert figures["billable_posts_today"] == 3600
     assert figures["spend_usd_today"] == pytest.approx(18.0)
     # 2026-12-30 01:00 to 2027-01-01 00:00: 47 hours more at 3,600 posts an hour
     assert figures["spend_usd_cycle_forecast"] == pytest.approx((3600 + 47 * 3600) * 0.005)
+    assert figures["monthly_cap_reached_on"] is None and figures["spend_forecast_note"] is None
     assert figures["budget"]["usd_per_post"] == 0.005
+
+
+def test_the_forecast_waits_for_ten_minutes_of_rate_then_holds_steady(tmp_path: Path) -> None:
+    start = datetime(2026, 12, 3, 12, 0, 5, tzinfo=UTC).timestamp()
+    clock = Clock(start)
+    ledger = BillingLedger(tmp_path, BudgetConfig(), clock)
+    forecasts, next_id = [], 0
+    for second in range(1, 3 * 3600 + 1):  # 5 posts a second for three hours
+        clock.now = start + second
+        ledger.add(range(next_id, next_id + 5))
+        next_id += 5
+        if second in (10, 599):
+            figures = ledger.figures()
+            assert figures["spend_usd_cycle_forecast"] is None
+            assert figures["spend_forecast_note"] == (
+                "no forecast yet: the rate is measured for 10 minutes first (until 12:10 UTC)"
+            )
+            assert forecast_text(figures) == figures["spend_forecast_note"]
+        if second % 900 == 0:
+            forecasts.append(ledger.figures()["spend_usd_cycle_forecast"])
+    # 5 posts/s is 432,000 a day: X's cap of 3,000,000 is reached within the cycle, on the
+    # 10th (3M - the posts so far, at 432,000 a day from 2026-12-03 12:00 on)
+    assert forecasts == [15_000.0] * 12
+    figures = ledger.figures()
+    assert figures["monthly_cap_reached_on"] == "2026-12-10"
+    assert forecast_text(figures) == (
+        "forecast $15,000.00 at its end: X's monthly cap reached on 2026-12-10"
+    )
+
+
+def test_a_forecast_under_the_cap_does_not_swing_with_the_first_minutes(tmp_path: Path) -> None:
+    start = datetime(2026, 12, 31, 0, 0, 5, tzinfo=UTC).timestamp()
+    clock = Clock(start)
+    ledger = BillingLedger(tmp_path, BudgetConfig(), clock)
+    forecasts = []
+    for second in range(1, 3600 + 1):  # 5 posts a second for an hour on the cycle's last day
+        clock.now = start + second
+        ledger.add(range(second * 5, second * 5 + 5))
+        if second >= 600 and second % 300 == 0:
+            figures = ledger.figures()
+            expected = (second * 5 + 5 * (86400 - 5 - second)) * 0.005  # to 2027-01-01 00:00
+            forecasts.append(figures["spend_usd_cycle_forecast"] / expected)
+    assert min(forecasts) > 0.99 and max(forecasts) < 1.01, forecasts
 
 
 @pytest.mark.parametrize(
