@@ -256,7 +256,14 @@ def _cost_section(days: list[tuple[date, int]], usd_per_post: float, status: dic
             f"${status.get('spend_usd_cycle', 0):,.2f} this billing cycle (since "
             f"{html.escape(str(status.get('billing_cycle_start')))}), "
             + (
-                f"${status['spend_usd_cycle_forecast']:,.2f} forecast at the cycle's end; "
+                f"${status['spend_usd_cycle_forecast']:,.2f} forecast at the cycle's end"
+                + (
+                    f" (X's monthly cap reached on "
+                    f"{html.escape(str(status['monthly_cap_reached_on']))})"
+                    if status.get("monthly_cap_reached_on")
+                    else ""
+                )
+                + "; "
                 if status.get("spend_usd_cycle_forecast") is not None
                 else f"{html.escape(str(status.get('spend_forecast_note') or 'no forecast'))}; "
             )
