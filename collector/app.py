@@ -196,8 +196,16 @@ class Collector:
         if self.events is not None and not self.stop_requested.is_set():
             version = self.metrics.snapshot().get("x_api_version") if state == "connected" else None
             self.events.record(state, cause, api_version=version)  # type: ignore[arg-type]
+        # connected / disconnected reach gap repair as the data flow (_data_flow), not here
+        repairs, stopping = self.repairs, self.stop_requested.is_set()
+        if repairs is not None and not stopping and state not in ("connected", "disconnected"):
+            repairs.on_connection(state)
+
+    def _data_flow(self, flowing: bool, at) -> None:
+        # A repair span runs from the last byte of a connection to the first byte of the next
+        # one with data: a stalled connection (open, silent) is no connection to repair.
         if self.repairs is not None and not self.stop_requested.is_set():
-            self.repairs.on_connection(state)
+            self.repairs.on_connection("connected" if flowing else "disconnected", at)
 
     def _start_repairs(self, writer: SpoolWriter, shipper, quarantine: Quarantine) -> None:
         """Gap repair (collector.source.repair): spans without connection, searched again."""
@@ -280,6 +288,7 @@ class Collector:
             self.health,
             self._stream_event,
             self._account_refused,
+            self._data_flow,
         )
         guard = BudgetGuard(
             self.ledger,
@@ -368,7 +377,8 @@ class Collector:
         assert self.events is not None and self.ledger is not None  # both set in run()
         self.events.record("stop", stream.fatal or self.stop_cause)
         if self.repairs is not None:
-            self.repairs.on_connection("stop")  # the next process repairs from here
+            # the next process repairs from the last byte received (a stall before the stop too)
+            self.repairs.on_connection("stop", stream.last_data_at)
         writer.close()
         self.ledger.close()
         if writer.dropped_after_close:

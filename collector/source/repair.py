@@ -26,8 +26,10 @@ Not repairable (named in the log, `collector status` and the report):
 What search does not return at all (since 2026-05-04 keyword search returns no reposts;
 accents match differently) is said in docs/collector.md.
 
-Spans come from the connection events (`Repairs.on_connection`): from the first
-`disconnected` (or the stop of the previous process) to the next `connected`. They are kept
+Spans come from the data flow (`Repairs.on_connection`, told by XStream's on_flow): from the
+last byte of a connection (or the stop of the previous process) to the first byte of the next
+connection that delivers data, so a stall (a connection open but silent, over any number of
+reconnects) is inside the span from its last byte on. They are kept
 in the spool (`repair.json`, written atomically) until repaired, so a restart repairs what the
 last process left. A repair waits until X can answer for the span's end (search refuses an
 end_time less than 10 seconds before the request: the window ends END_TIME_LAG, 15 s, before

@@ -64,6 +64,13 @@ SHORT_CONNECTION = 10.0  # s: a connection X ends sooner counts as a failed atte
 RECONNECT_BASE, RECONNECT_CAP = 1.0, 320.0
 STREAM_DEGRADED_AFTER = 30.0  # s: a stream problem shorter than this is a blip, not a state
 STREAM_FAILING_AFTER = 120.0  # s: a stream problem that lasts this long is failing
+# s: X sends a keep-alive every 20 s; a connection silent this long is stalled (X API docs,
+# "Consuming streaming data"; tweepy ends it after 21 s without a byte)
+KEEP_ALIVE_INTERVAL = 20.0
+STALL_REASON = (
+    "no data from X for {lasted} s (stalled; X sends a keep-alive every "
+    f"{KEEP_ALIVE_INTERVAL:.0f} s)"
+)
 STALE_RECONNECT = 1.0  # s: the wait after ending stale connections through X's Connections API
 STALE_CLEAR_INTERVAL = 60.0  # s: at most one Connections API clean-up this often
 # Said while X still counts a dead connection and the Connections API cannot end it.
@@ -217,6 +224,13 @@ class XStream(tweepy.StreamingClient):
     https://docs.x.com/x-api/posts/filtered-stream/integrate/handling-disconnections), reset
     after a connection that stayed open for SHORT_CONNECTION. Refusals carry X's problem
     (title, detail) into the log, `last_error` and the health state.
+
+    A connection counts as healthy only once data (any byte, a keep-alive too) arrived on it:
+    a run of connections that end without a byte is one stream condition from the last byte
+    received (STALL_REASON once nothing arrived for KEEP_ALIVE_INTERVAL), degraded after
+    STREAM_DEGRADED_AFTER, failing after STREAM_FAILING_AFTER. on_flow(True, at) is told the
+    first data of a connection, on_flow(False, at) the end of a connection that had data, `at`
+    its last byte (UTC): gap repair's spans run between the two.
     """
 
     def __init__(
@@ -231,6 +245,7 @@ class XStream(tweepy.StreamingClient):
         token_source: str = "the configuration",
         config: Config | None = None,
         on_account_refusal: Callable[[AccountState], None] | None = None,
+        on_flow: Callable[[bool, datetime], None] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(token, **kwargs)
@@ -264,6 +279,11 @@ class XStream(tweepy.StreamingClient):
         self._short_attempts = 0
         self._last_problem: tuple[int, dict] | None = None
         self._last_data: object = None  # what on_data got last (X's reason before a close)
+        self.on_flow = on_flow
+        self._receiving = False  # data arrived on the connection now open
+        self._stalled = False  # the stream condition is a stall (cleared by the next byte)
+        self._quiet_since: float | None = None  # self.clock() of the last byte received
+        self.last_data_at: datetime | None = None  # UTC: the last byte received
         self.warnings = RepeatedWarnings(log)
         self.session.hooks["response"].append(self._remember_problem)
         self.metrics.set(CONNECTION, "connecting")
@@ -291,7 +311,21 @@ class XStream(tweepy.StreamingClient):
     # complete lines, or the unterminated bytes left when a connection ended.
     def on_data(self, raw_data: bytes) -> None:
         self._last_data = raw_data
+        self._received()
         self._on_line(raw_data)
+
+    def _received(self) -> None:
+        """Data (a line, a keep-alive, a cut message) arrived: the stream is not silent."""
+        self._quiet_since = now = self.clock()
+        self.last_data_at = datetime.now(UTC)
+        if self._receiving:
+            return
+        self._receiving = True
+        if self.on_flow is not None:
+            self.on_flow(True, self.last_data_at)
+        connected_at = self._connected_at
+        if self._stalled or (connected_at is not None and now - connected_at >= SHORT_CONNECTION):
+            self._healthy_again()
 
     def _closing_message(self) -> dict | None:
         """X's error message when it was the last line before the close (operational-disconnect)."""
@@ -307,11 +341,15 @@ class XStream(tweepy.StreamingClient):
         return errors[0] if errors and isinstance(errors[0], dict) else None
 
     def on_keep_alive(self) -> None:
+        self._received()
         self.metrics.incr(KEEP_ALIVES)
 
     def on_connect(self) -> None:
         self._connected_at = self.clock()
         self._last_data = None
+        self._receiving = False
+        if self._quiet_since is None:  # silent from its start
+            self._quiet_since = self._connected_at
         self._generation += 1
         confirm = threading.Timer(SHORT_CONNECTION, self._connection_lasted, (self._generation,))
         confirm.daemon = True
@@ -326,12 +364,20 @@ class XStream(tweepy.StreamingClient):
         self._set_state("connected")
 
     def _connection_lasted(self, generation: int) -> None:
-        if generation == self._generation and self._connected_at is not None:
-            if self._short_attempts:
-                log.info("stream connected and stayed open; reconnect backoff reset")
-            self._short_attempts = 0
-            self.warnings.reset("closed")
-            self.health.clear("stream")
+        if generation == self._generation and self._connected_at is not None and self._receiving:
+            self._healthy_again()
+
+    def _healthy_again(self) -> None:
+        """A connection with data that stayed open (or data after a stall): the stream is fine."""
+        if self._short_attempts:
+            log.info("stream connected and stayed open; reconnect backoff reset")
+        if self._stalled:
+            log.info("stream: data from X again after the stall")
+        self._short_attempts = 0
+        self._stalled = False
+        self.warnings.reset("closed")
+        self.warnings.reset("stalled")
+        self.health.clear("stream")
 
     def _set_state(self, state: str, cause: str | None = None) -> None:
         if self.metrics.snapshot().get("connection") != state:
@@ -370,7 +416,15 @@ class XStream(tweepy.StreamingClient):
         """Seconds the connection that just ended was open (None: it never opened)."""
         connected_at, self._connected_at = self._connected_at, None
         self._generation += 1
+        if connected_at is not None and self._receiving:
+            self._receiving = False
+            if self.on_flow is not None:
+                self.on_flow(False, self.last_data_at or datetime.now(UTC))
         return None if connected_at is None else self.clock() - connected_at
+
+    def _quiet_for(self) -> float:
+        """Seconds since the last byte received (since the first connection if none yet)."""
+        return 0.0 if self._quiet_since is None else max(0.0, self.clock() - self._quiet_since)
 
     def _backoff(self, reason: str) -> None:
         """A failed attempt: wait before the next connection, show why in health and log."""
@@ -384,6 +438,7 @@ class XStream(tweepy.StreamingClient):
             f"X stream: {reason}; reconnecting with backoff (attempt {attempt})",
             failing_after=STREAM_FAILING_AFTER,
             degraded_after=STREAM_DEGRADED_AFTER,
+            lasted=self._quiet_for(),
         )
         self.warnings.warning(
             "closed", "stream: %s; next connection in %.0f s (attempt %d)", reason, delay, attempt
@@ -409,10 +464,17 @@ class XStream(tweepy.StreamingClient):
     def on_connection_error(self) -> None:
         # tweepy logs the error text itself (no secrets: requests' messages carry host and port).
         lasted = self._ended()
-        self._set_state("disconnected", "stream connection error or timeout")
+        quiet = self._quiet_for()
+        # an open connection ended with nothing received for longer than X's keep-alive interval
+        stalled = lasted is not None and quiet >= KEEP_ALIVE_INTERVAL
+        said = STALL_REASON.replace("{lasted}", f"{quiet:.0f}") if stalled else None
+        self._set_state("disconnected", said or "stream connection error or timeout")
         if self.stopping:
             return
         self.metrics.incr(RECONNECTS)
+        if said is not None:
+            self._stall(said, quiet)
+            return
         self.metrics.set(LAST_ERROR, "stream connection error or timeout")
         if lasted is not None and lasted < SHORT_CONNECTION:
             self._backoff(f"connection failed after {lasted:.1f} s")
@@ -423,7 +485,25 @@ class XStream(tweepy.StreamingClient):
                 "X stream: connection error or timeout; tweepy reconnects",
                 failing_after=STREAM_FAILING_AFTER,
                 degraded_after=STREAM_DEGRADED_AFTER,
+                lasted=quiet,
             )
+
+    def _stall(self, said: str, quiet: float) -> None:
+        """Nothing, not even a keep-alive, arrived for `quiet` seconds: one condition from the
+        last byte, however many connections tweepy opens meanwhile, until data arrives."""
+        self._stalled = True
+        self.metrics.set(LAST_ERROR, f"X stream: {said}")
+        self.metrics.set(LAST_STREAM_ERROR, said)
+        self.health.report(
+            "stream",
+            DEGRADED,
+            f"X stream: {STALL_REASON}; tweepy reconnects",
+            failing_after=STREAM_FAILING_AFTER,
+            degraded_after=STREAM_DEGRADED_AFTER,
+            lasted=quiet,
+            timed=True,
+        )
+        self.warnings.warning("stalled", "stream: %s; tweepy reconnects", said)
 
     def on_request_error(self, status_code: int) -> None:
         self._ended()
@@ -621,11 +701,13 @@ def open_stream(
     health: Health | None = None,
     on_event: Callable[[str, str | None], None] | None = None,
     on_account_refusal: Callable[[AccountState], None] | None = None,
+    on_flow: Callable[[bool, datetime], None] | None = None,
 ):
     """Create the stream client; `start_stream` connects it in a background thread.
 
     on_event(state, cause) is told each change of connection state; on_account_refusal(state)
-    each account-level refusal gap repair cannot make up for by itself."""
+    each account-level refusal gap repair cannot make up for by itself; on_flow(flowing, at)
+    when data starts on a connection and when a connection that had data ends (XStream)."""
     stream = make_client(
         cfg,
         token,
@@ -637,6 +719,7 @@ def open_stream(
         token_source=bearer_token_source(cfg),
         config=cfg,
         on_account_refusal=on_account_refusal,
+        on_flow=on_flow,
     )
     path = "search" if cfg.x.stream == "filter" else "sample"
     metrics.set(STREAM_URL, f"{cfg.x.api_base_url.rstrip('/')}/2/tweets/{path}/stream")

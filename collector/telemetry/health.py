@@ -34,6 +34,12 @@ class _Condition:
     since: float
     failing_after: float | None  # seconds as degraded before it counts as failing
     degraded_after: float  # seconds before it counts at all (a blip is not a condition)
+    timed: bool = False  # the reason's "{lasted}" is replaced by the seconds since `since`
+
+    def text(self, now: float) -> str:
+        if not self.timed:
+            return self.reason
+        return self.reason.replace("{lasted}", f"{max(0.0, now - self.since):.0f}")
 
 
 class Health:
@@ -54,17 +60,22 @@ class Health:
         reason: str,
         failing_after: float | None = None,
         degraded_after: float = 0.0,
+        lasted: float = 0.0,
+        timed: bool = False,
     ) -> None:
         """Set `source`'s condition. A repeated report keeps the time it started, so a
         condition counts once it lasted `degraded_after` seconds, and a degraded one turns
-        failing after `failing_after` seconds."""
+        failing after `failing_after` seconds. `lasted` (s): how long a new condition has
+        already lasted when first reported (a stall starts at the last byte received, not
+        when it is noticed). `timed`: each "{lasted}" in `reason` reads as the seconds the
+        condition has lasted, whenever the reason is read."""
         if severity not in _RANK:
             raise ValueError(f"unknown health {severity!r}")
         with self._lock:
             current = self._conditions.get(source)
-            since = current.since if current is not None else self._clock()
+            since = current.since if current is not None else self._clock() - max(0.0, lasted)
             self._conditions[source] = _Condition(
-                severity, reason, since, failing_after, degraded_after
+                severity, reason, since, failing_after, degraded_after, timed
             )
         self.log_change()
 
@@ -79,7 +90,7 @@ class Health:
     def reason_of(self, source: str) -> str | None:
         with self._lock:
             condition = self._conditions.get(source)
-        return condition.reason if condition else None
+        return condition.text(self._clock()) if condition else None
 
     def _severity(self, condition: _Condition, now: float) -> str:
         if now - condition.since < condition.degraded_after:
@@ -95,7 +106,7 @@ class Health:
     def state(self) -> tuple[str, str | None]:
         now = self._clock()
         with self._lock:
-            graded = [(self._severity(c, now), c.reason) for c in self._conditions.values()]
+            graded = [(self._severity(c, now), c.text(now)) for c in self._conditions.values()]
         worst = max((severity for severity, _ in graded), key=_RANK.__getitem__, default=HEALTHY)
         if worst == HEALTHY:
             return HEALTHY, None
@@ -103,12 +114,17 @@ class Health:
 
     def log_change(self) -> None:
         """Log the health when it or the set of conditions behind it changed (a reason that
-        only updates its numbers, such as an attempt count, is not logged again)."""
+        only updates its numbers, such as an attempt count, is not logged again; conditions
+        still within their `degraded_after` are behind no state, so healthy is logged once)."""
         now = self._clock()
         health, reason = self.state()
         with self._lock:
             behind = ",".join(
-                sorted(s for s, c in self._conditions.items() if self._severity(c, now) == health)
+                sorted(
+                    s
+                    for s, c in self._conditions.items()
+                    if health != HEALTHY and self._severity(c, now) == health
+                )
             )
             if (health, behind) == self._logged:
                 return

@@ -15,9 +15,10 @@ status.json fields (a contract for `collector status`, the report and operators)
     spool_write_errors, dropped_after_close, files_compressed, compress_errors, files_uploaded,
     bytes_uploaded, upload_errors, pending_files, oldest_pending_seconds, spool_disk_free_percent,
     cloudwatch_dropped,
-    last_post_at, last_upload_at, last_upload_key, last_error (null once the collector is healthy
-    again after it: then resolved_error), last_error_at, resolved_error, last_stream_error,
-    cloudwatch_last_error;
+    last_post_at, last_upload_at, last_upload_key, last_error and last_error_at (the problem not yet
+    recovered from and when it was last seen), last_stream_error (X's own words for it), null once
+    the collector is healthy again after it: then resolved_error and resolved_error_at, with
+    recovered_at (error_fields); cloudwatch_last_error;
     the spend figures (collector.telemetry.ledger.BillingLedger.figures): billable_posts_today,
     billable_posts_cycle, spend_usd_today, spend_usd_cycle, spend_usd_last_hour,
     spend_usd_cycle_forecast (null while X refuses for money: spend_forecast_note says so),
@@ -46,7 +47,13 @@ from typing import Any
 
 from collector.spool.layout import SpoolDirs, atomic_write
 from collector.telemetry.health import DEGRADED, FAILING, HEALTHY, Health
-from collector.telemetry.metrics import COUNTER, DECLARED, LAST_ERROR, Metrics
+from collector.telemetry.metrics import (
+    COUNTER,
+    DECLARED,
+    LAST_ERROR,
+    LAST_STREAM_ERROR,
+    Metrics,
+)
 from collector.telemetry.redact import SECRETS
 
 log = logging.getLogger(__name__)
@@ -170,6 +177,35 @@ def iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
+def error_fields(status: dict, metrics: Metrics, health: Health) -> dict[str, object]:
+    """The present problem apart from history: last_error / last_error_at (when it was last
+    set) and last_stream_error (X's own words: a refusal, a stall, an error message in the
+    stream) hold only what is not yet recovered from; an error set before the last recovery
+    (the collector healthy again after it) is resolved_error / resolved_error_at, and
+    recovered_at says when the collector became healthy again (docs/collector.md#health)."""
+    recovered_at = health.recovered_at
+    healthy = status.get("health") == HEALTHY and recovered_at is not None
+
+    def resolved(handle) -> bool:
+        at = metrics.set_at(handle)
+        return healthy and at is not None and at <= recovered_at  # type: ignore[operator]
+
+    error_at = metrics.set_at(LAST_ERROR)
+    fields: dict[str, object] = {
+        "last_error": status.get("last_error"),
+        "last_error_at": iso(error_at) if status.get("last_error") else None,
+        "resolved_error": None,
+        "resolved_error_at": None,
+        "recovered_at": iso(recovered_at),
+    }
+    if fields["last_error"] and resolved(LAST_ERROR):
+        fields["resolved_error"], fields["resolved_error_at"] = fields["last_error"], iso(error_at)
+        fields["last_error"] = fields["last_error_at"] = None
+    if status.get("last_stream_error") and resolved(LAST_STREAM_ERROR):
+        fields["last_stream_error"] = None
+    return fields
+
+
 class StatusReporter:
     """Writes status.json every STATUS_INTERVAL and logs a progress line every PROGRESS_INTERVAL."""
 
@@ -245,20 +281,7 @@ class StatusReporter:
             status.update(self.ledger.figures())
             status.update(refusal_figures(status, values))
         status.update(compliance_fields(self.dirs.root, self.started_at, time.time()))
-        # An error from before the last recovery is history, not the present: a healthy status
-        # shows it as resolved_error, never as a current last_error.
-        error_at = self.metrics.set_at(LAST_ERROR)
-        recovered_at = self.health.recovered_at
-        status["last_error_at"] = iso(error_at)
-        status["resolved_error"] = None
-        if (
-            status["last_error"]
-            and status["health"] == HEALTHY
-            and error_at is not None
-            and recovered_at is not None
-            and error_at <= recovered_at
-        ):
-            status["resolved_error"], status["last_error"] = status["last_error"], None
+        status.update(error_fields(status, self.metrics, self.health))
         return status
 
     def write(self) -> dict:

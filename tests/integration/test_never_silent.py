@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from collector.telemetry.lograte import RepeatedWarnings
 from tests.collector_support import (
     BUCKET,
     REPO,
+    TOKEN,
     CollectorProcess,
     run_cli,
     s3_post_ids,
@@ -28,6 +30,7 @@ from tests.collector_support import (
     write_config,
     x_server_fixture,
 )
+from tests.fakes.x_server import FakeXServer
 
 # 1,080 characters: over X's 1,024 on pay-per-use (the stand-in's level), within the 2,048 of the
 # enterprise level the configs below claim, so X, not the collector's own check, refuses it
@@ -386,3 +389,58 @@ def test_a_condition_counts_after_its_delay_and_fails_after_its_grace() -> None:
     health.clear("s3")
     health.clear("stream")
     assert health.state() == (HEALTHY, None)
+
+
+# 8. X's stream stalls: open, but not a byte, not even a keep-alive ------------------------------
+
+
+@pytest.mark.slow  # tweepy's 21 s read timeout and the 30 s grace are real timers
+def test_a_stalled_stream_is_degraded_from_its_last_byte_and_repaired_from_there(
+    tmp_path: Path, s3, aws_env
+) -> None:
+    """A stall longer than tweepy's 21 s timeout and the 30 s grace, over two connections: the
+    status is degraded naming the stall within 35 s of the last byte (not healthy because a new
+    connection opened), healthy again once data flows, the stall then only a resolved error,
+    and the gap repair span starts at the last byte received, not when tweepy noticed."""
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=5, keepalive_interval=1.0).start()
+    config = write_config(
+        tmp_path, server.url, s3_endpoint=aws_env.url, x_extra="repair_margin_seconds = 0"
+    )
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: server.streams_open == 1 and len(server.sent_ids) > 5, 30)
+        server.stall(40)
+        stalled_at = time.time()
+        code, degraded = wait_for_health(config, DEGRADED, 40)
+        noticed = time.time() - stalled_at
+        assert code == 1 and noticed < 35, (noticed, degraded)
+        assert re.search(
+            r"X stream: no data from X for \d+ s \(stalled; X sends a keep-alive every 20 s\)",
+            degraded["health_reason"],
+        ), degraded
+        assert degraded["last_stream_error"].startswith("no data from X for ")
+        assert degraded["last_error"].startswith("X stream: no data from X for ")
+        code, healthy = wait_for_health(config, HEALTHY, 40)
+        assert time.time() - stalled_at >= 39, "healthy only once data flows again"
+        assert healthy["last_error"] is None and healthy["last_stream_error"] is None, healthy
+        assert healthy["resolved_error"].startswith("X stream: no data from X for "), healthy
+        assert healthy["resolved_error_at"] and healthy["recovered_at"]
+
+        def repaired() -> str | None:
+            last = status_of(config)[1].get("repair_last") or ""
+            return last if last.startswith("repaired ") else None
+
+        repair = wait_until(repaired, 40, 0.5)
+    finally:
+        code = collector.stop()
+        server.stop()
+    assert code == 0, collector.log
+    start, end = re.match(r"repaired (\S+) to (\S+):", repair).groups()
+    span = [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t in (start, end)]
+    # the last byte: a post or a keep-alive at most a second before the stall
+    assert stalled_at - 3 <= span[0] <= stalled_at, (repair, stalled_at)
+    assert span[1] >= stalled_at + 39, (repair, stalled_at)
+    log = collector.log
+    assert log.count("health: degraded") == 1, log
+    assert log.count("health: healthy") <= 1, log

@@ -198,7 +198,8 @@ def test_an_error_from_before_the_recovery_is_shown_as_resolved_not_current(
         status = wait_until(recovered, 20, 0.3)
         assert status["health"] == "healthy" and status["last_error"] is None
         assert "503" in status["resolved_error"], status
-        assert status["last_error_at"] is not None
+        assert status["last_error_at"] is None and status["last_stream_error"] is None, status
+        assert status["resolved_error_at"] <= status["recovered_at"], status
         shown = run_cli("status", "--config", str(config)).stdout
         assert "last_error " in shown and "resolved_error " in shown
     finally:
