@@ -21,8 +21,11 @@ status.json fields (a contract for `collector status`, the report and operators)
     recovered_at (error_fields); cloudwatch_last_error;
     the spend figures (collector.telemetry.ledger.BillingLedger.figures): billable_posts_today,
     billable_posts_cycle, spend_usd_today, spend_usd_cycle, spend_usd_last_hour,
-    spend_usd_cycle_forecast (null while X refuses for money: spend_forecast_note says so),
-    billing_cycle_start, monthly_cap_used_percent (X's own count when known), budget {posts_per_day,
+    spend_usd_cycle_forecast (at most X's monthly cap; null for the first 10 minutes of measured
+    rate and while X refuses for money: spend_forecast_note says why), monthly_cap_reached_on
+    (the UTC day the forecast reaches the cap, else null), uncountable_post_ids (ids no uint64
+    holds: stored, not counted), billing_cycle_start, monthly_cap_used_percent (X's own count
+    when known), budget {posts_per_day,
     usd_per_month, usd_per_post, billing_cycle_day, on_exhausted, remaining_posts_today};
     connection is "paused" while the budget holds the stream closed;
     the last `collector compliance` run ({spool.dir}/compliance/last_run.json, compliance_fields):
