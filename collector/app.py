@@ -26,7 +26,7 @@ from collector.spool.layout import SpoolDirs
 from collector.spool.writer import Quarantine, SpoolWriter, recover_open_files
 from collector.telemetry.events import EventLog
 from collector.telemetry.health import DEGRADED, Health
-from collector.telemetry.ledger import BillingLedger
+from collector.telemetry.ledger import BillingLedger, Exhausted
 from collector.telemetry.metrics import LAST_ERROR, Metrics
 from collector.telemetry.status import StatusReporter, UploadAgeWatch, record_exit
 
@@ -207,6 +207,15 @@ class Collector:
         if self.repairs is not None and not self.stop_requested.is_set():
             self.repairs.on_connection("connected" if flowing else "disconnected", at)
 
+    def _budget_event(self, event: str, cause: str | None) -> None:
+        if self.events is not None and not self.stop_requested.is_set():
+            self.events.record(event, cause)
+
+    def _budget_paused(self, exhausted: Exhausted) -> None:
+        # A pause is not a gap: gap repair would buy back the posts it is there not to buy.
+        if self.repairs is not None:
+            self.repairs.on_paused(exhausted.until)
+
     def _start_repairs(self, writer: SpoolWriter, shipper, quarantine: Quarantine) -> None:
         """Gap repair (collector.source.repair): spans without connection, searched again."""
         if self.cfg.x.repair != "auto" or self.cfg.x.stream != "filter":
@@ -295,7 +304,8 @@ class Collector:
             stream,
             lambda: start_stream(self.cfg, stream),
             self.health,
-            self._stream_event,
+            self._budget_event,
+            self._budget_paused,
         )
         guard.start(self.background_stop)
         writer.run_ticker(self.background_stop)

@@ -23,6 +23,10 @@ Not repairable (named in the log, `collector status` and the report):
   right after the top-up would buy the whole refused span back at once (a monthly cap: days of
   posts charged to the new cycle). `repair_failed` says so and gives the `collector repair`
   command for it, by hand, with its cost.
+- a span in which the budget paused the stream ([budget], collector.source.budget): the pause
+  is there not to buy those posts, so it never becomes a span (`Repairs.on_paused`); the time
+  the collector was stopped while paused counts from the end of the pause. `collector repair
+  --from --to` buys such a span back by hand and says its cost first.
 What search does not return at all (since 2026-05-04 keyword search returns no reposts;
 accents match differently) is said in docs/collector.md.
 
@@ -770,7 +774,8 @@ class Repairs:
     across a stop, so the next process repairs the time it was not running), `alive_at` (the
     last time the stream was seen connected: the start of the span after a kill -9) and
     `pending` spans not yet repaired, `refused` (X's account state when X refused the stream
-    for an account reason since `down_since`: that span waits for a repair by hand).
+    for an account reason since `down_since`: that span waits for a repair by hand),
+    `paused_until` (the budget paused the stream until then: no span is open while paused).
     """
 
     def __init__(self, cfg: Config, dirs: SpoolDirs, repairer: Repairer | None) -> None:
@@ -784,6 +789,7 @@ class Repairs:
         self.alive_at: datetime | None = state.get("alive_at")
         self.pending: list[Span] = state.get("pending", [])
         self.refused: str | None = state.get("refused")
+        self.paused_until: datetime | None = state.get("paused_until")
         if self.down_since is None and self.alive_at is not None:
             # The previous process ended without a disconnect or stop (killed): its last
             # sign of life starts the span.
@@ -801,7 +807,7 @@ class Repairs:
             log.error("repair state %s is unreadable; starting without pending repairs", self.path)
             return {}
         state: dict = {}
-        for key in ("down_since", "alive_at"):
+        for key in ("down_since", "alive_at", "paused_until"):
             if doc.get(key):
                 state[key] = parse_iso(doc[key])
         state["pending"] = [Span.from_json(pair) for pair in doc.get("pending", [])]
@@ -814,6 +820,7 @@ class Repairs:
             "alive_at": iso(self.alive_at) if self.alive_at and self.connected else None,
             "pending": [span.to_json() for span in self.pending],
             "refused": self.refused,
+            "paused_until": iso(self.paused_until) if self.paused_until else None,
         }
         try:
             atomic_write(self.path, json.dumps(doc).encode() + b"\n")
@@ -832,10 +839,32 @@ class Repairs:
                     self._wake.put(None)
                 self.down_since = None
                 self.refused = None
+                self.paused_until = None
+            elif self.paused_until is not None:
+                # Paused by the budget: not a gap. Stopped while paused, the span not running
+                # starts when the pause would have ended (a restart before then opens none).
+                if state == "stop":
+                    self.down_since = max(at, self.paused_until)
             else:
                 if self.connected or self.down_since is None:
                     self.down_since = at
                 self.connected = False
+            self._save()
+        self._publish()
+
+    def on_paused(self, until: datetime, at: datetime | None = None) -> None:
+        """The budget closed the stream until `until` (collector.source.budget): a span open
+        before the pause ends at it; the pause itself is not repaired (it is there not to buy
+        those posts), nor is it after the resume."""
+        at = at or datetime.now(UTC)
+        with self._lock:
+            if not self.connected and self.down_since is not None and self.down_since < at:
+                self.pending.append(Span(self.down_since, at, self.refused))
+                self._wake.put(None)
+            self.down_since = None
+            self.refused = None
+            self.connected = False
+            self.paused_until = until
             self._save()
         self._publish()
 

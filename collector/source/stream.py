@@ -400,9 +400,12 @@ class XStream(tweepy.StreamingClient):
             self.metrics.set(CONNECTION, "disconnected")
             self.metrics.set(CONNECTION_SINCE, time.time())
 
-    def pause(self, reason: str) -> None:
-        """Close the connection on purpose (the budget is spent): no reconnect until resume()."""
+    def pause(self, reason: str, until: datetime | None = None) -> None:
+        """Close the connection on purpose (the budget is spent): no reconnect until resume(),
+        expected at `until` (status.json's next_attempt_at)."""
         self.paused_reason = reason
+        if until is not None:
+            self.metrics.set(NEXT_ATTEMPT_AT, until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         self.disconnect()
         self._set_state("paused", reason)  # also when no connection was open (a start paused)
 
@@ -449,7 +452,8 @@ class XStream(tweepy.StreamingClient):
     def on_closed(self, response) -> None:
         lasted = self._ended()
         if self.stopping:
-            self._set_state("disconnected", "stream stopped")
+            if self.paused_reason is None:  # a pause stays `paused`: the budget closed it
+                self._set_state("disconnected", "stream stopped")
             return
         problem = self._closing_message()
         said = x_problem_reason(None, problem) if problem else "X closed the connection"

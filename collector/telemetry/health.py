@@ -10,7 +10,9 @@ refusal that persists is); reporting success clears it.
 
 status.json carries `health` and `health_reason` (null when healthy); `collector status` exits
 0 only when healthy; CloudWatch publishes the same state as its `Healthy` metric (0/1),
-which the `twittersnake-unhealthy` alarm watches.
+which the `twittersnake-unhealthy` alarm watches, with one exception: a pause by the budget
+alone (condition "budget": planned, with its own BudgetPaused metric and alarm) is degraded in
+status but `Healthy` 1 (collector.telemetry.metrics).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 HEALTHY, DEGRADED, FAILING = "healthy", "degraded", "failing"
+BUDGET_CONDITION = "budget"  # the budget's pause (collector.source.budget): planned
 _RANK = {HEALTHY: 0, DEGRADED: 1, FAILING: 2}
 
 
@@ -111,6 +114,14 @@ class Health:
         if worst == HEALTHY:
             return HEALTHY, None
         return worst, "; ".join(reason for severity, reason in graded if severity == worst)
+
+    def behind(self) -> list[str]:
+        """The names of the conditions behind the health (those of its severity), sorted."""
+        now = self._clock()
+        with self._lock:
+            graded = {s: self._severity(c, now) for s, c in self._conditions.items()}
+        worst = max(graded.values(), key=_RANK.__getitem__, default=HEALTHY)
+        return [] if worst == HEALTHY else sorted(s for s, v in graded.items() if v == worst)
 
     def log_change(self) -> None:
         """Log the health when it or the set of conditions behind it changed (a reason that

@@ -19,6 +19,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from collector.telemetry.health import BUDGET_CONDITION
+
 COUNTER = "counter"  # a running total since the process started; CloudWatch gets the increase
 GAUGE = "gauge"  # a current value (a level, a 0/1 state), shown and published as it is
 
@@ -30,8 +32,13 @@ def _connected(status: dict) -> int:
 def _healthy(status: dict) -> int:
     # The status snapshot's health (telemetry.health: "healthy"|"degraded"|"failing"). Only
     # "healthy" is 1: a collector that stays degraded should alarm too (the alarm's minutes
-    # are the grace); a snapshot without a health is not healthy.
-    return int(status.get("health") == "healthy")
+    # are the grace); a snapshot without a health is not healthy. A pause by the budget alone
+    # is planned: degraded in status, 1 here (BudgetPaused and its alarm tell it).
+    health = status.get("health")
+    return int(
+        health == "healthy"
+        or (health == "degraded" and status.get("health_conditions") == [BUDGET_CONDITION])
+    )
 
 
 def _figure(name: str) -> Callable[[dict], float | None]:

@@ -3,6 +3,7 @@
 status.json fields (a contract for `collector status`, the report and operators):
     pid, collector_id, state (running|stopping|stopped|exited), started_at, updated_at (ISO UTC),
     health (healthy|degraded|failing), health_reason (null when healthy; see telemetry.health),
+    health_conditions (the names of the conditions behind health: stream, s3, spool, budget...),
     connection (connecting|connected|disconnected), connection_since (ISO), stream_url,
     x_api_version (X's `api-version` header of the last stream answer),
     x_account_state (X's account-level refusal in force: credits_depleted, spending_limit,
@@ -264,6 +265,7 @@ class StatusReporter:
             "posts_per_second": round(self._rate, 1),
         }
         status["health"], status["health_reason"] = self.health.state()
+        status["health_conditions"] = self.health.behind()
         for metric in DECLARED:
             if metric.in_status:
                 # a counter not yet incremented is 0; a gauge never measured is unknown (null)
@@ -556,7 +558,13 @@ def repair_open(dirs: SpoolDirs, running: bool) -> str | None:
         return None
     parts = []
     down, alive = doc.get("down_since"), doc.get("alive_at")
-    if down:
+    if down and str(down) > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()):
+        # stopped while paused by the budget: the pause is not repaired, the time after it is
+        parts.append(
+            f"stopped while the budget paused the stream until {down}: the time not running "
+            "after that will be repaired once the collector runs and connects"
+        )
+    elif down:
         when = "on reconnect" if running else "once the collector runs and connects"
         parts.append(f"not connected since {down}: will be repaired {when}")
     elif alive and not running:

@@ -178,7 +178,8 @@ def test_on_exhausted_continue_only_meters_and_warns(
     finally:
         assert collector.stop() == 0
     assert "posts today (posts_per_day 100)" in collector.log
-    assert "collecting on (budget.on_exhausted = continue)" in collector.log
+    # 200 posts over the budget: one warning at the crossing, not one per post
+    assert collector.log.count("collecting on (budget.on_exhausted = continue)") == 1
 
 
 def test_a_post_id_no_uint64_holds_is_stored_and_shown_uncountable(
@@ -201,3 +202,61 @@ def test_a_post_id_no_uint64_holds_is_stored_and_shown_uncountable(
     assert "99999999999999999999999" in s3_post_ids(s3)
     assert len(s3_post_ids(s3)) == 6
     assert "OverflowError" not in collector.log
+
+
+def repair_state(config: Path) -> dict:
+    return json.loads((config.parent / "spool" / "repair.json").read_text())
+
+
+def test_a_budget_pause_is_not_repaired_after_the_resume_nor_after_a_restart(
+    tmp_path: Path, x_server: FakeXServer, clock: OffsetClock, s3
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    small = "[budget]\nposts_per_day = 100\n"
+    config = write_config(
+        tmp_path, x_server.url, max_seconds=0.5, extra=small, x_extra="repair_margin_seconds = 0"
+    )
+    x_server.rate, x_server.count = 100, None
+    collector = CollectorProcess(config, clock_file=clock.path)
+    try:
+        wait_until(lambda: status_of(config)[1].get("connection") == "paused", 40, 0.5)
+        wait_until(lambda: x_server.streams_open == 0, 10)
+        code, status = status_of(config)
+        assert code == 1 and "repair_open" not in status  # a pause is not a gap
+        assert repair_state(config)["pending"] == []
+
+        clock.set(seconds_to_midnight(clock) + 1)  # 00:00 UTC renews the budget: a resume
+        wait_until(lambda: x_server.connections == 2, 10)
+        next_day = utc_day(clock)
+        # the second day's 100 posts take a second: the stream pauses again
+        code, status = wait_until(
+            lambda: (
+                len(ledger_ids(config, next_day)) >= 100
+                and (r := status_of(config))[1].get("connection") == "paused"
+                and r
+            ),
+            20,
+            0.5,
+        )
+        assert "repair_open" not in status and repair_state(config)["pending"] == []
+    finally:
+        assert collector.stop() == 0
+    stopped = run_cli("status", "--config", str(config)).stdout
+    assert "stopped while the budget paused the stream until " in stopped, stopped
+
+    # a bigger budget and a restart: the collector connects, and buys nothing back
+    config.write_text(config.read_text().replace(small, "[budget]\nposts_per_day = 100000\n"))
+    collector = CollectorProcess(config, clock_file=clock.path)
+    try:
+        code, status = wait_until(
+            lambda: (r := status_of(config))[1].get("connection") == "connected" and r, 20, 0.5
+        )
+        wait_until(lambda: status_of(config)[1].get("billable_posts_today", 0) > 300, 20, 0.5)
+        code, status = status_of(config)
+        assert "repair_open" not in status, (status["repair_open"], repair_state(config))
+        assert repair_state(config)["pending"] == []
+        assert status.get("repair_pending", 0) == 0
+    finally:
+        assert collector.stop() == 0
+    assert x_server.stats()["search_requests"] == 0
+    assert "fetched again" not in collector.log

@@ -153,6 +153,38 @@ def test_collector_publishes_what_it_received_and_uploaded(
     assert published_free and all(abs(p - free) < 5 for p in published_free), (published_free, free)
 
 
+def test_a_budget_pause_alone_keeps_healthy_at_1_and_says_when_it_resumes(
+    tmp_path: Path, x_server: FakeXServer, s3, aws_env: MotoServer
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=aws_env.url, region_name="us-east-1")
+    config = write_config(
+        tmp_path,
+        x_server.url,
+        s3_endpoint=aws_env.url,
+        max_seconds=0.5,
+        extra="[budget]\nposts_per_day = 100\n" + cloudwatch_toml(aws_env.url),
+    )
+    collector = CollectorProcess(config)
+    try:
+        wait_until(lambda: x_server.connections == 1, 20)
+        x_server.count = 300
+        wait_until(lambda: 1.0 in metric_values(cloudwatch, "BudgetPaused", "Maximum"), 30, 0.5)
+        status = wait_until(lambda: (s := read_status(tmp_path))["connection"] == "paused" and s)
+        updated = status["updated_at"]
+        wait_until(lambda: read_status(tmp_path)["updated_at"] > updated, 10, 0.2)
+        time.sleep(3)  # a few more samples published while paused
+        status = read_status(tmp_path)
+    finally:
+        assert collector.stop() == 0
+    # planned: degraded in status, yet not a reason for twittersnake-unhealthy
+    assert status["health"] == "degraded" and status["health_conditions"] == ["budget"]
+    assert status["health_reason"].startswith("budget reached: ")
+    assert set(metric_values(cloudwatch, "Healthy", "Minimum")) == {1.0}
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    assert status["next_attempt_at"] == f"{tomorrow.isoformat()}T00:00:00Z"
+
+
 def test_a_cloudwatch_outage_keeps_samples_and_drops_the_oldest_first(
     aws_env: MotoServer, caplog: pytest.LogCaptureFixture
 ) -> None:
