@@ -104,20 +104,34 @@ def result_key_problem(prefix: str, key: str) -> str | None:
 
 
 def ids_in_lines(lines: Iterable[bytes]) -> set[str]:
-    """Post ids of stream lines (`{"data":{"id":"..."`); lines without one are skipped."""
+    """Post ids of stream lines: each line's post (`{"data":{"id":"..."`) and the posts it
+    carries in `includes.tweets` (the replied-to, quoted or reposted post, stored with it: X's
+    policy covers them as much); lines without one are skipped."""
     ids = set()
     for line in lines:
         match = _POST_ID.match(line)
-        if match:
+        if match and b'"tweets":[' not in line:
             ids.add(match[1].decode())
             continue
         try:
-            post_id = json.loads(line)["data"]["id"]
-        except (ValueError, KeyError, TypeError):
+            message = json.loads(line)
+        except ValueError:
             continue  # a malformed line, an error message: the report counts those
-        if isinstance(post_id, str) and post_id.isdigit():
-            ids.add(post_id)
+        for post in _posts_of(message):
+            post_id = post.get("id")
+            if isinstance(post_id, str) and post_id.isdigit():
+                ids.add(post_id)
     return ids
+
+
+def _posts_of(message: object) -> list[dict]:
+    """The line's post (`data`) and its `includes.tweets`, the dicts among them."""
+    if not isinstance(message, dict):
+        return []
+    includes = message.get("includes")
+    included = includes.get("tweets") if isinstance(includes, dict) else None
+    posts = [message.get("data"), *(included if isinstance(included, list) else [])]
+    return [post for post in posts if isinstance(post, dict)]
 
 
 def _lines(source, name: str) -> Iterable[bytes]:

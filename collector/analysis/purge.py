@@ -7,7 +7,9 @@ Report, export and the Athena view `posts_compliant` leave removed posts out at 
 raw objects still hold them. X's developer policy asks for their deletion, so purge reads each
 raw object under `{prefix}/dt=.../hour=.../`, drops every line whose post the latest
 compliance results (`{prefix}/_compliance/`, collector.analysis.compliance) call deleted,
-bounced, protected or suspended, removes the geotag (`data.geo`) of scrub_geo posts, and
+bounced, protected or suspended, drops such a post from `includes.tweets` of the lines that
+carry it (a reply, quote or repost of it: the line stays, without that include), removes the
+geotag (`geo`) of scrub_geo posts, and
 writes the object again under the same key, in the same codec. On the versioned bucket the
 previous bytes become a noncurrent version, which the bucket's lifecycle rule expires after
 `bucket_noncurrent_expire_days` (docs/operations.md says how to delete them at once).
@@ -35,6 +37,7 @@ class Affected:
     lines: int
     removed: int
     geo: int
+    includes: int = 0  # removed posts dropped from includes.tweets of lines that stay
 
 
 def latest_reasons(s3_client, bucket: str, prefix: str) -> dict[str, str]:
@@ -68,7 +71,12 @@ def raw_objects(s3_client, bucket: str, prefix: str) -> list[str]:
 
 
 def rewrite(body: bytes, key: str, reasons: dict[str, str]) -> tuple[bytes | None, Affected]:
-    """The object without removed posts and with scrub_geo geotags removed (None: unchanged)."""
+    """The object without removed posts and with scrub_geo geotags removed (None: unchanged).
+
+    A line whose post (`data`) was removed is dropped; a removed post another line carries in
+    `includes.tweets` (the post it replies to, quotes or reposts) is dropped from there, the
+    line stays; a scrub_geo post loses `geo` (and the line's `includes.places` when it is the
+    line's own post)."""
     from collector.sink.codecs import codec_of
 
     affected = Affected(key, 0, 0, 0)
@@ -78,18 +86,38 @@ def rewrite(body: bytes, key: str, reasons: dict[str, str]) -> tuple[bytes | Non
             continue
         affected.lines += 1
         ids = compliance.ids_in_lines([line])
-        reason = reasons.get(next(iter(ids))) if ids else None
+        if not any(reasons.get(post_id) for post_id in ids):
+            kept.append(line)
+            continue
+        message = json.loads(line)
+        data = message.get("data") or {}
+        reason = reasons.get(str(data.get("id")))
         if reason in compliance.REMOVED_REASONS:
             affected.removed += 1
             continue
-        if reason in compliance.GEO_REASONS:
-            message = json.loads(line)
-            if message["data"].pop("geo", None) is not None:
+        changed = False
+        if reason in compliance.GEO_REASONS and data.pop("geo", None) is not None:
+            affected.geo += 1
+            message.get("includes", {}).pop("places", None)
+            changed = True
+        included = message.get("includes", {}).get("tweets") or []
+        staying = []
+        for post in included:
+            included_reason = reasons.get(str(post.get("id")))
+            if included_reason in compliance.REMOVED_REASONS:
+                affected.includes += 1
+                changed = True
+                continue
+            if included_reason in compliance.GEO_REASONS and post.pop("geo", None) is not None:
                 affected.geo += 1
-                message.get("includes", {}).pop("places", None)
-                line = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+                changed = True
+            staying.append(post)
+        if included:
+            message["includes"]["tweets"] = staying
+        if changed:
+            line = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
         kept.append(line)
-    if not (affected.removed or affected.geo):
+    if not (affected.removed or affected.geo or affected.includes):
         return None, affected
     codec = codec_of(key)
     out = io.BytesIO()
@@ -152,13 +180,16 @@ def run(args: argparse.Namespace) -> int:
         objects += 1
         totals.removed += affected.removed
         totals.geo += affected.geo
+        totals.includes += affected.includes
         print(
             f"{verb} s3://{bucket}/{key}: {affected.removed} of {affected.lines} posts removed, "
+            f"{affected.includes} removed posts dropped from includes.tweets, "
             f"{affected.geo} geotags scrubbed"
         )
     summary = (
         f"{objects} of {len(keys)} objects {'rewritten' if args.apply else 'to rewrite'}: "
-        f"{totals.removed} posts removed, {totals.geo} geotags scrubbed"
+        f"{totals.removed} posts removed, {totals.includes} removed posts dropped from "
+        f"includes.tweets, {totals.geo} geotags scrubbed"
     )
     if args.apply:
         summary += (
