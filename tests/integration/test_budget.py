@@ -224,6 +224,7 @@ def test_a_budget_pause_is_not_repaired_after_the_resume_nor_after_a_restart(
         code, status = status_of(config)
         assert code == 1 and "repair_open" not in status  # a pause is not a gap
         assert repair_state(config)["pending"] == []
+        first_pause_until = repair_state(config)["paused_until"]
 
         clock.set(seconds_to_midnight(clock) + 1)  # 00:00 UTC renews the budget: a resume
         wait_until(lambda: x_server.connections == 2, 10)
@@ -232,6 +233,7 @@ def test_a_budget_pause_is_not_repaired_after_the_resume_nor_after_a_restart(
         code, status = wait_until(
             lambda: (
                 len(ledger_ids(config, next_day)) >= 100
+                and repair_state(config)["paused_until"] not in (None, first_pause_until)
                 and (r := status_of(config))[1].get("connection") == "paused"
                 and r
             ),
