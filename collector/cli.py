@@ -303,7 +303,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
-ESTIMATE_OVER_BUDGET, ESTIMATE_NOT_DONE = 4, 1  # `rules estimate` exit codes besides 0
+# `rules estimate` exit codes besides 0 (the deploy's budget check reads them: roles/collector)
+ESTIMATE_OVER_BUDGET, ESTIMATE_NOT_DONE, ESTIMATE_UNKNOWN = 4, 1, 5
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
@@ -341,7 +342,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json(), indent=1))
     else:
         print("\n".join(costs.render(result)), flush=True)
-    return ESTIMATE_OVER_BUDGET if result.over_budget() else 0
+    verdict = result.verdict()
+    if verdict == "exceeded":
+        return ESTIMATE_OVER_BUDGET
+    return ESTIMATE_UNKNOWN if verdict == "unknown" else 0
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
@@ -663,7 +667,8 @@ def build_parser() -> argparse.ArgumentParser:
             help="posts, USD and the monthly cap the configured rules imply, from X's counts "
             f"of the last 7 days (one request per rule, ${USD_PER_COUNTS_REQUEST} each); exit 0 "
             f"when the budget holds, {ESTIMATE_OVER_BUDGET} when the forecast exceeds it, "
-            f"{ESTIMATE_NOT_DONE} when nothing could be estimated",
+            f"{ESTIMATE_NOT_DONE} when nothing could be estimated, {ESTIMATE_UNKNOWN} when the "
+            "rules estimated hold the budget but some rules cannot be estimated",
         )
     )
     rules_estimate.add_argument(

@@ -137,15 +137,30 @@ class Estimate:
         days = MONTHLY_CAP / self.posts_per_day
         return days if days <= DAYS_PER_CYCLE else None
 
+    @property
+    def not_estimated(self) -> list[RuleEstimate]:
+        """The rules X's counts endpoint cannot estimate (a stream-only operator, too long)."""
+        return [r for r in self.rules if r.reason is not None]
+
+    def verdict(self) -> str:
+        """`holds`, `exceeded`, `unknown` (within the budget, but rules left out: their posts
+        are billed too) or `none` (no budget set)."""
+        if not self.budget.limited:
+            return "none"
+        if self.over_budget():
+            return "exceeded"  # the rules estimated alone exceed it
+        return "unknown" if self.not_estimated else "holds"
+
     def over_budget(self) -> list[str]:
         """One line per budget limit the forecast passes (empty: the budget holds)."""
         budget, lines = self.budget, []
         if budget.posts_per_day is not None and self.posts_per_day > budget.posts_per_day:
             hours = 24 * budget.posts_per_day / self.posts_per_day
+            after = f"{hours:.1f} h" if hours >= 1 else f"{max(1, round(60 * hours))} min"
             lines.append(
                 f"{self.posts_per_day:,.0f} posts a day is over posts_per_day "
                 f"{budget.posts_per_day:,}: the collector would pause each UTC day after about "
-                f"{hours:.1f} h"
+                f"{after}"
             )
         if budget.usd_per_month is not None and self.usd_per_30_days > budget.usd_per_month:
             days = budget.usd_per_month / self.usd_per_day
@@ -177,6 +192,8 @@ class Estimate:
             "monthly_cap_day": None if self.cap_day is None else round(self.cap_day, 1),
             "usd_per_post": budget.usd_per_post,
             "over_budget": self.over_budget(),
+            "not_estimated": len(self.not_estimated),
+            "budget_verdict": self.verdict(),
             "counts_requests": self.requests,
             "counts_usd": round(self.requests * USD_PER_COUNTS_REQUEST, 3),
         }
@@ -231,10 +248,17 @@ def render(result: Estimate) -> list[str]:
             f"{rule.posts_per_day:>11,.0f} {usd:>10,.2f} {usd * DAYS_PER_CYCLE:>12,.2f}  "
             f"{rule.tag}: {rule.value}"
         )
+    left_out = len(result.not_estimated)
+    total = (
+        f"total of the rules estimated; it leaves out {left_out} rule(s) that cannot be "
+        "estimated, whose posts are billed too"
+        if left_out
+        else "total (an upper bound: rules overlap, and a post matching several rules is "
+        "billed once)"
+    )
     lines.append(
         f"{result.posts_per_day:>11,.0f} {result.usd_per_day:>10,.2f} "
-        f"{result.usd_per_30_days:>12,.2f}  total (an upper bound: rules overlap, and a post "
-        "matching several rules is billed once)"
+        f"{result.usd_per_30_days:>12,.2f}  {total}"
     )
     cap = result.cap_day
     if cap is not None:
@@ -251,6 +275,11 @@ def render(result: Estimate) -> list[str]:
         lines.append("budget: none set ([budget] posts_per_day, usd_per_month)")
     elif over:
         lines.extend(f"budget: exceeded: {line}" for line in over)
+    elif left_out:
+        lines.append(
+            f"budget: unknown for {left_out} rule(s) that cannot be estimated (the others hold "
+            "it); watch the first day's spend in collector status"
+        )
     else:
         lines.append("budget: holds")
     lines.append(

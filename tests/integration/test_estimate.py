@@ -78,7 +78,9 @@ def test_the_text_names_each_rule_the_total_the_cap_and_the_budget(
     assert any(line.split()[:3] == ["144,000", "720.00", "21,600.00"] for line in lines), lines
     assert any(line.split()[:3] == ["1,000", "5.00", "150.00"] for line in lines)
     assert any("cannot be estimated: 'bio:' is a stream-only operator" in line for line in lines)
-    total = next(line for line in lines if "total (an upper bound: rules overlap" in line)
+    total = next(
+        line for line in lines if "  total of the rules estimated; it leaves out 1 rule(s)" in line
+    )
     assert total.split()[:3] == ["145,000", "725.00", "21,750.00"]
     # 3,000,000 / 145,000 = 20.7 days
     assert "would be reached on day 21 of a billing cycle (20.7 days)" in done.stdout
@@ -95,6 +97,36 @@ def test_within_the_budget_the_exit_code_is_0(tmp_path: Path, x_server: FakeXSer
     assert "budget: holds" in done.stdout
     hourly = json.loads(estimate(config, "--granularity", "hour", "--json").stdout)
     assert hourly["total_posts_per_day"] == 15400 and hourly["over_budget"] == []
+
+
+def test_a_rule_that_cannot_be_estimated_leaves_the_verdict_unknown(
+    tmp_path: Path, x_server: FakeXServer
+) -> None:
+    config = write_config(
+        tmp_path, x_server.url, rules=RULES, extra="[budget]\nposts_per_day = 20000\n"
+    )
+    done = estimate(config)
+    assert done.returncode == 5, done.stderr
+    assert "budget: holds" not in done.stdout and "upper bound" not in done.stdout
+    assert (
+        "total of the rules estimated; it leaves out 1 rule(s) that cannot be estimated, whose "
+        "posts are billed too" in done.stdout
+    )
+    assert "budget: unknown for 1 rule(s) that cannot be estimated (the others hold it)" in (
+        done.stdout
+    )
+    figures = json.loads(estimate(config, "--json").stdout)
+    assert figures["budget_verdict"] == "unknown" and figures["not_estimated"] == 1
+
+
+def test_pausing_within_the_hour_is_said_in_minutes(tmp_path: Path, x_server: FakeXServer) -> None:
+    config = write_config(
+        tmp_path, x_server.url, rules=RULES[:2], extra="[budget]\nposts_per_day = 100\n"
+    )
+    done = estimate(config)
+    assert done.returncode == 4, done.stderr
+    # 100 of 15,400 posts a day: 24 h * 100 / 15,400 = 9.35 minutes
+    assert "would pause each UTC day after about 9 min" in done.stdout
 
 
 def test_more_than_10_requests_are_asked_for_first(tmp_path: Path, x_server: FakeXServer) -> None:

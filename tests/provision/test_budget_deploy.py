@@ -55,6 +55,17 @@ def test_a_forecast_over_the_budget_stops_the_deploy_with_the_figures(
     assert "over posts_per_day 1,000" in result.stdout  # shown, not stopped
 
 
+def test_a_rule_that_cannot_be_estimated_warns_and_the_deploy_goes_on(
+    tmp_path: Path, x_server: FakeXServer, deploy
+) -> None:
+    rules = [*RULES, {"value": "bio:researcher", "tag": "researchers"}]
+    result = deploy(tmp_path, x_server.url, rules, "-e", "collector_budget_posts_per_day=20000")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "WARNING: budget: unknown for 1 rule(s) that cannot be estimated" in result.stdout
+    assert "budget: holds" not in result.stdout
+    assert x_server.stats()["counts_requests"] == 1
+
+
 def test_without_a_budget_x_is_not_asked(tmp_path: Path, x_server: FakeXServer, deploy) -> None:
     result = deploy(tmp_path, x_server.url, RULES)
     assert result.returncode == 0, result.stdout[-3000:]
