@@ -375,6 +375,22 @@ class Collector:
         )
         return publisher
 
+    def _write_held_events(self, writer: SpoolWriter) -> None:
+        """The events a full disk held back (the stop event among them) are written after
+        the writer's close, from the reserve it released (or releases now): the report then
+        knows why the collector ended."""
+        assert self.events is not None
+        if self.events.flush() == 0:
+            return
+        if writer.reserve is not None and writer.reserve.held:
+            freed = writer.reserve.release()
+            log.warning("spool disk full at stop: released the %d-byte reserve for events", freed)
+        left = self.events.flush()
+        if left:
+            log.error("stopping with the spool disk full: %d event(s) could not be written", left)
+        else:
+            log.info("wrote the events the full disk held back, the stop event among them")
+
     def _shutdown(self, stream, guard, writer: SpoolWriter, shipper, status, cloudwatch) -> int:
         deadline = time.monotonic() + SHUTDOWN_SECONDS
         status.state = "stopping"
@@ -389,7 +405,8 @@ class Collector:
         if self.repairs is not None:
             # the next process repairs from the last byte received (a stall before the stop too)
             self.repairs.on_connection("stop", stream.last_data_at)
-        writer.close()
+        writer.close()  # with the disk full, releases the reserve to write what memory held
+        self._write_held_events(writer)
         self.ledger.close()
         if writer.dropped_after_close:
             log.info(

@@ -149,6 +149,13 @@ class EventLog:
             if self.submit is not None:
                 self.submit(path)
 
+    def flush(self) -> int:
+        """Write the events a full disk held back (after a stop freed room); returns how many
+        are still unwritten."""
+        with self._lock:
+            self._write_pending()
+            return len(self._unwritten)
+
     def watch_s3(self, outcome) -> None:
         """An S3Sink observer: s3_refusing at the first failed upload, s3_recovered after."""
         if outcome.result == "error":

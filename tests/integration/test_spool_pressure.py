@@ -29,6 +29,7 @@ from tests.collector_support import (
 from tests.conftest import require
 from tests.fakes.tcp_proxy import OutageProxy
 from tests.fakes.x_server import FakeXServer
+from tests.integration.test_gaps import shipped_events
 
 
 @dataclass
@@ -184,6 +185,9 @@ def test_a_full_spool_disk_drains_by_itself_shows_in_status_and_a_stop_loses_not
         time.sleep(2)
     finally:
         assert again.stop(60) == 0
+    # the first run's stop event was written after the reserve was released: both runs stopped
+    stops = [e for e in shipped_events(world.s3, world.folder / "events") if e.event == "stop"]
+    assert len(stops) == 2, collector.log[-3000:]
     ids = s3_post_ids(world.s3)
     # every post the first run received (the stream's first `received` posts) is in S3, once
     assert set(world.x.sent_ids[:received]) <= set(ids)
