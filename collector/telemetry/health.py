@@ -4,9 +4,9 @@ Each part of the collector reports a condition under its own name ("rules", "str
 "spool"):
 a severity and a one-line reason that carries the service's own words (X's problem title and
 detail, S3's error code and the key prefix tried). The health is the worst condition; its
-reason lists every condition of that severity. A condition may start as degraded and become
-failing once it has lasted `failing_after` seconds (a brief S3 hiccup is not an alarm, a
-refusal that persists is); reporting success clears it.
+reason lists every condition of that severity, then those of a milder one. A condition may
+start as degraded and become failing once it has lasted `failing_after` seconds (a brief S3
+hiccup is not an alarm, a refusal that persists is); reporting success clears it.
 
 status.json carries `health` and `health_reason` (null when healthy); `collector status` exits
 0 only when healthy; CloudWatch publishes the same state as its `Healthy` metric (0/1),
@@ -113,7 +113,13 @@ class Health:
         worst = max((severity for severity, _ in graded), key=_RANK.__getitem__, default=HEALTHY)
         if worst == HEALTHY:
             return HEALTHY, None
-        return worst, "; ".join(reason for severity, reason in graded if severity == worst)
+        # the worst conditions' reasons first, then the milder ones (a full spool disk while
+        # S3 is failing is a second cause to act on, not a detail)
+        ordered = sorted(
+            (pair for pair in graded if pair[0] != HEALTHY),
+            key=lambda pair: -_RANK[pair[0]],
+        )
+        return worst, "; ".join(reason for _, reason in ordered)
 
     def behind(self) -> list[str]:
         """The names of the conditions behind the health (those of its severity), sorted."""

@@ -618,7 +618,8 @@ def forecast_text(status: dict) -> str:
 def spend_line(status: dict) -> str | None:
     """One line of what X bills, from the ledger's figures in status.json (None without them):
     `spend: 1,000 billable posts today ($5.00); $5.00 this billing cycle (since 2026-12-01),
-    forecast $150.00 at its end; budget posts_per_day 1,000 (0 posts left today)`."""
+    forecast $150.00 at its end; budget posts_per_day 1,000 (0 posts left today)`; the posts
+    left are those of the cycle (`left this billing cycle`) when usd_per_month binds first."""
     if "spend_usd_cycle" not in status:
         return None
     budget = status.get("budget") or {}
@@ -627,8 +628,12 @@ def spend_line(status: dict) -> str | None:
         for name in ("posts_per_day", "usd_per_month")
         if budget.get(name) is not None
     ]
-    left = budget.get("remaining_posts_today")
-    limit = ", ".join(limits) + (f" ({left:,} posts left today)" if left is not None else "")
+    left = budget.get("remaining_posts_today")  # the smaller of the day's and the cycle's
+    per_day = budget.get("posts_per_day")
+    today = status.get("billable_posts_today", 0)
+    today_left = None if per_day is None else max(0, per_day - today)
+    when = "today" if left is not None and left == today_left else "this billing cycle"
+    limit = ", ".join(limits) + (f" ({left:,} posts left {when})" if left is not None else "")
     return (
         f"spend: {status.get('billable_posts_today', 0):,} billable posts today "
         f"(${status.get('spend_usd_today', 0):,.2f}); ${status.get('spend_usd_cycle', 0):,.2f} "
