@@ -63,7 +63,9 @@ Knobs, set from tests at runtime (thread-safe; each one-shot knob fires once):
                              note_post, referenced_posts (live X still sends the old ones)
     drop_after(k)            the next stream connection writes k posts, half a line, then closes
     fail_next(status, n)     the next n stream connection attempts get `status` (503, 429, ...)
-    stall(seconds)           every open stream sends nothing, not even keep-alives, for that long
+    stall(seconds)           every open stream sends nothing, not even keep-alives, for that long;
+                             the posts X matches meanwhile are missed (the timeline), as a
+                             stalled connection delivers nothing and X does not resend
     operational_disconnect() the open stream sends the operational-disconnect message and closes
     inject(kind)             the open stream sends one special line: "malformed",
                              "balanced_cut" (cut where its braces balance), "non_utf8",
@@ -998,6 +1000,7 @@ class FakeXServer:
         self._drop_after: int | None = None
         self._fail_next: list[int] = []
         self._stall_until = 0.0
+        self._stall_ends: float | None = None  # time.time() a stall ends (the timeline)
         self._disconnect = threading.Event()
         self._injections: list[bytes] = []
         self._stopping = threading.Event()
@@ -1045,6 +1048,12 @@ class FakeXServer:
             self._fail_next.extend([status] * times)
 
     def stall(self, seconds: float) -> None:
+        now = time.time()
+        with self._lock:
+            self._catch_up(now)
+            if self._timeline_started and self._down_since is None:
+                self._down_since = now  # nothing is delivered: posts are missed from now
+            self._stall_ends = now + seconds
         self._stall_until = time.monotonic() + seconds
 
     def operational_disconnect(self) -> None:
@@ -1121,12 +1130,13 @@ class FakeXServer:
         """Under the lock: a 200 answer starts; the timeline stops making missed posts."""
         self._catch_up(time.time())
         self.streams_open += 1
-        self._down_since = None
+        if self._stall_ends is None:  # a stream opened in a stall delivers nothing either
+            self._down_since = None
 
     def _stream_closed(self) -> None:
         """Under the lock: a 200 answer ended; with none left open, posts are missed again."""
         self.streams_open -= 1
-        if self.streams_open == 0:
+        if self.streams_open == 0 and self._down_since is None:
             self._down_since = time.time()
 
     def _stream_attempted(self) -> None:
@@ -1137,7 +1147,19 @@ class FakeXServer:
                 self._down_since = time.time()
 
     def _catch_up(self, now: float) -> None:
-        """Under the lock: make the posts X matched from _down_since to `now`, at `rate`."""
+        """Under the lock: make the posts X matched from _down_since to `now` (to the end of a
+        stall when a stream is open after it), at `rate`."""
+        ends = self._stall_ends
+        if ends is not None and now >= ends:
+            self._stall_ends = None
+            if self.streams_open:  # the stall is over: posts reach the open stream again
+                self._make_missed(ends)
+                self._down_since = None
+                return
+        self._make_missed(now)
+
+    def _make_missed(self, now: float) -> None:
+        """Under the lock: _catch_up's posts from _down_since to `now`."""
         since = self._down_since
         if since is None or self.rate <= 0 or not self.rules:
             if since is not None:

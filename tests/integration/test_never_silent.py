@@ -401,7 +401,8 @@ def test_a_stalled_stream_is_degraded_from_its_last_byte_and_repaired_from_there
     """A stall longer than tweepy's 21 s timeout and the 30 s grace, over two connections: the
     status is degraded naming the stall within 35 s of the last byte (not healthy because a new
     connection opened), healthy again once data flows, the stall then only a resolved error,
-    and the gap repair span starts at the last byte received, not when tweepy noticed."""
+    and the gap repair span starts at the last byte received, not when tweepy noticed: what X
+    matched in the stall (and did not deliver) is stored."""
     s3.create_bucket(Bucket=BUCKET)
     server = FakeXServer(token=TOKEN, rate=5, keepalive_interval=1.0).start()
     config = write_config(
@@ -432,6 +433,9 @@ def test_a_stalled_stream_is_degraded_from_its_last_byte_and_repaired_from_there
             return last if last.startswith("repaired ") else None
 
         repair = wait_until(repaired, 40, 0.5)
+        matched = {str(p.id) for p in server.missed_posts(stalled_at, stalled_at + 40)}
+        searchable = matched - {str(p.id) for p in server.missed_posts() if p.repost}
+        wait_until(lambda: searchable <= set(s3_post_ids(s3)), 20, 0.5)
     finally:
         code = collector.stop()
         server.stop()
@@ -441,6 +445,7 @@ def test_a_stalled_stream_is_degraded_from_its_last_byte_and_repaired_from_there
     # the last byte: a post or a keep-alive at most a second before the stall
     assert stalled_at - 3 <= span[0] <= stalled_at, (repair, stalled_at)
     assert span[1] >= stalled_at + 39, (repair, stalled_at)
+    assert len(searchable) >= 100, "40 s at 5 posts/s, a few reposts aside"
     log = collector.log
     assert log.count("health: degraded") == 1, log
     assert log.count("health: healthy") <= 1, log
