@@ -299,6 +299,8 @@ class Collector:
             self._account_refused,
             self._data_flow,
         )
+        if self.repairs is not None:
+            self.repairs.last_data = lambda: stream.last_data_at
         guard = BudgetGuard(
             self.ledger,
             stream,

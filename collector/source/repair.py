@@ -772,7 +772,8 @@ class Repairs:
 
     State (`{spool}/repair.json`): `down_since` (the stream is not connected since then; kept
     across a stop, so the next process repairs the time it was not running), `alive_at` (the
-    last time the stream was seen connected: the start of the span after a kill -9) and
+    last byte the stream received, written every HEARTBEAT_SECONDS while data flows: the start
+    of the span after a kill -9, a stall before it included) and
     `pending` spans not yet repaired, `refused` (X's account state when X refused the stream
     for an account reason since `down_since`: that span waits for a repair by hand),
     `paused_until` (the budget paused the stream until then: no span is open while paused).
@@ -797,6 +798,9 @@ class Repairs:
         self.connected = False
         self._not_before = 0.0  # monotonic: no repair before (after a budget refusal)
         self.metrics: Metrics | None = repairer.metrics if repairer else None
+        # when the stream last received a byte (XStream.last_data_at): a heartbeat during a
+        # stall records that, not the time it runs, so a kill -9 in a stall repairs all of it
+        self.last_data: Callable[[], datetime | None] = lambda: None
 
     def _load(self) -> dict:
         try:
@@ -883,7 +887,7 @@ class Repairs:
     def heartbeat(self) -> None:
         with self._lock:
             if self.connected:
-                self.alive_at = datetime.now(UTC)
+                self.alive_at = self.last_data() or datetime.now(UTC)
                 self._save()
 
     def due(self, span: Span, now: float) -> float:

@@ -593,6 +593,41 @@ def test_kill_9_and_restart_with_repair_loses_no_post_the_stand_in_sent(s3, aws_
     assert row[2] != "under 1 s" and row[5].startswith("repaired (")
 
 
+@pytest.mark.slow  # repair asks for an end_time 15 s old: the test waits for it
+def test_kill_9_in_a_stall_repairs_from_the_last_byte_received(s3, aws_env, tmp_path):
+    """The stream stalls (open, silent) for longer than the 10 s heartbeat, the collector is
+    killed, X sends again, the collector restarts: the span runs from the last byte received
+    before the stall, not from the last heartbeat, and what X matched in the stall is stored."""
+    s3.create_bucket(Bucket=BUCKET)
+    server = FakeXServer(token=TOKEN, rate=5, keepalive_interval=0.5).start()
+    config = write_config(
+        tmp_path, server.url, s3_endpoint=aws_env.url, rules=RULES[:2],
+        x_extra="repair_margin_seconds = 0",
+    )  # fmt: skip
+    try:
+        first = CollectorProcess(config)
+        wait_until(lambda: server.streams_open == 1 and len(server.sent_ids) > 5, 30)
+        server.stall(60)
+        stalled_at = time.time()
+        time.sleep(15)  # a heartbeat runs in the stall
+        first.kill()
+        server.stall(0)
+        second = CollectorProcess(config)
+        repair = wait_until(
+            lambda: (status_of(tmp_path).get("repair_last") or "").startswith("repaired ") and
+            status_of(tmp_path)["repair_last"], 60, 0.5,
+        )  # fmt: skip
+        matched = server.missed_posts(stalled_at, stalled_at + 15)
+        searchable = {str(p.id) for p in matched if not p.repost}
+        wait_until(lambda: searchable <= set(all_post_ids(s3)), 20, 0.5)
+        assert second.stop() == 0, second.log
+    finally:
+        server.stop()
+    start = re.match(r"repaired (\S+) to ", repair)[1]
+    assert stalled_at - 2 <= datetime.fromisoformat(start).timestamp() <= stalled_at, repair
+    assert len(searchable) >= 50, "15 s at 5 posts/s, a few reposts aside"
+
+
 def status_json(config: Path) -> tuple[int, dict]:
     shown = run_cli("status", "--json", "--config", str(config))
     return shown.returncode, json.loads(shown.stdout)
