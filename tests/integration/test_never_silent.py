@@ -385,7 +385,12 @@ def test_a_condition_counts_after_its_delay_and_fails_after_its_grace() -> None:
         "S3 refuses uploads: AccessDenied (again); X stream: closed",
     )
     now[0] = 121  # the s3 condition started at 0: repeated reports keep its start
-    assert health.state() == (FAILING, "S3 refuses uploads: AccessDenied (again)")
+    # failing first, the milder condition still named (it is a cause to act on too)
+    assert health.state() == (
+        FAILING,
+        "S3 refuses uploads: AccessDenied (again); X stream: closed",
+    )
+    assert health.behind() == ["s3"]
     health.clear("s3")
     health.clear("stream")
     assert health.state() == (HEALTHY, None)
