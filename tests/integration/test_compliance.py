@@ -410,3 +410,23 @@ def test_compliance_purge_and_report_use_the_key_of_the_configs_credentials_file
     assert run(archive, "--no-progress") == 78
     err = capsys.readouterr().err
     assert f"s3.credentials_file {credentials}: not an AWS credentials file with [default]" in err
+
+
+def test_the_notebooks_first_cell_leaves_removed_posts_out_and_says_so(
+    archive, tmp_path, monkeypatch, capsys
+) -> None:
+    from tests.conftest import REPO
+
+    mark(archive)
+    assert run(archive, "--no-progress") == 0
+    capsys.readouterr()
+    notebook = json.loads((REPO / "roles/notebook/files/analysis.ipynb").read_text())
+    first = next(cell for cell in notebook["cells"] if cell["cell_type"] == "code")
+    monkeypatch.setenv("TWITTERSNAKE_CONFIG", str(archive.config))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+    exec("".join(first["source"]), {})  # noqa: S102 (the notebook's own cell, as Jupyter runs it)
+
+    out = capsys.readouterr().out
+    assert "compliance: 8 posts left out (deleted," in out
+    assert f"{POSTS - 8} posts from" in out
