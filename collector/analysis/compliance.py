@@ -330,7 +330,9 @@ def _iso(when: datetime) -> str:
 class Jobs:
     """X's compliance job endpoints through tweepy's Client; signed URLs through requests."""
 
-    def __init__(self, api_base_url: str, token: str, run: RunState) -> None:
+    def __init__(
+        self, api_base_url: str, token: str, run: RunState, token_file: object = ""
+    ) -> None:
         import tweepy
 
         from collector.source.stream import TWEEPY_HOST, _Redirect
@@ -338,6 +340,7 @@ class Jobs:
         self.client = tweepy.Client(token, return_type=dict)
         self.client.session.mount(TWEEPY_HOST, _Redirect(api_base_url))
         self.run = run
+        self.token_file = token_file  # named when X refuses the token (never the token)
 
     def _call(self, what: str, method, *args, **kwargs) -> dict:
         import requests
@@ -348,6 +351,11 @@ class Jobs:
         self.run.requests += 1
         try:
             return method(*args, **kwargs) or {}
+        except tweepy.Unauthorized:
+            raise ComplianceError(
+                f"X compliance jobs: {what}: X refused the bearer token (401 Unauthorized): "
+                f"check the token in x.bearer_token_file {self.token_file}"
+            ) from None
         except (tweepy.TweepyException, requests.RequestException) as exc:
             raise ComplianceError(f"X compliance jobs: {what}: {_one_line(exc)}") from None
 
@@ -492,7 +500,7 @@ class Runner:
         return run
 
     def execute(self, run: RunState) -> Outcome:
-        jobs = Jobs(self.cfg.x.api_base_url, self.token, run)
+        jobs = Jobs(self.cfg.x.api_base_url, self.token, run, self.cfg.x.bearer_token_file)
         ids = self.state.load_ids() if run.ids else []
         error = None
         try:
@@ -654,8 +662,8 @@ class Applied:
                 f"X are included and {self.geo_blanked} geotags kept, {run}"
             )
         return (
-            f"compliance: {self.removed} posts left out (deleted, protected or suspended on X), "
-            f"{self.geo_blanked} geotags blanked, {run}"
+            f"compliance: {self.removed} posts left out (deleted, bounced, protected or "
+            f"suspended on X), {self.geo_blanked} geotags blanked, {run}"
         )
 
 

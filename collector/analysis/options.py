@@ -137,7 +137,7 @@ def add_compliance_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--include-removed",
         action="store_true",
-        help="keep posts X reported deleted, protected or suspended, and their geotags "
+        help="keep posts X reported deleted, bounced, protected or suspended, and their geotags "
         "(for an audit; collector compliance finds them)",
     )
 

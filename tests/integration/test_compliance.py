@@ -430,3 +430,14 @@ def test_the_notebooks_first_cell_leaves_removed_posts_out_and_says_so(
     out = capsys.readouterr().out
     assert "compliance: 8 posts left out (deleted," in out
     assert f"{POSTS - 8} posts from" in out
+
+
+def test_a_token_x_refuses_names_the_token_file(archive, capsys) -> None:
+    cfg = load_config(archive.config, streaming=False)
+    cfg.x.bearer_token_file.write_text("not-the-token\n")
+
+    assert run(archive, "--no-progress") == 1
+
+    err = capsys.readouterr().err
+    assert "X refused the bearer token (401 Unauthorized): check the token in " in err
+    assert f"x.bearer_token_file {cfg.x.bearer_token_file}" in err and "not-the-token" not in err
