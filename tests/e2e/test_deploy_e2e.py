@@ -14,8 +14,10 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from array import array
@@ -34,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN_FILE = "/etc/twittersnake/secrets/x_bearer_token"
 SPOOL = "/var/lib/twittersnake/spool"
 LOG = "/var/log/twittersnake/collector.log"
+SRC = "/opt/twittersnake/src"
 
 
 class Sandbox:
@@ -690,3 +693,98 @@ def test_the_token_appears_in_no_log(sandbox):
     logs = sandbox.ssh("cat /var/log/twittersnake/* /var/log/supervisor/* 2>/dev/null", check=False)
     assert token not in logs
     assert all(token not in output for output in sandbox.outputs)
+
+
+def gpg_key(home: Path, name: str) -> tuple[str, str]:
+    """A throwaway signing key in `home` (no passphrase): (fingerprint, armoured public key)."""
+    env = dict(os.environ, GNUPGHOME=str(home))
+    subprocess.run(
+        ["gpg", "--batch", "--passphrase", "", "--quick-gen-key", f"{name} <{name}@example.org>",
+         "ed25519", "sign", "never"],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    listing = subprocess.run(
+        ["gpg", "--batch", "--with-colons", "--list-keys", f"{name}@example.org"],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    fingerprint = re.search(r"(?m)^fpr:+([0-9A-F]{40}):", listing).group(1)
+    public = subprocess.run(
+        ["gpg", "--batch", "--armor", "--export", fingerprint],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return fingerprint, public
+
+
+def test_a_signed_tag_deploys_and_an_unsigned_or_foreign_one_stops_before_the_checkout(
+    sandbox, tmp_path
+):
+    """twittersnake_signing_keys: the version must be signed by one of them. A tag signed with the
+    listed key deploys (the collector restarts on its commit); an unsigned tag or one signed by
+    another key stops the deploy with git's verdict, and the checkout and the running collector
+    stay as they were."""
+    home = Path(tempfile.mkdtemp(prefix="gnupg-", dir="/tmp"))  # short: gpg-agent's socket path
+    home.chmod(0o700)
+    served = Path(sandbox.vars["sandbox_state_dir"]) / "git" / f"signed-{os.getpid()}.git"
+    work = tmp_path / "work"
+    env = dict(os.environ, GNUPGHOME=str(home))
+
+    def git(*args: str, cwd: Path = work) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=Release", "-c", "user.email=release@example.org", *args],
+            cwd=cwd, env=env, check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+
+    try:
+        release, public = gpg_key(home, "release")
+        other, _ = gpg_key(home, "other")
+        # The deployed commit, then one commit per tag on top of it.
+        git("clone", "-q", "--no-checkout", str(REPO), str(work), cwd=tmp_path)
+        git("checkout", "-q", "--detach", sandbox.vars["twittersnake_version"])
+        commits = {}
+        for tag, signing in (("v-signed", release), ("v-unsigned", None), ("v-other", other)):
+            git("commit", "-q", "--allow-empty", "-m", f"release {tag}")
+            commits[tag] = git("rev-parse", "HEAD")
+            sign = ["-u", signing] if signing else ["-a"]
+            git("tag", *sign, "-m", tag, tag)
+        git("clone", "-q", "--bare", str(work), str(served), cwd=tmp_path)
+        url = f"git://127.0.0.1:{sandbox.vars['sandbox_git_port']}/{served.name}"
+        before = sandbox.wait_running()
+
+        signed = sandbox.site(
+            twittersnake_repo_url=url, twittersnake_version="v-signed",
+            twittersnake_signing_keys=[public],
+        )  # fmt: skip
+        assert signed.returncode == 0, signed.stdout[-5000:]
+        assert sandbox.ssh(f"git -C {SRC} rev-parse HEAD").strip() == commits["v-signed"]
+        running = sandbox.wait_running()
+        assert running != before  # restarted once, on the signed commit
+        modes = sandbox.ssh("stat -c '%a %U' /etc/twittersnake-git /etc/twittersnake-git/gnupg")
+        assert modes.split() == ["700", "root", "700", "root"]
+        again = sandbox.site()
+        assert again.returncode == 0, again.stdout[-3000:]
+        assert recap_changed(again.stdout) == 0, again.stdout[-5000:]
+        assert sandbox.pid() == running
+
+        for tag, verdict in (
+            ("v-unsigned", "(git: error: no signature found)"),
+            ("v-other", f"NO_PUBKEY {other[-16:]})"),
+        ):
+            refused = sandbox.site(twittersnake_version=tag)
+            assert refused.returncode != 0
+            assert (
+                f'Task failed: Action failed: twittersnake_version "{tag}" is not signed by one'
+                " of twittersnake_signing_keys: Failed to verify GPG signature of commit/tag"
+                f' "{tag}" (git: '
+            ) in refused.stdout + refused.stderr, refused.stdout[-5000:]
+            assert verdict in refused.stdout + refused.stderr, refused.stdout[-5000:]
+            assert sandbox.ssh(f"git -C {SRC} rev-parse HEAD").strip() == commits["v-signed"]
+            assert sandbox.state() == "RUNNING" and sandbox.pid() == running
+    finally:
+        for key in ("twittersnake_repo_url", "twittersnake_version", "twittersnake_signing_keys"):
+            sandbox.extra.pop(key, None)
+        subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False)
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(served, ignore_errors=True)
+    restored = sandbox.site()
+    assert restored.returncode == 0, restored.stdout[-5000:]
+    sandbox.wait_running()

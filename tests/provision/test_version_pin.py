@@ -9,6 +9,7 @@ the instance) whether the version is a branch; a 40-hex commit and a tag pass,
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,9 +54,12 @@ def origin(tmp_path_factory) -> tuple[str, str]:
     return f"file://{root / 'origin.git'}", git("rev-parse", "HEAD")
 
 
-def check(tmp_path: Path, url: str, version: str, **extra) -> subprocess.CompletedProcess:
-    playbook = tmp_path / "version.yml"
-    playbook.write_text(PLAYBOOK)
+def check(
+    tmp_path: Path, url: str, version: str, playbook: Path | None = None, **extra
+) -> subprocess.CompletedProcess:
+    if playbook is None:
+        playbook = tmp_path / "version.yml"
+        playbook.write_text(PLAYBOOK)
     variables = {
         "twittersnake_repo_url": url,
         "twittersnake_version": version,
@@ -107,3 +111,46 @@ def test_a_version_the_repository_does_not_have_or_cannot_be_asked_is_refused(tm
     result = check(tmp_path, "file:///nonexistent/repo.git", "v1.0.0")
     assert result.returncode == 2
     assert 'twittersnake_version "v1.0.0" cannot be checked: git ls-remote' in result.stdout
+
+
+PREFLIGHT = """
+- name: The collector role's input checks, as the deploy runs them
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Check
+      ansible.builtin.import_role:
+        name: collector
+        tasks_from: preflight
+"""
+
+PUBLIC_KEY = (
+    "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ2xkYRYJKwYBBAHaRw8BAQdA\n=abcd\n"
+    "-----END PGP PUBLIC KEY BLOCK-----\n"
+)
+
+
+def test_a_signing_key_that_is_not_an_armoured_public_key_is_refused_naming_it(tmp_path, origin):
+    url, _ = origin
+    playbook = tmp_path / "preflight.yml"
+    playbook.write_text(PREFLIGHT)
+    private = PUBLIC_KEY.replace("PUBLIC", "PRIVATE")
+    for keys, expected in (
+        ([PUBLIC_KEY, "ABCD1234ABCD1234"], "collector_signing_keys item 2 "),
+        ([private, PUBLIC_KEY], "collector_signing_keys item 1 "),
+    ):
+        result = check(tmp_path, url, "v1.0.0", twittersnake_signing_keys=keys, playbook=playbook)
+        assert result.returncode == 2, result.stdout[-3000:]
+        assert (
+            expected + "(twittersnake_signing_keys, counting from 1) must be an ASCII-armoured "
+            'OpenPGP public key ("-----BEGIN PGP PUBLIC KEY BLOCK-----"' in result.stdout
+        ), result.stdout[-3000:]
+    # Well-formed keys pass the input checks (the run stops later, at the missing credentials).
+    result = check(
+        tmp_path, url, "v1.0.0", twittersnake_signing_keys=[PUBLIC_KEY], playbook=playbook
+    )
+    assert "collector_signing_keys" not in result.stdout, result.stdout[-3000:]
+    assert re.search(
+        r"TASK \[collector : Stop on invalid collector inputs\] \**\nskipping", result.stdout
+    ), result.stdout[-3000:]
