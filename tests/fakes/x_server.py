@@ -981,7 +981,7 @@ class FakeXServer:
         )
         self._down_since: float | None = None  # time.time() no stream was open from
         self._timeline_started = False
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a replay hook reads the timeline while a stream opens
         # every field X can send about each post; what a request gets is rendered from these
         self.messages = sample_messages(samples, pool, seed)
         self.notes = note_messages(self.messages, NOTE_TEMPLATES, seed)
@@ -1126,12 +1126,15 @@ class FakeXServer:
             return False  # long posts are originals
         return self._reposts[post_id % len(self.messages)]
 
-    def _stream_opened(self) -> None:
-        """Under the lock: a 200 answer starts; the timeline stops making missed posts."""
+    def _stream_opened(self) -> float | None:
+        """Under the lock: a 200 answer starts; the timeline stops making missed posts.
+        Returns when the timeline was missing posts from (None: it was not), to undo it."""
         self._catch_up(time.time())
         self.streams_open += 1
+        down_since = self._down_since
         if self._stall_ends is None:  # a stream opened in a stall delivers nothing either
             self._down_since = None
+        return down_since
 
     def _stream_closed(self) -> None:
         """Under the lock: a 200 answer ended; with none left open, posts are missed again."""
@@ -1615,10 +1618,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         replay, replay_only = [], False
-        for hook in STREAM_REPLAYS:
-            answer = hook(fake, fake.stream_queries[-1], selection)
-            if answer is not None:
-                replay, replay_only = replay + answer[0], replay_only or answer[1]
+        with fake._lock:  # the timeline stops at the opening: a backfill replays all it missed
+            down_since = fake._stream_opened()
+            for hook in STREAM_REPLAYS:
+                answer = hook(fake, fake.stream_queries[-1], selection)
+                if answer is not None:
+                    replay, replay_only = replay + answer[0], replay_only or answer[1]
+            if replay_only:  # a Recovery job is no live stream: the timeline goes on as before
+                fake.streams_open -= 1
+                fake._down_since = down_since
         if replay_only:  # a Recovery job: the period again, then the end; not the live stream
             with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
                 if replay:
@@ -1627,8 +1635,6 @@ class _Handler(BaseHTTPRequestHandler):
             with fake._lock:
                 fake.stream_connections.pop(connection["id"], None)
             return
-        with fake._lock:
-            fake._stream_opened()
         try:
             if replay:  # backfill: what matched before the connection, oldest first
                 self._write_posts(replay)
