@@ -39,9 +39,10 @@ debian-packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# Two workers (pytest-xdist), a test module's tests on one worker; the sandbox modules are one unit,
-# started first, sharing one sandbox (tests/conftest.py).
-PYTEST_PARALLEL := -n 2 --dist loadfile --no-loadscope-reorder
+# Four workers (pytest-xdist) on two cores: most tests wait on timers, servers and subprocesses, not
+# the CPU. A test module's tests on one worker; the sandbox modules are one unit, started first,
+# sharing one sandbox (tests/conftest.py).
+PYTEST_PARALLEL := -n 4 --dist loadfile --no-loadscope-reorder
 
 # The whole suite: what CI runs (.ci/run).
 ## test: the whole suite, all four tiers (what CI runs after lint)

@@ -226,7 +226,7 @@ def tiny_disk(tmp_path: Path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-# -- running in parallel (pytest-xdist; `make test`: -n 2 --dist loadfile --no-loadscope-reorder) -
+# -- running in parallel (pytest-xdist; `make test`: -n 4 --dist loadfile --no-loadscope-reorder) -
 
 # The tests that use the sandbox live in tests/e2e/: their tests form one unit of work, so one
 # worker runs them all, in this order, on the one sandbox its session builds

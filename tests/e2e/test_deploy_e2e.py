@@ -785,6 +785,4 @@ def test_a_signed_tag_deploys_and_an_unsigned_or_foreign_one_stops_before_the_ch
         subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(served, ignore_errors=True)
-    restored = sandbox.site()
-    assert restored.returncode == 0, restored.stdout[-5000:]
-    sandbox.wait_running()
+    # The module's last deploy: the next one (the notebook's) goes back to the default version.
